@@ -1,0 +1,208 @@
+"""The ``georet`` command: a thin shell over :mod:`georet.indexer` and :mod:`georet.search`.
+
+Every user mistake surfaces as ``Error: <one line>`` on stderr with exit code 1;
+set ``GEORET_DEBUG=1`` to see tracebacks of unexpected failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from georet import __version__
+from georet.errors import GeoretError
+
+OUTPUT_SUFFIXES = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet": "parquet"}
+
+
+class _GeoretGroup(click.Group):
+    """Turns library errors into one-line CLI errors instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GeoretError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("GEORET_DEBUG"):
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {first_line} (set GEORET_DEBUG=1 for a traceback)") from None
+
+
+@click.group(cls=_GeoretGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="georet")
+def main() -> None:
+    """Search satellite and aerial imagery with words."""
+
+
+def _model_spec(arch: str | None, pretrained: str | None, checkpoint: str | None):
+    from georet.model import DEFAULT_ARCH, DEFAULT_PRETRAINED, ModelSpec, pretrained_tags
+
+    if pretrained is not None and pretrained.lower() == "none":
+        return ModelSpec(arch or DEFAULT_ARCH, None, checkpoint)
+    if arch is None:
+        return ModelSpec(DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
+    if pretrained is None:
+        tags = pretrained_tags(arch)
+        if tags:
+            raise GeoretError(f"name the weights for {arch}: --pretrained TAG|FILE "
+                              f"(tags: {', '.join(tags[:6])}{', ...' if len(tags) > 6 else ''}) or --pretrained none")
+    return ModelSpec(arch, pretrained, checkpoint)
+
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             type=click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False),
+                             help="Where the model runs.")
+db_option = click.option("--db", required=True, type=click.Path(path_type=Path), help="Index directory.")
+
+
+@main.command()
+@click.argument("rasters", nargs=-1, required=True, type=click.Path(path_type=Path))
+@db_option
+@click.option("--tile-size", default="256", show_default=True, help="Tile size: pixels (256) or ground distance (200m, 1.5km).")
+@click.option("--stride", type=int, help="Step between tiles in pixels [default: tile size, no overlap].")
+@click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
+@click.option("--min-valid", default=0.5, show_default=True, type=float, help="Skip tiles with a smaller valid-pixel fraction.")
+@click.option("--assume-crs", help="CRS for rasters that have none, e.g. EPSG:32631.")
+@click.option("--model", "arch", help="open_clip architecture [default: ViT-B-32 with openai weights].")
+@click.option("--pretrained", help="open_clip pretrained tag, a local weights file, or 'none' (random init).")
+@click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint to apply.")
+@device_option
+@click.option("--batch-size", default=32, show_default=True, type=int, help="Tiles per model batch.")
+@click.option("--classes", type=click.Path(path_type=str), help="Scene-class vocabulary for zero-shot land cover.")
+@click.option("--landcover", type=click.Path(path_type=str), help="Land-cover layer: vector polygons or a classified raster.")
+@click.option("--landcover-field", help="Class field of a vector land-cover layer.")
+@click.option("--reindex", is_flag=True, help="Recompute tiles already in the index (default: skip them).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def index(rasters, db, tile_size, stride, bands, min_valid, assume_crs, arch, pretrained, checkpoint, device,
+          batch_size, classes, landcover, landcover_field, reindex, quiet) -> None:
+    """Tile RASTERS (files, directories, VRTs), embed the tiles and store them in --db."""
+    from georet.indexer import index_raster
+    from georet.tiling import TilingParams, parse_bands
+
+    if landcover_field and not landcover:
+        raise GeoretError("--landcover-field needs --landcover")
+    if classes and landcover:
+        raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
+    tiling = TilingParams(tile_size=tile_size if not tile_size.isdigit() else int(tile_size), stride=stride,
+                          bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs)
+    report = index_raster(rasters, db, tiling=tiling, model=_model_spec(arch, pretrained, checkpoint),
+                          device=device, batch_size=batch_size, classes=classes, landcover=landcover,
+                          landcover_field=landcover_field, reindex=reindex,
+                          progress=False if quiet else None)
+    click.echo(report.summary(), err=True)
+
+
+@main.command()
+@click.argument("text")
+@db_option
+@click.option("-k", "k", default=10, show_default=True, type=int, help="Number of tiles to return.")
+@click.option("--bbox", help="Search area minx,miny,maxx,maxy (lon/lat unless --bbox-crs).")
+@click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--within", type=click.Path(path_type=str), help="Search inside the polygons of a vector file.")
+@click.option("--scene", help="Only tiles of this scene class (see `georet info`).")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "geojson"]), help="Output on stdout.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write hits to .geojson, .gpkg or .parquet.")
+@click.option("--pretrained", help="New location of the index's weights file, if it moved.")
+@click.option("--checkpoint", type=click.Path(path_type=str), help="New location of the index's checkpoint, if it moved.")
+@device_option
+def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, pretrained, checkpoint, device) -> None:
+    """Find the tiles in --db that best match TEXT."""
+    from georet.search import open_index
+
+    if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
+    if not text.strip():
+        raise GeoretError("the query text is empty")
+    index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
+    hits = index.search(text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene)
+    if output is not None:
+        _write_hits(hits, output)
+        click.echo(f"wrote {len(hits)} hits to {output}", err=True)
+        if fmt != "table":
+            click.echo(_render(hits, fmt, text))
+        return
+    click.echo(_render(hits, fmt, text))
+
+
+def _write_hits(hits, output: Path) -> None:
+    driver = OUTPUT_SUFFIXES[output.suffix.lower()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if driver == "parquet":
+        hits.to_parquet(output)
+    else:
+        if output.exists():
+            output.unlink()
+        hits.to_file(output, driver=driver, **({"layer": "georet_results"} if driver == "GPKG" else {}))
+
+
+def _render(hits, fmt: str, text: str) -> str:
+    if fmt == "geojson":
+        collection = json.loads(hits.to_json(drop_id=True))
+        collection["georet"] = {"query": text}
+        return json.dumps(collection)
+    if fmt == "json":
+        records = json.loads(hits.drop(columns="geometry").to_json(orient="records"))
+        for record, geom in zip(records, hits.geometry):
+            record["bbox"] = list(geom.bounds)
+        return json.dumps({"query": text, "results": records}, indent=2)
+    return _table(hits)
+
+
+def _table(hits) -> str:
+    if hits.empty:
+        return "no matching tiles"
+    rows = [("rank", "score", "scene", "tile_id", "centre lon,lat")]
+    for rec, geom in zip(hits.itertuples(), hits.geometry):
+        centre = geom.centroid
+        rows.append((str(rec.rank), f"{rec.score:.3f}", f"{rec.scene} ({rec.scene_score:.2f})" if rec.scene else "-",
+                     rec.tile_id, f"{centre.x:.5f},{centre.y:.5f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(db, as_json) -> None:
+    """Describe an index: tiles, model, sources, scenes."""
+    from georet.search import open_index
+
+    summary = open_index(db).info()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    model = summary["model"]
+    click.echo(f"index    {summary['path']}")
+    click.echo(f"tiles    {summary['tiles']}")
+    click.echo(f"model    {model['arch']} ({model['pretrained']}), dim {model['dim']}"
+               + (f", checkpoint {Path(model['checkpoint']).name}" if model.get("checkpoint") else ""))
+    click.echo(f"updated  {summary['updated']}")
+    for source, meta in summary["sources"].items():
+        click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tiles of {meta['tile_px']} px, scenes: {meta['scenes']}]")
+    click.echo(f"scenes   {', '.join(summary['scenes']) or '-'}")
+
+
+@main.command()
+def models() -> None:
+    """List model architectures and their pretrained tags."""
+    from georet.model import list_architectures, pretrained_tags
+
+    for arch in list_architectures():
+        tags = pretrained_tags(arch)
+        click.echo(f"{arch}  {', '.join(tags) if tags else '(no tags: --pretrained FILE or none)'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""raster → tiles → embeddings → table: the ``georet index`` pipeline.
+
+A reader thread cuts windows, reads and preprocesses batches while the model
+embeds the previous batch (rasterio and torch both release the GIL), through a
+bounded queue, so reading overlaps the model and memory stays flat. Rows are
+committed to LanceDB every ``write_every`` tiles; each commit is atomic, so a
+killed run resumes from the tiles already in the table.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import shapely
+
+from georet.errors import GeoretError
+from georet.landcover import RasterLandcover, VectorLandcover, ZeroShotScenes, read_classes
+from georet.model import EmbeddingModel, ModelSpec, load_model
+from georet.store import TileStore, sql_string, tile_schema
+from georet.tiling import RasterSource, Tile, TilingParams, discover_rasters
+
+_PREFETCH_BATCHES = 3
+_RASTER_LANDCOVER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img"}
+
+
+@dataclass
+class IndexReport:
+    """What one ``index`` run did."""
+
+    db: str
+    sources: list[str] = field(default_factory=list)
+    indexed: int = 0
+    already_indexed: int = 0
+    below_min_valid: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"indexed {self.indexed} tiles from {len(self.sources)} raster(s) into {self.db} "
+                f"in {self.seconds:.1f} s ({self.tiles_per_second:.1f} tiles/s); "
+                f"{self.already_indexed} already indexed, {self.below_min_valid} below --min-valid")
+
+
+@dataclass
+class _Batch:
+    tiles: list[Tile]
+    images: object  # torch.Tensor, preprocessed
+    windows_done: int
+
+
+def _batches(source: RasterSource, model: EmbeddingModel, skip_ids: set[str], batch_size: int,
+             min_valid: float, report: IndexReport) -> Iterator[_Batch]:
+    tiles: list[Tile] = []
+    windows_done = 0
+    for tile in source.iter_tiles(skip_ids):
+        windows_done += 1
+        if tile.valid_fraction < min_valid or tile.valid_fraction == 0.0:
+            report.below_min_valid += 1
+        else:
+            tiles.append(tile)
+        if len(tiles) == batch_size:
+            yield _Batch(tiles, model.preprocess.apply(np.stack([t.pixels for t in tiles])), windows_done)
+            tiles, windows_done = [], 0
+    if tiles or windows_done:
+        images = model.preprocess.apply(np.stack([t.pixels for t in tiles])) if tiles else None
+        yield _Batch(tiles, images, windows_done)
+
+
+def _prefetch(iterator: Iterator[_Batch]) -> Iterator[_Batch]:
+    """Run ``iterator`` in a thread, at most a few batches ahead; re-raise its errors here."""
+    slots: queue.Queue = queue.Queue(maxsize=_PREFETCH_BATCHES)
+    done = object()
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if not hand_over(item):
+                    return
+            hand_over(done)
+        except BaseException as exc:  # handed to the consumer
+            hand_over(exc)
+
+    worker = threading.Thread(target=produce, name="georet-reader", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int) -> pa.Table:
+    polys = [t.footprint for t in tiles]
+    bounds = shapely.bounds(np.array(polys, dtype=object))
+    return pa.table({
+        "tile_id": [t.tile_id for t in tiles],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
+        "geometry": shapely.to_wkb(np.array(polys, dtype=object)).tolist(),
+        "minx": bounds[:, 0], "miny": bounds[:, 1], "maxx": bounds[:, 2], "maxy": bounds[:, 3],
+        "source": [t.source for t in tiles],
+        "source_crs": [source_crs] * len(tiles),
+        "col_off": [int(t.window.col_off) for t in tiles],
+        "row_off": [int(t.window.row_off) for t in tiles],
+        "width": [int(t.window.width) for t in tiles],
+        "height": [int(t.window.height) for t in tiles],
+        "scene": [lab.scene for lab in labels],
+        "scene_score": [lab.score for lab in labels],
+        "landcover_fractions": [lab.fractions_json() for lab in labels],
+        "valid_fraction": [t.valid_fraction for t in tiles],
+        "thumbnail": [t.thumbnail_png() for t in tiles],
+    }, schema=tile_schema(dim))
+
+
+def _landcover_for(path: str | None, field: str | None, source: RasterSource):
+    if not path:
+        return None
+    if Path(path).suffix.lower() in _RASTER_LANDCOVER_SUFFIXES:
+        return RasterLandcover(path, source.dataset, source.crs)
+    return VectorLandcover(path, field, source.crs, source.dataset.bounds)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def index_raster(
+    paths: str | Path | Sequence[str | Path],
+    db: str | Path,
+    *,
+    tiling: TilingParams | None = None,
+    model: EmbeddingModel | ModelSpec | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    classes: str | Path | None = None,
+    landcover: str | Path | None = None,
+    landcover_field: str | None = None,
+    reindex: bool = False,
+    progress: bool | None = None,
+    write_every: int = 256,
+) -> IndexReport:
+    """Tile, embed and store rasters in the index at ``db`` (created if needed).
+
+    Tiles already in the index are skipped (resume after interruption) unless
+    ``reindex`` is set, in which case they are recomputed and upserted.
+    ``progress=None`` shows a bar only when stderr is a terminal.
+    """
+    started = time.perf_counter()
+    tiling = tiling or TilingParams()
+    if batch_size < 1:
+        raise GeoretError(f"--batch-size must be positive, got {batch_size}")
+    rasters = discover_rasters([paths] if isinstance(paths, (str, Path)) else paths)
+    for path in rasters:  # validate every input before touching the index
+        with RasterSource(path, tiling):
+            pass
+    scene_classes = None if landcover else read_classes(classes)
+    if landcover and not Path(landcover).exists():
+        raise GeoretError(f"land-cover file not found: {landcover}")
+    if not isinstance(model, EmbeddingModel):
+        model = load_model(model, device=device)
+    spec = {"arch": model.spec.arch,
+            "pretrained": _absolute_if_file(model.spec.pretrained),
+            "checkpoint": _absolute_if_file(model.spec.checkpoint)}
+    store = TileStore.open_for_writing(db, model.identity, spec)
+    zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
+    show = sys.stderr.isatty() if progress is None else progress
+
+    report = IndexReport(db=str(store.path))
+    for path in rasters:
+        with RasterSource(path, tiling) as source:
+            labeler = _landcover_for(str(landcover) if landcover else None, landcover_field, source) or zero_shot
+            try:
+                _index_source(source, model, store, labeler, tiling, batch_size, reindex, show, write_every, report)
+            finally:
+                if isinstance(labeler, RasterLandcover):
+                    labeler.close()
+            store.record_source(str(source.path), {
+                "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
+                "bands": list(source.bands), "tile_px": source.tile_px, "stride_px": source.stride_px,
+                "tiling": tiling.to_dict(),
+                "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
+                "classes": [c.label for c in scene_classes] if scene_classes else None,
+                "tiles": store.count(f"source = {sql_string(str(source.path))}"),
+            })
+        report.sources.append(str(path))
+    store.optimize()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
+                  batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport) -> None:
+    skip = set() if reindex else store.existing_ids(str(source.path))
+    windows = source.windows()
+    already = sum(1 for w in windows if source.tile_id(w) in skip)
+    report.already_indexed += already
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    source_crs = source.crs.to_string()
+    with _progress(len(windows) - already, source.path.name, show) as bar:
+        for batch in _prefetch(_batches(source, model, skip, batch_size, tiling.min_valid, report)):
+            if batch.tiles:
+                vectors = model.encode_images(batch.images)
+                labels = labeler.label(batch.tiles, vectors)
+                pending.append(_rows(batch.tiles, vectors, labels, source_crs, model.dim))
+                pending_rows += len(batch.tiles)
+                report.indexed += len(batch.tiles)
+            if pending_rows >= write_every:
+                store.upsert(pa.concat_tables(pending))
+                pending, pending_rows = [], 0
+            bar.update(batch.windows_done)
+        if pending:
+            store.upsert(pa.concat_tables(pending))
+
+
+def _absolute_if_file(value: str | None) -> str | None:
+    if value and Path(value).expanduser().is_file():
+        return str(Path(value).expanduser().resolve())
+    return value
