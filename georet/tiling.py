@@ -248,9 +248,13 @@ class RasterSource:
         return np.array(lows, dtype=np.float64), np.array(highs, dtype=np.float64)
 
     def _read_raw(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Band data (C, h, w) and a validity mask (h, w) from nodata/alpha/internal masks."""
+        """Band data (C, h, w) and a validity mask (h, w) from nodata/alpha/internal masks.
+
+        A pixel is invalid only where every selected band is masked, as in GDAL's
+        dataset mask: a real 0 in one band of a nodata=0 raster is still data.
+        """
         data = self.dataset.read(self.bands, window=window)
-        valid = np.all(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+        valid = np.any(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.all(np.isfinite(data), axis=0)
         return data, valid

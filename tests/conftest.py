@@ -1,0 +1,52 @@
+"""Shared fixtures: generated rasters and one small index built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from make_rasters import write_all  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = ["--model", "georet-tiny", "--device", "cpu"]
+#: The installed console script of the interpreter running the tests.
+GEORET_EXE = str(Path(sys.executable).parent / "georet")
+
+
+@pytest.fixture(scope="session")
+def rasters(tmp_path_factory) -> dict[str, Path]:
+    return write_all(tmp_path_factory.mktemp("rasters"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from georet.model import ModelSpec, load_model
+
+    return load_model(ModelSpec("georet-tiny", None), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, rasters, tiny_model) -> Path:
+    """UTM + lon/lat + web-mercator rasters in one index (64-px tiles), built through the Python API."""
+    from georet import TilingParams, index_raster
+
+    db = tmp_path_factory.mktemp("idx") / "tiles.db"
+    index_raster([rasters["utm"], rasters["lonlat"], rasters["mercator"]], db,
+                 tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
+    return db
+
+
+def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``georet`` console script in a subprocess."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("GEORET_DEBUG", None)
+    proc = subprocess.run([GEORET_EXE, *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"georet {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return proc

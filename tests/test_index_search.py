@@ -1,0 +1,192 @@
+"""Index + search through the Python API, on a real LanceDB on disk."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import lancedb
+import numpy as np
+import pytest
+import rasterio
+import rasterio.warp
+import shapely
+import torch
+from rasterio.transform import from_origin
+
+import georet
+from georet import TilingParams, index_raster, open_index
+from georet.errors import GeoretError
+from georet.model import ModelSpec, load_model
+from georet.store import TileStore
+
+
+def _table(db):
+    return lancedb.connect(str(db)).open_table("tiles")
+
+
+def test_index_has_one_row_per_tile_with_consistent_geometry(built_index):
+    rows = _table(built_index).to_arrow().to_pylist()
+    assert len(rows) == 16 + 6 + 4  # 256² utm, 192x128 lon/lat, 128² mercator at 64 px
+    assert len({r["tile_id"] for r in rows}) == len(rows)
+    for row in rows:
+        assert np.linalg.norm(row["vector"]) == pytest.approx(1.0, abs=1e-4)
+        poly = shapely.from_wkb(row["geometry"])
+        assert poly.bounds == pytest.approx((row["minx"], row["miny"], row["maxx"], row["maxy"]))
+        assert -180 <= row["minx"] <= 180 and -90 <= row["miny"] <= 90
+        assert row["scene"] and 0 < row["scene_score"] <= 1
+        assert row["thumbnail"].startswith(b"\x89PNG")
+        assert row["source_crs"] in {"EPSG:32631", "EPSG:4326", "EPSG:3857"}
+
+
+def test_manifest_records_model_and_tiling(built_index):
+    info = open_index(built_index).info()
+    assert info["tiles"] == 26
+    assert info["model"]["arch"] == "georet-tiny" and info["model"]["dim"] == 64
+    assert info["model"]["preprocess"]["size"] == [64, 64]
+    assert len(info["sources"]) == 3
+    meta = next(iter(info["sources"].values()))
+    assert meta["tile_px"] == 64 and meta["tiling"]["edge_policy"] == "shift"
+    assert set(info["scenes"]) <= {line.split(":")[0] for line in
+                                   (georet.landcover.DEFAULT_CLASSES_FILE.read_text().splitlines()) if line and line[0] != "#"}
+
+
+def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
+    index = open_index(built_index, model=tiny_model)
+    hits = index.search("dense residential area", k=5)
+    assert isinstance(hits, gpd.GeoDataFrame) and hits.crs.is_geographic
+    assert list(hits["rank"]) == [1, 2, 3, 4, 5]
+    assert list(hits["score"]) == sorted(hits["score"], reverse=True)
+    for col in ("rank", "score", "tile_id", "scene", "scene_score", "source"):
+        assert col in hits.columns
+    # Brute force over every stored vector gives the same ranking.
+    table = _table(built_index).to_arrow()
+    vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    sims = vectors @ tiny_model.encode_text(["dense residential area"])[0]
+    expected = [table.column("tile_id")[int(i)].as_py() for i in np.argsort(-sims)[:5]]
+    assert list(hits["tile_id"]) == expected
+    assert hits["score"].iloc[0] == pytest.approx(float(sims.max()), abs=1e-4)
+
+
+def test_bbox_filters_are_exact_and_crs_aware(built_index, tiny_model):
+    index = open_index(built_index, model=tiny_model)
+    # Only the lon/lat raster (4.0–4.0192 E, 51.9872–52.0 N) lies in this box.
+    box = (3.999, 51.98, 4.03, 52.001)
+    hits = index.search("farmland", k=50, bbox=",".join(map(str, box)))
+    assert len(hits) == 6 and set(hits["source_crs"]) == {"EPSG:4326"}
+    assert all(g.intersects(shapely.box(*box)) for g in hits.geometry)
+    # Half of that raster, given in web mercator.
+    x0, y0 = rasterio.warp.transform("EPSG:4326", "EPSG:3857", [4.0], [51.9935])
+    x1, y1 = rasterio.warp.transform("EPSG:4326", "EPSG:3857", [4.0191], [52.0])
+    merc = index.search("farmland", k=50, bbox=[x0[0] + 1, y0[0] + 1, x1[0], y1[0]], bbox_crs="EPSG:3857")
+    assert 0 < len(merc) < 6 and set(merc["source_crs"]) == {"EPSG:4326"}
+
+
+def test_within_polygon_file(built_index, tiny_model, tmp_path):
+    with rasterio.open(next(p for p in open_index(built_index).info()["sources"] if "utm" in p)) as src:
+        left, bottom, right, top = src.bounds
+    area = gpd.GeoDataFrame(geometry=[shapely.box(left, bottom, left + 300, bottom + 300)], crs="EPSG:32631")
+    path = tmp_path / "aoi.gpkg"
+    area.to_file(path)
+    hits = open_index(built_index, model=tiny_model).search("forest", k=50, within=path)
+    assert len(hits) == 1 and hits["tile_id"].iloc[0].endswith("-c0-r192-64x64")
+
+
+def test_scene_filter_and_unknown_scene(built_index, tiny_model):
+    index = open_index(built_index, model=tiny_model)
+    scene = index.info()["scenes"][0]
+    hits = index.search("anything", k=50, scene=scene)
+    assert len(hits) >= 1 and set(hits["scene"]) == {scene}
+    with pytest.raises(GeoretError, match="unknown scene 'volcano'; known scenes: "):
+        index.search("anything", scene="volcano")
+
+
+@pytest.mark.parametrize("bbox", ["1,2,3", "a,b,c,d", "5,5,1,1", "0,0,400,10"])
+def test_malformed_bbox(built_index, tiny_model, bbox):
+    with pytest.raises(GeoretError, match="--bbox"):
+        open_index(built_index, model=tiny_model).search("x", bbox=bbox)
+
+
+def test_reindex_is_idempotent(tmp_path, rasters, tiny_model):
+    db = tmp_path / "idem.db"
+    first = index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
+    second = index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
+    assert (first.indexed, second.indexed, second.already_indexed) == (16, 0, 16)
+    forced = index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model,
+                          reindex=True, progress=False)
+    assert forced.indexed == 16
+    assert _table(db).count_rows() == 16
+
+
+def test_min_valid_skips_mostly_empty_tiles(tmp_path, rasters, tiny_model):
+    db = tmp_path / "nodata.db"
+    report = index_raster(rasters["nodata"], db, tiling=TilingParams(tile_size=64, min_valid=0.5),
+                          model=tiny_model, progress=False)
+    assert (report.indexed, report.below_min_valid) == (8, 8)
+    assert all(v >= 0.5 for v in _table(db).to_arrow().column("valid_fraction").to_pylist())
+
+
+def test_other_model_is_refused_for_append_and_query(tmp_path, rasters, tiny_model, built_index):
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"arch": "georet-tiny", "state_dict": {"logit_scale": torch.tensor(1.0)}}, ckpt)
+    other = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
+    before = _table(built_index).version
+    with pytest.raises(GeoretError, match="cannot add to .*checkpoint_id differs"):
+        index_raster(rasters["alpha"], built_index, model=other, progress=False)
+    with pytest.raises(GeoretError, match="cannot query"):
+        open_index(built_index, model=other)
+    assert _table(built_index).version == before
+
+
+def test_not_an_index(tmp_path):
+    with pytest.raises(GeoretError, match="no georet index"):
+        open_index(tmp_path / "nothing")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "precious.txt").write_text("keep me")
+    with pytest.raises(GeoretError, match="not a georet index"):
+        open_index(tmp_path / "folder")
+    with pytest.raises(GeoretError, match="refusing to write"):
+        TileStore.open_for_writing(tmp_path / "folder", {"dim": 4}, {})
+    assert (tmp_path / "folder" / "precious.txt").read_text() == "keep me"
+
+
+def test_vector_landcover_gives_majority_and_fractions(tmp_path, rasters, tiny_model):
+    with rasterio.open(rasters["utm"]) as src:
+        left, bottom, right, top = src.bounds
+    # West 100 px water, the rest forest: the tile at column 64..128 is 36/64 water.
+    layer = gpd.GeoDataFrame({"lc": ["water", "forest"]}, crs="EPSG:32631", geometry=[
+        shapely.box(left, bottom, left + 1000, top), shapely.box(left + 1000, bottom, right, top)]).to_crs(4326)
+    path = tmp_path / "landcover.geojson"
+    layer.to_file(path)
+    db = tmp_path / "lc.db"
+    index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model,
+                 landcover=path, landcover_field="lc", progress=False)
+    rows = {(r["col_off"], r["row_off"]): r for r in _table(db).to_arrow().to_pylist()}
+    assert rows[(0, 0)]["scene"] == "water" and rows[(0, 0)]["scene_score"] == pytest.approx(1.0, abs=1e-3)
+    second = rows[(64, 0)]
+    assert second["scene"] == "water" and second["scene_score"] == pytest.approx(36 / 64, abs=0.01)
+    assert json.loads(second["landcover_fractions"]) == pytest.approx({"water": 36 / 64, "forest": 28 / 64}, abs=0.01)
+    assert rows[(192, 0)]["scene"] == "forest"
+    assert set(open_index(db, model=tiny_model).info()["scenes"]) == {"water", "forest"}
+
+
+def test_raster_landcover_on_another_grid(tmp_path, rasters, tiny_model):
+    with rasterio.open(rasters["utm"]) as src:
+        left, top = src.bounds.left, src.bounds.top
+    classes = np.full((128, 128), 2, np.uint8)  # 20 m pixels over the same area
+    classes[:, :32] = 1  # west 640 m -> class 1
+    lc = tmp_path / "classes.tif"
+    with rasterio.open(lc, "w", driver="GTiff", width=128, height=128, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(left, top, 20, 20), nodata=0) as dst:
+        dst.write(classes, 1)
+    db = tmp_path / "lcr.db"
+    index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, landcover=lc, progress=False)
+    rows = {(r["col_off"], r["row_off"]): r for r in _table(db).to_arrow().to_pylist()}
+    assert rows[(0, 0)]["scene"] == "1" and rows[(128, 64)]["scene"] == "2"
+    assert rows[(0, 0)]["scene_score"] == pytest.approx(1.0)
+
+
+def test_thumbnail(built_index, tiny_model):
+    index = open_index(built_index, model=tiny_model)
+    tile_id = index.search("x", k=1)["tile_id"].iloc[0]
+    assert index.thumbnail(tile_id).size == (64, 64)

@@ -1,0 +1,94 @@
+"""Model factory: tiny architecture, identity, preprocessing, offline behaviour, checkpoints."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from georet.errors import GeoretError
+from georet.model import ModelSpec, Preprocess, load_model
+
+
+def test_tiny_model_is_small_and_unit_normalised(tiny_model):
+    assert sum(p.numel() for p in tiny_model.model.parameters()) <= 2_000_000
+    text = tiny_model.encode_text(["an airport", "a river"])
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    images = tiny_model.encode_images(tiny_model.preprocess.apply(pixels))
+    assert text.shape == (2, tiny_model.dim) and images.shape == (3, tiny_model.dim)
+    assert np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+
+
+def test_random_init_is_reproducible(tiny_model):
+    again = load_model(ModelSpec("georet-tiny", None), device="cpu")
+    assert again.identity == tiny_model.identity
+    assert np.allclose(again.encode_text(["harbour"]), tiny_model.encode_text(["harbour"]))
+
+
+def test_preprocess_resizes_and_normalises():
+    prep = Preprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    white = np.full((2, 100, 100, 3), 255, np.uint8)
+    out = prep.apply(white)
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.allclose(out, torch.ones_like(out), atol=1e-4)  # (1 - 0.5) / 0.5
+    wide = prep.apply(np.zeros((1, 50, 100, 3), np.uint8))  # shortest side then centre crop
+    assert wide.shape == (1, 3, 32, 32)
+
+
+def test_weights_file_round_trip_and_identity(tmp_path, tiny_model):
+    weights = tmp_path / "tiny.pt"
+    state = {k: v.clone() for k, v in tiny_model.model.state_dict().items()}
+    state["text_projection"] = torch.randn_like(state["text_projection"])
+    torch.save(state, weights)
+    loaded = load_model(ModelSpec("georet-tiny", str(weights)), device="cpu")
+    assert loaded.identity["weights_id"] != tiny_model.identity["weights_id"]
+    assert loaded.identity["pretrained"] == "tiny.pt"
+    assert not np.allclose(loaded.encode_text(["x"]), tiny_model.encode_text(["x"]))
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "other.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(3, 3)}, bad)
+    with pytest.raises(GeoretError, match="does not fit georet-tiny"):
+        load_model(ModelSpec("georet-tiny", str(bad)), device="cpu")
+    with pytest.raises(GeoretError, match="not found"):
+        load_model(ModelSpec("georet-tiny", str(tmp_path / "missing.pt")), device="cpu")
+
+
+def test_pretrained_tag_without_network_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
+    monkeypatch.setattr("georet.model._host_reachable", lambda host, port=443: False)
+    started = time.perf_counter()
+    with pytest.raises(GeoretError, match="--pretrained /path/to/weights"):
+        load_model(ModelSpec("ViT-B-32", "openai"), device="cpu", cache_dir=str(tmp_path / "cache"))
+    assert time.perf_counter() - started < 10
+
+
+def test_unknown_tag_and_arch():
+    with pytest.raises(GeoretError, match="unknown pretrained tag"):
+        load_model(ModelSpec("ViT-B-32", "no-such-tag"), device="cpu")
+    with pytest.raises(GeoretError, match="unknown model architecture"):
+        load_model(ModelSpec("ViT-Nope", None), device="cpu")
+
+
+def test_checkpoint_changes_identity_and_output(tmp_path, tiny_model):
+    ckpt = tmp_path / "adapted.pt"
+    proj = tiny_model.model.state_dict()["text_projection"]
+    torch.save({"arch": "georet-tiny", "state_dict": {"text_projection": proj * -1}, "config": {}}, ckpt)
+    adapted = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
+    assert adapted.identity["checkpoint_id"] and adapted.identity["checkpoint_id"] != tiny_model.identity["checkpoint_id"]
+    assert np.allclose(adapted.encode_text(["x"]), -tiny_model.encode_text(["x"]), atol=1e-5)
+
+    torch.save({"arch": "ViT-B-32", "state_dict": {}}, tmp_path / "other_arch.pt")
+    with pytest.raises(GeoretError, match="trained on ViT-B-32"):
+        load_model(ModelSpec("georet-tiny", None, str(tmp_path / "other_arch.pt")), device="cpu")
+
+
+def test_explicit_missing_device_is_an_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(GeoretError, match="no CUDA"):
+        load_model(ModelSpec("georet-tiny", None), device="cuda")

@@ -1,0 +1,149 @@
+"""Tiling: grid, edge policy, footprints across CRSs, band handling, masks, bad rasters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyproj
+import pytest
+import shapely
+from rasterio.windows import Window
+
+from georet.errors import GeoretError
+from georet.tiling import RasterSource, TilingParams, discover_rasters, grid_offsets, parse_tile_size
+
+
+def test_grid_offsets_cover_every_pixel_with_full_tiles():
+    for length, tile, stride in [(256, 64, 64), (250, 64, 64), (300, 100, 60), (64, 64, 32), (1000, 256, 200)]:
+        offsets = grid_offsets(length, tile, stride)
+        covered = np.zeros(length, bool)
+        for off in offsets:
+            assert 0 <= off and off + tile <= length  # "shift": no tile hangs over the edge
+            covered[off : off + tile] = True
+        assert covered.all()
+        assert offsets == sorted(set(offsets))
+
+
+def test_grid_offsets_shift_last_tile_flush_with_edge():
+    assert grid_offsets(250, 64, 64) == [0, 64, 128, 186]
+    assert grid_offsets(40, 64, 64) == [0]
+
+
+@pytest.mark.parametrize("text,expected", [("256", (256, "px")), ("128px", (128, "px")), ("200m", (200, "m")),
+                                           ("1.5km", (1500, "m"))])
+def test_parse_tile_size(text, expected):
+    assert parse_tile_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "abc", "12.5px", "10 miles"])
+def test_parse_tile_size_rejects_nonsense(bad):
+    with pytest.raises(GeoretError):
+        parse_tile_size(bad)
+
+
+def test_utm_tiles_are_deterministic_and_footprints_are_lonlat(rasters):
+    with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as src:
+        windows = src.windows()
+        assert len(windows) == 16
+        first = src.read(windows[0])
+        ids = [src.tile_id(w) for w in windows]
+    with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as again:
+        assert [again.tile_id(w) for w in again.windows()] == ids
+    assert len(set(ids)) == len(ids)
+    assert first.pixels.shape == (64, 64, 3) and first.pixels.dtype == np.uint8
+    # EPSG:32631, x=500000 is the central meridian 3°E; y=5.8e6 m is ~52.3°N.
+    lon, lat = first.footprint.centroid.x, first.footprint.centroid.y
+    assert 2.99 < lon < 3.02 and 52.3 < lat < 52.4
+    # Footprint transformed back equals the source-CRS tile polygon.
+    back = pyproj.Transformer.from_crs(4326, 32631, always_xy=True)
+    xs, ys = back.transform(*np.array(first.footprint.exterior.coords).T)
+    assert shapely.Polygon(np.column_stack([xs, ys])).symmetric_difference(first.footprint_src).area < 1.0
+    assert len(first.footprint.exterior.coords) > 5  # densified
+
+
+def test_lonlat_and_mercator_rasters(rasters):
+    with RasterSource(rasters["lonlat"], TilingParams(tile_size=64)) as src:
+        assert src.crs.is_geographic
+        tile = src.read(src.windows()[0])
+        minx, miny, maxx, maxy = tile.footprint.bounds
+        assert minx == pytest.approx(4.0) and maxy == pytest.approx(52.0)
+        assert maxx - minx == pytest.approx(64 * 0.0001)
+    with RasterSource(rasters["mercator"], TilingParams(tile_size=64)) as src:
+        assert not src.crs.is_geographic
+        lon, lat = src.read(src.windows()[0]).footprint.centroid.coords[0]
+        assert 5.0 < lon < 5.1 and 52.5 < lat < 52.6
+
+
+def test_tile_size_in_metres(rasters):
+    with RasterSource(rasters["utm"], TilingParams(tile_size="320m")) as src:  # 10 m pixels
+        assert src.tile_px == 32
+    with RasterSource(rasters["lonlat"], TilingParams(tile_size="100m")) as src:  # ~6.8 m x 11 m pixels at 52°N
+        assert 10 <= src.tile_px <= 16
+
+
+def test_stride_gives_overlapping_tiles(rasters):
+    with RasterSource(rasters["utm"], TilingParams(tile_size=128, stride=64)) as src:
+        assert [int(w.col_off) for w in src.windows()[:3]] == [0, 64, 128]
+        assert len(src.windows()) == 9
+
+
+def test_uint16_single_band_is_stretched_to_grey_rgb(rasters):
+    with RasterSource(rasters["uint16_single"], TilingParams(tile_size=128)) as src:
+        assert src.bands == (1,)
+        tile = src.read(src.windows()[0])
+    assert tile.pixels.dtype == np.uint8
+    assert np.array_equal(tile.pixels[..., 0], tile.pixels[..., 2])
+    assert tile.pixels.min() <= 5 and tile.pixels.max() >= 250  # 2–98 % stretch uses the full range
+
+
+def test_band_selection(rasters):
+    with RasterSource(rasters["utm"], TilingParams(tile_size=64, bands=(3, 2, 1))) as rev, \
+         RasterSource(rasters["utm"], TilingParams(tile_size=64)) as fwd:
+        w = Window(0, 0, 64, 64)
+        assert np.array_equal(rev.read(w).pixels, fwd.read(w).pixels[..., ::-1])
+    with pytest.raises(GeoretError, match="has 3 band"):
+        with RasterSource(rasters["utm"], TilingParams(tile_size=64, bands=(4, 3, 2))):
+            pass
+
+
+def test_nodata_and_alpha_give_valid_fraction(rasters):
+    with RasterSource(rasters["nodata"], TilingParams(tile_size=256)) as src:
+        assert src.read(src.windows()[0]).valid_fraction == pytest.approx(0.5, abs=0.01)
+    with RasterSource(rasters["alpha"], TilingParams(tile_size=128)) as src:
+        assert src.bands == (1, 2, 3)  # alpha is a mask, not a colour
+        assert src.read(src.windows()[0]).valid_fraction == pytest.approx(0.5)
+
+
+def test_raster_smaller_than_tile_is_padded_as_invalid(rasters):
+    with RasterSource(rasters["mercator"], TilingParams(tile_size=256)) as src:  # 128x128 raster
+        (window,) = src.windows()
+        tile = src.read(window)
+    assert tile.pixels.shape == (256, 256, 3)
+    assert tile.valid_fraction == pytest.approx(0.25)
+
+
+def test_raster_without_crs_is_refused_unless_assumed(rasters):
+    with pytest.raises(GeoretError, match="no CRS.*--assume-crs"):
+        with RasterSource(rasters["no_crs"], TilingParams(tile_size=32)):
+            pass
+    with RasterSource(rasters["no_crs"], TilingParams(tile_size=32, assume_crs="EPSG:32631")) as src:
+        assert src.crs.to_epsg() == 32631
+
+
+def test_corrupt_and_missing_inputs(tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00 definitely not a tiff")
+    with pytest.raises(GeoretError, match="not a readable raster"):
+        with RasterSource(bad, TilingParams()):
+            pass
+    with pytest.raises(GeoretError, match="no such file"):
+        discover_rasters([tmp_path / "missing.tif"])
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(GeoretError, match="no rasters"):
+        discover_rasters([tmp_path / "empty_dir"])
+
+
+def test_discover_directory_is_sorted_and_deduplicated(rasters):
+    folder = rasters["utm"].parent
+    found = discover_rasters([folder, rasters["utm"]])
+    assert found == sorted(found) and len(found) == len(set(found))
+    assert rasters["utm"].resolve() in found
