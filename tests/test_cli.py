@@ -1,0 +1,159 @@
+"""The real ``georet`` console script, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import geopandas as gpd
+import lancedb
+import pytest
+
+from conftest import GEORET_EXE, SHARED_DATA, TINY, run_cli
+from make_rasters import write_raster
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory, rasters):
+    db = tmp_path_factory.mktemp("cli") / "idx.db"
+    proc = run_cli("index", rasters["utm"], rasters["lonlat"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    assert "indexed 22 tiles from 2 raster(s)" in proc.stderr
+    return db
+
+
+def _state(db):
+    table = lancedb.connect(str(db)).open_table("tiles")
+    return table.count_rows(), table.version, (db / "georet.json").read_text()
+
+
+def test_query_table_json_geojson(cli_index):
+    table = run_cli("query", "dense residential area", "--db", cli_index, "-k", "3", check=True).stdout
+    assert table.splitlines()[0].split()[:4] == ["rank", "score", "scene", "tile_id"]
+    assert len(table.splitlines()) == 2 + 3
+
+    as_json = json.loads(run_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "json", check=True).stdout)
+    assert as_json["query"] == "beach" and [r["rank"] for r in as_json["results"]] == [1, 2, 3, 4]
+    assert len(as_json["results"][0]["bbox"]) == 4
+
+    collection = json.loads(run_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "geojson", check=True).stdout)
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 4
+    props = collection["features"][0]["properties"]
+    assert {"rank", "score", "tile_id", "scene", "scene_score", "source"} <= set(props)
+    assert [f["properties"]["tile_id"] for f in collection["features"]] == [r["tile_id"] for r in as_json["results"]]
+    lon, lat = collection["features"][0]["geometry"]["coordinates"][0][0]
+    assert 2.9 < lon < 4.1 and 51.9 < lat < 52.5
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".parquet"])
+def test_query_output_files(cli_index, tmp_path, suffix):
+    out = tmp_path / f"hits{suffix}"
+    proc = run_cli("query", "forest", "--db", cli_index, "-k", "5", "--scene",
+                   json.loads(run_cli("info", "--db", cli_index, "--json").stdout)["scenes"][0], "-o", out, check=True)
+    assert "wrote" in proc.stderr
+    frame = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
+    assert 1 <= len(frame) <= 5 and frame.crs.is_geographic
+    assert list(frame["rank"]) == list(range(1, len(frame) + 1))
+
+
+def test_info_json(cli_index):
+    info = json.loads(run_cli("info", "--db", cli_index, "--json", check=True).stdout)
+    assert info["tiles"] == 22 and info["model"]["arch"] == "georet-tiny"
+    assert len(info["sources"]) == 2 and info["scenes"]
+    human = run_cli("info", "--db", cli_index, check=True).stdout
+    assert "tiles    22" in human
+
+
+def _assert_one_line_error(proc, pattern):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, rasters, tmp_path):
+    before = _state(cli_index)
+    not_raster = tmp_path / "notes.tif"
+    not_raster.write_text("this is not a raster")
+    cases = [
+        (("index", tmp_path / "missing.tif", "--db", cli_index, *TINY), "no such file"),
+        (("index", not_raster, "--db", cli_index, *TINY), "not a readable raster"),
+        (("index", rasters["no_crs"], "--db", cli_index, *TINY), "has no CRS"),
+        (("index", rasters["utm"], "--db", cli_index, "--bands", "9,8,7", *TINY), "--bands asks for band 9"),
+        (("index", rasters["utm"], "--db", cli_index, "--tile-size", "big", *TINY), "tile size"),
+        (("query", "   ", "--db", cli_index), "query text is empty"),
+        (("query", "x", "--db", cli_index, "--scene", "volcano"), "unknown scene 'volcano'; known scenes:"),
+        (("query", "x", "--db", cli_index, "--bbox", "1,2,3"), "--bbox"),
+        (("query", "x", "--db", cli_index, "-o", tmp_path / "hits.csv"), "--output must end in"),
+        (("query", "x", "--db", tmp_path), "not a georet index"),
+        (("info", "--db", tmp_path / "nope"), "no georet index"),
+    ]
+    for args, pattern in cases:
+        _assert_one_line_error(run_cli(*args), pattern)
+    assert _state(cli_index) == before
+
+
+def test_index_refuses_another_model(cli_index, rasters, tmp_path):
+    import torch
+
+    before = _state(cli_index)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"arch": "georet-tiny", "state_dict": {"logit_scale": torch.tensor(2.0)}}, ckpt)
+    _assert_one_line_error(run_cli("index", rasters["alpha"], "--db", cli_index, *TINY, "--checkpoint", ckpt),
+                           "cannot add to")
+    assert _state(cli_index) == before
+
+
+def test_default_model_offline_fails_fast_with_advice(tmp_path, rasters):
+    started = time.perf_counter()
+    proc = run_cli("index", rasters["utm"], "--db", tmp_path / "d.db", "--model", "ViT-B-32", "--pretrained",
+                   "laion2b_s34b_b79k", "--quiet")
+    if proc.returncode == 0:
+        pytest.skip("this machine is online and downloaded the weights")
+    _assert_one_line_error(proc, "--pretrained /path/to/weights")
+    assert time.perf_counter() - started < 60
+    assert not (tmp_path / "d.db").exists()
+
+
+def test_killed_index_resumes_without_loss_or_duplicates(tmp_path):
+    raster = write_raster(tmp_path / "big.tif", "utm", (2048, 2048), seed=11)  # 1024 tiles of 64 px
+    db = tmp_path / "resume.db"
+    args = [GEORET_EXE, "index", raster, "--db", db, "--tile-size", "64", "--batch-size", "16", *TINY, "--quiet"]
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    rows_at_kill = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            rows_at_kill = lancedb.connect(str(db)).open_table("tiles").count_rows()
+        except Exception:
+            continue
+        if rows_at_kill > 0:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the index run finished before it could be killed"
+    done_before = lancedb.connect(str(db)).open_table("tiles").count_rows()
+    assert 0 < done_before < 1024
+
+    resumed = run_cli("index", raster, "--db", db, "--tile-size", "64", "--batch-size", "16", *TINY, check=True)
+    assert f"{done_before} already indexed" in resumed.stderr
+    assert f"indexed {1024 - done_before} tiles" in resumed.stderr
+    ids = lancedb.connect(str(db)).open_table("tiles").to_arrow().column("tile_id").to_pylist()
+    assert len(ids) == 1024 and len(set(ids)) == 1024
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif").exists(),
+                    reason="../shared/data not present")
+def test_real_netherlands_orthophoto(tmp_path):
+    raster = SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif"
+    db = tmp_path / "nl.db"
+    run_cli("index", raster, "--db", db, "--tile-size", "50m", *TINY, check=True)  # 0.25 m -> 200 px tiles
+    info = json.loads(run_cli("info", "--db", db, "--json", check=True).stdout)
+    assert info["tiles"] == 25 and next(iter(info["sources"].values()))["crs"] == "EPSG:28992"
+    hits = json.loads(run_cli("query", "river", "--db", db, "-k", "25", "--format", "geojson", check=True).stdout)
+    for feature in hits["features"]:
+        for lon, lat in feature["geometry"]["coordinates"][0]:
+            assert 4.9 < lon < 5.1 and 51.8 < lat < 51.9  # near Gorinchem/Waal, NL
