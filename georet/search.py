@@ -173,9 +173,6 @@ class GeoIndex:
         area = search_area(bbox, bbox_crs, within)
         clauses = []
         if scene is not None:
-            known = self.store.scenes()
-            if scene not in known:
-                raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
             clauses.append(f"scene = {sql_string(scene)}")
         if area is not None:
             if area.is_empty:
@@ -200,6 +197,10 @@ class GeoIndex:
             if len(kept) >= k or len(hits) < limit:
                 break
             limit *= _WIDEN_FACTOR
+        if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
+            known = self.store.scenes()
+            if scene not in known:
+                raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
         return self._frame(kept[:k], [1.0 - h["_distance"] for h in kept[:k]])
 
     @staticmethod

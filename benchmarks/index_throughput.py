@@ -1,0 +1,79 @@
+"""End-to-end ``index`` throughput against model-forward-only throughput on the same tiles.
+
+The ratio shows how well reading, preprocessing, scene labelling and writing
+hide behind the model: 1.0 means the pipeline costs nothing beyond the forward
+pass. Default model: a ViT-B-32-sized model (random init; same compute as the
+pretrained one).
+
+    python benchmarks/index_throughput.py [--arch ViT-B-32] [--tiles 256] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lancedb  # noqa: F401  imported up front: library start-up is not indexing work
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
+from make_rasters import write_raster  # noqa: E402
+
+from georet import TilingParams, index_raster  # noqa: E402
+from georet.model import ModelSpec, load_model  # noqa: E402
+from georet.tiling import RasterSource  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="ViT-B-32")
+    parser.add_argument("--tiles", type=int, default=400, help="approximate number of tiles")
+    parser.add_argument("--tile-px", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    model = load_model(ModelSpec(args.arch, None), device="auto")
+    side = int(math.sqrt(args.tiles)) * args.tile_px
+    with tempfile.TemporaryDirectory() as tmp:
+        raster = write_raster(Path(tmp) / "bench.tif", "utm", (side, side), seed=1)
+        tiling = TilingParams(tile_size=args.tile_px)
+
+        # Model forward only: tiles read and preprocessed beforehand, then batches through the model.
+        with RasterSource(raster, tiling) as src:
+            pixels = np.stack([src.read(w).pixels for w in src.windows()])
+        images = model.preprocess.apply(pixels)
+        model.encode_images(images[: args.batch_size])  # warm-up
+        started = time.perf_counter()
+        for i in range(0, len(images), args.batch_size):
+            model.encode_images(images[i : i + args.batch_size])
+        forward_tps = len(images) / (time.perf_counter() - started)
+
+        # End to end, fixed per-run costs included (scene prompts, table creation, final compaction):
+        # read + preprocess + embed + zero-shot scenes + thumbnails + LanceDB upserts.
+        report = index_raster(raster, Path(tmp) / "bench.db", tiling=tiling, model=model,
+                              batch_size=args.batch_size, progress=False)
+        e2e_tps = report.indexed / report.seconds
+
+    result = {"arch": args.arch, "device": str(model.device), "torch_threads": torch.get_num_threads(),
+              "tiles": int(len(images)), "tile_px": args.tile_px, "batch_size": args.batch_size,
+              "forward_only_tiles_per_s": round(forward_tps, 2), "end_to_end_tiles_per_s": round(e2e_tps, 2),
+              "ratio": round(e2e_tps / forward_tps, 3)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.arch} on {result['device']} ({result['torch_threads']} threads), {result['tiles']} tiles "
+              f"of {args.tile_px} px, batch {args.batch_size}")
+        print(f"  model forward only : {forward_tps:8.1f} tiles/s")
+        print(f"  georet index e2e   : {e2e_tps:8.1f} tiles/s")
+        print(f"  ratio              : {result['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
