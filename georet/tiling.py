@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyproj
 import rasterio
+import rasterio.env
 import shapely
 from PIL import Image
 from rasterio.crs import CRS
@@ -39,6 +41,10 @@ _STRETCH_SAMPLES_PER_AXIS = 8
 _STRETCH_SAMPLE_PX = 64
 _FOOTPRINT_VERTICES_PER_EDGE = 8
 _METRES_PER_DEGREE = 111_320.0
+#: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;
+#: a row of tiles needs only one row of blocks, so a small cap keeps memory flat.
+#: An explicit GDAL_CACHEMAX in the environment wins.
+GDAL_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,8 @@ class RasterSource:
     stride_px: int = field(init=False)
 
     def __enter__(self) -> "RasterSource":
+        if "GDAL_CACHEMAX" not in os.environ:
+            rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:

@@ -190,3 +190,24 @@ def test_thumbnail(built_index, tiny_model):
     index = open_index(built_index, model=tiny_model)
     tile_id = index.search("x", k=1)["tile_id"].iloc[0]
     assert index.thumbnail(tile_id).size == (64, 64)
+
+
+def test_vrt_input_gives_the_same_tiles_as_its_source(tmp_path, rasters, tiny_model):
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{rasters["utm"]}</SourceFilename><SourceBand>{b}</SourceBand>'
+        f"</SimpleSource></VRTRasterBand>" for b in (1, 2, 3))
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="256"><SRS>EPSG:32631</SRS>'
+                   f"<GeoTransform>500000, 10, 0, 5800000, 0, -10</GeoTransform>{bands}</VRTDataset>")
+    tiling = TilingParams(tile_size=64)
+    index_raster(vrt, tmp_path / "vrt.db", tiling=tiling, model=tiny_model, progress=False)
+    index_raster(rasters["utm"], tmp_path / "tif.db", tiling=tiling, model=tiny_model, progress=False)
+    by_window = {}
+    for db in ("vrt.db", "tif.db"):
+        for row in _table(tmp_path / db).to_arrow().to_pylist():
+            by_window.setdefault((row["col_off"], row["row_off"]), []).append(row)
+    assert len(by_window) == 16
+    for vrt_row, tif_row in by_window.values():
+        assert np.allclose(vrt_row["vector"], tif_row["vector"], atol=1e-5)
+        assert vrt_row["geometry"] == tif_row["geometry"]
