@@ -82,8 +82,10 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--landcover-field", help="Class field of a vector land-cover layer.")
 @click.option("--reindex", is_flag=True, help="Recompute tiles already in the index (default: skip them).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--progress-json", is_flag=True,
+              help='Progress as JSON lines on stderr ({"source", "done", "total"}), for GUIs such as the QGIS plugin.')
 def index(rasters, db, tile_size, stride, bands, min_valid, assume_crs, arch, pretrained, checkpoint, device,
-          batch_size, classes, landcover, landcover_field, reindex, quiet) -> None:
+          batch_size, classes, landcover, landcover_field, reindex, quiet, progress_json) -> None:
     """Tile RASTERS (files, directories, VRTs), embed the tiles and store them in --db."""
     from georet.indexer import index_raster
     from georet.tiling import TilingParams, parse_bands
@@ -97,8 +99,13 @@ def index(rasters, db, tile_size, stride, bands, min_valid, assume_crs, arch, pr
     report = index_raster(rasters, db, tiling=tiling, model=_model_spec(arch, pretrained, checkpoint),
                           device=device, batch_size=batch_size, classes=classes, landcover=landcover,
                           landcover_field=landcover_field, reindex=reindex,
-                          progress=False if quiet else None)
+                          progress=False if quiet or progress_json else None,
+                          on_progress=_print_progress_json if progress_json else None)
     click.echo(report.summary(), err=True)
+
+
+def _print_progress_json(source: str, done: int, total: int) -> None:
+    click.echo(json.dumps({"source": source, "done": done, "total": total}), err=True)
 
 
 @main.command()

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -163,12 +163,14 @@ def index_raster(
     reindex: bool = False,
     progress: bool | None = None,
     write_every: int = 256,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
 
     Tiles already in the index are skipped (resume after interruption) unless
     ``reindex`` is set, in which case they are recomputed and upserted.
-    ``progress=None`` shows a bar only when stderr is a terminal.
+    ``progress=None`` shows a bar only when stderr is a terminal;
+    ``on_progress(source, done, total)`` is called after every batch (for GUIs).
     """
     started = time.perf_counter()
     tiling = tiling or TilingParams()
@@ -195,7 +197,8 @@ def index_raster(
         with RasterSource(path, tiling) as source:
             labeler = _landcover_for(str(landcover) if landcover else None, landcover_field, source) or zero_shot
             try:
-                _index_source(source, model, store, labeler, tiling, batch_size, reindex, show, write_every, report)
+                _index_source(source, model, store, labeler, tiling, batch_size, reindex, show, write_every, report,
+                              on_progress)
             finally:
                 if isinstance(labeler, RasterLandcover):
                     labeler.close()
@@ -214,7 +217,8 @@ def index_raster(
 
 
 def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
-                  batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport) -> None:
+                  batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport,
+                  on_progress: Callable[[str, int, int], None] | None) -> None:
     skip = set() if reindex else store.existing_ids(str(source.path))
     windows = source.windows()
     already = sum(1 for w in windows if source.tile_id(w) in skip)
@@ -234,6 +238,8 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
                 store.upsert(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
             bar.update(batch.windows_done)
+            if on_progress:
+                on_progress(str(source.path), bar.n, bar.total)
         if pending:
             store.upsert(pa.concat_tables(pending))
 

@@ -1,0 +1,293 @@
+"""The georet search panel: index, query, k, extent, scene → a results layer and list.
+
+Searches run in a QProcess (an argument list, never a shell), so QGIS stays
+responsive and Cancel kills the search.
+"""
+
+from __future__ import annotations
+
+import json
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsProject,
+    QgsSettings,
+)
+from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import runner
+from .results_layer import build_layer, parse_geojson, replace_results_layer
+
+ANY_SCENE = "(any scene)"
+_TABLE_COLUMNS = ("rank", "score", "scene", "tile_id")
+_WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+def _stop(process: QProcess | None) -> None:
+    """Kill a process silently: its ``finished`` must not reach a panel that moved on or is gone."""
+    if process is None:
+        return
+    process.blockSignals(True)
+    if process.state() != QProcess.ProcessState.NotRunning:
+        process.kill()
+        process.waitForFinished(5000)
+
+
+class GeoretDock(QDockWidget):
+    """Search panel. ``searchFinished(ok)`` fires after every search (also on error or cancel)."""
+
+    searchFinished = pyqtSignal(bool)
+    scenesLoaded = pyqtSignal()
+
+    def __init__(self, iface, parent=None):
+        super().__init__("georet search", parent)
+        self.setObjectName("GeoretDock")
+        self.iface = iface
+        self.process: QProcess | None = None
+        self._info_process: QProcess | None = None
+        self._cancelled = False
+        self.last_collection: dict | None = None
+        self.results_layer = None
+        self._build_ui()
+        self.index_edit.setText(QgsSettings().value(runner.SETTING_LAST_INDEX, "", type=str))
+        self.executable_edit.setText(runner.configured_executable())
+        if self.index_edit.text():
+            self.load_scenes()
+
+    # -- UI --------------------------------------------------------------
+    def _build_ui(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        form = QFormLayout()
+
+        self.index_edit = QLineEdit()
+        self.index_edit.setPlaceholderText("folder built by `georet index`")
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_index)
+        index_row = QHBoxLayout()
+        index_row.addWidget(self.index_edit)
+        index_row.addWidget(browse)
+        form.addRow("Index", index_row)
+        self.index_edit.editingFinished.connect(self._index_changed)
+
+        self.query_edit = QLineEdit()
+        self.query_edit.setPlaceholderText("e.g. airport near a river")
+        self.query_edit.returnPressed.connect(self.search)
+        form.addRow("Query", self.query_edit)
+
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 1000)
+        self.k_spin.setValue(10)
+        form.addRow("Results (k)", self.k_spin)
+
+        self.scene_combo = QComboBox()
+        self.scene_combo.addItem(ANY_SCENE)
+        form.addRow("Scene", self.scene_combo)
+
+        self.extent_check = QCheckBox("only in current map extent")
+        form.addRow("", self.extent_check)
+
+        self.executable_edit = QLineEdit()
+        self.executable_edit.setPlaceholderText("georet (not found on PATH)")
+        self.executable_edit.editingFinished.connect(lambda: runner.set_executable(self.executable_edit.text().strip()))
+        form.addRow("georet", self.executable_edit)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(self.search)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.search_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+
+        self.status_label = QLabel("")
+        layout.addWidget(self.status_label)
+
+        self.table = QTableWidget(0, len(_TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(_TABLE_COLUMNS))
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setVisible(False)
+        self.table.cellClicked.connect(lambda row, _col: self.zoom_to_row(row))
+        layout.addWidget(self.table)
+        self.setWidget(body)
+
+    def _browse_index(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "georet index folder", self.index_edit.text())
+        if folder:
+            self.index_edit.setText(folder)
+            self._index_changed()
+
+    def _index_changed(self) -> None:
+        QgsSettings().setValue(runner.SETTING_LAST_INDEX, self.index_edit.text().strip())
+        self.load_scenes()
+
+    # -- processes -------------------------------------------------------
+    def _executable(self) -> str:
+        return self.executable_edit.text().strip() or runner.configured_executable()
+
+    def _new_process(self) -> QProcess:
+        process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        for name in runner._STRIPPED_ENV:
+            env.remove(name)
+        process.setProcessEnvironment(env)
+        return process
+
+    def load_scenes(self) -> None:
+        """Fill the scene filter from ``georet info --json`` (in the background)."""
+        db = self.index_edit.text().strip()
+        if not db or not self._executable():
+            return
+        _stop(self._info_process)  # a newer index choice supersedes a running lookup
+        process = self._new_process()
+        process.finished.connect(lambda code, _status: self._scenes_done(process, code))
+        self._info_process = process
+        process.start(self._executable(), runner.info_args(db))
+
+    def _scenes_done(self, process: QProcess, exit_code: int) -> None:
+        current = self.scene_combo.currentText()
+        self.scene_combo.clear()
+        self.scene_combo.addItem(ANY_SCENE)
+        if exit_code == 0:
+            try:
+                scenes = json.loads(bytes(process.readAllStandardOutput()).decode("utf-8")).get("scenes", [])
+            except ValueError:
+                scenes = []
+            self.scene_combo.addItems(scenes)
+            if current in scenes:
+                self.scene_combo.setCurrentText(current)
+        self.scenesLoaded.emit()
+
+    def search(self) -> None:
+        """Start a search in the background; results arrive in :meth:`_search_done`."""
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            return
+        db, text, executable = self.index_edit.text().strip(), self.query_edit.text(), self._executable()
+        if not executable:
+            self._fail("georet executable not found: install georet or set its path in this panel")
+            return
+        if not db:
+            self._fail("choose a georet index first")
+            return
+        if not text.strip():
+            self._fail("type something to search for")
+            return
+        scene = self.scene_combo.currentText()
+        args = runner.query_args(db, text, self.k_spin.value(),
+                                 bbox=self._extent_bbox() if self.extent_check.isChecked() else None,
+                                 scene=None if scene == ANY_SCENE else scene)
+        self._cancelled = False
+        self.process = self._new_process()
+        self.process.finished.connect(self._search_done)
+        self.process.errorOccurred.connect(self._process_error)
+        self.search_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status_label.setText("searching…")
+        self.process.start(executable, args)
+
+    def _extent_bbox(self) -> list[float]:
+        canvas = self.iface.mapCanvas()
+        transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), _WGS84, QgsProject.instance())
+        box = transform.transformBoundingBox(canvas.extent())
+        return [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
+
+    def cancel(self) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            self._cancelled = True
+            self.process.kill()
+
+    def shutdown(self) -> None:
+        """Stop every running georet process before the panel goes away (plugin unload)."""
+        _stop(self.process)
+        _stop(self._info_process)
+        self.process = self._info_process = None
+
+    def _process_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._finish(False, f"cannot run {self._executable()}: check the georet path in this panel")
+
+    def _search_done(self, exit_code: int, exit_status) -> None:
+        if self._cancelled:
+            self._finish(False, "search cancelled", error=False)
+            return
+        stdout = bytes(self.process.readAllStandardOutput()).decode("utf-8")
+        stderr = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace")
+        if exit_code != 0 or exit_status != QProcess.ExitStatus.NormalExit:
+            self._finish(False, runner.error_message(stderr, exit_code))
+            return
+        try:
+            self.last_collection = parse_geojson(stdout)
+        except ValueError as exc:
+            self._finish(False, str(exc))
+            return
+        self.results_layer = replace_results_layer(build_layer(stdout))
+        self._fill_table()
+        self._zoom_to(self.results_layer.extent())
+        self._finish(True, f"{self.results_layer.featureCount()} tiles")
+
+    def _finish(self, ok: bool, message: str, error: bool = True) -> None:
+        self.search_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.status_label.setText(message)
+        if not ok and error:
+            self._fail(message)
+        self.searchFinished.emit(ok)
+
+    def _fail(self, message: str) -> None:
+        self.status_label.setText(message)
+        self.iface.messageBar().pushCritical("georet", message)
+
+    # -- results ---------------------------------------------------------
+    def _fill_table(self) -> None:
+        features = sorted(self.results_layer.getFeatures(), key=lambda f: f["rank"])
+        self.table.setRowCount(len(features))
+        self._row_geometries: list[QgsGeometry] = []
+        for row, feature in enumerate(features):
+            values = (str(feature["rank"]), f"{feature['score']:.3f}", str(feature["scene"] or ""), str(feature["tile_id"]))
+            for col, value in enumerate(values):
+                self.table.setItem(row, col, QTableWidgetItem(value))
+            self._row_geometries.append(QgsGeometry(feature.geometry()))
+
+    def _to_canvas(self):
+        canvas = self.iface.mapCanvas()
+        return QgsCoordinateTransform(_WGS84, canvas.mapSettings().destinationCrs(), QgsProject.instance())
+
+    def _zoom_to(self, extent_wgs84) -> None:
+        canvas = self.iface.mapCanvas()
+        box = self._to_canvas().transformBoundingBox(extent_wgs84)
+        box.scale(1.2)
+        canvas.setExtent(box)
+        canvas.refresh()
+
+    def zoom_to_row(self, row: int) -> None:
+        """Zoom to the tile of one result row and flash it."""
+        geometry = self._row_geometries[row]
+        self._zoom_to(geometry.boundingBox())
+        self.iface.mapCanvas().flashGeometries([geometry], _WGS84)

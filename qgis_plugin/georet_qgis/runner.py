@@ -1,0 +1,124 @@
+"""Talking to the georet CLI: where it is, which arguments, what its errors say.
+
+Commands are always argument lists handed to the OS directly, never a shell
+string, so a query like ``"; rm -rf ~ #`` reaches georet as plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from typing import Callable, Sequence
+
+from qgis.core import QgsSettings
+
+SETTING_EXECUTABLE = "georet/executable"
+SETTING_LAST_INDEX = "georet/last_index"
+#: Variables QGIS sets for its own Python that would break the georet environment's Python.
+_STRIPPED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONNOUSERSITE")
+
+
+def configured_executable() -> str:
+    """The georet executable: the plugin setting if set, else ``georet`` found on PATH ('' if none)."""
+    value = QgsSettings().value(SETTING_EXECUTABLE, "", type=str)
+    return value or shutil.which("georet") or ""
+
+
+def set_executable(path: str) -> None:
+    QgsSettings().setValue(SETTING_EXECUTABLE, path)
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
+
+
+def query_args(db: str, text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None) -> list[str]:
+    args = ["query", text, "--db", db, "-k", str(int(k)), "--format", "geojson"]
+    if bbox is not None:
+        args += ["--bbox", ",".join(repr(float(v)) for v in bbox)]
+    if scene:
+        args += ["--scene", scene]
+    return args
+
+
+def info_args(db: str) -> list[str]:
+    return ["info", "--db", db, "--json"]
+
+
+def index_args(raster: str, db: str, tile_size: str = "", model: str = "", pretrained: str = "",
+               checkpoint: str = "") -> list[str]:
+    args = ["index", raster, "--db", db, "--progress-json"]
+    for flag, value in (("--tile-size", tile_size), ("--model", model), ("--pretrained", pretrained),
+                        ("--checkpoint", checkpoint)):
+        if value:
+            args += [flag, value]
+    return args
+
+
+def error_message(stderr: str, exit_code: int | None = None) -> str:
+    """georet's one-line ``Error: ...`` message, or the last thing it printed."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("Error: "):
+            return line[len("Error: "):]
+    if lines:
+        return lines[-1]
+    return f"georet stopped with exit code {exit_code}" if exit_code is not None else "georet failed"
+
+
+def parse_progress(line: str) -> tuple[int, int] | None:
+    """(done, total) from a ``--progress-json`` line, None for other lines."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+        return int(record["done"]), int(record["total"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class GeoretFailed(Exception):
+    """georet exited non-zero; the message is georet's own one-line error."""
+
+
+def run_blocking(executable: str, args: list[str], is_canceled: Callable[[], bool] = lambda: False,
+                 on_stderr_line: Callable[[str], None] | None = None) -> str:
+    """Run georet to completion (for Processing, which already runs in a worker thread); returns stdout.
+
+    Cancelling kills the process. Raises :class:`GeoretFailed` with georet's message on failure.
+    """
+    if not executable:
+        raise GeoretFailed("georet executable not found: install georet or set its path in the georet panel")
+    try:
+        proc = subprocess.Popen([executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=clean_environment())
+    except OSError as exc:
+        raise GeoretFailed(f"cannot run {executable}: {exc.strerror}") from None
+    stderr_lines: list[str] = []
+    stdout_chunks: list[str] = []
+
+    def pump_stderr() -> None:
+        for line in proc.stderr:
+            stderr_lines.append(line)
+            if on_stderr_line:
+                on_stderr_line(line.strip())
+
+    pumps = [threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True),
+             threading.Thread(target=pump_stderr, daemon=True)]
+    for pump in pumps:
+        pump.start()
+    while proc.poll() is None:
+        if is_canceled():
+            proc.kill()
+            proc.wait()
+            raise GeoretFailed("cancelled")
+        time.sleep(0.05)
+    for pump in pumps:
+        pump.join()
+    if proc.returncode != 0:
+        raise GeoretFailed(error_message("".join(stderr_lines), proc.returncode))
+    return "".join(stdout_chunks)

@@ -1,0 +1,207 @@
+"""The georet plugin inside real QGIS, talking to the real georet CLI."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import processing
+import pytest
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
+from qgis.PyQt.QtCore import QEventLoop, QTimer
+
+import georet_qgis
+from georet_qgis import runner
+from georet_qgis.results_layer import LAYER_NAME
+
+PLUGIN_DIR = Path(georet_qgis.__file__).parent
+HOSTILE_QUERY = '"; rm -rf ~ #'
+
+
+def wait_for(signal, timeout_ms: int = 120_000) -> list:
+    """Run the Qt event loop until ``signal`` fires; return its arguments."""
+    loop, got = QEventLoop(), []
+    signal.connect(lambda *args: (got.append(args), loop.quit()))
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    assert got, "timed out waiting for the signal"
+    return list(got[0])
+
+
+@pytest.fixture
+def plugin(iface, env):
+    runner.set_executable(env["GEORET_EXE"])
+    plug = georet_qgis.classFactory(iface)
+    plug.initGui()
+    yield plug
+    plug.unload()
+    runner.set_executable("")
+
+
+def results_layers():
+    return [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.name() == LAYER_NAME]
+
+
+def test_plugin_imports_only_qgis_and_the_standard_library():
+    allowed = set(sys.stdlib_module_names) | {"qgis", "__future__"}
+    for path in PLUGIN_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_metadata():
+    text = (PLUGIN_DIR / "metadata.txt").read_text()
+    for line in ("qgisMinimumVersion=3.22", "supportsQt6=True", "hasProcessingProvider=yes"):
+        assert line in text.splitlines()
+
+
+def test_class_factory_loads_and_unloads(iface, env):
+    plug = georet_qgis.classFactory(iface)
+    plug.initGui()
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("georet") is not None
+    assert {a.id() for a in registry.providerById("georet").algorithms()} == {"georet:indexraster", "georet:searchtiles"}
+    assert len(iface.docks) == 1 and len(iface.toolbar) == 1
+    plug.unload()
+    assert registry.providerById("georet") is None and not iface.docks and not iface.toolbar
+    for heavy in ("torch", "open_clip", "lancedb"):
+        assert heavy not in sys.modules
+
+
+def test_panel_search_builds_results_layer_and_replaces_it(plugin, iface, env):
+    dock = plugin.dock
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock._index_changed()
+    wait_for(dock.scenesLoaded)
+    assert dock.scene_combo.count() >= 2  # "(any scene)" + the index's scenes
+
+    dock.query_edit.setText("storage tanks")
+    dock.k_spin.setValue(4)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    (layer,) = results_layers()
+    assert layer.featureCount() == 4 and layer.crs().authid() == "EPSG:4326"
+    names = set(layer.fields().names())
+    assert {"rank", "score", "tile_id", "scene", "scene_score", "source"} <= names
+    assert sorted(f["rank"] for f in layer.getFeatures()) == [1, 2, 3, 4]
+    assert layer.labelsEnabled() and layer.renderer().classAttribute() == "score"
+    assert dock.table.rowCount() == 4
+
+    dock.zoom_to_row(2)
+    tile = next(f for f in layer.getFeatures() if f["rank"] == 3).geometry().boundingBox()
+    assert iface.canvas.extent().contains(tile)
+
+    dock.k_spin.setValue(2)
+    dock.query_edit.returnPressed.emit()  # Enter searches too
+    assert wait_for(dock.searchFinished) == [True]
+    (layer,) = results_layers()  # replaced, not added
+    assert layer.featureCount() == 2
+
+
+def test_hostile_query_reaches_georet_literally(plugin, env):
+    dock = plugin.dock
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock.query_edit.setText(HOSTILE_QUERY)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    assert dock.last_collection["georet"]["query"] == HOSTILE_QUERY
+
+
+def test_extent_filter_sends_canvas_extent(plugin, iface, env):
+    dock = plugin.dock
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock.query_edit.setText("river")
+    dock.k_spin.setValue(50)
+    dock.search()
+    wait_for(dock.searchFinished)
+    everything = results_layers()[0].featureCount()
+    first = next(f for f in results_layers()[0].getFeatures() if f["rank"] == 1).geometry().boundingBox()
+    iface.canvas.setDestinationCrs(results_layers()[0].crs())
+    iface.canvas.setExtent(QgsRectangle(first.center().x() - 1e-5, first.center().y() - 1e-5,
+                                        first.center().x() + 1e-5, first.center().y() + 1e-5))
+    dock.extent_check.setChecked(True)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    layer = results_layers()[0]
+    assert 1 <= layer.featureCount() < everything
+    assert all(f.geometry().boundingBox().intersects(first) for f in layer.getFeatures())
+
+
+def test_cancel_kills_the_search(plugin, env):
+    dock = plugin.dock
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock.query_edit.setText("harbour")
+    dock.search()
+    QTimer.singleShot(200, dock.cancel)
+    assert wait_for(dock.searchFinished) == [False]
+    assert dock.status_label.text() == "search cancelled"
+    assert not results_layers()
+    assert dock.search_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_georet_error_shows_its_one_line_message(plugin, iface, env, tmp_path):
+    dock = plugin.dock
+    dock.index_edit.setText(str(tmp_path / "no_index_here"))
+    dock.query_edit.setText("airport")
+    dock.search()
+    assert wait_for(dock.searchFinished) == [False]
+    messages = [item.text() for item in iface.bar.items()]
+    assert any(m.startswith("no georet index at") for m in messages), messages
+    assert not results_layers()
+
+
+def test_missing_executable_is_reported(plugin, iface, env):
+    dock = plugin.dock
+    dock.executable_edit.setText("/nonexistent/georet")
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock.query_edit.setText("airport")
+    dock.search()
+    assert wait_for(dock.searchFinished) == [False]
+    assert any("cannot run /nonexistent/georet" in item.text() for item in iface.bar.items())
+
+
+def test_index_chooser_is_remembered(iface, env):
+    runner.set_executable(env["GEORET_EXE"])
+    first = georet_qgis.classFactory(iface)
+    first.initGui()
+    first.dock.index_edit.setText(env["GEORET_TEST_DB"])
+    first.dock._index_changed()
+    first.unload()
+    second = georet_qgis.classFactory(iface)
+    second.initGui()
+    assert second.dock.index_edit.text() == env["GEORET_TEST_DB"]
+    second.unload()
+
+
+def test_processing_index_then_search(plugin, env, tmp_path):
+    db = str(tmp_path / "proc.db")
+    raster = QgsRasterLayer(env["GEORET_TEST_RASTER"], "test raster")
+    assert raster.isValid()
+    result = processing.run("georet:indexraster", {"INPUT": raster, "TILE_SIZE": "64", "MODEL": "georet-tiny",
+                                                   "PRETRAINED": "", "CHECKPOINT": "", "DB": db})
+    assert Path(result["DB"], "georet.json").is_file()
+    info = json.loads(runner.run_blocking(env["GEORET_EXE"], runner.info_args(db)))
+    assert info["tiles"] == 16
+
+    out = processing.run("georet:searchtiles", {"DB": db, "QUERY": "forest", "K": 5, "SCENE": "",
+                                                "OUTPUT": "memory:"})["OUTPUT"]
+    layer = out if isinstance(out, QgsVectorLayer) else QgsVectorLayer(out)
+    assert layer.featureCount() == 5
+    assert "score" in layer.fields().names()
+
+
+def test_processing_error_is_georets_message(plugin, env, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="georet: no georet index at"):
+        processing.run("georet:searchtiles", {"DB": str(tmp_path / "missing"), "QUERY": "x", "K": 3,
+                                              "OUTPUT": "memory:"})
