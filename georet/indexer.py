@@ -226,7 +226,8 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
     pending: list[pa.Table] = []
     pending_rows = 0
     source_crs = source.crs.to_string()
-    with _progress(len(windows) - already, source.path.name, show) as bar:
+    total, done = len(windows) - already, 0
+    with _progress(total, source.path.name, show) as bar:
         for batch in _prefetch(_batches(source, model, skip, batch_size, tiling.min_valid, report)):
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
@@ -238,8 +239,9 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
                 store.upsert(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
             bar.update(batch.windows_done)
+            done += batch.windows_done
             if on_progress:
-                on_progress(str(source.path), bar.n, bar.total)
+                on_progress(str(source.path), done, total)
         if pending:
             store.upsert(pa.concat_tables(pending))
 

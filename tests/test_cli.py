@@ -18,8 +18,13 @@ from make_rasters import write_raster
 @pytest.fixture(scope="module")
 def cli_index(tmp_path_factory, rasters):
     db = tmp_path_factory.mktemp("cli") / "idx.db"
-    proc = run_cli("index", rasters["utm"], rasters["lonlat"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    proc = run_cli("index", rasters["utm"], rasters["lonlat"], "--db", db, "--tile-size", "64", "--batch-size", "4",
+                   "--progress-json", *TINY, check=True)
     assert "indexed 22 tiles from 2 raster(s)" in proc.stderr
+    progress = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert [p["done"] for p in progress if "utm" in p["source"]] == [4, 8, 12, 16]
+    lonlat = [p for p in progress if "lonlat" in p["source"]]
+    assert [p["done"] for p in lonlat] == [4, 6] and lonlat[-1]["total"] == 6
     return db
 
 

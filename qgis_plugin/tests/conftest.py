@@ -18,54 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the folder holdi
 sys.path.append("/usr/share/qgis/python/plugins")  # QGIS's own Processing plugin
 
 from qgis.core import QgsApplication, QgsProject  # noqa: E402
-from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
-from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
+
+from harness import Interface  # noqa: E402
 
 _APP = QgsApplication([], True)
 _APP.initQgis()
 from processing.core.Processing import Processing  # noqa: E402
 
 Processing.initialize()
-
-
-class Interface:
-    """The parts of QgisInterface the plugin uses, backed by real widgets."""
-
-    def __init__(self):
-        self.window = QMainWindow()
-        self.canvas = QgsMapCanvas(self.window)
-        self.window.setCentralWidget(self.canvas)
-        self.bar = QgsMessageBar(self.window)
-        self.docks, self.toolbar, self.menus = [], [], []
-
-    def mainWindow(self):  # noqa: N802
-        return self.window
-
-    def mapCanvas(self):  # noqa: N802
-        return self.canvas
-
-    def messageBar(self):  # noqa: N802
-        return self.bar
-
-    def addDockWidget(self, area, dock):  # noqa: N802
-        self.window.addDockWidget(area, dock)
-        self.docks.append(dock)
-
-    def removeDockWidget(self, dock):  # noqa: N802
-        self.window.removeDockWidget(dock)
-        self.docks.remove(dock)
-
-    def addToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.append(action)
-
-    def removeToolBarIcon(self, action):  # noqa: N802
-        self.toolbar.remove(action)
-
-    def addPluginToMenu(self, menu, action):  # noqa: N802
-        self.menus.append((menu, action))
-
-    def removePluginMenu(self, menu, action):  # noqa: N802
-        self.menus.remove((menu, action))
 
 
 _INTERFACE = Interface()  # one main window for the session, as in QGIS itself
