@@ -202,6 +202,69 @@ def info(db, as_json) -> None:
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Training config (YAML).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.lr=1e-4.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def train(config_path, overrides, as_json) -> None:
+    """Adapt a model to image–caption data (CMER Focus-Adapter, MRS-Adapter, full fine-tuning)."""
+    from georet.train import load_config, train as run_training
+
+    summary = run_training(load_config(config_path, overrides))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    best = summary["best_val"]
+    click.echo(f"{summary['method']}: {summary['steps']} steps in {summary['seconds']} s, "
+               f"{summary['trainable_params']:,} trainable parameters")
+    click.echo(f"best validation mR {best['mR']:.2f} at step {best['step']} -> {summary['best_checkpoint']}")
+
+
+@main.command(name="eval")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Karpathy .json file or precomp folder.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--image-root", type=click.Path(path_type=Path), help="Image folder [default: DATA's images/].")
+@click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint.")
+@click.option("--model", "arch", help="open_clip architecture [default: the checkpoint's, else georet's default].")
+@click.option("--pretrained", help="open_clip tag, weights file or 'none'.")
+@click.option("--scene-prior", default=0.0, show_default=True, type=float,
+              help="Weight of the query-time scene prior (0 = off).")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evaluate_cmd(data, split, image_root, checkpoint, arch, pretrained, scene_prior, device, as_json) -> None:
+    """Text–image retrieval R@1/5/10 (both directions) and mR on a dataset split."""
+    from georet.datasets import load_retrieval_data
+    from georet.evaluate import evaluate
+    from georet.model import load_model
+
+    if checkpoint and not (arch or pretrained):
+        arch, pretrained = _checkpoint_base(checkpoint)
+    split_data = load_retrieval_data(data, split, image_root)
+    model = load_model(_model_spec(arch, pretrained, checkpoint), device=device)
+    metrics = evaluate(model, split_data, scene_prior=scene_prior, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({**{k: round(v, 2) for k, v in metrics.items()},
+                               "images": len(split_data.images), "captions": len(split_data.captions)}))
+        return
+    click.echo(f"{len(split_data.images)} images, {len(split_data.captions)} captions ({split})")
+    click.echo("i2t  R@1 {i2t_r1:6.2f}  R@5 {i2t_r5:6.2f}  R@10 {i2t_r10:6.2f}".format(**metrics))
+    click.echo("t2i  R@1 {t2i_r1:6.2f}  R@5 {t2i_r5:6.2f}  R@10 {t2i_r10:6.2f}".format(**metrics))
+    click.echo(f"mR   {metrics['mR']:.2f}")
+
+
+def _checkpoint_base(checkpoint: str) -> tuple[str, str]:
+    """(arch, pretrained) a checkpoint was trained from, for `--pretrained`."""
+    import torch
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:
+        raise GeoretError(f"{checkpoint} is not a readable torch checkpoint") from None
+    if not isinstance(ckpt, dict) or "arch" not in ckpt:
+        raise GeoretError(f"{checkpoint} is not a georet checkpoint; pass --model and --pretrained")
+    return ckpt["arch"], ckpt.get("pretrained") or "none"
+
+
+@main.command()
 def models() -> None:
     """List model architectures and their pretrained tags."""
     from georet.model import list_architectures, pretrained_tags

@@ -305,18 +305,23 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     checkpoint_id = None
     if spec.checkpoint:
-        checkpoint_id = apply_checkpoint(model, spec.arch, spec.checkpoint)
+        model, checkpoint_id = apply_checkpoint(model, spec.arch, spec.checkpoint)
 
     preprocess = Preprocess.from_open_clip(model.visual.preprocess_cfg)
     return EmbeddingModel(model, open_clip.get_tokenizer(spec.arch), spec, preprocess,
                           weights_id, checkpoint_id, torch_device)
 
 
-def apply_checkpoint(model: torch.nn.Module, arch: str, path: str) -> str:
-    """Load a georet training checkpoint (trainable parameters only) onto ``model``.
+def apply_checkpoint(model: torch.nn.Module, arch: str, path: str) -> tuple[torch.nn.Module, str]:
+    """Rebuild the adapted model a georet training checkpoint describes.
 
-    Returns the checkpoint's sha256, which becomes part of the model identity.
+    A checkpoint holds only the trained parameters plus the method and its
+    configuration (see :mod:`georet.train`); the frozen weights come from the
+    base model. Returns the adapted model and the checkpoint's sha256, which
+    becomes part of the model identity.
     """
+    from georet.adapters import METHODS, AdaptedCLIP
+
     if not Path(path).is_file():
         raise GeoretError(f"checkpoint not found: {path}")
     try:
@@ -327,9 +332,13 @@ def apply_checkpoint(model: torch.nn.Module, arch: str, path: str) -> str:
         raise GeoretError(f"{path} is not a georet checkpoint (no 'state_dict')")
     if ckpt.get("arch", arch) != arch:
         raise GeoretError(f"checkpoint {path} was trained on {ckpt['arch']}, not {arch}; pass --model {ckpt['arch']}")
-    own = model.state_dict()
+    method = ckpt.get("method", "full")
+    if method not in METHODS:
+        raise GeoretError(f"checkpoint {path} uses method {method!r}, which this georet does not know")
+    adapted = AdaptedCLIP(model, method, **ckpt.get("method_config", {}))
+    own = adapted.state_dict()
     unknown = [k for k in ckpt["state_dict"] if k not in own]
     if unknown:
         raise GeoretError(f"checkpoint {path} has parameters this model lacks (e.g. {unknown[0]})")
-    model.load_state_dict(ckpt["state_dict"], strict=False)
-    return file_sha256(path)
+    adapted.load_state_dict(ckpt["state_dict"], strict=False)
+    return adapted.eval(), file_sha256(path)

@@ -128,7 +128,7 @@ def test_min_valid_skips_mostly_empty_tiles(tmp_path, rasters, tiny_model):
 
 def test_other_model_is_refused_for_append_and_query(tmp_path, rasters, tiny_model, built_index):
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"arch": "georet-tiny", "state_dict": {"logit_scale": torch.tensor(1.0)}}, ckpt)
+    torch.save({"arch": "georet-tiny", "method": "full", "state_dict": {"clip.logit_scale": torch.tensor(1.0)}}, ckpt)
     other = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
     before = _table(built_index).version
     with pytest.raises(GeoretError, match="cannot add to .*checkpoint_id differs"):

@@ -77,7 +77,7 @@ def test_unknown_tag_and_arch():
 def test_checkpoint_changes_identity_and_output(tmp_path, tiny_model):
     ckpt = tmp_path / "adapted.pt"
     proj = tiny_model.model.state_dict()["text_projection"]
-    torch.save({"arch": "georet-tiny", "state_dict": {"text_projection": proj * -1}, "config": {}}, ckpt)
+    torch.save({"arch": "georet-tiny", "method": "full", "state_dict": {"clip.text_projection": proj * -1}}, ckpt)
     adapted = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
     assert adapted.identity["checkpoint_id"] and adapted.identity["checkpoint_id"] != tiny_model.identity["checkpoint_id"]
     assert np.allclose(adapted.encode_text(["x"]), -tiny_model.encode_text(["x"]), atol=1e-5)

@@ -1,0 +1,200 @@
+"""Image–caption data for training and evaluation.
+
+Three sources, one shape (:class:`RetrievalSplit`):
+
+* Karpathy-style JSON (RSICD/RSITMD/UCM releases, ``rsicd_aid``): ``images[*]``
+  with ``filename``, ``split``, ``sentences[*].raw`` and optionally ``scene``.
+* GaLR/AMFMN "precomp" folders: ``{split}_caps.txt`` (5 lines per image) and
+  ``{split}_filename.txt`` (one line per image, or repeated per caption).
+* Tiled scenes: a georeferenced raster plus a land-cover layer → tiles saved as
+  PNG with template captions naming their majority class, so a GIS user can
+  adapt a model to their own region (:func:`tiled_scenes`).
+
+Scene labels: the ``scene`` field when present, else the file-name prefix
+(``airport_12.jpg`` → ``airport``). Images without one (RSICD's numbered
+``00001.jpg``…) get ``None``: they train and evaluate normally but are never
+scene-augmented, and their scene in the gallery is predicted zero-shot when a
+scene prior needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from georet.errors import GeoretError
+
+SCENE_TEMPLATE = "an aerial image of {}. {}"
+TILE_CAPTION_TEMPLATES = ("an aerial image of {}.", "a satellite view of {}.", "{} seen from above.",
+                          "a remote sensing image showing {}.", "an overhead photo of {}.")
+_SCENE_PREFIX = re.compile(r"^([A-Za-z][A-Za-z\- ]*?)_?\d+$")
+
+
+def scene_from_filename(name: str) -> str | None:
+    match = _SCENE_PREFIX.match(Path(name).stem)
+    return match.group(1).lower() if match else None
+
+
+@dataclass
+class RetrievalSplit:
+    images: list[Path]
+    captions: list[str]
+    caption_image: np.ndarray  # image index of each caption
+    scenes: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.caption_image = np.asarray(self.caption_image, dtype=np.int64)
+        if not self.scenes:
+            self.scenes = [scene_from_filename(p.name) for p in self.images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, image_indices) -> "RetrievalSplit":
+        image_indices = [int(i) for i in image_indices]
+        remap = {old: new for new, old in enumerate(image_indices)}
+        keep = [j for j, i in enumerate(self.caption_image) if int(i) in remap]
+        return RetrievalSplit([self.images[i] for i in image_indices], [self.captions[j] for j in keep],
+                              np.array([remap[int(self.caption_image[j])] for j in keep]),
+                              [self.scenes[i] for i in image_indices])
+
+    def where_scene(self, allowed: set[str]) -> "RetrievalSplit":
+        return self.subset([i for i, s in enumerate(self.scenes) if s in allowed])
+
+    def split_validation(self, fraction: float, seed: int) -> tuple["RetrievalSplit", "RetrievalSplit"]:
+        """Random image-level train/val split (GaLR/HVSA protocol)."""
+        order = np.random.default_rng(seed).permutation(len(self.images))
+        n_val = max(1, int(round(fraction * len(order)))) if fraction > 0 else 0
+        return self.subset(sorted(order[n_val:])), self.subset(sorted(order[:n_val]))
+
+
+def load_karpathy(path: Path, split: str, image_root: Path | None = None) -> RetrievalSplit:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise GeoretError(f"{path}: not a readable Karpathy-style JSON file") from None
+    root = image_root or path.parent / "images"
+    splits = {split, "restval"} if split == "train" else {split}
+    images, captions, owners, scenes = [], [], [], []
+    for record in data.get("images", []):
+        if record.get("split") not in splits:
+            continue
+        index = len(images)
+        images.append(root / record.get("filepath", "") / record["filename"])
+        scenes.append(record.get("scene") or scene_from_filename(record["filename"]))
+        for sentence in record["sentences"]:
+            captions.append(sentence["raw"].strip())
+            owners.append(index)
+    if not images:
+        raise GeoretError(f"{path}: no images in split {split!r}")
+    return RetrievalSplit(images, captions, np.array(owners), scenes)
+
+
+def load_precomp(folder: Path, split: str, image_root: Path | None = None) -> RetrievalSplit:
+    caps_file, names_file = folder / f"{split}_caps.txt", folder / f"{split}_filename.txt"
+    if not caps_file.is_file() or not names_file.is_file():
+        raise GeoretError(f"{folder}: no {caps_file.name} / {names_file.name}")
+    captions = [c.strip() for c in caps_file.read_text(encoding="utf-8").splitlines() if c.strip()]
+    names = [n.strip() for n in names_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+    if len(names) == len(captions):  # test files repeat the image name per caption
+        names = names[::5]
+    per_image = len(captions) // len(names)
+    if per_image * len(names) != len(captions):
+        raise GeoretError(f"{folder}: {len(captions)} captions do not divide over {len(names)} images")
+    root = image_root or folder / "images"
+    return RetrievalSplit([root / n for n in names], captions, np.repeat(np.arange(len(names)), per_image))
+
+
+def load_retrieval_data(path: str | Path, split: str, image_root: str | Path | None = None) -> RetrievalSplit:
+    """Karpathy JSON file or precomp folder → :class:`RetrievalSplit`."""
+    path = Path(path).expanduser()
+    root = Path(image_root).expanduser() if image_root else None
+    if path.is_file() and path.suffix == ".json":
+        data = load_karpathy(path, split, root)
+    elif path.is_dir():
+        data = load_precomp(path, split, root)
+    else:
+        raise GeoretError(f"no dataset at {path} (a Karpathy-style .json file or a precomp folder)")
+    missing = [p for p in data.images[:50] if not p.is_file()]
+    if missing:
+        raise GeoretError(f"image not found: {missing[0]} (pass the image folder with --image-root)")
+    return data
+
+
+def tiled_scenes(raster: str | Path, landcover: str | Path, out_dir: str | Path, tile_size: int | str = 128,
+                 landcover_field: str | None = None, min_fraction: float = 0.5) -> RetrievalSplit:
+    """Cut ``raster`` into tiles labelled by ``landcover``; captions are templates naming the class.
+
+    Tiles whose majority class covers less than ``min_fraction`` are left out
+    (mixed tiles make poor training pairs).
+    """
+    from georet.indexer import _landcover_for
+    from georet.tiling import RasterSource, TilingParams
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, captions, owners, scenes = [], [], [], []
+    with RasterSource(Path(raster).resolve(), TilingParams(tile_size=tile_size)) as source:
+        labeler = _landcover_for(str(landcover), landcover_field, source)
+        for tile in source.iter_tiles():
+            (label,) = labeler.label([tile], np.zeros((1, 1)))
+            if not label.scene or label.score < min_fraction or tile.valid_fraction < 0.5:
+                continue
+            path = out_dir / f"{label.scene.replace(' ', '')}_{len(images)}.png"
+            Image.fromarray(tile.pixels).save(path)
+            for template in TILE_CAPTION_TEMPLATES:
+                captions.append(template.format(label.scene))
+                owners.append(len(images))
+            images.append(path)
+            scenes.append(label.scene)
+    if not images:
+        raise GeoretError(f"no tile of {raster} has a land-cover class covering ≥{min_fraction:.0%}")
+    return RetrievalSplit(images, captions, np.array(owners), scenes)
+
+
+def load_image(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class CaptionPairs(torch.utils.data.Dataset):
+    """One item per caption: (image tensor, caption tokens, image index).
+
+    ``scene_aug_p``: probability of prefixing the caption with its image's scene
+    (scene label augmentation at training time); ``scene_words`` maps labels
+    to prompt words (``denseresidential`` → ``dense residential area``).
+    """
+
+    def __init__(self, split: RetrievalSplit, preprocess, tokenizer, train: bool = True,
+                 scene_aug_p: float = 0.0, scene_words: dict[str, str] | None = None, seed: int = 0):
+        self.split, self.preprocess, self.tokenizer = split, preprocess, tokenizer
+        self.train, self.scene_aug_p, self.scene_words = train, scene_aug_p, scene_words or {}
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.split.captions)
+
+    def caption(self, j: int) -> str:
+        text = self.split.captions[j]
+        scene = self.split.scenes[int(self.split.caption_image[j])]
+        if self.train and scene and self.scene_aug_p > 0 and self.rng.random() < self.scene_aug_p:
+            return SCENE_TEMPLATE.format(self.scene_words.get(scene, scene), text)
+        return text
+
+    def __getitem__(self, j: int):
+        image_index = int(self.split.caption_image[j])
+        pixels = load_image(self.split.images[image_index])
+        if self.train:
+            if self.rng.random() < 0.5:
+                pixels = pixels[:, ::-1]
+            if self.rng.random() < 0.5:
+                pixels = pixels[::-1]
+        image = self.preprocess.apply(pixels[None].copy())[0]
+        return image, self.tokenizer([self.caption(j)])[0], image_index

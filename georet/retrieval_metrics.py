@@ -1,0 +1,43 @@
+"""Text–image retrieval recall, exactly as the RS retrieval literature computes it.
+
+(methods.md §4.3: HVSA/GaLR ``acc_i2t``/``acc_t2i``.) ``similarity`` is
+N_images × N_captions; ``caption_image[j]`` is the image index of caption j.
+
+* i2t: each image ranks all captions; its rank is the best (lowest) rank among
+  its own captions. R@K = % of images with rank < K.
+* t2i: each caption ranks all images. R@K = % of captions whose image is in the top K.
+* mR = mean of the six recalls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KS = (1, 5, 10)
+
+
+def retrieval_recalls(similarity: np.ndarray, caption_image: np.ndarray) -> dict[str, float]:
+    """``{"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR"}`` in percent."""
+    sims = np.asarray(similarity, dtype=np.float64)
+    caption_image = np.asarray(caption_image)
+    n_images, n_captions = sims.shape
+    if caption_image.shape != (n_captions,):
+        raise ValueError("caption_image needs one image index per caption")
+
+    # i2t: position of each caption in each image's ranking, then the best of the image's own captions.
+    order = np.argsort(-sims, axis=1, kind="stable")
+    rank_of = np.empty_like(order)
+    rank_of[np.arange(n_images)[:, None], order] = np.arange(n_captions)[None, :]
+    own = caption_image[None, :] == np.arange(n_images)[:, None]
+    i2t_rank = np.where(own, rank_of, n_captions).min(axis=1)
+
+    # t2i: rank of the true image in each caption's ranking of images.
+    true_sim = sims[caption_image, np.arange(n_captions)]
+    t2i_rank = (sims.T > true_sim[:, None]).sum(axis=1)
+
+    out = {}
+    for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):
+        for k in KS:
+            out[f"{name}_r{k}"] = float(100.0 * np.mean(ranks < k))
+    out["mR"] = float(np.mean([out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in KS]))
+    return out

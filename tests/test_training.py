@@ -1,0 +1,251 @@
+"""CMER training: metric, losses, adapters, data, trainer, checkpoints, eval CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from make_captions import write_dataset
+
+from georet.adapters import AdaptedCLIP
+from georet.datasets import CaptionPairs, load_retrieval_data
+from georet.losses import FeatureQueues, hmmc_loss, info_nce
+from georet.model import ModelSpec, _open_clip, load_model
+from georet.retrieval_metrics import retrieval_recalls
+from georet.train import load_config, train
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("mini"))
+
+
+def tiny_clip(seed: int = 0):
+    torch.manual_seed(seed)
+    return _open_clip().create_model("georet-tiny")
+
+
+# -- metric -------------------------------------------------------------------------------
+def test_recalls_on_hand_built_matrix():
+    # 3 images × 6 captions (2 per image). Image 0: its best caption ranks 1st.
+    # Image 1: best own caption ranks 2nd. Image 2: own captions rank 5th and 6th (still inside R@5).
+    sims = np.array([[.9, .8, .1, .15, .3, .0],
+                     [.1, .9, .8, .2, .3, .4],
+                     [.85, .8, .7, .6, .2, .1]])
+    caption_image = np.array([0, 0, 1, 1, 2, 2])
+    m = retrieval_recalls(sims, caption_image)
+    assert (m["i2t_r1"], m["i2t_r5"], m["i2t_r10"]) == pytest.approx((100 / 3, 100, 100))
+    # t2i rank of the true image per caption: c0:0 c1:1 c2:0 c3:1 c4:2 c5:1
+    assert (m["t2i_r1"], m["t2i_r5"], m["t2i_r10"]) == pytest.approx((100 / 3, 100, 100))
+    assert m["mR"] == pytest.approx(np.mean([100 / 3, 100, 100, 100 / 3, 100, 100]))
+
+
+def test_recall_at_5_and_10_differ():
+    # Image 0's only caption (index 6) is its 7th best: outside R@1 and R@5, inside R@10.
+    # Image 1 owns the other 11 captions and scores them 1.0, image 0's caption 0.0.
+    caption_image = np.array([1] * 6 + [0] + [1] * 5)
+    sims = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.2, 0.1, 0.05, 0.0],
+                     (caption_image == 1).astype(float)])
+    m = retrieval_recalls(sims, caption_image)
+    assert (m["i2t_r1"], m["i2t_r5"], m["i2t_r10"]) == (50.0, 50.0, 100.0)
+    assert (m["t2i_r1"], m["t2i_r5"], m["t2i_r10"]) == (100.0, 100.0, 100.0)
+
+
+def test_perfect_and_reversed_rankings():
+    caption_image = np.repeat(np.arange(20), 5)
+    perfect = (caption_image[None, :] == np.arange(20)[:, None]).astype(float)
+    assert retrieval_recalls(perfect, caption_image)["mR"] == 100
+    worst = retrieval_recalls(-perfect, caption_image)
+    assert worst["i2t_r10"] == 0 and worst["t2i_r10"] == 0
+
+
+# -- losses -------------------------------------------------------------------------------
+def test_info_nce_masks_sibling_captions():
+    img = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    txt = img.clone()
+    txt[1] = img[0]  # rows 0 and 1 share an image: caption 1 duplicates caption 0
+    with_siblings = info_nce(img, txt, 10.0, torch.tensor([0, 0, 1, 2]))
+    strangers = info_nce(img, txt, 10.0, torch.tensor([0, 1, 2, 3]))
+    assert with_siblings < strangers  # the duplicate is not punished as a negative
+
+
+def test_hmmc_is_the_sum_of_its_terms():
+    f = [torch.nn.functional.normalize(torch.randn(5, 8), dim=-1) for _ in range(4)]
+    ids = torch.arange(5)
+    expected = info_nce(f[0], f[1], 5.0, ids) + 0.5 * info_nce(f[0], f[2], 5.0, ids) + 2 * info_nce(f[1], f[3], 5.0, ids)
+    assert hmmc_loss(*f, 5.0, ids, 0.5, 2.0) == pytest.approx(expected.item())
+
+
+def test_queue_is_fifo_detached_and_masks_same_image():
+    queue = FeatureQueues(size=4, dim=3)
+    assert queue.loss(torch.ones(1, 3), torch.ones(1, 3), 1.0, torch.tensor([0])).item() == 0
+    feats = torch.eye(3, requires_grad=True)
+    queue.push(feats, feats, torch.tensor([0, 1, 2]))
+    queue.push(feats[:2], feats[:2], torch.tensor([3, 4]))
+    assert sorted(queue.ids.tolist()) == [1, 2, 3, 4] and not queue.images.requires_grad  # id 0 left first
+    anchor = torch.tensor([[1.0, 0, 0]])
+    # Only same-image entries in the queue -> every negative masked -> loss 0.
+    only_self = FeatureQueues(size=2, dim=3)
+    only_self.push(anchor, anchor, torch.tensor([7]))
+    assert only_self.loss(anchor, anchor, 10.0, torch.tensor([7])).item() == pytest.approx(0.0, abs=1e-6)
+    # With a hard negative identical to the positive, loss = log 2.
+    other = FeatureQueues(size=2, dim=3)
+    other.push(anchor, anchor, torch.tensor([8]))
+    assert other.loss(anchor, anchor, 10.0, torch.tensor([7])).item() == pytest.approx(math.log(2), abs=1e-5)
+
+
+# -- adapters -----------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["frozen", "full", "mrs", "focus"])
+def test_adapted_model_starts_equal_to_frozen(method):
+    tokens = _open_clip().get_tokenizer("georet-tiny")(["a river", "forest"])
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = tiny_clip()
+        expected = ref.encode_image(images), ref.encode_text(tokens)
+        adapted = AdaptedCLIP(tiny_clip(), method).eval()
+        assert torch.allclose(adapted.encode_image(images), expected[0], atol=1e-5)
+        assert torch.allclose(adapted.encode_text(tokens), expected[1], atol=1e-5)
+
+
+def _backward(adapted):
+    tokens = _open_clip().get_tokenizer("georet-tiny")(["a river", "forest", "beach"])
+    img = adapted.encode_image(torch.randn(3, 3, 64, 64), normalize=True)
+    txt = adapted.encode_text(tokens, normalize=True)
+    info_nce(img, txt, 10.0, torch.arange(3)).backward()
+    return {n: p.grad for n, p in adapted.named_parameters()}
+
+
+def test_focus_adapter_gradients_stay_in_the_side_branch():
+    adapted = AdaptedCLIP(tiny_clip(), "focus")
+    with torch.no_grad():
+        adapted.image_side.gate.fill_(0.5)
+        adapted.text_side.gate.fill_(0.5)
+    grads = _backward(adapted)
+    for name, grad in grads.items():
+        if name.startswith("clip.") and not name.endswith("logit_scale"):
+            assert grad is None, f"gradient reached the frozen backbone: {name}"
+    side = {n: g for n, g in grads.items() if n.startswith(("image_side.", "text_side."))}
+    assert side and all(g is not None and g.abs().sum() > 0 for n, g in side.items() if "focus.norm" not in n)
+
+
+def test_focus_backbone_runs_without_graph():
+    adapted = AdaptedCLIP(tiny_clip(), "focus")
+    seen = []
+    adapted.clip.visual.transformer.resblocks[0].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    adapted.encode_image(torch.randn(2, 3, 64, 64))
+    assert seen == [False]  # no autograd graph is built through the frozen backbone
+
+
+def test_focus_layer_keeps_the_salient_fraction():
+    adapted = AdaptedCLIP(tiny_clip(), "focus", focus_keep=0.25)
+    z = torch.randn(2, 1 + 16, adapted.image_side.inp.out_features)
+    kept, index, saliency = adapted.image_side.focus(z)
+    assert kept.shape[1] == 1 + 4 and index.shape == (2, 5) and (index[:, 0] == 0).all()
+    full = torch.sigmoid(adapted.image_side.focus.score(adapted.image_side.focus.norm(z[:, 1:]))).squeeze(-1)
+    assert torch.allclose(saliency.sort(dim=1).values, full.topk(4, dim=1).values.sort(dim=1).values)
+
+
+def test_mrs_adapter_trains_only_the_shared_adapter():
+    adapted = AdaptedCLIP(tiny_clip(), "mrs")
+    with torch.no_grad():
+        for layer in (*adapted.mrs.up.values(), adapted.mrs.up_shared):
+            layer.weight.normal_(0, 0.02)
+    grads = _backward(adapted)
+    assert all(g is None for n, g in grads.items() if n.startswith("clip.") and not n.endswith("logit_scale"))
+    assert all(grads[n] is not None for n in grads if n.startswith("mrs."))
+
+
+def test_mrs_adapter_has_016m_parameters_on_vit_b_32():
+    torch.manual_seed(0)
+    adapted = AdaptedCLIP(_open_clip().create_model("ViT-B-32"), "mrs")
+    assert adapted.count_trainable() == 161_088
+
+
+# -- data ---------------------------------------------------------------------------------
+def test_karpathy_and_precomp_give_the_same_split(mini):
+    js = load_retrieval_data(mini, "test")
+    pc = load_retrieval_data(mini.parent / "precomp", "test", image_root=mini.parent / "images")
+    assert len(js) == len(pc) == 9 and js.captions == pc.captions
+    assert list(js.caption_image) == list(pc.caption_image) == list(np.repeat(np.arange(9), 5))
+    assert js.scenes == pc.scenes and set(js.scenes) == {"forest", "beach", "river"}
+    train_part, val_part = load_retrieval_data(mini, "train").split_validation(0.2, seed=1)
+    assert len(train_part) + len(val_part) == 15 and not set(train_part.images) & set(val_part.images)
+
+
+def test_scene_label_augmentation(mini):
+    model = load_model(ModelSpec("georet-tiny", None), device="cpu")
+    split = load_retrieval_data(mini, "train")
+    always = CaptionPairs(split, model.preprocess, model.tokenizer, scene_aug_p=1.0)
+    never = CaptionPairs(split, model.preprocess, model.tokenizer, scene_aug_p=0.0)
+    evaluation = CaptionPairs(split, model.preprocess, model.tokenizer, train=False, scene_aug_p=1.0)
+    scene = split.scenes[int(split.caption_image[0])]
+    assert always.caption(0) == f"an aerial image of {scene}. {split.captions[0]}"
+    assert never.caption(0) == evaluation.caption(0) == split.captions[0]
+    image, tokens, image_index = always[0]
+    assert image.shape == (3, 64, 64) and tokens.ndim == 1 and image_index == 0
+
+
+# -- trainer ------------------------------------------------------------------------------
+def _config(mini, out, method, **train):
+    overrides = [f"data.path={mini}", "model.arch=georet-tiny", "model.pretrained=null", f"method.name={method}",
+                 "train.batch_size=8", "train.max_steps=3", "train.warmup_steps=1", "train.eval_every_steps=3",
+                 f"train.out_dir={out}", "train.device=cpu", "data.val_fraction=0.2", "train.progress=false"]
+    overrides += [f"train.{k}={v}" for k, v in train.items()]
+    return overrides
+
+
+@pytest.mark.parametrize("method,loss", [("focus", "infonce"), ("mrs", "hmmc"), ("full", "infonce")])
+def test_training_steps_write_plug_in_checkpoints(mini, tmp_path, method, loss):
+    overrides = _config(mini, tmp_path / method, method) + [f"loss.name={loss}", "loss.queue_size=16",
+                                                           "scene_aug.train_p=0.5"]
+    summary = train(load_config(None, overrides))
+    assert summary["steps"] == 3 and summary["best_val"]["mR"] >= 0
+    ckpt = torch.load(tmp_path / method / "best.pt", weights_only=True)
+    assert ckpt["method"] == method and ckpt["preprocess"]["size"] == [64, 64] and ckpt["config"]["loss"]["name"] == loss
+    adapted = AdaptedCLIP(tiny_clip(), method, **ckpt["method_config"])
+    assert set(ckpt["state_dict"]) == {n for n, p in adapted.named_parameters() if p.requires_grad}
+
+    # The checkpoint plugs into the model factory (and so into `georet index --checkpoint`).
+    plain = load_model(ModelSpec("georet-tiny", None), device="cpu")
+    trained = load_model(ModelSpec("georet-tiny", None, str(tmp_path / method / "best.pt")), device="cpu")
+    assert trained.identity["checkpoint_id"] is not None
+    assert not np.allclose(trained.encode_text(["a river"]), plain.encode_text(["a river"]), atol=1e-6)
+
+
+def test_training_resumes_where_it_stopped(mini, tmp_path):
+    out = tmp_path / "resume"
+    first = train(load_config(None, _config(mini, out, "focus", checkpoint_every_steps=1)))
+    assert first["steps"] == 3
+    second = train(load_config(None, _config(mini, out, "focus", checkpoint_every_steps=1, max_steps=5)))
+    assert second["steps"] == 5 and [h["step"] for h in second["history"]] == [5]
+
+
+def test_bad_config_overrides(mini):
+    from georet.errors import GeoretError
+
+    with pytest.raises(GeoretError, match="unknown key"):
+        load_config(None, ["train.learning_rate=1"])
+    with pytest.raises(GeoretError, match="key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_train_and_eval_cli(mini, tmp_path):
+    out = tmp_path / "cli"
+    run = run_cli("train", "--set", f"data.path={mini}", *sum((["--set", o] for o in _config(mini, out, "focus")[1:]), []),
+                  "--json", check=True)
+    assert json.loads(run.stdout)["method"] == "focus"
+    metrics = json.loads(run_cli("eval", "--data", mini, "--split", "test", "--checkpoint", out / "best.pt",
+                                 "--json", check=True).stdout)
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR"):
+        assert 0 <= metrics[key] <= 100
+    assert metrics["images"] == 9 and metrics["captions"] == 45
+    base = json.loads(run_cli("eval", "--data", mini, "--model", "georet-tiny", "--pretrained", "none",
+                              "--scene-prior", "0.5", "--json", check=True).stdout)
+    assert set(base) >= {"mR", "i2t_r1"}
+    err = run_cli("eval", "--data", tmp_path / "nothing.json")
+    assert err.returncode == 1 and err.stderr.startswith("Error: no dataset at")
