@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,34 @@ def test_train_and_eval_cli(mini, tmp_path):
     assert set(base) >= {"mR", "i2t_r1"}
     err = run_cli("eval", "--data", tmp_path / "nothing.json")
     assert err.returncode == 1 and err.stderr.startswith("Error: no dataset at")
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*_cmer.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipes_run_two_steps_on_random_vit_b_32(recipe, mini, tmp_path):
+    config = load_config(recipe, [f"data.path={mini}", "model.pretrained=null", "train.batch_size=4",
+                                  "train.max_steps=2", "train.eval_every_steps=2", "loss.queue_warmup_steps=1",
+                                  f"train.out_dir={tmp_path}", "train.device=cpu", "train.progress=false"])
+    assert config["model"]["arch"] == "ViT-B-32" and config["method"]["name"] == "focus"
+    summary = train(config)
+    assert summary["steps"] == 2 and (tmp_path / "best.pt").is_file()
+
+
+def test_tiled_scenes_from_raster_and_landcover(tmp_path, rasters):
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    from georet.datasets import tiled_scenes
+
+    with rasterio.open(rasters["utm"]) as src:
+        left, bottom, right, top = src.bounds
+    layer = gpd.GeoDataFrame({"lc": ["water", "forest"]}, crs="EPSG:32631", geometry=[
+        shapely.box(left, bottom, left + 1280, top), shapely.box(left + 1280, bottom, right, top)])
+    layer.to_file(tmp_path / "lc.gpkg")
+    split = tiled_scenes(rasters["utm"], tmp_path / "lc.gpkg", tmp_path / "tiles", tile_size=64, landcover_field="lc")
+    assert len(split) == 16 and split.scenes.count("water") == 8
+    assert len(split.captions) == 5 * 16 and "water" in split.captions[0]
+    assert all(p.is_file() and p.name.startswith(s) for p, s in zip(split.images, split.scenes))
