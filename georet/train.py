@@ -215,6 +215,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if step % eval_every == 0 or step == total:
+                adapted.eval()  # no adapter dropout while validating
                 metrics = evaluate(evaluator, val_split, float(config["scene_aug"]["query_prior"]))
                 adapted.train()
                 history.append({"step": step, "loss": float(loss.item()), **metrics})
