@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from georet.adapters import AdaptedCLIP
-from georet.datasets import CaptionPairs, load_retrieval_data
+from georet.datasets import CaptionPairs, load_retrieval_data, tiled_scenes
 from georet.errors import GeoretError
 from georet.evaluate import evaluate
 from georet.landcover import read_classes
@@ -38,7 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"name": "infonce", "queue_size": 0, "queue_weight": 1.0, "queue_warmup_steps": 0,
              "hmmc_weight_image": 1.0, "hmmc_weight_text": 1.0, "hmmc_token_dropout": 0.2},
     "scene_aug": {"train_p": 0.0, "query_prior": 0.0},
-    "data": {"path": None, "image_root": None, "train_split": "train", "val_fraction": 0.1, "scenes": None},
+    "data": {"path": None, "image_root": None, "train_split": "train", "val_fraction": 0.1, "scenes": None,
+             # or tiled scenes of your own region: a raster plus a land-cover layer
+             "raster": None, "landcover": None, "landcover_field": None, "tile_size": 128},
     "train": {"epochs": 10, "max_steps": None, "batch_size": 64, "lr": 3e-4, "weight_decay": 0.02,
               "warmup_steps": 100, "seed": 0, "amp": True, "grad_checkpointing": False,
               "eval_every_steps": None, "checkpoint_every_steps": 500, "out_dir": "runs/georet",
@@ -130,17 +132,24 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
 def train(config: dict[str, Any]) -> dict[str, Any]:
     """Run training; returns a summary with the best validation metrics and checkpoint paths."""
     cfg_train, cfg_loss = config["train"], config["loss"]
-    if not config["data"].get("path"):
-        raise GeoretError("set data.path (a Karpathy .json file or a precomp folder)")
+    cfg_data = config["data"]
+    if not cfg_data.get("path") and not cfg_data.get("raster"):
+        raise GeoretError("set data.path (a Karpathy .json file or a precomp folder) or data.raster + data.landcover")
     _seed_everything(int(cfg_train["seed"]))
     out_dir = Path(cfg_train["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
-    data = load_retrieval_data(config["data"]["path"], config["data"]["train_split"], config["data"].get("image_root"))
-    if config["data"].get("scenes"):
-        data = data.where_scene(set(config["data"]["scenes"]))
-    train_split, val_split = data.split_validation(float(config["data"]["val_fraction"]), int(cfg_train["seed"]))
+    if cfg_data.get("raster"):
+        if not cfg_data.get("landcover"):
+            raise GeoretError("data.raster needs data.landcover (vector polygons or a classified raster)")
+        data = tiled_scenes(cfg_data["raster"], cfg_data["landcover"], out_dir / "tiles", cfg_data["tile_size"],
+                            cfg_data.get("landcover_field"))
+    else:
+        data = load_retrieval_data(cfg_data["path"], cfg_data["train_split"], cfg_data.get("image_root"))
+    if cfg_data.get("scenes"):
+        data = data.where_scene(set(cfg_data["scenes"]))
+    train_split, val_split = data.split_validation(float(cfg_data["val_fraction"]), int(cfg_train["seed"]))
 
     adapted, evaluator = build_adapted(config, cfg_train["device"])
     device = evaluator.device

@@ -281,3 +281,22 @@ def test_tiled_scenes_from_raster_and_landcover(tmp_path, rasters):
     assert len(split) == 16 and split.scenes.count("water") == 8
     assert len(split.captions) == 5 * 16 and "water" in split.captions[0]
     assert all(p.is_file() and p.name.startswith(s) for p, s in zip(split.images, split.scenes))
+
+    # The same source straight from a training config: a GIS user adapting the model to a region.
+    summary = train(load_config(None, [f"data.raster={rasters['utm']}", f"data.landcover={tmp_path / 'lc.gpkg'}",
+                                       "data.landcover_field=lc", "data.tile_size=64", "model.arch=georet-tiny",
+                                       "model.pretrained=null", "train.batch_size=8", "train.max_steps=2",
+                                       "train.eval_every_steps=2", "data.val_fraction=0.25", "train.device=cpu",
+                                       "train.progress=false", f"train.out_dir={tmp_path / 'run'}"]))
+    assert summary["steps"] == 2 and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        adapted = AdaptedCLIP(tiny_clip(), "full")
+        adapted.grad_checkpointing = checkpointing
+        grads.append(_backward(adapted))
+    for name, grad in grads[0].items():
+        if grad is not None:
+            assert torch.allclose(grad, grads[1][name], atol=1e-6), name
