@@ -265,6 +265,17 @@ def _checkpoint_base(checkpoint: str) -> tuple[str, str]:
 
 
 @main.command()
+@click.option("--db", type=click.Path(path_type=Path), help="Also check this index folder (exists, writable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(db, as_json) -> None:
+    """Versions, device, offline model, caches: what georet sees here (paste it into bug reports)."""
+    from georet.doctor import markdown, report
+
+    info = report(db)
+    click.echo(json.dumps(info, indent=2) if as_json else markdown(info))
+
+
+@main.command()
 def models() -> None:
     """List model architectures and their pretrained tags."""
     from georet.model import list_architectures, pretrained_tags

@@ -1,0 +1,123 @@
+"""``georet doctor``: what georet sees on this machine, for users and bug reports.
+
+Versions (georet, Python, torch, open_clip, rasterio with GDAL/PROJ, lancedb),
+the device georet would use and why, whether the default model can load
+offline, where weights are cached, and (with ``db``) whether an index folder
+is writable. :func:`markdown` renders it as a block to paste into an issue,
+with paths under the home folder shortened to ``~``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _device() -> dict[str, Any]:
+    import torch
+
+    cuda_build = torch.version.cuda
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return {"device": "cuda", "why": f"CUDA {cuda_build} build and {torch.cuda.device_count()} GPU(s): {name}"}
+    if torch.backends.mps.is_available():
+        return {"device": "mps", "why": "Apple MPS backend available"}
+    if cuda_build:
+        why = f"torch is a CUDA {cuda_build} build but no GPU/driver is visible"
+    else:
+        why = "torch is a CPU-only build"
+    return {"device": "cpu", "why": why}
+
+
+def _default_model() -> dict[str, Any]:
+    from georet.model import DEFAULT_ARCH, DEFAULT_PRETRAINED, _cached_tag_file, _open_clip
+
+    cfg = _open_clip().get_pretrained_cfg(DEFAULT_ARCH, DEFAULT_PRETRAINED)
+    cached = _cached_tag_file(cfg, None) if cfg else None
+    return {"name": f"{DEFAULT_ARCH}/{DEFAULT_PRETRAINED}", "available_offline": bool(cached), "weights": cached,
+            "hint": None if cached else "not cached: run once online, or pass --model/--pretrained with a local file"}
+
+
+def _caches() -> dict[str, str]:
+    from huggingface_hub import constants
+
+    return {"huggingface_hub": str(constants.HF_HUB_CACHE),
+            "open_clip_url_cache": str(Path.home() / ".cache" / "clip"),
+            "torch_home": os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch"))}
+
+
+def _db_status(db: str | Path) -> dict[str, Any]:
+    from georet.store import MANIFEST_NAME
+
+    path = Path(db).expanduser()
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+    writable = os.access(probe, os.W_OK | os.X_OK)
+    if not path.exists():
+        state = "does not exist yet" + ("" if writable else f"; {probe} is not writable")
+    elif (path / MANIFEST_NAME).is_file():
+        state = "georet index"
+    elif path.is_dir() and not any(path.iterdir()):
+        state = "empty folder"
+    else:
+        state = "exists and is not a georet index"
+    return {"path": str(path), "state": state, "writable": writable}
+
+
+def report(db: str | Path | None = None) -> dict[str, Any]:
+    """Everything doctor checks, as a JSON-ready dict."""
+    import pyproj
+    import rasterio
+
+    from georet import __version__
+
+    out: dict[str, Any] = {
+        "georet": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: _version(dist) for name, dist in (
+            ("torch", "torch"), ("torchvision", "torchvision"), ("open_clip", "open_clip_torch"),
+            ("rasterio", "rasterio"), ("geopandas", "geopandas"), ("shapely", "shapely"),
+            ("pyproj", "pyproj"), ("lancedb", "lancedb"), ("pylance", "pylance"))},
+        "gdal": rasterio.__gdal_version__,
+        "proj": pyproj.proj_version_str,
+        **_device(),
+        "default_model": _default_model(),
+        "caches": _caches(),
+        "executable": sys.executable,
+    }
+    if db is not None:
+        out["db"] = _db_status(db)
+    return out
+
+
+def _short(value: Any) -> str:
+    home = str(Path.home())
+    text = str(value)
+    return "~" + text[len(home):] if home not in ("/", "") and text.startswith(home) else text
+
+
+def markdown(info: dict[str, Any]) -> str:
+    """A fenced block for bug reports; home-folder paths shortened to ``~``."""
+    lines = [f"georet {info['georet']} · Python {info['python']} · {info['platform']}"]
+    lines += [f"{name}: {ver or 'not installed'}" for name, ver in info["packages"].items()]
+    lines += [f"GDAL: {info['gdal']} · PROJ: {info['proj']}",
+              f"device: {info['device']} ({info['why']})",
+              f"default model: {info['default_model']['name']} — "
+              + ("available offline" if info["default_model"]["available_offline"] else "NOT available offline"),
+              *[f"cache {k}: {_short(v)}" for k, v in info["caches"].items()],
+              f"python executable: {_short(info['executable'])}"]
+    if "db" in info:
+        db = info["db"]
+        lines.append(f"index {_short(db['path'])}: {db['state']}, {'writable' if db['writable'] else 'NOT writable'}")
+    return "```text\n" + "\n".join(lines) + "\n```"
