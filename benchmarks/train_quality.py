@@ -59,7 +59,7 @@ def classes(path: Path) -> tuple[list[str], list[str]]:
 def run(args) -> dict:
     _open_clip().add_model_config(Path(__file__).with_name("georet-bench.json"))
     source, target = classes(args.data)
-    work = Path(tempfile.mkdtemp(prefix="georet-quality-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="georet-quality-"))  # a kept workdir resumes
     common = [f"data.path={args.data}", f"model.arch={ARCH}", "train.device=cpu", "train.progress=false",
               "train.batch_size=64", "train.warmup_steps=20"]
     started = time.perf_counter()
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--workdir", type=Path, help="keep runs here; an interrupted benchmark resumes from it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = run(args)

@@ -3,7 +3,7 @@ and PE-RSITR's HMMC.
 
 All functions take L2-normalised features and a logit scale (1/temperature).
 ``image_ids`` name the image each row comes from: captions of the same image
-(siblings) are never used as each other's negatives.
+(siblings), and identical captions of other images, are never used as negatives.
 """
 
 from __future__ import annotations
@@ -18,18 +18,28 @@ def _masked_cross_entropy(logits: torch.Tensor, false_negatives: torch.Tensor) -
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
-def _siblings(image_ids: torch.Tensor) -> torch.Tensor:
-    """(B, B) True where two rows share an image but are not the same row."""
-    same = image_ids[:, None] == image_ids[None, :]
-    return same & ~torch.eye(len(image_ids), dtype=torch.bool, device=image_ids.device)
+#: Cosine above which two captions count as the same text (identical captions embed identically).
+DUPLICATE_COSINE = 1.0 - 1e-5
+
+
+def _false_negatives(ids_a: torch.Tensor, ids_b: torch.Tensor, text_a: torch.Tensor,
+                     text_b: torch.Tensor) -> torch.Tensor:
+    """(A, B) True where b must not serve as a negative for a: same image, or the very same caption.
+
+    RS caption sets repeat sentences across images (RSICD; land-cover templates);
+    pushing a caption away from its own duplicate teaches nothing but noise.
+    """
+    with torch.no_grad():
+        return (ids_a[:, None] == ids_b[None, :]) | (text_a @ text_b.T > DUPLICATE_COSINE)
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float,
              image_ids: torch.Tensor) -> torch.Tensor:
     """Symmetric in-batch InfoNCE; row i of ``image`` and ``text`` form a positive pair."""
     logits = logit_scale * image @ text.T
-    siblings = _siblings(image_ids)
-    return 0.5 * (_masked_cross_entropy(logits, siblings) + _masked_cross_entropy(logits.T, siblings))
+    false_negatives = _false_negatives(image_ids, image_ids, text, text)
+    false_negatives &= ~torch.eye(len(image_ids), dtype=torch.bool, device=image_ids.device)
+    return 0.5 * (_masked_cross_entropy(logits, false_negatives) + _masked_cross_entropy(logits.T, false_negatives))
 
 
 def intra_modal_nce(clean: torch.Tensor, augmented: torch.Tensor, logit_scale: torch.Tensor | float,
@@ -89,13 +99,14 @@ class FeatureQueues(torch.nn.Module):
         valid = self.ids >= 0
         if not bool(valid.any()):
             return image.new_zeros(())
-        queued_ids = self.ids[valid]
         positive = (image * text).sum(-1, keepdim=True)
-        stale_same = image_ids[:, None] == queued_ids[None, :]  # the anchor's own image or its captions
+        # the anchor's own image, its sibling captions, or a duplicate of its caption
+        false_negatives = _false_negatives(image_ids, self.ids[valid], text, self.texts[valid])
+        mask = torch.cat([torch.zeros_like(false_negatives[:, :1]), false_negatives], dim=1)
 
         def term(anchor: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-            neg = (anchor @ negatives.T).masked_fill(stale_same, float("-inf"))
-            logits = logit_scale * torch.cat([positive, neg], dim=1)
+            # Mask after scaling: -inf before a learnable scale gives it a 0·(-inf) = NaN gradient.
+            logits = (logit_scale * torch.cat([positive, anchor @ negatives.T], dim=1)).masked_fill(mask, float("-inf"))
             return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long, device=anchor.device))
 
         return 0.5 * (term(image, self.texts[valid]) + term(text, self.images[valid]))

@@ -7,6 +7,8 @@ N_images × N_captions; ``caption_image[j]`` is the image index of caption j.
   its own captions. R@K = % of images with rank < K.
 * t2i: each caption ranks all images. R@K = % of captions whose image is in the top K.
 * mR = mean of the six recalls.
+
+Ties count against the query, so a collapsed model is not rewarded.
 """
 
 from __future__ import annotations
@@ -18,22 +20,20 @@ KS = (1, 5, 10)
 
 def retrieval_recalls(similarity: np.ndarray, caption_image: np.ndarray) -> dict[str, float]:
     """``{"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mR"}`` in percent."""
-    sims = np.asarray(similarity, dtype=np.float64)
+    sims = np.nan_to_num(np.asarray(similarity, dtype=np.float64), nan=-np.inf)  # a NaN score is the worst score
     caption_image = np.asarray(caption_image)
     n_images, n_captions = sims.shape
     if caption_image.shape != (n_captions,):
         raise ValueError("caption_image needs one image index per caption")
 
-    # i2t: position of each caption in each image's ranking, then the best of the image's own captions.
-    order = np.argsort(-sims, axis=1, kind="stable")
-    rank_of = np.empty_like(order)
-    rank_of[np.arange(n_images)[:, None], order] = np.arange(n_captions)[None, :]
+    # Ties count against the query (pessimistic): a model that maps many items to the same
+    # embedding must not be rewarded for it. Without ties this is the usual argsort rank.
     own = caption_image[None, :] == np.arange(n_images)[:, None]
-    i2t_rank = np.where(own, rank_of, n_captions).min(axis=1)
+    best_own = np.where(own, sims, -np.inf).max(axis=1)
+    i2t_rank = ((sims >= best_own[:, None]) & ~own).sum(axis=1)
 
-    # t2i: rank of the true image in each caption's ranking of images.
     true_sim = sims[caption_image, np.arange(n_captions)]
-    t2i_rank = (sims.T > true_sim[:, None]).sum(axis=1)
+    t2i_rank = (sims.T >= true_sim[:, None]).sum(axis=1) - 1  # minus the true image itself
 
     out = {}
     for name, ranks in (("i2t", i2t_rank), ("t2i", t2i_rank)):

@@ -57,6 +57,15 @@ def test_recall_at_5_and_10_differ():
     assert (m["t2i_r1"], m["t2i_r5"], m["t2i_r10"]) == (100.0, 100.0, 100.0)
 
 
+def test_ties_count_against_the_query():
+    caption_image = np.repeat(np.arange(10), 5)
+    collapsed = np.ones((10, 50))  # every image and caption embedded identically
+    m = retrieval_recalls(collapsed, caption_image)
+    assert m["i2t_r1"] == 0 and m["t2i_r1"] == 0 and m["t2i_r10"] == 100  # 9 ties ahead: rank 9 < 10
+    broken = retrieval_recalls(np.full((10, 50), np.nan), caption_image)  # a diverged model scores nothing
+    assert broken["mR"] == retrieval_recalls(collapsed, caption_image)["mR"] < 20
+
+
 def test_perfect_and_reversed_rankings():
     caption_image = np.repeat(np.arange(20), 5)
     perfect = (caption_image[None, :] == np.arange(20)[:, None]).astype(float)
@@ -73,6 +82,22 @@ def test_info_nce_masks_sibling_captions():
     with_siblings = info_nce(img, txt, 10.0, torch.tensor([0, 0, 1, 2]))
     strangers = info_nce(img, txt, 10.0, torch.tensor([0, 1, 2, 3]))
     assert with_siblings < strangers  # the duplicate is not punished as a negative
+
+
+def test_duplicate_captions_of_other_images_are_not_negatives():
+    img = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    txt[2] = txt[0]  # images 0 and 2 have the same caption text
+    logits = 10.0 * img @ txt.T
+    keep = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 1, 1]], dtype=torch.bool)  # rows 0 and 2 ignore each other
+    ce = torch.nn.functional.cross_entropy
+    expected = 0.5 * (ce(logits.masked_fill(~keep, float("-inf")), torch.arange(3))
+                      + ce(logits.T.masked_fill(~keep, float("-inf")), torch.arange(3)))
+    assert info_nce(img, txt, 10.0, torch.tensor([0, 1, 2])).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    queue = FeatureQueues(size=2, dim=8)
+    queue.push(img[2:], txt[2:], torch.tensor([5]))  # another image, same caption as anchor 0
+    assert queue.loss(img[:1], txt[:1], 10.0, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_hmmc_is_the_sum_of_its_terms():
@@ -94,10 +119,21 @@ def test_queue_is_fifo_detached_and_masks_same_image():
     only_self = FeatureQueues(size=2, dim=3)
     only_self.push(anchor, anchor, torch.tensor([7]))
     assert only_self.loss(anchor, anchor, 10.0, torch.tensor([7])).item() == pytest.approx(0.0, abs=1e-6)
-    # With a hard negative identical to the positive, loss = log 2.
+    # A queued pair from another image, as close as the positive but with different text: loss = log 2.
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0]]), dim=-1)
     other = FeatureQueues(size=2, dim=3)
-    other.push(anchor, anchor, torch.tensor([8]))
-    assert other.loss(anchor, anchor, 10.0, torch.tensor([7])).item() == pytest.approx(math.log(2), abs=1e-5)
+    other.push(torch.tensor([[1.0, 0, 0]]), torch.nn.functional.normalize(torch.tensor([[1.0, -1.0, 0]]), dim=-1),
+               torch.tensor([8]))
+    assert other.loss(anchor, text, 10.0, torch.tensor([7])).item() == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_masked_queue_entries_keep_a_learnable_scale_finite():
+    queue = FeatureQueues(size=4, dim=3)
+    feats = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    queue.push(feats, feats, torch.tensor([0, 1, 2, 3]))
+    log_scale = torch.tensor(2.0, requires_grad=True)
+    queue.loss(feats[:2], feats[:2], log_scale.exp(), torch.tensor([0, 1])).backward()  # ids 0, 1 masked
+    assert torch.isfinite(log_scale.grad)
 
 
 # -- adapters -----------------------------------------------------------------------------
