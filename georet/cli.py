@@ -72,8 +72,8 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
 @click.option("--min-valid", default=0.5, show_default=True, type=float, help="Skip tiles with a smaller valid-pixel fraction.")
 @click.option("--assume-crs", help="CRS for rasters that have none, e.g. EPSG:32631.")
-@click.option("--model", "arch", help="open_clip architecture [default: ViT-B-32 with openai weights].")
-@click.option("--pretrained", help="open_clip pretrained tag, a local weights file, or 'none' (random init).")
+@click.option("--model", "arch", help="open_clip architecture [default: georet-small with its bundled weights, offline].")
+@click.option("--pretrained", help="open_clip pretrained tag, 'bundled', a local weights file, or 'none' (random init).")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint to apply.")
 @device_option
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Tiles per model batch.")
@@ -119,19 +119,33 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "geojson"]), help="Output on stdout.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write hits to .geojson, .gpkg or .parquet.")
+@click.option("--near", help="Distance that counts as 'near' in relational queries (500m, 2km) [default: one tile side].")
+@click.option("--plain", is_flag=True, help="Embed TEXT as one sentence even if it reads like 'A near B'.")
+@click.option("--explain", is_flag=True, help="Print how the query was parsed and each hit scored (stderr with json/geojson).")
 @click.option("--pretrained", help="New location of the index's weights file, if it moved.")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="New location of the index's checkpoint, if it moved.")
 @device_option
-def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, pretrained, checkpoint, device) -> None:
-    """Find the tiles in --db that best match TEXT."""
+def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, explain, pretrained, checkpoint,
+          device) -> None:
+    """Find the tiles in --db that best match TEXT.
+
+    Relational queries ("airport near river", "school within 2 km of stadium",
+    "forest north of lake", "port and industrial area", "houses not near
+    river") rank subject tiles by their partners on the map; see --explain.
+    """
+    from georet.relations import explain as explain_hits, parse_distance
     from georet.search import open_index
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
     if not text.strip():
         raise GeoretError("the query text is empty")
+    near_m = parse_distance(near) if near is not None else None
     index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
-    hits = index.search(text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene)
+    hits = index.search(text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene,
+                        relational=not plain, near=near_m)
+    if explain:
+        click.echo(explain_hits(hits), err=fmt != "table" or output is not None)
     if output is not None:
         _write_hits(hits, output)
         click.echo(f"wrote {len(hits)} hits to {output}", err=True)
@@ -168,11 +182,16 @@ def _render(hits, fmt: str, text: str) -> str:
 def _table(hits) -> str:
     if hits.empty:
         return "no matching tiles"
-    rows = [("rank", "score", "scene", "tile_id", "centre lon,lat")]
+    relational = "partners" in hits.columns
+    rows = [("rank", "score", "scene", "tile_id", "centre lon,lat")
+            + (("partner", "distance") if relational else ())]
     for rec, geom in zip(hits.itertuples(), hits.geometry):
         centre = geom.centroid
-        rows.append((str(rec.rank), f"{rec.score:.3f}", f"{rec.scene} ({rec.scene_score:.2f})" if rec.scene else "-",
-                     rec.tile_id, f"{centre.x:.5f},{centre.y:.5f}"))
+        row = (str(rec.rank), f"{rec.score:.3f}", f"{rec.scene} ({rec.scene_score:.2f})" if rec.scene else "-",
+               rec.tile_id, f"{centre.x:.5f},{centre.y:.5f}")
+        if relational:
+            row += ((rec.partners.split(",")[0], f"{rec.partner_distance_m:.0f} m") if rec.partners else ("-", "-"))
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -273,6 +292,30 @@ def doctor(db, as_json) -> None:
 
     info = report(db)
     click.echo(json.dumps(info, indent=2) if as_json else markdown(info))
+
+
+@main.command()
+@click.option("--out", "out_dir", default="georet-demo", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for the index, hits.geojson, contact_sheet.png and map.png.")
+@click.option("-k", default=5, show_default=True, type=int, help="Hits per query.")
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
+def demo(out_dir, k, device, quiet, as_json) -> None:
+    """Index real demo imagery with the bundled model, search it, draw the hits (offline)."""
+    from georet.demo import DEMO_RASTER, run_demo, summary_table
+
+    report = run_demo(out_dir, k=k, device=device, progress=False if (quiet or as_json) else None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"indexed {DEMO_RASTER.name} (real AID chips, synthetic georeference) into {report.index}\n")
+    click.echo(summary_table(report))
+    click.echo("\nwrote")
+    for label, path in (("hits (GeoJSON)", report.hits_geojson), ("contact sheet", report.contact_sheet),
+                        ("hit map", report.map_png)):
+        click.echo(f"  {label:15s} {path}")
+    click.echo(f"\nnext: georet query \"airport\" --db {report.index}")
 
 
 @main.command()

@@ -41,12 +41,13 @@ def _device() -> dict[str, Any]:
 
 
 def _default_model() -> dict[str, Any]:
-    from georet.model import DEFAULT_ARCH, DEFAULT_PRETRAINED, _cached_tag_file, _open_clip
+    from georet.model import BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED
 
-    cfg = _open_clip().get_pretrained_cfg(DEFAULT_ARCH, DEFAULT_PRETRAINED)
-    cached = _cached_tag_file(cfg, None) if cfg else None
-    return {"name": f"{DEFAULT_ARCH}/{DEFAULT_PRETRAINED}", "available_offline": bool(cached), "weights": cached,
-            "hint": None if cached else "not cached: run once online, or pass --model/--pretrained with a local file"}
+    weights = BUNDLED_WEIGHTS[DEFAULT_ARCH]
+    found = weights.is_file()
+    return {"name": f"{DEFAULT_ARCH}/{DEFAULT_PRETRAINED}", "available_offline": found,
+            "weights": str(weights) if found else None,
+            "hint": None if found else f"bundled weights missing at {weights}: reinstall georet"}
 
 
 def _caches() -> dict[str, str]:

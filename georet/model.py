@@ -27,12 +27,18 @@ import torch.nn.functional as F
 
 from georet.errors import GeoretError
 
-#: The model used when none is named. Kept here and nowhere else.
-DEFAULT_ARCH = "ViT-B-32"
-DEFAULT_PRETRAINED = "openai"
-
 #: Architecture configs shipped with georet (open_clip JSON format).
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+#: ``--pretrained bundled``: the weights shipped inside the package, so georet
+#: works offline at once. Stored by tag (not path) so an index survives a
+#: reinstall; the weights hash still pins the exact file.
+BUNDLED_TAG = "bundled"
+BUNDLED_WEIGHTS = {"georet-small": Path(__file__).parent / "weights" / "georet-small.pt"}
+
+#: The model used when none is named. Kept here and nowhere else.
+DEFAULT_ARCH = "georet-small"
+DEFAULT_PRETRAINED = BUNDLED_TAG
 
 #: Seed of the random init used when no weights are named; fixed so that the
 #: same ``--pretrained none`` model is rebuilt identically at query time.
@@ -59,8 +65,8 @@ def list_architectures() -> list[str]:
 
 
 def pretrained_tags(arch: str) -> list[str]:
-    """open_clip pretrained tags of one architecture (empty for georet-tiny)."""
-    return list(_open_clip().list_pretrained_tags_by_model(arch))
+    """Pretrained tags of one architecture: open_clip's, or ``bundled`` for georet-small."""
+    return [BUNDLED_TAG] if arch in BUNDLED_WEIGHTS else list(_open_clip().list_pretrained_tags_by_model(arch))
 
 
 @dataclass(frozen=True)
@@ -239,11 +245,18 @@ def _cached_tag_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
 
 
 def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[str, Any]]:
-    """Local weights file for an open_clip tag; downloads only when the hub answers.
+    """Local weights file for a tag; downloads only when the hub answers.
 
     open_clip alone would retry for about a minute without network; we probe the
     host first so that offline users get an immediate, actionable error.
     """
+    if tag == BUNDLED_TAG:
+        bundled = BUNDLED_WEIGHTS.get(arch)
+        if bundled is None:
+            raise GeoretError(f"georet bundles weights only for {', '.join(BUNDLED_WEIGHTS)}, not {arch}")
+        if not bundled.is_file():
+            raise GeoretError(f"the bundled weights {bundled} are missing; reinstall georet")
+        return str(bundled), {}
     open_clip = _open_clip()
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
 from georet.model import EmbeddingModel, ModelSpec, load_model
+from georet.relations import TileGeometry, parse_distance, parse_query, relational_search
 from georet.store import TileStore, describe_mismatch, sql_string
 
 RESULT_COLUMNS = ["rank", "score", "tile_id", "scene", "scene_score", "source", "source_crs",
@@ -102,6 +104,19 @@ def _read_area(within) -> BaseGeometry:
     return shapely.make_valid(frame.to_crs(4326).geometry.union_all())
 
 
+@dataclass
+class TileCatalog:
+    """All vectors and footprints of an index in memory, for relational scoring."""
+
+    version: int
+    tile_ids: list[str]
+    position: dict[str, int]
+    vectors: np.ndarray  # (n, dim) float32, unit length
+    bounds: np.ndarray  # (n, 4) minx, miny, maxx, maxy in EPSG:4326
+    scenes: np.ndarray
+    geometry: TileGeometry
+
+
 class GeoIndex:
     """A georet index opened for searching. Get one with :func:`open_index`."""
 
@@ -111,6 +126,7 @@ class GeoIndex:
         self._device = device
         self._overrides = {"pretrained": pretrained, "checkpoint": checkpoint}
         self._model = model
+        self._catalog: TileCatalog | None = None
         if model is not None:
             self._check_model(model)
 
@@ -159,24 +175,37 @@ class GeoIndex:
         }
 
     def search(self, text: str, k: int = 10, bbox: str | Sequence[float] | None = None,
-               bbox_crs: str = "EPSG:4326", within=None, scene: str | None = None) -> gpd.GeoDataFrame:
+               bbox_crs: str = "EPSG:4326", within=None, scene: str | None = None,
+               relational: bool = True, near: str | float | None = None) -> gpd.GeoDataFrame:
         """Tiles ranked by similarity to ``text``, optionally inside an area and of one scene class.
 
         Returns a GeoDataFrame in EPSG:4326 with columns :data:`RESULT_COLUMNS` + geometry;
-        ``score`` is the cosine similarity between the query and the tile.
+        ``score`` is the cosine similarity between the query and the tile. A
+        relational query ("airport near river", see :mod:`georet.relations`) is
+        scored on the footprints instead, unless ``relational=False``; its hits
+        also carry their partner tiles and distances. ``near`` ("500m", or
+        metres) overrides the default "near" distance of one tile side.
         """
         text = (text or "").strip()
         if not text:
             raise GeoretError("the query text is empty")
         if k < 1:
             raise GeoretError(f"-k must be at least 1, got {k}")
+        near_m = parse_distance(near) if isinstance(near, str) else near
         area = search_area(bbox, bbox_crs, within)
+        relation = parse_query(text) if relational else None
+        if relation is not None:
+            if scene is not None:
+                self._check_scene(scene)
+            if area is not None and area.is_empty:
+                return self.frame([])
+            return relational_search(self, relation, k, near_m, area, scene)
         clauses = []
         if scene is not None:
             clauses.append(f"scene = {sql_string(scene)}")
         if area is not None:
             if area.is_empty:
-                return self._frame([], [])
+                return self.frame([])
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
@@ -198,18 +227,44 @@ class GeoIndex:
                 break
             limit *= _WIDEN_FACTOR
         if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
-            known = self.store.scenes()
-            if scene not in known:
-                raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
-        return self._frame(kept[:k], [1.0 - h["_distance"] for h in kept[:k]])
+            self._check_scene(scene)
+        return self.frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]])
+
+    def _check_scene(self, scene: str) -> None:
+        known = self.store.scenes()
+        if scene not in known:
+            raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
 
     @staticmethod
-    def _frame(hits: list[dict], scores: list[float]) -> gpd.GeoDataFrame:
-        records = [{**{c: h[c] for c in RESULT_COLUMNS if c in h}, "rank": i + 1, "score": float(s)}
-                   for i, (h, s) in enumerate(zip(hits, scores))]
+    def frame(hits: list[dict], extra_columns: Sequence[str] = ()) -> gpd.GeoDataFrame:
+        """Ranked rows (store columns + ``score``, best first) → the result GeoDataFrame."""
+        columns = [*RESULT_COLUMNS, *extra_columns]
+        records = [{**{c: h.get(c) for c in columns}, "rank": i + 1, "score": float(h["score"])}
+                   for i, h in enumerate(hits)]
         geometry = shapely.from_wkb([h["geometry"] for h in hits]) if hits else []
-        frame = gpd.GeoDataFrame(records, columns=RESULT_COLUMNS, geometry=geometry, crs="EPSG:4326")
-        return frame
+        return gpd.GeoDataFrame(records, columns=columns, geometry=geometry, crs="EPSG:4326")
+
+    def catalog(self) -> TileCatalog:
+        """Vectors and footprints of every tile, read once and cached until the table changes."""
+        version = self.store.table.version
+        if self._catalog is None or self._catalog.version != version:
+            table = self.store.table.to_lance().to_table(
+                columns=["tile_id", "vector", "minx", "miny", "maxx", "maxy", "scene"])
+            ids = table["tile_id"].to_pylist()
+            vectors = table["vector"].combine_chunks()
+            bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")])
+            self._catalog = TileCatalog(
+                version, ids, {t: i for i, t in enumerate(ids)},
+                np.asarray(vectors.flatten().to_numpy(), dtype=np.float32).reshape(len(ids), -1),
+                bounds, np.asarray(table["scene"].to_pylist(), dtype=object), TileGeometry(*bounds.T))
+        return self._catalog
+
+    def fetch_rows(self, tile_ids: Sequence[str]) -> list[dict]:
+        """Stored rows (result columns + footprint WKB) of some tiles."""
+        if not tile_ids:
+            return []
+        where = "tile_id IN (" + ", ".join(sql_string(t) for t in dict.fromkeys(tile_ids)) + ")"
+        return self.store.table.search().where(where).select(_FETCH_COLUMNS[:-1]).limit(len(tile_ids)).to_arrow().to_pylist()
 
     def thumbnail(self, tile_id: str):
         """The stored thumbnail of one tile as a PIL image."""

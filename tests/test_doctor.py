@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from pathlib import Path
 
 import torch
 
@@ -22,9 +23,8 @@ def test_doctor_json_via_cli(built_index):
         assert info["device"] in {"cpu", "mps"} and ("CPU-only" in info["why"] or "no GPU" in info["why"]
                                                       or info["device"] == "mps")
     model = info["default_model"]
-    assert model["name"] == "ViT-B-32/openai"
-    assert model["available_offline"] == (model["weights"] is not None)
-    assert model["available_offline"] or "--pretrained" in model["hint"]
+    assert model["name"] == "georet-small/bundled"
+    assert model["available_offline"] and Path(model["weights"]).is_file() and model["hint"] is None
     assert info["db"] == {"path": str(built_index), "state": "georet index", "writable": True}
 
 
