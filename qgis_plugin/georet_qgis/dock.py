@@ -37,7 +37,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import runner
-from .results_layer import build_layer, parse_geojson, replace_results_layer
+from .results_layer import build_layer, build_partner_layer, parse_geojson, replace_results_layer
 
 ANY_SCENE = "(any scene)"
 _TABLE_COLUMNS = ("rank", "score", "scene", "tile_id")
@@ -69,6 +69,7 @@ class GeoretDock(QDockWidget):
         self._cancelled = False
         self.last_collection: dict | None = None
         self.results_layer = None
+        self.partner_layer = None
         self._build_ui()
         self.index_edit.setText(QgsSettings().value(runner.SETTING_LAST_INDEX, "", type=str))
         self.executable_edit.setText(runner.configured_executable())
@@ -247,7 +248,9 @@ class GeoretDock(QDockWidget):
         except ValueError as exc:
             self._finish(False, str(exc))
             return
-        self.results_layer = replace_results_layer(build_layer(stdout))
+        layer = build_layer(stdout)
+        self.partner_layer = build_partner_layer(layer)
+        self.results_layer = replace_results_layer(layer, partners=self.partner_layer)
         self._fill_table()
         self._zoom_to(self.results_layer.extent())
         self._finish(True, f"{self.results_layer.featureCount()} tiles")

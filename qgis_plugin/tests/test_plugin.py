@@ -9,8 +9,8 @@ from pathlib import Path
 
 import processing
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
-from qgis.PyQt.QtCore import QEventLoop, QTimer
+from qgis.core import QgsApplication, QgsGeometry, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
+from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
 
 import georet_qgis
 from georet_qgis import runner
@@ -105,6 +105,33 @@ def test_panel_search_builds_results_layer_and_replaces_it(plugin, iface, env):
     assert wait_for(dock.searchFinished) == [True]
     (layer,) = results_layers()  # replaced, not added
     assert layer.featureCount() == 2
+
+
+def test_relational_search_draws_partners_apart(plugin, env):
+    from georet_qgis.results_layer import PARTNER_LAYER_NAME
+
+    dock = plugin.dock
+    dock.index_edit.setText(env["GEORET_TEST_DB"])
+    dock._index_changed()
+    dock.query_edit.setText("water near houses")
+    dock.k_spin.setValue(3)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    (layer,) = results_layers()
+    (partners,) = QgsProject.instance().mapLayersByName(PARTNER_LAYER_NAME)
+    assert partners.featureCount() == layer.featureCount() == 3
+    hits = {f["rank"]: f for f in layer.getFeatures()}
+    for partner in partners.getFeatures():
+        hit = hits[partner["hit_rank"]]
+        assert partner["tile_id"] == hit["partners"].split(",")[0] != hit["tile_id"]
+        assert partner.geometry().equals(QgsGeometry.fromWkt(hit["partner_wkt"]))
+    symbol = partners.renderer().symbol().symbolLayer(0)
+    assert symbol.strokeStyle() == Qt.DashLine and symbol.color().alpha() == 0
+
+    dock.query_edit.setText("storage tanks")  # a plain query clears the partners
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    assert QgsProject.instance().mapLayersByName(PARTNER_LAYER_NAME) == []
 
 
 def test_hostile_query_reaches_georet_literally(plugin, env):
