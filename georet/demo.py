@@ -54,12 +54,13 @@ class DemoReport:
     contact_sheet: Path
     map_png: Path
     hits: gpd.GeoDataFrame = field(repr=False)
-    precision: dict[str, float] = field(default_factory=dict)
+    #: query → (hits that are a right chip, right chips in the raster); empty if the truth is unknown
+    found: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "index": str(self.index), "hits_geojson": str(self.hits_geojson),
                 "contact_sheet": str(self.contact_sheet), "map": str(self.map_png),
-                "precision_at_k": self.precision, "hits": len(self.hits)}
+                "found": {q: {"right": r, "relevant": n} for q, (r, n) in self.found.items()}, "hits": len(self.hits)}
 
 
 def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_RASTER, k: int = 5,
@@ -85,8 +86,8 @@ def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_R
         hits.insert(0, "query", query)
         frames.append(hits)
     hits = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
-    precision = _precision(hits, Path(raster), queries)
-    if precision:
+    found = _found(hits, Path(raster), queries)
+    if found:
         hits["chip"] = _chip_names(hits, Path(raster))
 
     hits_path = out_dir / "hits.geojson"
@@ -96,7 +97,7 @@ def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_R
     sheet.save(sheet_path)
     map_path = out_dir / "map.png"
     _hit_map(hits, Path(raster), list(queries)).save(map_path)
-    return DemoReport(out_dir, db, hits_path, sheet_path, map_path, hits, precision)
+    return DemoReport(out_dir, db, hits_path, sheet_path, map_path, hits, found)
 
 
 def _chip_names(hits: gpd.GeoDataFrame, raster: Path) -> list[str]:
@@ -106,16 +107,24 @@ def _chip_names(hits: gpd.GeoDataFrame, raster: Path) -> list[str]:
     return [cells[int(r) // size][int(c) // size] for r, c in zip(hits["row_off"], hits["col_off"])]
 
 
-def _precision(hits: gpd.GeoDataFrame, raster: Path, queries: dict[str, Sequence[str]]) -> dict[str, float]:
-    """precision@k per query against the chip classes (empty if the raster is not a georet mosaic)."""
+def _scene_of(chip: str) -> str:
+    return re.sub(r"_\d+\.\w+$", "", chip)
+
+
+def _found(hits: gpd.GeoDataFrame, raster: Path, queries: dict[str, Sequence[str]]) -> dict[str, tuple[int, int]]:
+    """Per query: how many hits show a right chip, and how many right chips the raster has.
+
+    Empty when the raster is not a georet mosaic (no known truth).
+    """
     try:
         chips = _chip_names(hits, raster)
+        cells = [_scene_of(c) for row in mosaic_cells(raster) for c in row]
     except GeoretError:
         return {}
-    scene = [re.sub(r"_\d+\.\w+$", "", chip) for chip in chips]
-    right = [s in queries[q] for s, q in zip(scene, hits["query"])]
+    right = [_scene_of(chip) in queries[q] for chip, q in zip(chips, hits["query"])]
     frame = pd.DataFrame({"query": hits["query"], "right": right})
-    return {q: round(float(g["right"].mean()), 2) for q, g in frame.groupby("query", sort=False)}
+    return {q: (int(g["right"].sum()), sum(c in queries[q] for c in cells))
+            for q, g in frame.groupby("query", sort=False)}
 
 
 def _contact_sheet(hits: gpd.GeoDataFrame, index: GeoIndex, queries: list[str], k: int) -> Image.Image:
@@ -175,8 +184,9 @@ def summary_table(report: DemoReport) -> str:
     """Readable per-query lines for the terminal."""
     lines = []
     for query, group in report.hits.groupby("query", sort=False):
-        right = report.precision.get(query)
-        head = f'"{query}"' + (f"  precision@{len(group)} {right:.2f}" if right is not None else "")
+        found = report.found.get(query)
+        head = f'"{query}"' + (f"  {found[0]} of the top {len(group)} right ({found[1]} right chips in the raster)"
+                               if found else "")
         lines.append(head)
         for hit in group.itertuples():
             chip = f"  chip {hit.chip}" if "chip" in report.hits else ""

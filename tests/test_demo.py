@@ -1,0 +1,77 @@
+"""``georet demo`` end to end with the bundled model, and the mosaic writer behind it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from conftest import run_cli
+from georet.demo import DEMO_QUERIES, DEMO_RASTER
+from georet.errors import GeoretError
+from georet.mosaic import SYNTHETIC_NOTE, mosaic_cells, write_mosaic
+
+
+def test_demo_writes_hits_sheet_and_map(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--out", out, "-k", "4", "--device", "cpu", "--json", check=True)
+    report = json.loads(proc.stdout)
+    hits = json.loads((out / "hits.geojson").read_text())["features"]
+    assert len(hits) == 4 * len(DEMO_QUERIES)
+    assert {h["properties"]["query"] for h in hits} == set(DEMO_QUERIES)
+    assert all(h["properties"]["chip"].endswith(".jpg") for h in hits)
+    assert set(report["found"]) == set(DEMO_QUERIES)
+    assert report["found"]["airport"]["relevant"] == 2  # the layout has two airports
+    assert all(0 <= f["right"] <= min(4, f["relevant"]) for f in report["found"].values())
+    sheet, hit_map = Image.open(out / "contact_sheet.png"), Image.open(out / "map.png")
+    assert sheet.height > 150 * len(DEMO_QUERIES) and sheet.width > 150 * 4
+    assert hit_map.width == 900 and hit_map.height > 900  # the raster plus a legend
+    assert np.asarray(hit_map).std() > 20  # real imagery, not a blank canvas
+
+    again = run_cli("demo", "--out", out, "-k", "4", "--device", "cpu", check=True)  # reuses the index
+    assert "of the top 4 right" in again.stdout and str(out / "map.png") in again.stdout
+    info = json.loads(run_cli("info", "--db", out / "index", "--json", check=True).stdout)
+    assert info["tiles"] == 36 and info["model"]["arch"] == "georet-small"
+    assert info["model"]["pretrained"] == "bundled"
+
+
+def test_demo_raster_says_its_georeference_is_synthetic():
+    with rasterio.open(DEMO_RASTER) as src:
+        assert src.crs.to_epsg() == 32631 and src.width == src.height == 900
+        assert src.tags()["GEORET_NOTE"] == SYNTHETIC_NOTE
+    cells = mosaic_cells(DEMO_RASTER)
+    assert len(cells) == 6 and all(len(row) == 6 for row in cells)
+
+
+def test_write_mosaic_places_chips_row_major(tmp_path):
+    colours = [[(255, 0, 0), (0, 255, 0)], [(0, 0, 255), (255, 255, 0)]]
+    grid = []
+    for r, row in enumerate(colours):
+        grid.append([])
+        for c, colour in enumerate(row):
+            path = tmp_path / f"chip_{r}{c}.png"
+            Image.new("RGB", (40, 30), colour).save(path)
+            grid[-1].append(path)
+    out = write_mosaic(grid, tmp_path / "m.tif", chip_size=16, pixel_size=10, crs="EPSG:3857", origin=(0, 0),
+                       compress="deflate")
+    with rasterio.open(out) as src:
+        pixels = src.read()
+        assert src.transform.a == 10 and src.transform.f == 0 and src.bounds.bottom == -320
+    for r, row in enumerate(colours):
+        for c, colour in enumerate(row):
+            assert tuple(pixels[:, r * 16 + 8, c * 16 + 8]) == colour
+    assert mosaic_cells(out) == [["chip_00.png", "chip_01.png"], ["chip_10.png", "chip_11.png"]]
+    with pytest.raises(GeoretError, match="rectangular"):
+        write_mosaic([grid[0], grid[1][:1]], tmp_path / "bad.tif")
+
+
+def test_demo_on_a_plain_raster_has_no_truth_to_report(tmp_path, rasters, tiny_model):
+    from georet.demo import run_demo
+
+    report = run_demo(tmp_path / "d", raster=rasters["utm"], k=2, queries={"water": ("river",)}, model=tiny_model,
+                      progress=False)
+    assert report.found == {} and "chip" not in report.hits.columns
+    assert report.map_png.is_file() and report.contact_sheet.is_file()
