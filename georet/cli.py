@@ -119,7 +119,7 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "geojson"]), help="Output on stdout.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write hits to .geojson, .gpkg or .parquet.")
-@click.option("--near", help="Distance that counts as 'near' in relational queries (500m, 2km) [default: one tile side].")
+@click.option("--near", help="Distance that counts as 'near' in relational queries (500m, 2km) [default: half a tile side, i.e. neighbouring tiles].")
 @click.option("--plain", is_flag=True, help="Embed TEXT as one sentence even if it reads like 'A near B'.")
 @click.option("--explain", is_flag=True, help="Print how the query was parsed and each hit scored (stderr with json/geojson).")
 @click.option("--pretrained", help="New location of the index's weights file, if it moved.")

@@ -26,8 +26,15 @@ query sentence:
   a B-like tile close by pulls the subject down, a clear neighbourhood costs
   nothing.
 
+Scene prior: when tiles carry scene labels (zero-shot or from a land-cover
+layer), each phrase also gets the CMER query-time scene prior,
+``z_X(t) += β · P_X(scene(t)) / max_c P_X(c)`` with ``P_X`` the softmax over
+the index's scene classes of the phrase's similarity to "an aerial image of
+{class}" (β = 1 by default, 0 turns it off). It sharpens the
+phrases where the embedding alone confuses classes (river vs farmland).
+
 ``λ = 0.25`` keeps the wording of the whole sentence in play. ``d`` defaults
-to one tile side (so "near" means "within one tile"), or ``--near 500m``.
+to half a tile side — the ring of neighbouring tiles — or ``--near 500m``.
 Only the top subject candidates are checked, against an STR-tree of all
 footprints, so a query over 100k tiles costs one matrix product and a few
 hundred tree lookups.
@@ -68,6 +75,9 @@ _PATTERNS = [(kind, re.compile(r"^(?P<a>.+?)\s+(?:" + "|".join(re.escape(p).repl
                                + r")\s+(?P<b>.+)$", re.IGNORECASE)) for kind, phrases in RELATION_PHRASES]
 _DIRECTIONS = {"north_of": (0.0, 1.0), "south_of": (0.0, -1.0), "east_of": (1.0, 0.0), "west_of": (-1.0, 0.0)}
 WHOLE_QUERY_WEIGHT = 0.25
+SCENE_PRIOR_WEIGHT = 1.0
+#: default "near": footprints less than half a tile apart, i.e. the 8 neighbouring tiles on a grid
+NEAR_TILE_FRACTION = 0.5
 EARTH_RADIUS_M = 6_371_008.8
 RELATION_COLUMNS = ["relation", "subject_score", "partner_score", "whole_score", "partners",
                     "partner_distance_m", "partner_wkt"]
@@ -130,7 +140,7 @@ class TileGeometry:
 
     @property
     def tile_side_m(self) -> float:
-        """Median tile side: the default "near" distance."""
+        """Median tile side in metres (the default "near" distance is a fraction of it)."""
         return float(np.median(np.concatenate([2 * self.half_w, 2 * self.half_h]))) if len(self.x) else 0.0
 
     def gap(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -208,8 +218,28 @@ def score_relation(relation: Relation, z_subject: np.ndarray, z_partner: np.ndar
     return np.array(kept, dtype=int), np.array(scores), np.array(best_partner), partners
 
 
+def scene_prior(model, phrases: np.ndarray, scenes: np.ndarray) -> np.ndarray:
+    """(phrases, tiles): P_phrase(scene of the tile) / max over classes; 0 for unlabelled tiles."""
+    from georet.landcover import PROMPT_TEMPLATE, read_classes
+
+    labels = sorted({str(s) for s in scenes if s})
+    if len(labels) < 2:
+        return np.zeros((len(phrases), len(scenes)))
+    words = {c.label: c.prompt_words for c in read_classes()}
+    class_vectors = model.encode_text([PROMPT_TEMPLATE.format(words.get(label, label)) for label in labels])
+    logits = model.logit_scale * phrases @ class_vectors.T
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.max(axis=1, keepdims=True)
+    column = {label: i for i, label in enumerate(labels)}
+    tile_class = np.array([column.get(str(s), -1) for s in scenes])
+    boost = probs[:, np.maximum(tile_class, 0)]
+    boost[:, tile_class < 0] = 0.0
+    return boost
+
+
 def relational_search(index: "GeoIndex", relation: Relation, k: int, near_m: float | None = None,
-                      area=None, scene: str | None = None, candidates: int | None = None) -> "gpd.GeoDataFrame":
+                      area=None, scene: str | None = None, candidates: int | None = None,
+                      prior_weight: float = SCENE_PRIOR_WEIGHT) -> "gpd.GeoDataFrame":
     """Top ``k`` subject tiles for ``relation`` in ``index`` as a GeoDataFrame.
 
     ``area`` (EPSG:4326 geometry) and ``scene`` restrict the subject tiles;
@@ -221,7 +251,10 @@ def relational_search(index: "GeoIndex", relation: Relation, k: int, near_m: flo
     model = index.model
     phrases = model.encode_text([relation.subject, relation.partner, relation.text])
     z_subject, z_partner, z_whole = (_zscore(catalog.vectors @ p) for p in phrases)
-    near_m = near_m if near_m is not None else catalog.geometry.tile_side_m
+    if prior_weight:
+        boost = scene_prior(model, phrases[:2], catalog.scenes)
+        z_subject, z_partner = z_subject + prior_weight * boost[0], z_partner + prior_weight * boost[1]
+    near_m = near_m if near_m is not None else NEAR_TILE_FRACTION * catalog.geometry.tile_side_m
 
     eligible = np.ones(n, dtype=bool)
     if scene is not None:
@@ -257,7 +290,7 @@ def relational_search(index: "GeoIndex", relation: Relation, k: int, near_m: flo
         if len(hits) == k:
             break
     frame = index.frame(hits, extra_columns=RELATION_COLUMNS)
-    frame.attrs.update({"relation": relation.describe(), "near_m": near_m})
+    frame.attrs.update({"relation": relation.describe(), "near_m": near_m, "scene_prior": prior_weight})
     return frame
 
 
@@ -265,7 +298,8 @@ def explain(hits: "gpd.GeoDataFrame") -> str:
     """Human-readable parse and per-hit scoring of a relational search result."""
     if "relation" not in hits.attrs:
         return "plain query: ranked by cosine similarity to the whole sentence"
-    lines = [f"parsed: {hits.attrs['relation']} · near = {hits.attrs['near_m']:.0f} m",
+    lines = [f"parsed: {hits.attrs['relation']} · near = {hits.attrs['near_m']:.0f} m"
+             f" · scene prior β = {hits.attrs['scene_prior']:g}",
              f"score = (z_subject + z_partner) / 2 + {WHOLE_QUERY_WEIGHT} z_whole"
              if hits.empty or hits["relation"].iloc[0] != "not_near"
              else f"score = z_subject - max(0, z_partner nearby) + {WHOLE_QUERY_WEIGHT} z_whole"]

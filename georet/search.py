@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
 from georet.model import EmbeddingModel, ModelSpec, load_model
-from georet.relations import TileGeometry, parse_distance, parse_query, relational_search
+from georet.relations import SCENE_PRIOR_WEIGHT, TileGeometry, parse_distance, parse_query, relational_search
 from georet.store import TileStore, describe_mismatch, sql_string
 
 RESULT_COLUMNS = ["rank", "score", "tile_id", "scene", "scene_score", "source", "source_crs",
@@ -176,7 +176,8 @@ class GeoIndex:
 
     def search(self, text: str, k: int = 10, bbox: str | Sequence[float] | None = None,
                bbox_crs: str = "EPSG:4326", within=None, scene: str | None = None,
-               relational: bool = True, near: str | float | None = None) -> gpd.GeoDataFrame:
+               relational: bool = True, near: str | float | None = None,
+               scene_prior: float | None = None) -> gpd.GeoDataFrame:
         """Tiles ranked by similarity to ``text``, optionally inside an area and of one scene class.
 
         Returns a GeoDataFrame in EPSG:4326 with columns :data:`RESULT_COLUMNS` + geometry;
@@ -184,7 +185,8 @@ class GeoIndex:
         relational query ("airport near river", see :mod:`georet.relations`) is
         scored on the footprints instead, unless ``relational=False``; its hits
         also carry their partner tiles and distances. ``near`` ("500m", or
-        metres) overrides the default "near" distance of one tile side.
+        metres) overrides the default "near" distance (half a tile side: the neighbouring tiles);
+        ``scene_prior`` the weight of the scene prior on its phrases (default 1, 0 = off).
         """
         text = (text or "").strip()
         if not text:
@@ -199,7 +201,8 @@ class GeoIndex:
                 self._check_scene(scene)
             if area is not None and area.is_empty:
                 return self.frame([])
-            return relational_search(self, relation, k, near_m, area, scene)
+            return relational_search(self, relation, k, near_m, area, scene,
+                                     prior_weight=SCENE_PRIOR_WEIGHT if scene_prior is None else scene_prior)
         clauses = []
         if scene is not None:
             clauses.append(f"scene = {sql_string(scene)}")

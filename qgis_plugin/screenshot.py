@@ -1,11 +1,12 @@
 """Screenshot of the georet panel in a real QGIS window (run under Xvfb).
 
     xvfb-run -s "-screen 0 1600x1000x24" /usr/bin/python3 qgis_plugin/screenshot.py \\
-        --raster ../shared/data/rasters/netherlands_aerial_0.25m.tif --query "river" --out docs/qgis_panel.png
+        --raster georet/data/demo_mosaic.tif --tile-size 150 --query "airport near river" --out docs/qgis_panel.png
 
 Builds a georet index of the raster with the georet CLI (``--model``/``--pretrained``
-choose the model; default: the tiny test model), loads the raster, runs a panel
-search and saves the window as PNG.
+choose the model; default: georet's bundled default), loads the raster, runs a
+panel search and saves the window as PNG (hits and, for relational queries,
+their partner tiles).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--raster", required=True)
     parser.add_argument("--query", default="river")
     parser.add_argument("--tile-size", default="50m")
-    parser.add_argument("--model", default="georet-tiny")
+    parser.add_argument("--model", default="")
     parser.add_argument("--pretrained", default="")
     parser.add_argument("--georet", default="", help="georet executable (default: setting or PATH)")
     parser.add_argument("--out", type=Path, default=Path("docs/qgis_panel.png"))
@@ -63,7 +64,8 @@ def main() -> None:
     dock.searchFinished.connect(lambda ok: loop.quit())
     dock.search()
     loop.exec()
-    results = QgsProject.instance().mapLayersByName("georet results")
+    results = [*QgsProject.instance().mapLayersByName("georet results"),
+               *QgsProject.instance().mapLayersByName("georet partners")]
     iface.canvas.setLayers(results + [raster])
     iface.canvas.setExtent(raster.extent())
     iface.canvas.refresh()

@@ -92,3 +92,18 @@ def test_explicit_missing_device_is_an_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(GeoretError, match="no CUDA"):
         load_model(ModelSpec("georet-tiny", None), device="cuda")
+
+
+def test_default_model_is_bundled_and_offline(monkeypatch):
+    from georet.model import BUNDLED_WEIGHTS, DEFAULT_ARCH, file_sha256
+
+    monkeypatch.setattr("georet.model._host_reachable", lambda host, port=443: pytest.fail("went to the network"))
+    model = load_model(device="cpu")
+    identity = model.identity
+    assert identity["arch"] == DEFAULT_ARCH == "georet-small" and identity["pretrained"] == "bundled"
+    assert identity["weights_id"] == file_sha256(BUNDLED_WEIGHTS["georet-small"])
+    assert BUNDLED_WEIGHTS["georet-small"].stat().st_size < 30 * 2**20
+    vectors = model.encode_text(["airport", "an airport with runways", "a dense forest"])
+    assert vectors @ vectors[1] @ [1, 0, -1] > 0  # trained, not random: airport is closer to airport
+    with pytest.raises(GeoretError, match="bundles weights only for georet-small"):
+        load_model(ModelSpec("georet-tiny", "bundled"), device="cpu")
