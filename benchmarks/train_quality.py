@@ -7,12 +7,15 @@ images of the first 15 scene classes of ``rsicd_aid`` (stage 1). Stage 2
 adapts it to the other 15 classes (their train images) with each method and
 evaluates on their *test* images (i2t/t2i R@1/5/10, mR), for 3 seeds:
 
-zero-shot (frozen) · full fine-tuning · MRS-Adapter + HMMC · CMER (Focus-Adapter
+zero-shot (frozen) · full fine-tuning (also with the query scene prior) · MRS-Adapter + HMMC · CMER (Focus-Adapter
 + queue + scene augmentation + query scene prior) · CMER without the focus
 layer (keep all patches) · without the queue · without training-time scene
 augmentation · without the query-time scene prior.
 
-    python benchmarks/train_quality.py [--seeds 0,1,2] [--json] [--out benchmarks/results/train_quality.json]
+    python benchmarks/train_quality.py [--seeds 0,1,2] [--batch-size 64] [--json] [--out benchmarks/results/train_quality.json]
+
+Sweeps reuse a kept ``--workdir`` (the pretrained stage is trained once), e.g.
+``--workdir W --seeds 0 --variants CMER --set train.lr=3e-3``.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ VARIANTS = {  # name: (config overrides, query-time scene prior)
                           "train.lr=1e-3"], PRIOR),
 }
 
+# the query-time scene prior needs no training: these checkpoints are evaluated with it toggled as well
+ALSO_EVALUATED = {"CMER": {"CMER - scene prior": 0.0}, "full FT": {"full FT + scene prior": PRIOR}}
+
 
 def classes(path: Path) -> tuple[list[str], list[str]]:
     scenes = sorted({s for s in load_retrieval_data(path, "test").scenes if s})
@@ -61,7 +67,7 @@ def run(args) -> dict:
     source, target = classes(args.data)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="georet-quality-"))  # a kept workdir resumes
     common = [f"data.path={args.data}", f"model.arch={ARCH}", "train.device=cpu", "train.progress=false",
-              "train.batch_size=64", "train.warmup_steps=20"]
+              f"train.batch_size={args.batch_size}", "train.warmup_steps=20"]
     started = time.perf_counter()
 
     pre = train(load_config(None, common + [
@@ -77,14 +83,15 @@ def run(args) -> dict:
     test = load_retrieval_data(args.data, "test").where_scene(set(target))
     results: dict[str, dict] = {}
     for seed in args.seeds:
-        for name, (overrides, prior) in VARIANTS.items():
-            out = work / f"{name.replace(' ', '_')}-{seed}"
+        for name in args.variants:
+            overrides, prior = VARIANTS[name]
+            out = work / "-".join([name.replace(" ", "_"), *(s.replace("=", "_") for s in args.set), str(seed)])
             summary = train(load_config(None, common + overrides + [
                 f"data.scenes={json.dumps(target)}", f"model.pretrained={base}", f"train.max_steps={args.steps}",
                 f"train.eval_every_steps={args.steps}", "data.val_fraction=0.05", f"train.seed={seed}",
-                f"scene_aug.query_prior={prior}", f"train.out_dir={out}"]))
+                f"scene_aug.query_prior={prior}", f"train.out_dir={out}", *args.set]))
             model = load_model(ModelSpec(ARCH, str(base), summary["best_checkpoint"]), device="cpu")
-            runs = {name: prior} if name != "CMER" else {"CMER": prior, "CMER - scene prior": 0.0}
+            runs = {name: prior, **ALSO_EVALUATED.get(name, {})}
             for label, beta in runs.items():
                 metrics = evaluate(model, test, scene_prior=beta)
                 results.setdefault(label, {"runs": []})["runs"].append({"seed": seed, **metrics})
@@ -96,9 +103,12 @@ def run(args) -> dict:
             entry[key] = {"mean": round(float(np.mean(values)), 2), "std": round(float(np.std(values)), 2)}
     return {"protocol": {"data": str(args.data), "arch": ARCH, "source_classes": source, "target_classes": target,
                          "pretrain_steps": args.pretrain_steps, "pretrain_val_mR": round(pre["best_val"]["mR"], 2),
-                         "adapt_steps": args.steps, "batch_size": 64, "seeds": args.seeds, "scene_prior": PRIOR,
-                         "test_images": len(test), "test_captions": len(test.captions)},
-            "results": results, "minutes": round((time.perf_counter() - started) / 60, 1)}
+                         "adapt_steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds, "scene_prior": PRIOR,
+                         "test_images": len(test), "test_captions": len(test.captions),
+                         "extra_overrides": args.set},
+            "results": results,
+            # a resumed invocation skips finished runs, so this is not the cost of the whole benchmark
+            "wall_minutes_this_invocation": round((time.perf_counter() - started) / 60, 1)}
 
 
 def main() -> None:
@@ -107,10 +117,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS),
+                        help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra trainer override for every adaptation run (sweeps), e.g. train.lr=3e-3")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--workdir", type=Path, help="keep runs here; an interrupted benchmark resumes from it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     report = run(args)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -129,6 +129,15 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
+def _save_resume(path: Path, adapted: AdaptedCLIP, optimizer, queues: FeatureQueues | None, step: int,
+                 best: dict) -> None:
+    """Everything a killed run needs to go on exactly where it stopped (or, finished, to be skipped)."""
+    torch.save({"trainable": adapted.trainable_state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "queues": queues.state_dict() if queues is not None else None, "step": step,
+                "best": best, "torch_rng": torch.get_rng_state()}, path)
+
+
 def train(config: dict[str, Any]) -> dict[str, Any]:
     """Run training; returns a summary with the best validation metrics and checkpoint paths."""
     cfg_train, cfg_loss = config["train"], config["loss"]
@@ -233,13 +242,12 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
                     save_checkpoint(out_dir / "best.pt", adapted, config, evaluator.preprocess, {"step": step, "val": metrics})
             if step % int(cfg_train["checkpoint_every_steps"]) == 0 or step == total:
                 save_checkpoint(out_dir / "last.pt", adapted, config, evaluator.preprocess, {"step": step})
-                torch.save({"trainable": adapted.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                            "queues": queues.state_dict() if queues is not None else None, "step": step,
-                            "best": best, "torch_rng": torch.get_rng_state()}, resume)
+                _save_resume(resume, adapted, optimizer, queues, step, best)
     bar.close()
-    if optimizer is None:  # frozen: nothing trains; evaluate once and keep a checkpoint for symmetry
+    if optimizer is None and best["mR"] < 0:  # frozen: nothing trains; evaluate once, keep a checkpoint
         best = {"step": 0, **evaluate(evaluator, val_split, float(config["scene_aug"]["query_prior"]))}
         save_checkpoint(out_dir / "best.pt", adapted, config, evaluator.preprocess, {"step": 0, "val": best})
+        _save_resume(resume, adapted, optimizer, queues, step, best)
     summary = {"method": adapted.method, "steps": step, "seconds": round(time.perf_counter() - started, 1),
                "trainable_params": adapted.count_trainable(), "best_val": best, "history": history,
                "best_checkpoint": str(out_dir / "best.pt")}

@@ -1,0 +1,57 @@
+"""The training benchmarks run end to end (few steps, tiny data) and report what the README quotes.
+
+Their figures are not checked here — speed and quality belong to the benchmarks — but their
+plumbing is: a benchmark that breaks silently publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from make_captions import write_dataset
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_train_efficiency_measures_every_method():
+    report = run_benchmark("train_efficiency.py", "--arch", "georet-tiny", "--batch-size", "4", "--steps", "1",
+                           "--device", "cpu")
+    assert set(report["methods"]) >= {"full", "mrs", "focus"}
+    for figures in report["methods"].values():
+        assert figures["samples_per_s"] > 0
+        assert figures["peak_mem_mb"] >= 0
+    methods = report["methods"]
+    assert methods["focus"]["trainable_params"] < methods["full"]["trainable_params"]
+
+
+def test_train_quality_reports_every_variant_and_resumes(tmp_path):
+    data = write_dataset(tmp_path / "captions")
+    args = ("--data", str(data), "--seeds", "0", "--pretrain-steps", "2", "--steps", "2",
+            "--batch-size", "4", "--workdir", str(tmp_path / "work"))
+    report = run_benchmark("train_quality.py", *args)
+    protocol = report["protocol"]
+    assert protocol["source_classes"] and protocol["target_classes"]
+    assert not set(protocol["source_classes"]) & set(protocol["target_classes"])
+    assert set(report["results"]) == {
+        "zero-shot", "full FT", "full FT + scene prior", "MRS-Adapter (HMMC)", "CMER", "CMER - scene prior",
+        "CMER - focus layer", "CMER - queue", "CMER - scene aug"}
+    for entry in report["results"].values():
+        assert [run["seed"] for run in entry["runs"]] == [0]
+        assert 0 <= entry["mR"]["mean"] <= 100
+
+    # a second call finds every run finished in the kept workdir: nothing retrains, the figures stay
+    checkpoints = sorted((tmp_path / "work").glob("*/best.pt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    again = run_benchmark("train_quality.py", *args)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert again["results"] == report["results"]
