@@ -1,8 +1,9 @@
 """Inputs for the example notebooks: a real raster and a land-cover layer derived from it.
 
-``example_raster()`` returns the Sentinel-2 scene from ``../shared/data`` when it
-is there (georet's development data) and otherwise writes a small synthetic
-GeoTIFF (clearly named so) — replace it with your own raster.
+``example_raster()`` returns ``$GEORET_EXAMPLE_RASTER`` when set (your own raster),
+else the Sentinel-2 scene from ``../shared/data`` when it is there (georet's
+development data), else the real-imagery demo raster that ships with georet.
+``tile_size()`` picks a tile size that gives a similar number of tiles on each.
 
 ``rgb_landcover()`` derives a coarse land-cover layer (water / vegetation /
 bare-built) from the raster's colours and polygonizes it: crude, but real
@@ -20,28 +21,25 @@ import rasterio
 import rasterio.features
 import shapely.geometry
 from rasterio.enums import Resampling
-from rasterio.transform import from_origin
+
+from georet.demo import DEMO_RASTER
 
 HERE = Path(__file__).resolve().parent
 SHARED_RASTER = HERE.parents[1] / "shared" / "data" / "rasters" / "sentinel2_virginia_rgb_10m.tif"
 CLASSES = {1: "water", 2: "vegetation", 3: "bare or built"}
 
 
-def example_raster(workdir: Path) -> Path:
+def example_raster() -> Path:
     override = os.environ.get("GEORET_EXAMPLE_RASTER")
     if override:
         return Path(override)
-    if SHARED_RASTER.exists():
-        return SHARED_RASTER
-    path = Path(workdir) / "synthetic_example.tif"
-    rng = np.random.default_rng(0)
-    cells = rng.integers(0, 3, size=(16, 16))
-    palette = np.array([[40, 70, 150], [60, 130, 50], [170, 150, 120]], np.uint8)
-    data = palette[np.kron(cells, np.ones((64, 64), int))].transpose(2, 0, 1)
-    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8",
-                       crs="EPSG:32618", transform=from_origin(420_000, 4_160_000, 10, 10)) as dst:
-        dst.write(data)
-    return path
+    return SHARED_RASTER if SHARED_RASTER.exists() else DEMO_RASTER
+
+
+def tile_size(raster: Path, across: int, smallest: int = 64) -> int:
+    """Tile side in pixels giving about ``across`` tiles over the raster's short side."""
+    with rasterio.open(raster) as src:
+        return max(smallest, min(src.width, src.height) // across)
 
 
 def rgb_landcover(raster: Path, out_path: Path, decimate: int = 8) -> gpd.GeoDataFrame:
