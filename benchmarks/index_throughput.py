@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 from make_rasters import write_raster  # noqa: E402
 
 from georet import TilingParams, index_raster  # noqa: E402
-from georet.model import ModelSpec, load_model  # noqa: E402
-from georet.tiling import RasterSource  # noqa: E402
+from georet.models import ModelSpec, load_model  # noqa: E402
+from georet.geo import RasterSource  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
 
         # Model forward only: tiles read and preprocessed beforehand, then batches through the model.
         with RasterSource(raster, tiling) as src:
-            pixels = np.stack([src.read(w).pixels for w in src.windows()])
+            pixels = np.stack([src.read(w).pixels for w in src.grid.windows()])
         images = model.preprocess.apply(pixels)
         model.encode_images(images[: args.batch_size])  # warm-up
         started = time.perf_counter()

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from georet.landcover import read_classes
-from georet.model import ModelSpec, load_model
+from georet.geo import read_classes
+from georet.models import ModelSpec, load_model
 from georet.search import GeoIndex
-from georet.store import TileStore, tile_schema
+from georet.index import TileStore, tile_schema
 
 QUERIES = ["airport", "river with a bridge", "dense residential area", "farmland", "harbour with boats",
            "storage tanks", "forest", "beach and sea", "stadium", "parking lot next to a mall"]

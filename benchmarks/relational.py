@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from georet.indexer import index_raster
-from georet.model import ModelSpec, load_model
-from georet.mosaic import mosaic_cells, write_mosaic
+from georet.index import index_raster
+from georet.models import ModelSpec, load_model
+from georet.geo.mosaic import mosaic_cells, write_mosaic
 from georet.search import GeoIndex, open_index
-from georet.store import TileStore
-from georet.tiling import TilingParams
+from georet.index import TileStore
+from georet.geo import TilingParams
 
 sys.path.insert(0, str(Path(__file__).parent))
 from query_latency import percentiles, synthetic_rows  # noqa: E402

@@ -31,15 +31,14 @@ def worker(name: str, arch: str, batch_size: int, steps: int, device_name: str) 
     import psutil
     import torch
 
-    from georet.adapters import AdaptedCLIP
-    from georet.losses import FeatureQueues, hmmc_loss, info_nce
-    from georet.model import _open_clip, resolve_device
+    from georet.models import AdaptedCLIP, AdapterConfig, open_clip_module, resolve_device
+    from georet.training import TrainingStep, make_optimizer
+    from georet.training.config import LossConfig
 
     method, loss_name, queue_size = METHODS[name]
     device = resolve_device(device_name)
     torch.manual_seed(0)
-    open_clip = _open_clip()
-    model = AdaptedCLIP(open_clip.create_model(arch), method).to(device).train()
+    model = AdaptedCLIP(open_clip_module().create_model(arch), AdapterConfig(method)).to(device).train()
     size = model.visual.preprocess_cfg["size"]
     size = size if isinstance(size, int) else size[0]
     context = model.clip.positional_embedding.shape[0]
@@ -47,27 +46,14 @@ def worker(name: str, arch: str, batch_size: int, steps: int, device_name: str) 
     tokens = torch.randint(1, 1000, (batch_size, context), device=device)
     tokens[:, -1] = 49407  # EOT
     ids = torch.arange(batch_size, device=device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    queues = FeatureQueues(queue_size, model.clip.text_projection.shape[1]).to(device) if queue_size else None
-    use_amp = device.type == "cuda"
+    optimizer = make_optimizer(model, lr=1e-5, weight_decay=0.0)
+    # the trainer's own step; the queue joins from the first step so that its cost is measured
+    training_step = TrainingStep(model, LossConfig(name=loss_name, queue_size=queue_size),
+                                 model.clip.text_projection.shape[1], device, amp=True)
+    counter = iter(range(10**9))
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            img = model.encode_image(images, normalize=True)
-            txt = model.encode_text(tokens, normalize=True)
-            scale = model.logit_scale.exp()
-            if loss_name == "hmmc":
-                loss = hmmc_loss(img, txt, model.encode_image(images, True, 0.2), model.encode_text(tokens, True, 0.2),
-                                 scale, ids)
-            else:
-                loss = info_nce(img, txt, scale, ids)
-            if queues is not None:
-                loss = loss + queues.loss(img, txt, scale, ids)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if queues is not None:
-            queues.push(img.float(), txt.float(), ids)
+        training_step(optimizer, images, tokens, ids, next(counter))
 
     process = psutil.Process()
     if device.type == "cuda":

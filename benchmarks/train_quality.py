@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from georet.datasets import load_retrieval_data
-from georet.evaluate import evaluate
-from georet.model import ModelSpec, _open_clip, load_model
-from georet.train import load_config, train
+from georet.training.data import load_retrieval_data
+from georet.training.evaluate import evaluate
+from georet.models import ModelSpec, load_model, open_clip_module
+from georet.training import load_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
@@ -63,7 +63,7 @@ def classes(path: Path) -> tuple[list[str], list[str]]:
 
 
 def run(args) -> dict:
-    _open_clip().add_model_config(Path(__file__).with_name("georet-bench.json"))
+    open_clip_module().add_model_config(Path(__file__).with_name("georet-bench.json"))
     source, target = classes(args.data)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="georet-quality-"))  # a kept workdir resumes
     common = [f"data.path={args.data}", f"model.arch={ARCH}", "train.device=cpu", "train.progress=false",

@@ -6,6 +6,10 @@
 
 Heavy dependencies (torch, open_clip, lancedb) load on first use, so
 ``import georet`` and ``georet --help`` stay fast.
+
+Subpackages, imports flowing one way (see docs/architecture.md):
+``search`` → ``index`` → ``geo`` / ``models``; ``training`` → ``models`` / ``geo``;
+``cli``, ``demo`` and ``doctor`` sit on top and nothing imports them.
 """
 
 from importlib import import_module
@@ -19,11 +23,11 @@ except PackageNotFoundError:  # running from a source tree
 _EXPORTS = {
     "open_index": "georet.search",
     "GeoIndex": "georet.search",
-    "index_raster": "georet.indexer",
-    "IndexReport": "georet.indexer",
-    "TilingParams": "georet.tiling",
-    "ModelSpec": "georet.model",
-    "load_model": "georet.model",
+    "index_raster": "georet.index",
+    "IndexReport": "georet.index",
+    "TilingParams": "georet.geo",
+    "ModelSpec": "georet.models",
+    "load_model": "georet.models",
     "GeoretError": "georet.errors",
 }
 

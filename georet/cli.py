@@ -1,4 +1,4 @@
-"""The ``georet`` command: a thin shell over :mod:`georet.indexer` and :mod:`georet.search`.
+"""The ``georet`` command: a thin shell over the library (parse options, call, render).
 
 Every user mistake surfaces as ``Error: <one line>`` on stderr with exit code 1;
 set ``GEORET_DEBUG=1`` to see tracebacks of unexpected failures.
@@ -43,21 +43,6 @@ def main() -> None:
     """Search satellite and aerial imagery with words."""
 
 
-def _model_spec(arch: str | None, pretrained: str | None, checkpoint: str | None):
-    from georet.model import DEFAULT_ARCH, DEFAULT_PRETRAINED, ModelSpec, pretrained_tags
-
-    if pretrained is not None and pretrained.lower() == "none":
-        return ModelSpec(arch or DEFAULT_ARCH, None, checkpoint)
-    if arch is None:
-        return ModelSpec(DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
-    if pretrained is None:
-        tags = pretrained_tags(arch)
-        if tags:
-            raise GeoretError(f"name the weights for {arch}: --pretrained TAG|FILE "
-                              f"(tags: {', '.join(tags[:6])}{', ...' if len(tags) > 6 else ''}) or --pretrained none")
-    return ModelSpec(arch, pretrained, checkpoint)
-
-
 device_option = click.option("--device", default="auto", show_default=True,
                              type=click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False),
                              help="Where the model runs.")
@@ -87,16 +72,13 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 def index(rasters, db, tile_size, stride, bands, min_valid, assume_crs, arch, pretrained, checkpoint, device,
           batch_size, classes, landcover, landcover_field, reindex, quiet, progress_json) -> None:
     """Tile RASTERS (files, directories, VRTs), embed the tiles and store them in --db."""
-    from georet.indexer import index_raster
-    from georet.tiling import TilingParams, parse_bands
+    from georet.geo import TilingParams, parse_bands
+    from georet.index import index_raster
+    from georet.models import ModelSpec
 
-    if landcover_field and not landcover:
-        raise GeoretError("--landcover-field needs --landcover")
-    if classes and landcover:
-        raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
     tiling = TilingParams(tile_size=tile_size if not tile_size.isdigit() else int(tile_size), stride=stride,
                           bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs)
-    report = index_raster(rasters, db, tiling=tiling, model=_model_spec(arch, pretrained, checkpoint),
+    report = index_raster(rasters, db, tiling=tiling, model=ModelSpec.from_options(arch, pretrained, checkpoint),
                           device=device, batch_size=batch_size, classes=classes, landcover=landcover,
                           landcover_field=landcover_field, reindex=reindex,
                           progress=False if quiet or progress_json else None,
@@ -133,8 +115,7 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     "forest north of lake", "port and industrial area", "houses not near
     river") rank subject tiles by their partners on the map; see --explain.
     """
-    from georet.relations import explain as explain_hits, parse_distance
-    from georet.search import open_index
+    from georet.search import explain as explain_hits, open_index, parse_distance
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
@@ -226,7 +207,7 @@ def info(db, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train(config_path, overrides, as_json) -> None:
     """Adapt a model to image–caption data (CMER Focus-Adapter, MRS-Adapter, full fine-tuning)."""
-    from georet.train import load_config, train as run_training
+    from georet.training import load_config, train as run_training
 
     summary = run_training(load_config(config_path, overrides))
     if as_json:
@@ -251,14 +232,14 @@ def train(config_path, overrides, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def evaluate_cmd(data, split, image_root, checkpoint, arch, pretrained, scene_prior, device, as_json) -> None:
     """Text–image retrieval R@1/5/10 (both directions) and mR on a dataset split."""
-    from georet.datasets import load_retrieval_data
-    from georet.evaluate import evaluate
-    from georet.model import load_model
+    from georet.models import ModelSpec, load_model, read_checkpoint
+    from georet.training import evaluate, load_retrieval_data
 
-    if checkpoint and not (arch or pretrained):
-        arch, pretrained = _checkpoint_base(checkpoint)
+    if checkpoint and not (arch or pretrained):  # the base model the checkpoint was trained from
+        base = read_checkpoint(checkpoint)
+        arch, pretrained = base.arch, base.pretrained or "none"
     split_data = load_retrieval_data(data, split, image_root)
-    model = load_model(_model_spec(arch, pretrained, checkpoint), device=device)
+    model = load_model(ModelSpec.from_options(arch, pretrained, checkpoint), device=device)
     metrics = evaluate(model, split_data, scene_prior=scene_prior, progress=not as_json)
     if as_json:
         click.echo(json.dumps({**{k: round(v, 2) for k, v in metrics.items()},
@@ -268,19 +249,6 @@ def evaluate_cmd(data, split, image_root, checkpoint, arch, pretrained, scene_pr
     click.echo("i2t  R@1 {i2t_r1:6.2f}  R@5 {i2t_r5:6.2f}  R@10 {i2t_r10:6.2f}".format(**metrics))
     click.echo("t2i  R@1 {t2i_r1:6.2f}  R@5 {t2i_r5:6.2f}  R@10 {t2i_r10:6.2f}".format(**metrics))
     click.echo(f"mR   {metrics['mR']:.2f}")
-
-
-def _checkpoint_base(checkpoint: str) -> tuple[str, str]:
-    """(arch, pretrained) a checkpoint was trained from, for `--pretrained`."""
-    import torch
-
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception:
-        raise GeoretError(f"{checkpoint} is not a readable torch checkpoint") from None
-    if not isinstance(ckpt, dict) or "arch" not in ckpt:
-        raise GeoretError(f"{checkpoint} is not a georet checkpoint; pass --model and --pretrained")
-    return ckpt["arch"], ckpt.get("pretrained") or "none"
 
 
 @main.command()
@@ -321,7 +289,7 @@ def demo(out_dir, k, device, quiet, as_json) -> None:
 @main.command()
 def models() -> None:
     """List model architectures and their pretrained tags."""
-    from georet.model import list_architectures, pretrained_tags
+    from georet.models import list_architectures, pretrained_tags
 
     for arch in list_architectures():
         tags = pretrained_tags(arch)

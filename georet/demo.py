@@ -24,11 +24,11 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from georet.errors import GeoretError
-from georet.indexer import index_raster
-from georet.model import EmbeddingModel, ModelSpec, load_model
-from georet.mosaic import mosaic_cells
+from georet.geo import TilingParams
+from georet.geo.mosaic import mosaic_cells
+from georet.index import index_raster
+from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search import GeoIndex, open_index
-from georet.tiling import TilingParams
 
 DEMO_RASTER = Path(__file__).parent / "data" / "demo_mosaic.tif"
 #: query → the chip classes that count as a right answer

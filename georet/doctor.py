@@ -41,7 +41,7 @@ def _device() -> dict[str, Any]:
 
 
 def _default_model() -> dict[str, Any]:
-    from georet.model import BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED
+    from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED
 
     weights = BUNDLED_WEIGHTS[DEFAULT_ARCH]
     found = weights.is_file()
@@ -59,7 +59,7 @@ def _caches() -> dict[str, str]:
 
 
 def _db_status(db: str | Path) -> dict[str, Any]:
-    from georet.store import MANIFEST_NAME
+    from georet.index import MANIFEST_NAME
 
     path = Path(db).expanduser()
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))

@@ -25,7 +25,7 @@ def rasters(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from georet.model import ModelSpec, load_model
+    from georet.models import ModelSpec, load_model
 
     return load_model(ModelSpec("georet-tiny", None), device="cpu")
 

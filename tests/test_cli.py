@@ -105,7 +105,7 @@ def test_index_refuses_another_model(cli_index, rasters, tmp_path):
 
     before = _state(cli_index)
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"arch": "georet-tiny", "method": "full", "state_dict": {"clip.logit_scale": torch.tensor(2.0)}}, ckpt)
+    torch.save({"format": "georet-checkpoint/1", "arch": "georet-tiny", "method": "full", "state_dict": {"clip.logit_scale": torch.tensor(2.0)}}, ckpt)
     _assert_one_line_error(run_cli("index", rasters["alpha"], "--db", cli_index, *TINY, "--checkpoint", ckpt),
                            "cannot add to")
     assert _state(cli_index) == before

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import run_cli
 from georet.demo import DEMO_QUERIES, DEMO_RASTER
 from georet.errors import GeoretError
-from georet.mosaic import SYNTHETIC_NOTE, mosaic_cells, write_mosaic
+from georet.geo.mosaic import SYNTHETIC_NOTE, mosaic_cells, write_mosaic
 
 
 def test_demo_writes_hits_sheet_and_map(tmp_path):

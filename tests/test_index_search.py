@@ -17,8 +17,8 @@ from rasterio.transform import from_origin
 import georet
 from georet import TilingParams, index_raster, open_index
 from georet.errors import GeoretError
-from georet.model import ModelSpec, load_model
-from georet.store import TileStore
+from georet.models import ModelSpec, load_model
+from georet.index import TileStore
 
 
 def _table(db):
@@ -48,7 +48,7 @@ def test_manifest_records_model_and_tiling(built_index):
     meta = next(iter(info["sources"].values()))
     assert meta["tile_px"] == 64 and meta["tiling"]["edge_policy"] == "shift"
     assert set(info["scenes"]) <= {line.split(":")[0] for line in
-                                   (georet.landcover.DEFAULT_CLASSES_FILE.read_text().splitlines()) if line and line[0] != "#"}
+                                   (georet.geo.scenes.DEFAULT_CLASSES_FILE.read_text().splitlines()) if line and line[0] != "#"}
 
 
 def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
@@ -128,7 +128,7 @@ def test_min_valid_skips_mostly_empty_tiles(tmp_path, rasters, tiny_model):
 
 def test_other_model_is_refused_for_append_and_query(tmp_path, rasters, tiny_model, built_index):
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"arch": "georet-tiny", "method": "full", "state_dict": {"clip.logit_scale": torch.tensor(1.0)}}, ckpt)
+    torch.save({"format": "georet-checkpoint/1", "arch": "georet-tiny", "method": "full", "state_dict": {"clip.logit_scale": torch.tensor(1.0)}}, ckpt)
     other = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
     before = _table(built_index).version
     with pytest.raises(GeoretError, match="cannot add to .*checkpoint_id differs"):
@@ -148,6 +148,19 @@ def test_not_an_index(tmp_path):
     with pytest.raises(GeoretError, match="refusing to write"):
         TileStore.open_for_writing(tmp_path / "folder", {"dim": 4}, {})
     assert (tmp_path / "folder" / "precious.txt").read_text() == "keep me"
+
+
+def test_scene_options_conflict_in_the_library(tmp_path, rasters, tiny_model):
+    """Zero-shot classes and a land-cover layer both decide scenes: asking for both is an error, not a choice."""
+    classes = tmp_path / "classes.txt"
+    classes.write_text("water\nforest\n")
+    layer = tmp_path / "lc.geojson"
+    layer.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(GeoretError, match="either --classes .* or --landcover"):
+        index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, classes=classes, landcover=layer, progress=False)
+    with pytest.raises(GeoretError, match="--landcover-field needs --landcover"):
+        index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, landcover_field="lc", progress=False)
+    assert not (tmp_path / "db").exists()  # refused before anything was written
 
 
 def test_vector_landcover_gives_majority_and_fractions(tmp_path, rasters, tiny_model):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from georet.errors import GeoretError
-from georet.model import ModelSpec, Preprocess, load_model
+from georet.models import CHECKPOINT_FORMAT, ModelSpec, Preprocess, load_model
 
 
 def test_tiny_model_is_small_and_unit_normalised(tiny_model):
@@ -60,7 +60,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
 
 def test_pretrained_tag_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
-    monkeypatch.setattr("georet.model._host_reachable", lambda host, port=443: False)
+    monkeypatch.setattr("georet.models.factory._host_reachable", lambda host, port=443: False)
     started = time.perf_counter()
     with pytest.raises(GeoretError, match="--pretrained /path/to/weights"):
         load_model(ModelSpec("ViT-B-32", "openai"), device="cpu", cache_dir=str(tmp_path / "cache"))
@@ -77,12 +77,14 @@ def test_unknown_tag_and_arch():
 def test_checkpoint_changes_identity_and_output(tmp_path, tiny_model):
     ckpt = tmp_path / "adapted.pt"
     proj = tiny_model.model.state_dict()["text_projection"]
-    torch.save({"arch": "georet-tiny", "method": "full", "state_dict": {"clip.text_projection": proj * -1}}, ckpt)
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "georet-tiny", "method": "full",
+                "state_dict": {"clip.text_projection": proj * -1}}, ckpt)
     adapted = load_model(ModelSpec("georet-tiny", None, str(ckpt)), device="cpu")
     assert adapted.identity["checkpoint_id"] and adapted.identity["checkpoint_id"] != tiny_model.identity["checkpoint_id"]
     assert np.allclose(adapted.encode_text(["x"]), -tiny_model.encode_text(["x"]), atol=1e-5)
 
-    torch.save({"arch": "ViT-B-32", "state_dict": {}}, tmp_path / "other_arch.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "ViT-B-32", "method": "full", "state_dict": {}},
+               tmp_path / "other_arch.pt")
     with pytest.raises(GeoretError, match="trained on ViT-B-32"):
         load_model(ModelSpec("georet-tiny", None, str(tmp_path / "other_arch.pt")), device="cpu")
 
@@ -95,9 +97,9 @@ def test_explicit_missing_device_is_an_error():
 
 
 def test_default_model_is_bundled_and_offline(monkeypatch):
-    from georet.model import BUNDLED_WEIGHTS, DEFAULT_ARCH, file_sha256
+    from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, file_sha256
 
-    monkeypatch.setattr("georet.model._host_reachable", lambda host, port=443: pytest.fail("went to the network"))
+    monkeypatch.setattr("georet.models.factory._host_reachable", lambda host, port=443: pytest.fail("went to the network"))
     model = load_model(device="cpu")
     identity = model.identity
     assert identity["arch"] == DEFAULT_ARCH == "georet-small" and identity["pretrained"] == "bundled"
@@ -105,5 +107,31 @@ def test_default_model_is_bundled_and_offline(monkeypatch):
     assert BUNDLED_WEIGHTS["georet-small"].stat().st_size < 30 * 2**20
     vectors = model.encode_text(["airport", "an airport with runways", "a dense forest"])
     assert vectors @ vectors[1] @ [1, 0, -1] > 0  # trained, not random: airport is closer to airport
-    with pytest.raises(GeoretError, match="bundles weights only for georet-small"):
-        load_model(ModelSpec("georet-tiny", "bundled"), device="cpu")
+    with pytest.raises(GeoretError, match="name the weights for georet-tiny"):
+        ModelSpec("georet-tiny", "bundled")
+
+
+def test_bundled_model_reproduces_its_reference_embeddings():
+    """Fixed texts and real demo chips → the vectors recorded by tests/data/make_reference_embeddings.py."""
+    import json
+    from pathlib import Path
+
+    from make_reference_embeddings import OUT, embed
+
+    reference = json.loads(Path(OUT).read_text())
+    model = load_model(device="cpu")
+    assert model.identity == reference["identity"]  # indexes built before still open
+    current = embed(model)
+    for kind in ("text", "image"):
+        assert np.abs(np.array(current[kind]) - np.array(reference[kind])).max() < 1e-4, kind
+
+
+def test_a_named_architecture_must_name_its_weights():
+    with pytest.raises(GeoretError, match=r"name the weights for ViT-B-32: --pretrained TAG\|FILE \(tags: openai"):
+        ModelSpec("ViT-B-32")
+    with pytest.raises(GeoretError, match="name the weights for ViT-B-32"):
+        ModelSpec.from_options("ViT-B-32")
+    assert ModelSpec.from_options() == ModelSpec("georet-small", "bundled")
+    assert ModelSpec.from_options(pretrained="none") == ModelSpec("georet-small", None)
+    assert ModelSpec.from_options("georet-tiny") == ModelSpec("georet-tiny", None)  # no tags: random init
+    assert ModelSpec.from_options("ViT-B-32", "openai", "c.pt") == ModelSpec("ViT-B-32", "openai", "c.pt")

@@ -9,7 +9,9 @@ import pytest
 
 from conftest import run_cli
 from georet.errors import GeoretError
-from georet.relations import Relation, TileGeometry, parse_distance, parse_query, score_relation
+from georet.search.catalog import TileCatalog, TileGeometry
+from georet.search.relations import (Relation, parse_distance, parse_query, rank_relational, scene_prior_boost,
+                                     score_relation)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -119,6 +121,67 @@ def test_and_accepts_the_tile_itself():
     assert partners[0][0] == 4 and scores[0] == 2.0
 
 
+# -- the query-time scene prior -------------------------------------------------------------
+def test_scene_prior_boost_is_relative_to_the_best_class():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])  # two phrases over classes airport, farmland, river
+    boost = scene_prior_boost(probs, ["airport", "farmland", "river"], np.array(["farmland", "", "airport", None]))
+    assert boost == pytest.approx(np.array([[0.2 / 0.7, 0, 1, 0], [0.125, 0, 0.125, 0]]))
+
+
+def test_scene_prior_changes_the_ranking():
+    """Two airport-like tiles, each beside a river-like tile; only the prior knows which one is an airport.
+
+    Unit vectors in 3-d: axis 0 "airport", axis 1 "river". Tile 0 (scene farmland) looks a bit more like
+    the airport phrase than tile 3 (scene airport); their partners 1 and 4 are equally river-like.
+    """
+    geometry = grid_geometry(2, 3)  # tiles 0 1 2 / 3 4 5
+    vectors = np.array([[0.95, 0, 0.31], [0, 1, 0], [0, 0, 1], [0.9, 0, 0.44], [0, 1, 0], [0, 0, 1]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scenes = np.array(["farmland", "river", "farmland", "airport", "river", "farmland"], dtype=object)
+    catalog = TileCatalog(1, [f"t{i}" for i in range(6)], vectors, np.zeros((6, 4)), scenes, geometry)
+    phrases = np.array([[1, 0, 0], [0, 1, 0], [0.7, 0.7, 0]], np.float32)
+    relation = Relation("near", "airport", "river", "airport near river")
+
+    without = rank_relational(relation, catalog, phrases, k=2, near_m=1.0, eligible=np.array([1, 0, 0, 1, 0, 0], bool))
+    assert without.tiles.tolist() == [0, 3]
+    # the phrase "airport" is surely about airports, "river" about rivers
+    probs = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]])
+    boost = scene_prior_boost(probs, ["airport", "farmland", "river"], scenes)
+    with_prior = rank_relational(relation, catalog, phrases, k=2, near_m=1.0,
+                                 eligible=np.array([1, 0, 0, 1, 0, 0], bool), prior_boost=boost)
+    assert with_prior.tiles.tolist() == [3, 0]
+    assert with_prior.subject_z[0] - without.subject_z[1] == pytest.approx(1.0)  # tile 3 gained the full boost
+    assert with_prior.partners[0].tolist()[0] == 4 and with_prior.partner_gap_m[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_scene_prior_is_on_by_default_in_relational_search(built_index, tiny_model):
+    import georet
+
+    index = georet.open_index(built_index, model=tiny_model)
+    default = index.search("water near houses", k=5)
+    off = index.search("water near houses", k=5, scene_prior=0)
+    doubled = index.search("water near houses", k=5, scene_prior=2)
+    assert (default.attrs["scene_prior"], off.attrs["scene_prior"]) == (1.0, 0)
+    # z_subject with prior β = z_subject without + β·boost: the gain doubles with β for the same tile
+    gain = {t: s for t, s in zip(default.tile_id, default.subject_score)}
+    base = dict(zip(off.tile_id, off.subject_score))
+    twice = dict(zip(doubled.tile_id, doubled.subject_score))
+    common = set(gain) & set(base) & set(twice)
+    assert common
+    assert any(abs(gain[t] - base[t]) > 1e-3 for t in common)
+    for t in common:
+        assert twice[t] - base[t] == pytest.approx(2 * (gain[t] - base[t]), abs=2e-4)
+
+
+def test_relational_search_on_an_empty_index(tmp_path, tiny_model):
+    import georet
+    from georet.index import TileStore
+
+    TileStore.open_for_writing(tmp_path / "empty", tiny_model.identity, {"arch": "georet-tiny", "pretrained": None})
+    hits = georet.open_index(tmp_path / "empty", model=tiny_model).search("airport near river", k=3)
+    assert hits.empty and "partners" in hits.columns
+
+
 # -- through the API and the CLI ------------------------------------------------------------
 def test_relational_search_reports_partners(built_index, tiny_model):
     import georet
@@ -132,7 +195,7 @@ def test_relational_search_reports_partners(built_index, tiny_model):
     for hit in hits.itertuples():
         partner = hit.partners.split(",")[0]
         assert partner != hit.tile_id and hit.partner_distance_m <= 200
-        i, j = catalog.position[hit.tile_id], catalog.position[partner]
+        i, j = catalog.tile_ids.index(hit.tile_id), catalog.tile_ids.index(partner)
         assert catalog.geometry.gap(np.array([i]), np.array([j]))[0] == pytest.approx(hit.partner_distance_m, abs=0.1)
         assert hit.partner_wkt.startswith("POLYGON")
     plain = index.search("red roofs near green fields", k=5, relational=False)

@@ -9,7 +9,7 @@ import shapely
 from rasterio.windows import Window
 
 from georet.errors import GeoretError
-from georet.tiling import RasterSource, TilingParams, discover_rasters, grid_offsets, parse_tile_size
+from georet.geo import RasterSource, TilingParams, discover_rasters, grid_offsets, parse_tile_size
 
 
 def test_grid_offsets_cover_every_pixel_with_full_tiles():
@@ -40,14 +40,45 @@ def test_parse_tile_size_rejects_nonsense(bad):
         parse_tile_size(bad)
 
 
+def test_tile_grid_is_pure_geometry(tmp_path):
+    """The grid needs no file: size, transform and CRS give windows, ids and footprints."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from georet.geo import TileGrid
+
+    grid = TileGrid(tmp_path / "never-written.tif", width=300, height=200, transform=Affine(2, 0, 500000, 0, -2, 5800000),
+                    crs=CRS.from_epsg(32631), tile_px=128, stride_px=128)
+    windows = grid.windows()
+    assert [(w.col_off, w.row_off) for w in windows] == [(0, 0), (128, 0), (172, 0), (0, 72), (128, 72), (172, 72)]
+    assert grid.tile_id(windows[2]).startswith("never-written-") and grid.tile_id(windows[2]).endswith("-c172-r0-128x128")
+    poly_src, poly = grid.footprint(windows[0])
+    assert poly_src.bounds == (500000, 5800000 - 256, 500256, 5800000)
+    assert 2.99 < poly.centroid.x < 3.01 and 52.3 < poly.centroid.y < 52.4
+
+
+def test_gdal_options_are_scoped_to_reading(rasters, monkeypatch):
+    """georet caps GDAL's block cache while it reads and gives the process its own setting back after."""
+    import rasterio.env
+
+    from georet.geo.raster import GDAL_CACHE_BYTES
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    before = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
+    with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as src:
+        assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == GDAL_CACHE_BYTES
+        next(src.iter_tiles())
+    assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") == before
+
+
 def test_utm_tiles_are_deterministic_and_footprints_are_lonlat(rasters):
     with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as src:
-        windows = src.windows()
+        windows = src.grid.windows()
         assert len(windows) == 16
         first = src.read(windows[0])
-        ids = [src.tile_id(w) for w in windows]
+        ids = [src.grid.tile_id(w) for w in windows]
     with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as again:
-        assert [again.tile_id(w) for w in again.windows()] == ids
+        assert [again.grid.tile_id(w) for w in again.grid.windows()] == ids
     assert len(set(ids)) == len(ids)
     assert first.pixels.shape == (64, 64, 3) and first.pixels.dtype == np.uint8
     # EPSG:32631, x=500000 is the central meridian 3°E; y=5.8e6 m is ~52.3°N.
@@ -63,13 +94,13 @@ def test_utm_tiles_are_deterministic_and_footprints_are_lonlat(rasters):
 def test_lonlat_and_mercator_rasters(rasters):
     with RasterSource(rasters["lonlat"], TilingParams(tile_size=64)) as src:
         assert src.crs.is_geographic
-        tile = src.read(src.windows()[0])
+        tile = src.read(src.grid.windows()[0])
         minx, miny, maxx, maxy = tile.footprint.bounds
         assert minx == pytest.approx(4.0) and maxy == pytest.approx(52.0)
         assert maxx - minx == pytest.approx(64 * 0.0001)
     with RasterSource(rasters["mercator"], TilingParams(tile_size=64)) as src:
         assert not src.crs.is_geographic
-        lon, lat = src.read(src.windows()[0]).footprint.centroid.coords[0]
+        lon, lat = src.read(src.grid.windows()[0]).footprint.centroid.coords[0]
         assert 5.0 < lon < 5.1 and 52.5 < lat < 52.6
 
 
@@ -82,14 +113,14 @@ def test_tile_size_in_metres(rasters):
 
 def test_stride_gives_overlapping_tiles(rasters):
     with RasterSource(rasters["utm"], TilingParams(tile_size=128, stride=64)) as src:
-        assert [int(w.col_off) for w in src.windows()[:3]] == [0, 64, 128]
-        assert len(src.windows()) == 9
+        assert [int(w.col_off) for w in src.grid.windows()[:3]] == [0, 64, 128]
+        assert len(src.grid.windows()) == 9
 
 
 def test_uint16_single_band_is_stretched_to_grey_rgb(rasters):
     with RasterSource(rasters["uint16_single"], TilingParams(tile_size=128)) as src:
         assert src.bands == (1,)
-        tile = src.read(src.windows()[0])
+        tile = src.read(src.grid.windows()[0])
     assert tile.pixels.dtype == np.uint8
     assert np.array_equal(tile.pixels[..., 0], tile.pixels[..., 2])
     assert tile.pixels.min() <= 5 and tile.pixels.max() >= 250  # 2–98 % stretch uses the full range
@@ -107,15 +138,15 @@ def test_band_selection(rasters):
 
 def test_nodata_and_alpha_give_valid_fraction(rasters):
     with RasterSource(rasters["nodata"], TilingParams(tile_size=256)) as src:
-        assert src.read(src.windows()[0]).valid_fraction == pytest.approx(0.5, abs=0.01)
+        assert src.read(src.grid.windows()[0]).valid_fraction == pytest.approx(0.5, abs=0.01)
     with RasterSource(rasters["alpha"], TilingParams(tile_size=128)) as src:
         assert src.bands == (1, 2, 3)  # alpha is a mask, not a colour
-        assert src.read(src.windows()[0]).valid_fraction == pytest.approx(0.5)
+        assert src.read(src.grid.windows()[0]).valid_fraction == pytest.approx(0.5)
 
 
 def test_raster_smaller_than_tile_is_padded_as_invalid(rasters):
     with RasterSource(rasters["mercator"], TilingParams(tile_size=256)) as src:  # 128x128 raster
-        (window,) = src.windows()
+        (window,) = src.grid.windows()
         tile = src.read(window)
     assert tile.pixels.shape == (256, 256, 3)
     assert tile.valid_fraction == pytest.approx(0.25)

@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from georet.mosaic import write_mosaic
+from georet.geo.mosaic import write_mosaic
 
 LAYOUT = [
     ["mountain", "forest", "forest", "river", "farmland", "farmland"],

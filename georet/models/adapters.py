@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -45,7 +46,45 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 
-METHODS = ("frozen", "full", "mrs", "focus")
+Method = Literal["frozen", "full", "mrs", "focus"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """A training method and its hyper-parameters: what a checkpoint needs to rebuild the model.
+
+    Every field is read by :class:`AdaptedCLIP`; fields of other methods are ignored
+    by it but still typed, so a config names only keys that exist.
+    """
+
+    name: Method = "focus"
+    #: focus: the side branch reads every ``tap_every``-th block of the frozen tower
+    tap_every: int = 2
+    #: focus: side-branch width as a fraction of the backbone width
+    side_ratio: float = 0.125
+    #: focus: fraction of patch tokens the focus layer keeps (1.0 keeps all, still saliency-weighted; None: no focus layer)
+    focus_keep: float | None = 0.5
+    #: focus: hidden width of the side blocks' MLP relative to the side width
+    mlp_ratio: float = 2.0
+    #: mrs: adapter bottleneck width, shared output channels and dropout
+    bottleneck: int = 64
+    shared: int = 64
+    adapter_dropout: float = 0.5
+    #: train the logit scale (default: every method that trains anything)
+    learn_logit_scale: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ValueError(f"unknown method {self.name!r}; choose from {', '.join(METHODS)}")
+        if self.focus_keep is not None and not 0.0 < self.focus_keep <= 1.0:
+            raise ValueError(f"focus_keep must lie in (0, 1], got {self.focus_keep}")
+        if self.tap_every < 1:
+            raise ValueError(f"tap_every must be at least 1, got {self.tap_every}")
+
+    def options(self) -> dict[str, Any]:
+        """Everything but the method name, as stored in checkpoints (``method_config``)."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
 # -- plain tower passes, shared by every method -------------------------------------------
@@ -144,8 +183,6 @@ class FocusLayer(nn.Module):
 
     def __init__(self, width: int, keep: float):
         super().__init__()
-        if not 0.0 < keep <= 1.0:
-            raise ValueError("focus_keep must lie in (0, 1]")
         self.keep = keep
         self.norm = nn.LayerNorm(width)
         self.score = nn.Linear(width, 1)
@@ -206,15 +243,13 @@ class AdaptedCLIP(nn.Module):
 
     grad_checkpointing = False
 
-    def __init__(self, clip: nn.Module, method: str = "focus", **config: Any):
+    def __init__(self, clip: nn.Module, config: AdapterConfig):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if not hasattr(clip, "token_embedding"):
             raise ValueError("adapters need an open_clip CLIP with its own text transformer")
         self.clip = clip
-        self.method = method
-        self.config = dict(config)
+        self.config = config
+        method = config.name
         for p in clip.parameters():
             p.requires_grad_(method == "full")
         vision_width = clip.visual.transformer.width
@@ -222,22 +257,24 @@ class AdaptedCLIP(nn.Module):
         embed_dim = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) \
             else clip.text_projection.out_features
         if method == "mrs":
-            self.mrs = MRSAdapter(vision_width, text_width, config.get("bottleneck", 64), config.get("shared", 64),
-                                  config.get("adapter_dropout", 0.5))
+            self.mrs = MRSAdapter(vision_width, text_width, config.bottleneck, config.shared, config.adapter_dropout)
             for modality, blocks in (("image", clip.visual.transformer.resblocks), ("text", clip.transformer.resblocks)):
                 for block in blocks:
                     block.forward = functools.partial(_mrs_block_forward, block, self.mrs, modality)
         elif method == "focus":
-            every = int(config.get("tap_every", 2))
-            self.image_taps = _taps(len(clip.visual.transformer.resblocks), every)
-            self.text_taps = _taps(len(clip.transformer.resblocks), every)
-            ratio = float(config.get("side_ratio", 0.125))
-            self.image_side = SideBranch(vision_width, max(16, int(vision_width * ratio)), len(self.image_taps),
-                                         embed_dim, config.get("focus_keep", 0.5), config.get("mlp_ratio", 2.0))
-            self.text_side = SideBranch(text_width, max(16, int(text_width * ratio)), len(self.text_taps),
-                                        embed_dim, None, config.get("mlp_ratio", 2.0))
-        if config.get("learn_logit_scale", method != "frozen"):
+            self.image_taps = _taps(len(clip.visual.transformer.resblocks), config.tap_every)
+            self.text_taps = _taps(len(clip.transformer.resblocks), config.tap_every)
+            self.image_side = SideBranch(vision_width, max(16, int(vision_width * config.side_ratio)),
+                                         len(self.image_taps), embed_dim, config.focus_keep, config.mlp_ratio)
+            self.text_side = SideBranch(text_width, max(16, int(text_width * config.side_ratio)),
+                                        len(self.text_taps), embed_dim, None, config.mlp_ratio)
+        learn_scale = config.learn_logit_scale if config.learn_logit_scale is not None else method != "frozen"
+        if learn_scale:
             clip.logit_scale.requires_grad_(True)
+
+    @property
+    def method(self) -> str:
+        return self.config.name
 
     # what indexing/search need from a model
     @property

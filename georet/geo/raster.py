@@ -1,106 +1,50 @@
-"""Raster → tiles: a deterministic grid of windows over each raster, read one
-window at a time so memory never grows with the size of the mosaic.
+"""Raster → tiles: open a raster, pick its bands and stretch, read one tile window at a time.
 
-Edge policy ("shift"): tiles never hang over the raster edge. Along each axis the
-grid starts at 0 and steps by ``stride``; if the last tile stops short of the
-edge, one more tile is added flush with the edge (so it overlaps its
-neighbour). Every pixel is covered and every tile is full size. A raster
-smaller than one tile gives a single tile padded with invalid pixels.
+Memory never grows with the size of the mosaic: only one window is read at a
+time, and GDAL's block cache is capped while georet reads (:func:`gdal_env`).
+The grid itself (windows, ids, footprints) is :mod:`georet.geo.grid`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import math
 import os
-import re
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pyproj
 import rasterio
-import rasterio.env
-import shapely
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
-from shapely.geometry import Polygon, box
+from shapely.geometry import Polygon
 
 from georet.errors import GeoretError
+from georet.geo.grid import TileGrid, TilingParams, tile_size_in_pixels
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg"}
 THUMBNAIL_PX = 64
 _STRETCH_PERCENTILES = (2.0, 98.0)
 _STRETCH_SAMPLES_PER_AXIS = 8
 _STRETCH_SAMPLE_PX = 64
-_FOOTPRINT_VERTICES_PER_EDGE = 8
-_METRES_PER_DEGREE = 111_320.0
 #: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;
 #: a row of tiles needs only one row of blocks, so a small cap keeps memory flat.
 #: An explicit GDAL_CACHEMAX in the environment wins.
 GDAL_CACHE_BYTES = 64 * 2**20
 
 
-@dataclass(frozen=True)
-class TilingParams:
-    """How rasters are cut into tiles; recorded in the index manifest.
+def gdal_env() -> rasterio.Env:
+    """GDAL options georet reads rasters with, scoped to a ``with`` block (and restored after).
 
-    ``tile_size`` is pixels (``256``) or ground distance (``"200m"``, ``"1.5km"``);
-    ``stride`` is pixels and defaults to the tile size (no overlap).
+    Options are per thread in rasterio, so each thread that reads enters its own.
     """
-
-    tile_size: int | str = 256
-    stride: int | None = None
-    bands: tuple[int, ...] | None = None
-    min_valid: float = 0.5
-    assume_crs: str | None = None
-
-    def __post_init__(self) -> None:
-        parse_tile_size(self.tile_size)
-        if self.stride is not None and self.stride < 1:
-            raise GeoretError(f"--stride must be a positive number of pixels, got {self.stride}")
-        if not 0.0 <= self.min_valid <= 1.0:
-            raise GeoretError(f"--min-valid must lie in [0, 1], got {self.min_valid}")
-        if self.bands is not None and len(self.bands) not in (1, 3):
-            raise GeoretError(f"--bands takes 1 or 3 band numbers, got {len(self.bands)}")
-
-    def to_dict(self) -> dict:
-        return {"tile_size": self.tile_size, "stride": self.stride,
-                "bands": list(self.bands) if self.bands else None,
-                "min_valid": self.min_valid, "assume_crs": self.assume_crs, "edge_policy": "shift"}
-
-
-def parse_tile_size(value: int | str) -> tuple[float, str]:
-    """``256`` → (256, 'px'); ``"200m"`` → (200, 'm'); ``"1.5km"`` → (1500, 'm')."""
-    text = str(value).strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(px|m|km)?", text)
-    if not match or float(match.group(1)) <= 0:
-        raise GeoretError(f"tile size must look like 256, 256px, 200m or 1.5km; got {value!r}")
-    number, unit = float(match.group(1)), match.group(2) or "px"
-    if unit == "km":
-        return number * 1000.0, "m"
-    if unit == "px" and not number.is_integer():
-        raise GeoretError(f"a tile size in pixels must be a whole number; got {value!r}")
-    return number, unit
-
-
-def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"4,3,2"`` → (4, 3, 2)."""
-    if not text:
-        return None
-    try:
-        bands = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise GeoretError(f"--bands takes band numbers like 4,3,2; got {text!r}") from None
-    if any(b < 1 for b in bands):
-        raise GeoretError(f"band numbers start at 1; got {text!r}")
-    return bands
+    options = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
+    return rasterio.Env(**options)
 
 
 def discover_rasters(paths: Sequence[str | Path]) -> list[Path]:
@@ -118,16 +62,6 @@ def discover_rasters(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise GeoretError(f"no such file or directory: {path}")
     return sorted(dict.fromkeys(p.resolve() for p in found))
-
-
-def grid_offsets(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets along one axis under the "shift" edge policy."""
-    if length <= tile:
-        return [0]
-    offsets = list(range(0, length - tile + 1, stride))
-    if offsets[-1] + tile < length:
-        offsets.append(length - tile)
-    return offsets
 
 
 @dataclass
@@ -158,27 +92,35 @@ class RasterSource:
     dataset: rasterio.io.DatasetReader = field(init=False, repr=False)
     crs: CRS = field(init=False)
     bands: tuple[int, ...] = field(init=False)
-    tile_px: int = field(init=False)
-    stride_px: int = field(init=False)
+    grid: TileGrid = field(init=False)
 
     def __enter__(self) -> "RasterSource":
-        if "GDAL_CACHEMAX" not in os.environ:
-            rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
+        self._scope = ExitStack()
+        self._scope.enter_context(gdal_env())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                self.dataset = rasterio.open(self.path)
+                self.dataset = self._scope.enter_context(rasterio.open(self.path))
             except RasterioIOError:
+                self._scope.close()
                 raise GeoretError(f"{self.path}: not a readable raster (corrupt or unsupported format)") from None
         try:
             self._configure()
-        except Exception:
-            self.dataset.close()
+        except BaseException:
+            self._scope.close()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.dataset.close()
+        self._scope.close()
+
+    @property
+    def tile_px(self) -> int:
+        return self.grid.tile_px
+
+    @property
+    def stride_px(self) -> int:
+        return self.grid.stride_px
 
     def _configure(self) -> None:
         ds, params = self.dataset, self.params
@@ -194,12 +136,11 @@ class RasterSource:
         if ds.transform.is_identity:
             raise GeoretError(f"{self.path}: raster has no geotransform (pixel grid not georeferenced)")
         self.bands = self._choose_bands()
-        self.tile_px = self._tile_size_in_pixels()
-        self.stride_px = params.stride or self.tile_px
-        self._to_lonlat = pyproj.Transformer.from_crs(
-            pyproj.CRS.from_wkt(self.crs.to_wkt()), pyproj.CRS.from_epsg(4326), always_xy=True)
+        tile_px = tile_size_in_pixels(params.tile_size, ds.transform, self.crs,
+                                      (ds.bounds.bottom + ds.bounds.top) / 2)
+        self.grid = TileGrid(self.path, ds.width, ds.height, ds.transform, self.crs, tile_px,
+                             params.stride or tile_px)
         self._stretch = self._estimate_stretch()
-        self._path_digest = hashlib.sha1(str(self.path).encode()).hexdigest()[:8]
 
     def _choose_bands(self) -> tuple[int, ...]:
         ds = self.dataset
@@ -213,18 +154,6 @@ class RasterSource:
         if len(rgb) == 3:
             return tuple(rgb)
         return (1, 2, 3) if ds.count >= 3 else (1,)
-
-    def _tile_size_in_pixels(self) -> int:
-        size, unit = parse_tile_size(self.params.tile_size)
-        if unit == "px":
-            return int(size)
-        res_x = abs(self.dataset.transform.a)
-        if self.crs.is_geographic:
-            lat = (self.dataset.bounds.bottom + self.dataset.bounds.top) / 2
-            metres_per_pixel = res_x * _METRES_PER_DEGREE * math.cos(math.radians(lat))
-        else:
-            metres_per_pixel = res_x * self.crs.linear_units_factor[1]
-        return max(1, round(size / metres_per_pixel))
 
     def _estimate_stretch(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-band 2–98 % percentiles from a fixed grid of small sample windows.
@@ -267,43 +196,19 @@ class RasterSource:
             valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
-    def windows(self) -> list[Window]:
-        ds = self.dataset
-        return [Window(col, row, min(self.tile_px, ds.width - col), min(self.tile_px, ds.height - row))
-                for row in grid_offsets(ds.height, self.tile_px, self.stride_px)
-                for col in grid_offsets(ds.width, self.tile_px, self.stride_px)]
-
-    def tile_id(self, window: Window) -> str:
-        """Stable across runs: file stem + path digest + pixel window."""
-        return (f"{self.path.stem}-{self._path_digest}-c{int(window.col_off)}-r{int(window.row_off)}"
-                f"-{int(window.width)}x{int(window.height)}")
-
-    def footprint(self, window: Window) -> tuple[Polygon, Polygon]:
-        """Tile polygon in the source CRS and, densified then transformed, in EPSG:4326.
-
-        Densifying keeps the lon/lat outline honest where projected straight
-        edges become curves (large tiles, high latitudes).
-        """
-        left, bottom, right, top = rasterio.windows.bounds(window, self.dataset.transform)
-        poly_src = box(left, bottom, right, top)
-        edge = max(right - left, top - bottom) / _FOOTPRINT_VERTICES_PER_EDGE
-        dense = shapely.segmentize(poly_src, edge)
-        lonlat = shapely.transform(dense, lambda xy: np.column_stack(self._to_lonlat.transform(xy[:, 0], xy[:, 1])))
-        return poly_src, lonlat
-
     def read(self, window: Window) -> Tile:
         data, valid = self._read_raw(window)
         pixels = self._to_uint8(data)
         pixels[:, ~valid] = 0
-        size = self.tile_px
+        size = self.grid.tile_px
         if pixels.shape[1:] != (size, size):  # raster smaller than one tile: pad as invalid
             padded = np.zeros((pixels.shape[0], size, size), dtype=np.uint8)
             padded[:, : pixels.shape[1], : pixels.shape[2]] = pixels
             pixels = padded
         valid_fraction = float(valid.sum()) / float(size * size)
         rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
-        poly_src, poly = self.footprint(window)
-        return Tile(self.tile_id(window), str(self.path), window, np.ascontiguousarray(rgb.transpose(1, 2, 0)),
+        poly_src, poly = self.grid.footprint(window)
+        return Tile(self.grid.tile_id(window), str(self.path), window, np.ascontiguousarray(rgb.transpose(1, 2, 0)),
                     valid_fraction, poly_src, poly)
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
@@ -314,6 +219,8 @@ class RasterSource:
         return (np.nan_to_num(np.clip(scaled, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
     def iter_tiles(self, skip_ids: set[str] = frozenset()) -> Iterator[Tile]:
-        for window in self.windows():
-            if self.tile_id(window) not in skip_ids:
-                yield self.read(window)
+        """Tiles in grid order, skipping ``skip_ids``; GDAL options scoped to the reading thread."""
+        with gdal_env():
+            for window in self.grid.windows():
+                if self.grid.tile_id(window) not in skip_ids:
+                    yield self.read(window)

@@ -11,13 +11,12 @@ that a query is never answered by vectors from another model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import socket
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,9 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from georet.errors import GeoretError
+from georet.models.checkpoint import apply_checkpoint, file_sha256, read_checkpoint
+from georet.models.preprocess import Preprocess
 
 #: Architecture configs shipped with georet (open_clip JSON format).
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
 
 #: ``--pretrained bundled``: the weights shipped inside the package, so georet
 #: works offline at once. Stored by tag (not path) so an index survives a
@@ -48,7 +49,7 @@ _NETWORK_PROBE_TIMEOUT_S = 3.0
 _configs_registered = False
 
 
-def _open_clip():
+def open_clip_module():
     """Import open_clip lazily (it pulls torchvision) and register our configs once."""
     global _configs_registered
     import open_clip
@@ -61,73 +62,55 @@ def _open_clip():
 
 def list_architectures() -> list[str]:
     """All architecture names open_clip knows, georet's own included."""
-    return list(_open_clip().list_models())
+    return list(open_clip_module().list_models())
 
 
 def pretrained_tags(arch: str) -> list[str]:
     """Pretrained tags of one architecture: open_clip's, or ``bundled`` for georet-small."""
-    return [BUNDLED_TAG] if arch in BUNDLED_WEIGHTS else list(_open_clip().list_pretrained_tags_by_model(arch))
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How tile pixels become model input; stored with the index.
-
-    open_clip derives this from the pretrained config; loading a bare weights
-    file would otherwise silently fall back to the architecture's defaults
-    (open_clip #1068), so the index keeps the values it was built with.
-    """
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_open_clip(cls, cfg: dict[str, Any]) -> "Preprocess":
-        size = cfg["size"]
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(
-            size=(int(size[0]), int(size[1])),
-            mean=tuple(float(v) for v in cfg["mean"]),
-            std=tuple(float(v) for v in cfg["std"]),
-            interpolation=str(cfg.get("interpolation", "bicubic")),
-            resize_mode=str(cfg.get("resize_mode", "shortest")),
-        )
-
-    def apply(self, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 tiles (N, H, W, 3) -> normalised float tensor (N, 3, h, w).
-
-        Shortest-side resize then centre crop, as open_clip's own transform does
-        for ``resize_mode='shortest'``; tiles are square in practice, so this is
-        a plain resize. Runs in torch so it can overlap the model in a thread.
-        """
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
-        out_h, out_w = self.size
-        in_h, in_w = x.shape[-2:]
-        if (in_h, in_w) != (out_h, out_w):
-            scale = max(out_h / in_h, out_w / in_w)
-            mid_h, mid_w = max(out_h, round(in_h * scale)), max(out_w, round(in_w * scale))
-            mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
-            x = F.interpolate(x, size=(mid_h, mid_w), mode=mode, antialias=True, align_corners=False)
-            top, left = (mid_h - out_h) // 2, (mid_w - out_w) // 2
-            x = x[..., top : top + out_h, left : left + out_w].clamp_(0.0, 1.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+    return [BUNDLED_TAG] if arch in BUNDLED_WEIGHTS else list(open_clip_module().list_pretrained_tags_by_model(arch))
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the user asked for: enough to rebuild the same model later."""
+    """What the user asked for: enough to rebuild the same model later.
+
+    ``pretrained`` is an open_clip tag, ``bundled``, a local weights file, or
+    None for a deterministic random init. The bundled weights exist only for
+    :data:`DEFAULT_ARCH`, so any other architecture must name its weights:
+    ``ModelSpec("ViT-B-32")`` is an error, not a silent fallback.
+    """
 
     arch: str = DEFAULT_ARCH
-    pretrained: str | None = DEFAULT_PRETRAINED  # tag, local file, or None = random init
+    pretrained: str | None = DEFAULT_PRETRAINED
     checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained == BUNDLED_TAG and self.arch not in BUNDLED_WEIGHTS:
+            raise GeoretError(_name_the_weights(self.arch))
+
+    @classmethod
+    def from_options(cls, arch: str | None = None, pretrained: str | None = None,
+                     checkpoint: str | None = None) -> "ModelSpec":
+        """The spec for user options as the CLI takes them (``pretrained="none"`` = random init).
+
+        No architecture means the default model (with ``pretrained``, if given);
+        an architecture without pretrained tags may leave ``pretrained`` out (random init).
+        """
+        if pretrained is not None and pretrained.lower() == "none":
+            return cls(arch or DEFAULT_ARCH, None, checkpoint)
+        if arch is None:
+            return cls(DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
+        if pretrained is None:
+            if pretrained_tags(arch):
+                raise GeoretError(_name_the_weights(arch))
+            return cls(arch, None, checkpoint)
+        return cls(arch, pretrained, checkpoint)
+
+
+def _name_the_weights(arch: str) -> str:
+    tags = pretrained_tags(arch) if arch in list_architectures() else []
+    known = f"tags: {', '.join(tags[:6])}{', ...' if len(tags) > 6 else ''}" if tags else "no pretrained tags"
+    return f"name the weights for {arch}: --pretrained TAG|FILE ({known}) or --pretrained none"
 
 
 class EmbeddingModel:
@@ -208,14 +191,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _host_reachable(host: str, port: int = 443) -> bool:
     try:
         with socket.create_connection((host, port), timeout=_NETWORK_PROBE_TIMEOUT_S):
@@ -257,7 +232,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
         if not bundled.is_file():
             raise GeoretError(f"the bundled weights {bundled} are missing; reinstall georet")
         return str(bundled), {}
-    open_clip = _open_clip()
+    open_clip = open_clip_module()
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
@@ -282,7 +257,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
 def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None) -> EmbeddingModel:
     """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`)."""
     spec = spec or ModelSpec()
-    open_clip = _open_clip()
+    open_clip = open_clip_module()
     if spec.arch not in open_clip.list_models():
         raise GeoretError(f"unknown model architecture {spec.arch!r} (see `georet models`)")
     torch_device = resolve_device(device)
@@ -318,40 +293,8 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     checkpoint_id = None
     if spec.checkpoint:
-        model, checkpoint_id = apply_checkpoint(model, spec.arch, spec.checkpoint)
+        model, checkpoint_id = apply_checkpoint(model, spec.arch, read_checkpoint(spec.checkpoint))
 
     preprocess = Preprocess.from_open_clip(model.visual.preprocess_cfg)
     return EmbeddingModel(model, open_clip.get_tokenizer(spec.arch), spec, preprocess,
                           weights_id, checkpoint_id, torch_device)
-
-
-def apply_checkpoint(model: torch.nn.Module, arch: str, path: str) -> tuple[torch.nn.Module, str]:
-    """Rebuild the adapted model a georet training checkpoint describes.
-
-    A checkpoint holds only the trained parameters plus the method and its
-    configuration (see :mod:`georet.train`); the frozen weights come from the
-    base model. Returns the adapted model and the checkpoint's sha256, which
-    becomes part of the model identity.
-    """
-    from georet.adapters import METHODS, AdaptedCLIP
-
-    if not Path(path).is_file():
-        raise GeoretError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise GeoretError(f"{path} is not a readable torch checkpoint") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise GeoretError(f"{path} is not a georet checkpoint (no 'state_dict')")
-    if ckpt.get("arch", arch) != arch:
-        raise GeoretError(f"checkpoint {path} was trained on {ckpt['arch']}, not {arch}; pass --model {ckpt['arch']}")
-    method = ckpt.get("method", "full")
-    if method not in METHODS:
-        raise GeoretError(f"checkpoint {path} uses method {method!r}, which this georet does not know")
-    adapted = AdaptedCLIP(model, method, **ckpt.get("method_config", {}))
-    own = adapted.state_dict()
-    unknown = [k for k in ckpt["state_dict"] if k not in own]
-    if unknown:
-        raise GeoretError(f"checkpoint {path} has parameters this model lacks (e.g. {unknown[0]})")
-    adapted.load_state_dict(ckpt["state_dict"], strict=False)
-    return adapted.eval(), file_sha256(path)

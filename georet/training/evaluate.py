@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from georet.datasets import RetrievalSplit, load_image
-from georet.landcover import SceneClass, ZeroShotScenes, read_classes
-from georet.retrieval_metrics import retrieval_recalls
+from georet.geo import ZeroShotScenes, classes_for_labels
+from georet.training.data import RetrievalSplit, load_image
+from georet.training.metrics import retrieval_recalls
 
 
 def embed_split(model, split: RetrievalSplit, batch_size: int = 64, progress: bool = False
@@ -31,16 +31,9 @@ def embed_split(model, split: RetrievalSplit, batch_size: int = 64, progress: bo
     return np.concatenate(images), np.concatenate(texts)
 
 
-def scene_vocabulary(split: RetrievalSplit) -> list[SceneClass]:
-    """The split's scene labels, with the default vocabulary's prompt words where known."""
-    words = {c.label: c.prompt_words for c in read_classes()}
-    labels = sorted({s for s in split.scenes if s})
-    return [SceneClass(label, words.get(label, label)) for label in labels]
-
-
 def scene_prior_matrix(model, split: RetrievalSplit, image_feats: np.ndarray, text_feats: np.ndarray) -> np.ndarray:
     """P[i, j] = probability that caption j is about the scene of image i (predicted from the text)."""
-    classes = scene_vocabulary(split)
+    classes = classes_for_labels(split.scenes)
     if len(classes) < 2:
         return np.zeros((len(image_feats), len(text_feats)))
     zero_shot = ZeroShotScenes(model, classes)

@@ -39,26 +39,24 @@ Only the top subject candidates are checked, against an STR-tree of all
 footprints, so a query over 100k tiles costs one matrix product and a few
 hundred tree lookups.
 
-Distances are metres in a sinusoidal projection centred on the index: exact
-along parallels and meridians, and within a fraction of a percent for
-neighbouring tiles of one region (not meant for indexes spanning continents).
+Distances are metres between footprint rectangles
+(:class:`~georet.search.catalog.TileGeometry`).
+
+Everything here is a pure function of a :class:`~georet.search.catalog.TileCatalog`
+and phrase vectors: encoding text and fetching rows is
+:class:`~georet.search.geoindex.GeoIndex`'s job.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import geopandas as gpd
 import numpy as np
-import shapely
 
 from georet.errors import GeoretError
-
-if TYPE_CHECKING:
-    import geopandas as gpd
-
-    from georet.search import GeoIndex
+from georet.search.catalog import TileCatalog, TileGeometry
 
 #: relation → the English phrases that express it, tried in this order
 RELATION_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -78,7 +76,6 @@ WHOLE_QUERY_WEIGHT = 0.25
 SCENE_PRIOR_WEIGHT = 1.0
 #: default "near": footprints less than half a tile apart, i.e. the 8 neighbouring tiles on a grid
 NEAR_TILE_FRACTION = 0.5
-EARTH_RADIUS_M = 6_371_008.8
 RELATION_COLUMNS = ["relation", "subject_score", "partner_score", "whole_score", "partners",
                     "partner_distance_m", "partner_wkt"]
 
@@ -121,49 +118,6 @@ def parse_query(text: str) -> Relation | None:
         if match:
             return Relation(kind, match["a"], match["b"], text)
     return None
-
-
-class TileGeometry:
-    """Every tile's footprint as a metric rectangle, with a spatial index over them."""
-
-    def __init__(self, minx: np.ndarray, miny: np.ndarray, maxx: np.ndarray, maxy: np.ndarray):
-        lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
-        lon0 = np.degrees(np.angle(np.exp(1j * np.radians(lon)).mean())) if len(lon) else 0.0
-        coslat = np.cos(np.radians(lat))
-        scale = np.pi / 180 * EARTH_RADIUS_M
-        self.x = ((lon - lon0 + 180) % 360 - 180) * coslat * scale
-        self.y = lat * scale
-        self.half_w = (maxx - minx) / 2 * coslat * scale
-        self.half_h = (maxy - miny) / 2 * scale
-        self.tree = shapely.STRtree(shapely.box(self.x - self.half_w, self.y - self.half_h,
-                                                self.x + self.half_w, self.y + self.half_h))
-
-    @property
-    def tile_side_m(self) -> float:
-        """Median tile side in metres (the default "near" distance is a fraction of it)."""
-        return float(np.median(np.concatenate([2 * self.half_w, 2 * self.half_h]))) if len(self.x) else 0.0
-
-    def gap(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Distance in metres between the footprints of tiles i and j (0 when they touch or overlap)."""
-        dx = np.maximum(0.0, np.abs(self.x[i] - self.x[j]) - self.half_w[i] - self.half_w[j])
-        dy = np.maximum(0.0, np.abs(self.y[i] - self.y[j]) - self.half_h[i] - self.half_h[j])
-        return np.hypot(dx, dy)
-
-    def pairs_within(self, subjects: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
-        """(subject, other) index pairs whose footprints lie within ``distance`` metres.
-
-        The tree returns envelope hits of the subject boxes grown by ``distance``
-        (no GEOS predicate, which is the slow part); the exact rectangle gap
-        then decides.
-        """
-        grown = shapely.box(self.x[subjects] - self.half_w[subjects] - distance,
-                            self.y[subjects] - self.half_h[subjects] - distance,
-                            self.x[subjects] + self.half_w[subjects] + distance,
-                            self.y[subjects] + self.half_h[subjects] + distance)
-        hit_query, other = self.tree.query(grown)
-        subject = subjects[hit_query]
-        keep = self.gap(subject, other) <= distance
-        return subject[keep], other[keep]
 
 
 def _zscore(scores: np.ndarray) -> np.ndarray:
@@ -218,80 +172,65 @@ def score_relation(relation: Relation, z_subject: np.ndarray, z_partner: np.ndar
     return np.array(kept, dtype=int), np.array(scores), np.array(best_partner), partners
 
 
-def scene_prior(model, phrases: np.ndarray, scenes: np.ndarray) -> np.ndarray:
-    """(phrases, tiles): P_phrase(scene of the tile) / max over classes; 0 for unlabelled tiles."""
-    from georet.landcover import PROMPT_TEMPLATE, read_classes
+def scene_prior_boost(phrase_probs: np.ndarray, labels: list[str], tile_scenes: np.ndarray) -> np.ndarray:
+    """(phrases, tiles): ``P_phrase(scene of the tile) / max_c P_phrase(c)``; 0 for unlabelled tiles.
 
-    labels = sorted({str(s) for s in scenes if s})
-    if len(labels) < 2:
-        return np.zeros((len(phrases), len(scenes)))
-    words = {c.label: c.prompt_words for c in read_classes()}
-    class_vectors = model.encode_text([PROMPT_TEMPLATE.format(words.get(label, label)) for label in labels])
-    logits = model.logit_scale * phrases @ class_vectors.T
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.max(axis=1, keepdims=True)
+    ``phrase_probs`` (phrases, classes) are the phrases' zero-shot class
+    probabilities over ``labels``; dividing by the best class makes the boost 1
+    for the phrase's most likely class whatever the number of classes.
+    """
+    probs = phrase_probs / phrase_probs.max(axis=1, keepdims=True)
     column = {label: i for i, label in enumerate(labels)}
-    tile_class = np.array([column.get(str(s), -1) for s in scenes])
-    boost = probs[:, np.maximum(tile_class, 0)]
+    tile_class = np.array([column.get(str(s), -1) if s else -1 for s in tile_scenes], dtype=int)
+    boost = probs[:, np.maximum(tile_class, 0)] if len(labels) else np.zeros((len(probs), len(tile_scenes)))
     boost[:, tile_class < 0] = 0.0
     return boost
 
 
-def relational_search(index: "GeoIndex", relation: Relation, k: int, near_m: float | None = None,
-                      area=None, scene: str | None = None, candidates: int | None = None,
-                      prior_weight: float = SCENE_PRIOR_WEIGHT) -> "gpd.GeoDataFrame":
-    """Top ``k`` subject tiles for ``relation`` in ``index`` as a GeoDataFrame.
+@dataclass(frozen=True)
+class RelationalRanking:
+    """Subject tiles ranked for a relation, best first, with what explains each score."""
 
-    ``area`` (EPSG:4326 geometry) and ``scene`` restrict the subject tiles;
-    partners may lie anywhere. Columns: the plain search columns plus
-    :data:`RELATION_COLUMNS`; ``score`` is the combined score.
+    relation: Relation
+    near_m: float
+    tiles: np.ndarray  # catalog indices of the subject tiles
+    scores: np.ndarray
+    subject_z: np.ndarray
+    whole_z: np.ndarray
+    partner_z: np.ndarray  # best partner's z-score; NaN where there is none (not near)
+    partners: list[np.ndarray]  # up to 3 partner indices per tile, best first
+    partner_gap_m: np.ndarray  # footprint gap to the best partner; NaN where there is none
+
+
+def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np.ndarray, k: int,
+                    near_m: float | None = None, eligible: np.ndarray | None = None,
+                    prior_boost: np.ndarray | None = None, candidates: int | None = None) -> RelationalRanking:
+    """Rank the subject tiles of ``catalog`` for ``relation`` (see the module docstring).
+
+    ``phrase_vectors`` are the unit vectors of (subject, partner, whole sentence);
+    ``eligible`` (bool per tile) restricts the subjects, partners may lie anywhere;
+    ``prior_boost`` (2, tiles) is added to the subject and partner z-scores (the
+    weighted scene prior). Only the best ``candidates`` subjects (default
+    max(200, 20k)) are scored.
     """
-    catalog = index.catalog()
-    n = len(catalog.tile_ids)
-    model = index.model
-    phrases = model.encode_text([relation.subject, relation.partner, relation.text])
-    z_subject, z_partner, z_whole = (_zscore(catalog.vectors @ p) for p in phrases)
-    if prior_weight:
-        boost = scene_prior(model, phrases[:2], catalog.scenes)
-        z_subject, z_partner = z_subject + prior_weight * boost[0], z_partner + prior_weight * boost[1]
+    n = len(catalog)
     near_m = near_m if near_m is not None else NEAR_TILE_FRACTION * catalog.geometry.tile_side_m
-
-    eligible = np.ones(n, dtype=bool)
-    if scene is not None:
-        eligible &= catalog.scenes == scene
-    if area is not None:
-        minx, miny, maxx, maxy = area.bounds
-        eligible &= (catalog.bounds[:, 2] >= minx) & (catalog.bounds[:, 0] <= maxx) \
-            & (catalog.bounds[:, 3] >= miny) & (catalog.bounds[:, 1] <= maxy)
-    pool = np.flatnonzero(eligible)
+    z_subject, z_partner, z_whole = (_zscore(catalog.vectors @ p) for p in phrase_vectors)
+    if prior_boost is not None:
+        z_subject, z_partner = z_subject + prior_boost[0], z_partner + prior_boost[1]
+    pool = np.flatnonzero(eligible) if eligible is not None else np.arange(n)
     limit = min(len(pool), candidates or max(200, 20 * k))
     top = pool[np.argsort(-z_subject[pool], kind="stable")[:limit]]
     kept, scores, partner_z, partners = score_relation(relation, z_subject, z_partner, z_whole, catalog.geometry,
                                                        top, near_m)
     order = np.argsort(-scores, kind="stable")
-    ranked = [int(kept[i]) for i in order]
-    wanted = ranked + [int(u) for i in order[: 4 * k] for u in partners[i][:1]]
-    rows = {r["tile_id"]: r for r in index.fetch_rows([catalog.tile_ids[t] for t in wanted])}
-    hits = []
-    for i, tile in zip(order, ranked):
-        row = rows[catalog.tile_ids[tile]]
-        if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
-            continue
-        best = partners[i]
-        partner_row = rows.get(catalog.tile_ids[best[0]]) if len(best) else None
-        hits.append({**row, "score": float(scores[i]), "relation": relation.kind,
-                     "subject_score": round(float(z_subject[tile]), 4),
-                     "partner_score": round(float(partner_z[i]), 4) if len(best) else None,
-                     "whole_score": round(float(z_whole[tile]), 4),
-                     "partners": ",".join(catalog.tile_ids[u] for u in best),
-                     "partner_distance_m": round(float(catalog.geometry.gap(np.array([tile]), best[:1])[0]), 1)
-                     if len(best) else None,
-                     "partner_wkt": shapely.from_wkb(partner_row["geometry"]).wkt if partner_row else None})
-        if len(hits) == k:
-            break
-    frame = index.frame(hits, extra_columns=RELATION_COLUMNS)
-    frame.attrs.update({"relation": relation.describe(), "near_m": near_m, "scene_prior": prior_weight})
-    return frame
+    tiles = kept[order]
+    ranked_partners = [partners[i] for i in order]
+    gaps = np.array([catalog.geometry.gap(np.array([t]), p[:1])[0] if len(p) else np.nan
+                     for t, p in zip(tiles, ranked_partners)], dtype=float)
+    best_z = np.where(np.isfinite(partner_z[order]), partner_z[order], np.nan) if len(order) else np.array([])
+    return RelationalRanking(relation, float(near_m), tiles, scores[order], z_subject[tiles], z_whole[tiles],
+                             best_z, ranked_partners, gaps)
 
 
 def explain(hits: "gpd.GeoDataFrame") -> str:

@@ -10,111 +10,24 @@ candidates run out.
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import geopandas as gpd
 import numpy as np
-import pyproj
 import shapely
-from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
-from georet.model import EmbeddingModel, ModelSpec, load_model
-from georet.relations import SCENE_PRIOR_WEIGHT, TileGeometry, parse_distance, parse_query, relational_search
-from georet.store import TileStore, describe_mismatch, sql_string
+from georet.geo import ZeroShotScenes, classes_for_labels
+from georet.index import TileStore, describe_mismatch, sql_string
+from georet.models import EmbeddingModel, ModelSpec, load_model
+from georet.search.areas import search_area
+from georet.search.catalog import TileCatalog
+from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
+                                     rank_relational, scene_prior_boost)
+from georet.search.results import ROW_COLUMNS, to_frame
 
-RESULT_COLUMNS = ["rank", "score", "tile_id", "scene", "scene_score", "source", "source_crs",
-                  "col_off", "row_off", "width", "height", "valid_fraction"]
-_FETCH_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("rank", "score")] + ["geometry", "_distance"]
 _WIDEN_FACTOR = 4
-
-
-def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]:
-    """``"minx,miny,maxx,maxy"`` (or a 4-sequence) → floats, checked for order."""
-    try:
-        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except (TypeError, ValueError):
-        raise GeoretError(f"--bbox must be minx,miny,maxx,maxy numbers; got {text!r}") from None
-    if len(values) != 4 or not all(np.isfinite(values)):
-        raise GeoretError(f"--bbox must be four numbers minx,miny,maxx,maxy; got {text!r}")
-    minx, miny, maxx, maxy = values
-    if minx >= maxx or miny >= maxy:
-        raise GeoretError(f"--bbox must have minx < maxx and miny < maxy; got {text!r}")
-    return minx, miny, maxx, maxy
-
-
-def _crs(value: str) -> pyproj.CRS:
-    try:
-        return pyproj.CRS.from_user_input(value)
-    except pyproj.exceptions.CRSError:
-        raise GeoretError(f"not a CRS: {value!r} (use e.g. EPSG:3857)") from None
-
-
-def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str = "EPSG:4326",
-                within: str | Path | BaseGeometry | gpd.GeoDataFrame | None = None) -> BaseGeometry | None:
-    """The area to search in, as one EPSG:4326 geometry (None = everywhere)."""
-    areas: list[BaseGeometry] = []
-    if bbox is not None:
-        box = shapely.box(*parse_bbox(bbox))
-        crs = _crs(bbox_crs)
-        if crs.is_geographic:
-            minx, miny, maxx, maxy = box.bounds
-            if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
-                raise GeoretError(f"--bbox {bbox!r} is outside lon/lat range; for projected coordinates pass --bbox-crs")
-        areas.append(_to_lonlat(box, crs))
-    if within is not None:
-        areas.append(_read_area(within))
-    if not areas:
-        return None
-    return shapely.intersection_all(areas) if len(areas) > 1 else areas[0]
-
-
-def _to_lonlat(geom: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
-    lonlat = pyproj.CRS.from_epsg(4326)
-    if crs == lonlat:
-        return geom
-    transformer = pyproj.Transformer.from_crs(crs, lonlat, always_xy=True)
-    minx, miny, maxx, maxy = geom.bounds
-    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 16)
-    return shapely.transform(dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
-
-
-def _read_area(within) -> BaseGeometry:
-    if isinstance(within, BaseGeometry):
-        return within
-    if isinstance(within, gpd.GeoDataFrame):
-        frame = within
-    else:
-        path = Path(within).expanduser()
-        if not path.exists():
-            raise GeoretError(f"--within: no such file: {path}")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                frame = gpd.read_file(path)
-        except Exception:
-            raise GeoretError(f"--within: {path} is not a readable vector file") from None
-    if frame.crs is None:
-        raise GeoretError("--within: the vector layer has no CRS")
-    if frame.empty:
-        raise GeoretError("--within: the vector layer has no features")
-    return shapely.make_valid(frame.to_crs(4326).geometry.union_all())
-
-
-@dataclass
-class TileCatalog:
-    """All vectors and footprints of an index in memory, for relational scoring."""
-
-    version: int
-    tile_ids: list[str]
-    position: dict[str, int]
-    vectors: np.ndarray  # (n, dim) float32, unit length
-    bounds: np.ndarray  # (n, 4) minx, miny, maxx, maxy in EPSG:4326
-    scenes: np.ndarray
-    geometry: TileGeometry
 
 
 class GeoIndex:
@@ -127,6 +40,7 @@ class GeoIndex:
         self._overrides = {"pretrained": pretrained, "checkpoint": checkpoint}
         self._model = model
         self._catalog: TileCatalog | None = None
+        self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
         if model is not None:
             self._check_model(model)
 
@@ -199,16 +113,14 @@ class GeoIndex:
         if relation is not None:
             if scene is not None:
                 self._check_scene(scene)
-            if area is not None and area.is_empty:
-                return self.frame([])
-            return relational_search(self, relation, k, near_m, area, scene,
-                                     prior_weight=SCENE_PRIOR_WEIGHT if scene_prior is None else scene_prior)
+            return self._relational_search(relation, k, near_m, area, scene,
+                                           SCENE_PRIOR_WEIGHT if scene_prior is None else scene_prior)
         clauses = []
         if scene is not None:
             clauses.append(f"scene = {sql_string(scene)}")
         if area is not None:
             if area.is_empty:
-                return self.frame([])
+                return to_frame([])
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
@@ -216,7 +128,8 @@ class GeoIndex:
 
         limit = k
         while True:
-            search = self.store.table.search(query).distance_type("cosine").limit(limit).select(_FETCH_COLUMNS)
+            search = self.store.table.search(query).distance_type("cosine").limit(limit).select(
+                [*ROW_COLUMNS, "_distance"])
             if where:
                 search = search.where(where, prefilter=True)
             hits = search.to_arrow().to_pylist()
@@ -231,35 +144,72 @@ class GeoIndex:
             limit *= _WIDEN_FACTOR
         if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
-        return self.frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]])
+        return to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]])
 
     def _check_scene(self, scene: str) -> None:
         known = self.store.scenes()
         if scene not in known:
             raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
 
-    @staticmethod
-    def frame(hits: list[dict], extra_columns: Sequence[str] = ()) -> gpd.GeoDataFrame:
-        """Ranked rows (store columns + ``score``, best first) → the result GeoDataFrame."""
-        columns = [*RESULT_COLUMNS, *extra_columns]
-        records = [{**{c: h.get(c) for c in columns}, "rank": i + 1, "score": float(h["score"])}
-                   for i, h in enumerate(hits)]
-        geometry = shapely.from_wkb([h["geometry"] for h in hits]) if hits else []
-        return gpd.GeoDataFrame(records, columns=columns, geometry=geometry, crs="EPSG:4326")
+    def _relational_search(self, relation: Relation, k: int, near_m: float | None, area, scene: str | None,
+                           prior_weight: float) -> gpd.GeoDataFrame:
+        """Top ``k`` subject tiles for ``relation``: encode the phrases, rank on the catalog, fetch the rows.
+
+        ``area`` and ``scene`` restrict the subject tiles; partners may lie anywhere.
+        """
+        catalog = self.catalog()
+        if len(catalog) == 0 or (area is not None and area.is_empty):
+            frame = to_frame([], extra_columns=RELATION_COLUMNS)
+            frame.attrs.update({"relation": relation.describe(), "near_m": near_m or 0.0, "scene_prior": prior_weight})
+            return frame
+        phrases = self.model.encode_text([relation.subject, relation.partner, relation.text])
+        boost = prior_weight * self._scene_prior(phrases[:2], catalog.scenes) if prior_weight else None
+        eligible = np.ones(len(catalog), dtype=bool)
+        if scene is not None:
+            eligible &= catalog.scenes == scene
+        if area is not None:
+            minx, miny, maxx, maxy = area.bounds
+            b = catalog.bounds
+            eligible &= (b[:, 2] >= minx) & (b[:, 0] <= maxx) & (b[:, 3] >= miny) & (b[:, 1] <= maxy)
+        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost)
+
+        wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
+        rows = {r["tile_id"]: r for r in self.fetch_rows([catalog.tile_ids[t] for t in wanted])}
+        hits = []
+        for i, tile in enumerate(ranking.tiles):
+            row = rows[catalog.tile_ids[tile]]
+            if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+                continue
+            partners = ranking.partners[i]
+            partner_row = rows.get(catalog.tile_ids[partners[0]]) if len(partners) else None
+            hits.append({**row, "score": float(ranking.scores[i]), "relation": relation.kind,
+                         "subject_score": round(float(ranking.subject_z[i]), 4),
+                         "partner_score": round(float(ranking.partner_z[i]), 4) if len(partners) else None,
+                         "whole_score": round(float(ranking.whole_z[i]), 4),
+                         "partners": ",".join(catalog.tile_ids[u] for u in partners),
+                         "partner_distance_m": round(float(ranking.partner_gap_m[i]), 1) if len(partners) else None,
+                         "partner_wkt": shapely.from_wkb(partner_row["geometry"]).wkt if partner_row else None})
+            if len(hits) == k:
+                break
+        frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
+        frame.attrs.update({"relation": relation.describe(), "near_m": ranking.near_m, "scene_prior": prior_weight})
+        return frame
+
+    def _scene_prior(self, phrases: np.ndarray, tile_scenes: np.ndarray) -> np.ndarray:
+        """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
+        classes = classes_for_labels(tile_scenes)
+        if len(classes) < 2:
+            return np.zeros((len(phrases), len(tile_scenes)))
+        key = tuple(c.label for c in classes)
+        if key not in self._zero_shot:  # class prompts are encoded once per model and label set
+            self._zero_shot[key] = ZeroShotScenes(self.model, classes)
+        zero_shot = self._zero_shot[key]
+        return scene_prior_boost(zero_shot.probabilities(phrases), zero_shot.labels, tile_scenes)
 
     def catalog(self) -> TileCatalog:
         """Vectors and footprints of every tile, read once and cached until the table changes."""
-        version = self.store.table.version
-        if self._catalog is None or self._catalog.version != version:
-            table = self.store.table.to_lance().to_table(
-                columns=["tile_id", "vector", "minx", "miny", "maxx", "maxy", "scene"])
-            ids = table["tile_id"].to_pylist()
-            vectors = table["vector"].combine_chunks()
-            bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")])
-            self._catalog = TileCatalog(
-                version, ids, {t: i for i, t in enumerate(ids)},
-                np.asarray(vectors.flatten().to_numpy(), dtype=np.float32).reshape(len(ids), -1),
-                bounds, np.asarray(table["scene"].to_pylist(), dtype=object), TileGeometry(*bounds.T))
+        if self._catalog is None or self._catalog.version != self.store.table.version:
+            self._catalog = TileCatalog.read(self.store)
         return self._catalog
 
     def fetch_rows(self, tile_ids: Sequence[str]) -> list[dict]:
@@ -267,7 +217,7 @@ class GeoIndex:
         if not tile_ids:
             return []
         where = "tile_id IN (" + ", ".join(sql_string(t) for t in dict.fromkeys(tile_ids)) + ")"
-        return self.store.table.search().where(where).select(_FETCH_COLUMNS[:-1]).limit(len(tile_ids)).to_arrow().to_pylist()
+        return self.store.table.search().where(where).select(ROW_COLUMNS).limit(len(tile_ids)).to_arrow().to_pylist()
 
     def thumbnail(self, tile_id: str):
         """The stored thumbnail of one tile as a PIL image."""

@@ -22,13 +22,11 @@ import pyarrow as pa
 import shapely
 
 from georet.errors import GeoretError
-from georet.landcover import RasterLandcover, VectorLandcover, ZeroShotScenes, read_classes
-from georet.model import EmbeddingModel, ModelSpec, load_model
-from georet.store import TileStore, sql_string, tile_schema
-from georet.tiling import RasterSource, Tile, TilingParams, discover_rasters
+from georet.geo import RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover, read_classes
+from georet.index.store import TileStore, sql_string, tile_schema
+from georet.models import EmbeddingModel, ModelSpec, load_model
 
 _PREFETCH_BATCHES = 3
-_RASTER_LANDCOVER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img"}
 
 
 @dataclass
@@ -135,14 +133,6 @@ def _rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: 
     }, schema=tile_schema(dim))
 
 
-def _landcover_for(path: str | None, field: str | None, source: RasterSource):
-    if not path:
-        return None
-    if Path(path).suffix.lower() in _RASTER_LANDCOVER_SUFFIXES:
-        return RasterLandcover(path, source.dataset, source.crs)
-    return VectorLandcover(path, field, source.crs, source.dataset.bounds)
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -169,6 +159,8 @@ def index_raster(
 
     Tiles already in the index are skipped (resume after interruption) unless
     ``reindex`` is set, in which case they are recomputed and upserted.
+    Scenes come from zero-shot ``classes`` (default vocabulary if None) or from
+    a ``landcover`` layer, never both.
     ``progress=None`` shows a bar only when stderr is a terminal;
     ``on_progress(source, done, total)`` is called after every batch (for GUIs).
     """
@@ -176,6 +168,10 @@ def index_raster(
     tiling = tiling or TilingParams()
     if batch_size < 1:
         raise GeoretError(f"--batch-size must be positive, got {batch_size}")
+    if classes and landcover:
+        raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
+    if landcover_field and not landcover:
+        raise GeoretError("--landcover-field needs --landcover")
     rasters = discover_rasters([paths] if isinstance(paths, (str, Path)) else paths)
     for path in rasters:  # validate every input before touching the index
         with RasterSource(path, tiling):
@@ -195,13 +191,13 @@ def index_raster(
     report = IndexReport(db=str(store.path))
     for path in rasters:
         with RasterSource(path, tiling) as source:
-            labeler = _landcover_for(str(landcover) if landcover else None, landcover_field, source) or zero_shot
+            layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
             try:
-                _index_source(source, model, store, labeler, tiling, batch_size, reindex, show, write_every, report,
-                              on_progress)
+                _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
+                              write_every, report, on_progress)
             finally:
-                if isinstance(labeler, RasterLandcover):
-                    labeler.close()
+                if layer is not None:
+                    layer.close()
             store.record_source(str(source.path), {
                 "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
                 "bands": list(source.bands), "tile_px": source.tile_px, "stride_px": source.stride_px,
@@ -220,8 +216,8 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
                   batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport,
                   on_progress: Callable[[str, int, int], None] | None) -> None:
     skip = set() if reindex else store.existing_ids(str(source.path))
-    windows = source.windows()
-    already = sum(1 for w in windows if source.tile_id(w) in skip)
+    windows = source.grid.windows()
+    already = sum(1 for w in windows if source.grid.tile_id(w) in skip)
     report.already_indexed += already
     pending: list[pa.Table] = []
     pending_rows = 0

@@ -19,6 +19,7 @@ scene prior needs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 
 from georet.errors import GeoretError
+from georet.geo import RasterSource, TilingParams, open_landcover
 
 SCENE_TEMPLATE = "an aerial image of {}. {}"
 TILE_CAPTION_TEMPLATES = ("an aerial image of {}.", "a satellite view of {}.", "{} seen from above.",
@@ -135,14 +137,11 @@ def tiled_scenes(raster: str | Path, landcover: str | Path, out_dir: str | Path,
     Tiles whose majority class covers less than ``min_fraction`` are left out
     (mixed tiles make poor training pairs).
     """
-    from georet.indexer import _landcover_for
-    from georet.tiling import RasterSource, TilingParams
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, captions, owners, scenes = [], [], [], []
-    with RasterSource(Path(raster).resolve(), TilingParams(tile_size=tile_size)) as source:
-        labeler = _landcover_for(str(landcover), landcover_field, source)
+    with RasterSource(Path(raster).resolve(), TilingParams(tile_size=tile_size)) as source, \
+            contextlib.closing(open_landcover(landcover, landcover_field, source.dataset, source.crs)) as labeler:
         for tile in source.iter_tiles():
             (label,) = labeler.label([tile], np.zeros((1, 1)))
             if not label.scene or label.score < min_fraction or tile.valid_fraction < 0.5:

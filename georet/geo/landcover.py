@@ -1,94 +1,32 @@
-"""Land cover per tile: a scene class and a confidence for every tile.
+"""Land cover per tile from the user's own layer: a scene class and a confidence for every tile.
 
-Two sources, one interface (:class:`SceneLabeler`):
+Two sources, one interface (:class:`SceneLabeler`, which zero-shot
+:class:`~georet.geo.scenes.ZeroShotScenes` also meets):
 
-* :class:`ZeroShotScenes` — compares each tile embedding with text prompts for
-  a class vocabulary (default: the 30 scene classes of RSICD/AID shipped in
-  ``georet/data/scene_classes.txt``); ``scene_score`` is the softmax probability.
-* :class:`VectorLandcover` / :class:`RasterLandcover` — the user's own land-cover
-  layer; ``scene`` is the class covering most of the tile, ``scene_score`` its
-  area fraction, and all class fractions are kept.
+* :class:`VectorLandcover` — polygons with a class field;
+* :class:`RasterLandcover` — a classified raster.
 
-Class files hold one class per line, ``label`` or ``label: prompt words``
-(``denseresidential: dense residential area``); ``#`` starts a comment.
+``scene`` is the class covering most of the tile, ``scene_score`` its area
+fraction, and all class fractions are kept. :func:`open_landcover` picks the
+reader from the file.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from georet.errors import GeoretError
-
-DEFAULT_CLASSES_FILE = Path(__file__).parent / "data" / "scene_classes.txt"
-PROMPT_TEMPLATE = "an aerial image of {}"
-
-
-@dataclass(frozen=True)
-class SceneClass:
-    label: str
-    prompt_words: str
-
-
-@dataclass(frozen=True)
-class SceneLabel:
-    scene: str
-    score: float
-    fractions: dict[str, float] | None = None
-
-    def fractions_json(self) -> str:
-        return json.dumps(self.fractions, sort_keys=True) if self.fractions else ""
-
-
-def read_classes(path: str | Path | None = None) -> list[SceneClass]:
-    """Parse a class vocabulary file (default: the shipped 30 scene classes)."""
-    path = Path(path) if path else DEFAULT_CLASSES_FILE
-    if not path.is_file():
-        raise GeoretError(f"classes file not found: {path}")
-    classes: list[SceneClass] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        label, _, words = line.partition(":")
-        classes.append(SceneClass(label.strip(), words.strip() or label.strip()))
-    labels = [c.label for c in classes]
-    if len(labels) < 2:
-        raise GeoretError(f"{path}: a class vocabulary needs at least two classes")
-    if len(set(labels)) != len(labels):
-        raise GeoretError(f"{path}: duplicate class labels")
-    return classes
+from georet.geo.scenes import SceneLabel
 
 
 class SceneLabeler(Protocol):
-    """Anything that labels a batch of tiles."""
+    """Anything that labels a batch of tiles (:class:`~georet.geo.scenes.ZeroShotScenes` too)."""
 
     def label(self, tiles: list, vectors: np.ndarray) -> list[SceneLabel]: ...
-
-
-class ZeroShotScenes:
-    """Scene = the class whose prompt embedding is closest to the tile embedding."""
-
-    def __init__(self, model, classes: list[SceneClass]):
-        self.labels = [c.label for c in classes]
-        self.text_vectors = model.encode_text([PROMPT_TEMPLATE.format(c.prompt_words) for c in classes])
-        self.logit_scale = model.logit_scale
-
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        logits = self.logit_scale * vectors @ self.text_vectors.T
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
-
-    def label(self, tiles: list, vectors: np.ndarray) -> list[SceneLabel]:
-        probs = self.probabilities(vectors)
-        best = probs.argmax(axis=1)
-        return [SceneLabel(self.labels[i], float(probs[n, i])) for n, i in enumerate(best)]
 
 
 def _majority(fractions: dict[str, float]) -> SceneLabel:
@@ -106,8 +44,6 @@ class VectorLandcover:
         import shapely
 
         path = Path(path)
-        if not path.exists():
-            raise GeoretError(f"land-cover file not found: {path}")
         area = gpd.GeoSeries([shapely.box(*raster_bounds)], crs=raster_crs.to_wkt())
         try:
             with warnings.catch_warnings():
@@ -125,6 +61,9 @@ class VectorLandcover:
         self.geometries = shapely.make_valid(frame.geometry.values)
         self.classes = frame[field].astype(str).to_numpy()
         self.tree = shapely.STRtree(self.geometries)
+
+    def close(self) -> None:
+        """Nothing to release: the polygons live in memory."""
 
     def label(self, tiles: list, vectors: np.ndarray) -> list[SceneLabel]:
         import shapely
@@ -189,3 +128,19 @@ class RasterLandcover:
 
 def _class_name(value) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img"}
+
+
+def open_landcover(path: str | Path, field: str | None, dataset, crs) -> VectorLandcover | RasterLandcover:
+    """The land-cover layer at ``path`` read onto an open raster (``dataset`` with ``crs``).
+
+    Classified rasters (``.tif``, ``.vrt``, ``.img``) are warped to the raster's
+    grid; anything else is read as vector polygons. Close it after use.
+    """
+    if not Path(path).exists():
+        raise GeoretError(f"land-cover file not found: {path}")
+    if Path(path).suffix.lower() in _RASTER_SUFFIXES:
+        return RasterLandcover(path, dataset, crs)
+    return VectorLandcover(path, field, crs, dataset.bounds)

@@ -1,0 +1,164 @@
+"""The tile grid of a raster: pure geometry, no I/O (like :mod:`rasterio.windows`).
+
+Edge policy ("shift"): tiles never hang over the raster edge. Along each axis the
+grid starts at 0 and steps by ``stride``; if the last tile stops short of the
+edge, one more tile is added flush with the edge (so it overlaps its
+neighbour). Every pixel is covered and every tile is full size. A raster
+smaller than one tile gives a single tile (padded with invalid pixels when read).
+
+Everything here is computed from the raster's size, transform and CRS alone, so
+the same grid (same windows, same tile ids, same footprints) comes out of a
+local file, a remote COG or a plan made on another machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio.windows
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from shapely.geometry import Polygon, box
+
+from georet.errors import GeoretError
+
+_FOOTPRINT_VERTICES_PER_EDGE = 8
+_METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """How rasters are cut into tiles; recorded in the index manifest.
+
+    ``tile_size`` is pixels (``256``) or ground distance (``"200m"``, ``"1.5km"``);
+    ``stride`` is pixels and defaults to the tile size (no overlap).
+    """
+
+    tile_size: int | str = 256
+    stride: int | None = None
+    bands: tuple[int, ...] | None = None
+    min_valid: float = 0.5
+    assume_crs: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_tile_size(self.tile_size)
+        if self.stride is not None and self.stride < 1:
+            raise GeoretError(f"--stride must be a positive number of pixels, got {self.stride}")
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise GeoretError(f"--min-valid must lie in [0, 1], got {self.min_valid}")
+        if self.bands is not None and len(self.bands) not in (1, 3):
+            raise GeoretError(f"--bands takes 1 or 3 band numbers, got {len(self.bands)}")
+
+    def to_dict(self) -> dict:
+        return {"tile_size": self.tile_size, "stride": self.stride,
+                "bands": list(self.bands) if self.bands else None,
+                "min_valid": self.min_valid, "assume_crs": self.assume_crs, "edge_policy": "shift"}
+
+
+def parse_tile_size(value: int | str) -> tuple[float, str]:
+    """``256`` → (256, 'px'); ``"200m"`` → (200, 'm'); ``"1.5km"`` → (1500, 'm')."""
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(px|m|km)?", text)
+    if not match or float(match.group(1)) <= 0:
+        raise GeoretError(f"tile size must look like 256, 256px, 200m or 1.5km; got {value!r}")
+    number, unit = float(match.group(1)), match.group(2) or "px"
+    if unit == "km":
+        return number * 1000.0, "m"
+    if unit == "px" and not number.is_integer():
+        raise GeoretError(f"a tile size in pixels must be a whole number; got {value!r}")
+    return number, unit
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` → (4, 3, 2)."""
+    if not text:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise GeoretError(f"--bands takes band numbers like 4,3,2; got {text!r}") from None
+    if any(b < 1 for b in bands):
+        raise GeoretError(f"band numbers start at 1; got {text!r}")
+    return bands
+
+
+def grid_offsets(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets along one axis under the "shift" edge policy."""
+    if length <= tile:
+        return [0]
+    offsets = list(range(0, length - tile + 1, stride))
+    if offsets[-1] + tile < length:
+        offsets.append(length - tile)
+    return offsets
+
+
+def tile_size_in_pixels(tile_size: int | str, transform: Affine, crs: CRS, mid_latitude: float) -> int:
+    """A tile size in pixels or ground distance → pixels of this raster.
+
+    Geographic CRSs convert at ``mid_latitude`` (the raster's centre), which is
+    exact enough for the tiles of one scene.
+    """
+    size, unit = parse_tile_size(tile_size)
+    if unit == "px":
+        return int(size)
+    res_x = abs(transform.a)
+    if crs.is_geographic:
+        metres_per_pixel = res_x * _METRES_PER_DEGREE * math.cos(math.radians(mid_latitude))
+    else:
+        metres_per_pixel = res_x * crs.linear_units_factor[1]
+    return max(1, round(size / metres_per_pixel))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Windows, stable ids and footprints of the tiles of one raster."""
+
+    path: Path  # names the tiles; never opened here
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS
+    tile_px: int
+    stride_px: int
+
+    @cached_property
+    def _id_prefix(self) -> str:
+        return f"{self.path.stem}-{hashlib.sha1(str(self.path).encode()).hexdigest()[:8]}"
+
+    @cached_property
+    def _to_lonlat(self) -> pyproj.Transformer:
+        return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(self.crs.to_wkt()), pyproj.CRS.from_epsg(4326),
+                                           always_xy=True)
+
+    def windows(self) -> list[Window]:
+        """Every tile window, row by row; clipped to the raster when it is smaller than one tile."""
+        return [Window(col, row, min(self.tile_px, self.width - col), min(self.tile_px, self.height - row))
+                for row in grid_offsets(self.height, self.tile_px, self.stride_px)
+                for col in grid_offsets(self.width, self.tile_px, self.stride_px)]
+
+    def tile_id(self, window: Window) -> str:
+        """Stable across runs: file stem + path digest + pixel window."""
+        return (f"{self._id_prefix}-c{int(window.col_off)}-r{int(window.row_off)}"
+                f"-{int(window.width)}x{int(window.height)}")
+
+    def footprint(self, window: Window) -> tuple[Polygon, Polygon]:
+        """Tile polygon in the source CRS and, densified then transformed, in EPSG:4326.
+
+        Densifying keeps the lon/lat outline honest where projected straight
+        edges become curves (large tiles, high latitudes).
+        """
+        left, bottom, right, top = rasterio.windows.bounds(window, self.transform)
+        poly_src = box(left, bottom, right, top)
+        edge = max(right - left, top - bottom) / _FOOTPRINT_VERTICES_PER_EDGE
+        dense = shapely.segmentize(poly_src, edge)
+        lonlat = shapely.transform(dense, lambda xy: np.column_stack(self._to_lonlat.transform(xy[:, 0], xy[:, 1])))
+        return poly_src, lonlat

@@ -1,0 +1,111 @@
+"""Scene vocabulary: class labels, their prompt words, and zero-shot class probabilities.
+
+One vocabulary serves every place that speaks of scene classes: zero-shot land
+cover while indexing, the query-time scene prior of relational search and of
+evaluation, and scene label augmentation in training. Class files hold one class
+per line, ``label`` or ``label: prompt words`` (``denseresidential: dense
+residential area``); ``#`` starts a comment. Labels the default vocabulary does
+not know (a land-cover layer's own classes) are their own prompt words.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from georet.errors import GeoretError
+
+DEFAULT_CLASSES_FILE = Path(__file__).resolve().parents[1] / "data" / "scene_classes.txt"
+PROMPT_TEMPLATE = "an aerial image of {}"
+
+
+@dataclass(frozen=True)
+class SceneClass:
+    label: str
+    prompt_words: str
+
+    @property
+    def prompt(self) -> str:
+        return PROMPT_TEMPLATE.format(self.prompt_words)
+
+
+@dataclass(frozen=True)
+class SceneLabel:
+    """A tile's scene: class, confidence (probability or area fraction) and, from a layer, all fractions."""
+
+    scene: str
+    score: float
+    fractions: dict[str, float] | None = None
+
+    def fractions_json(self) -> str:
+        return json.dumps(self.fractions, sort_keys=True) if self.fractions else ""
+
+
+def read_classes(path: str | Path | None = None) -> list[SceneClass]:
+    """Parse a class vocabulary file (default: the shipped 30 AID/RSICD scene classes)."""
+    path = Path(path) if path else DEFAULT_CLASSES_FILE
+    if not path.is_file():
+        raise GeoretError(f"classes file not found: {path}")
+    classes: list[SceneClass] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        label, _, words = line.partition(":")
+        classes.append(SceneClass(label.strip(), words.strip() or label.strip()))
+    labels = [c.label for c in classes]
+    if len(labels) < 2:
+        raise GeoretError(f"{path}: a class vocabulary needs at least two classes")
+    if len(set(labels)) != len(labels):
+        raise GeoretError(f"{path}: duplicate class labels")
+    return classes
+
+
+@lru_cache(maxsize=1)
+def default_prompt_words() -> dict[str, str]:
+    """``{label: prompt words}`` of the default vocabulary."""
+    return {c.label: c.prompt_words for c in read_classes()}
+
+
+def classes_for_labels(labels: Iterable[str | None]) -> list[SceneClass]:
+    """The distinct non-empty ``labels``, sorted, with the default vocabulary's prompt words where known."""
+    words = default_prompt_words()
+    return [SceneClass(label, words.get(label, label)) for label in sorted({str(s) for s in labels if s})]
+
+
+class TextEncoder(Protocol):
+    """What zero-shot scenes need of a model."""
+
+    logit_scale: float
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ZeroShotScenes:
+    """Scene = the class whose prompt embedding is closest; probabilities = softmax over the classes.
+
+    The class prompts are encoded once, when this object is made: keep it for
+    as long as the model's weights do not change.
+    """
+
+    def __init__(self, model: TextEncoder, classes: Sequence[SceneClass]):
+        self.labels = [c.label for c in classes]
+        self.text_vectors = model.encode_text([c.prompt for c in classes])
+        self.logit_scale = model.logit_scale
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, classes): softmax of the scaled cosine to each class prompt."""
+        logits = self.logit_scale * vectors @ self.text_vectors.T
+        logits = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def label(self, tiles: list, vectors: np.ndarray) -> list[SceneLabel]:
+        probs = self.probabilities(vectors)
+        best = probs.argmax(axis=1)
+        return [SceneLabel(self.labels[i], float(probs[n, i])) for n, i in enumerate(best)]

@@ -1,0 +1,11 @@
+"""Index: the on-disk tile table (:class:`TileStore`) and the pipeline that fills it (:func:`index_raster`).
+
+raster → tiles → embeddings → table. Depends on :mod:`georet.geo` and
+:mod:`georet.models`; knows nothing of searching.
+"""
+
+from georet.index.build import IndexReport, index_raster
+from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_string, tile_schema
+
+__all__ = ["IndexReport", "index_raster", "MANIFEST_NAME", "TileStore", "describe_mismatch", "sql_string",
+           "tile_schema"]

@@ -1,0 +1,15 @@
+"""Search: text (and relations between phrases) → ranked tiles as a GeoDataFrame.
+
+Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``info``,
+``thumbnail``), relational parsing (:func:`parse_query`, :func:`parse_distance`,
+:func:`explain`) and search areas (:func:`search_area`). Depends on
+:mod:`georet.index`, :mod:`georet.geo` and :mod:`georet.models`.
+"""
+
+from georet.search.areas import parse_bbox, search_area
+from georet.search.geoindex import GeoIndex, open_index
+from georet.search.relations import Relation, explain, parse_distance, parse_query
+from georet.search.results import RESULT_COLUMNS
+
+__all__ = ["parse_bbox", "search_area", "GeoIndex", "open_index", "Relation", "explain", "parse_distance",
+           "parse_query", "RESULT_COLUMNS"]

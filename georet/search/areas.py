@@ -1,0 +1,87 @@
+"""Search areas: a bbox in any CRS and/or polygons → one EPSG:4326 geometry to filter tiles by."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from georet.errors import GeoretError
+
+
+def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]:
+    """``"minx,miny,maxx,maxy"`` (or a 4-sequence) → floats, checked for order."""
+    try:
+        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except (TypeError, ValueError):
+        raise GeoretError(f"--bbox must be minx,miny,maxx,maxy numbers; got {text!r}") from None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise GeoretError(f"--bbox must be four numbers minx,miny,maxx,maxy; got {text!r}")
+    minx, miny, maxx, maxy = values
+    if minx >= maxx or miny >= maxy:
+        raise GeoretError(f"--bbox must have minx < maxx and miny < maxy; got {text!r}")
+    return minx, miny, maxx, maxy
+
+
+def _crs(value: str) -> pyproj.CRS:
+    try:
+        return pyproj.CRS.from_user_input(value)
+    except pyproj.exceptions.CRSError:
+        raise GeoretError(f"not a CRS: {value!r} (use e.g. EPSG:3857)") from None
+
+
+def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str = "EPSG:4326",
+                within: str | Path | BaseGeometry | gpd.GeoDataFrame | None = None) -> BaseGeometry | None:
+    """The area to search in, as one EPSG:4326 geometry (None = everywhere)."""
+    areas: list[BaseGeometry] = []
+    if bbox is not None:
+        box = shapely.box(*parse_bbox(bbox))
+        crs = _crs(bbox_crs)
+        if crs.is_geographic:
+            minx, miny, maxx, maxy = box.bounds
+            if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+                raise GeoretError(f"--bbox {bbox!r} is outside lon/lat range; for projected coordinates pass --bbox-crs")
+        areas.append(_to_lonlat(box, crs))
+    if within is not None:
+        areas.append(_read_area(within))
+    if not areas:
+        return None
+    return shapely.intersection_all(areas) if len(areas) > 1 else areas[0]
+
+
+def _to_lonlat(geom: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
+    lonlat = pyproj.CRS.from_epsg(4326)
+    if crs == lonlat:
+        return geom
+    transformer = pyproj.Transformer.from_crs(crs, lonlat, always_xy=True)
+    minx, miny, maxx, maxy = geom.bounds
+    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 16)
+    return shapely.transform(dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def _read_area(within) -> BaseGeometry:
+    if isinstance(within, BaseGeometry):
+        return within
+    if isinstance(within, gpd.GeoDataFrame):
+        frame = within
+    else:
+        path = Path(within).expanduser()
+        if not path.exists():
+            raise GeoretError(f"--within: no such file: {path}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                frame = gpd.read_file(path)
+        except Exception:
+            raise GeoretError(f"--within: {path} is not a readable vector file") from None
+    if frame.crs is None:
+        raise GeoretError("--within: the vector layer has no CRS")
+    if frame.empty:
+        raise GeoretError("--within: the vector layer has no features")
+    return shapely.make_valid(frame.to_crs(4326).geometry.union_all())

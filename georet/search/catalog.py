@@ -1,0 +1,91 @@
+"""Every tile of an index in memory: vectors, footprints as metric rectangles, scenes.
+
+Relational scoring needs all tiles at once (z-scores over the whole index,
+partners anywhere on the map), which a vector search cannot give; the catalog
+is read once and kept until the table's version changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+
+from georet.index import TileStore
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+class TileGeometry:
+    """Every tile's footprint as a metric rectangle, with a spatial index over them.
+
+    Distances are metres in a sinusoidal projection centred on the index: exact
+    along parallels and meridians, and within a fraction of a percent for
+    neighbouring tiles of one region (not meant for indexes spanning continents).
+    """
+
+    def __init__(self, minx: np.ndarray, miny: np.ndarray, maxx: np.ndarray, maxy: np.ndarray):
+        lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+        lon0 = np.degrees(np.angle(np.exp(1j * np.radians(lon)).mean())) if len(lon) else 0.0
+        coslat = np.cos(np.radians(lat))
+        scale = np.pi / 180 * EARTH_RADIUS_M
+        self.x = ((lon - lon0 + 180) % 360 - 180) * coslat * scale
+        self.y = lat * scale
+        self.half_w = (maxx - minx) / 2 * coslat * scale
+        self.half_h = (maxy - miny) / 2 * scale
+        self.tree = shapely.STRtree(shapely.box(self.x - self.half_w, self.y - self.half_h,
+                                                self.x + self.half_w, self.y + self.half_h))
+
+    @property
+    def tile_side_m(self) -> float:
+        """Median tile side in metres (the default "near" distance is a fraction of it)."""
+        return float(np.median(np.concatenate([2 * self.half_w, 2 * self.half_h]))) if len(self.x) else 0.0
+
+    def gap(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Distance in metres between the footprints of tiles i and j (0 when they touch or overlap)."""
+        dx = np.maximum(0.0, np.abs(self.x[i] - self.x[j]) - self.half_w[i] - self.half_w[j])
+        dy = np.maximum(0.0, np.abs(self.y[i] - self.y[j]) - self.half_h[i] - self.half_h[j])
+        return np.hypot(dx, dy)
+
+    def pairs_within(self, subjects: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+        """(subject, other) index pairs whose footprints lie within ``distance`` metres.
+
+        The tree returns envelope hits of the subject boxes grown by ``distance``
+        (no GEOS predicate, which is the slow part); the exact rectangle gap
+        then decides.
+        """
+        grown = shapely.box(self.x[subjects] - self.half_w[subjects] - distance,
+                            self.y[subjects] - self.half_h[subjects] - distance,
+                            self.x[subjects] + self.half_w[subjects] + distance,
+                            self.y[subjects] + self.half_h[subjects] + distance)
+        hit_query, other = self.tree.query(grown)
+        subject = subjects[hit_query]
+        keep = self.gap(subject, other) <= distance
+        return subject[keep], other[keep]
+
+
+@dataclass
+class TileCatalog:
+    """All vectors and footprints of an index in memory, for relational scoring."""
+
+    version: int
+    tile_ids: list[str]
+    vectors: np.ndarray  # (n, dim) float32, unit length
+    bounds: np.ndarray  # (n, 4) minx, miny, maxx, maxy in EPSG:4326
+    scenes: np.ndarray  # (n,) object: scene label or "" / None
+    geometry: TileGeometry
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+    @classmethod
+    def read(cls, store: TileStore) -> "TileCatalog":
+        """Read the catalog of the table's current version."""
+        version = store.table.version
+        table = store.table.to_lance().to_table(columns=["tile_id", "vector", "minx", "miny", "maxx", "maxy", "scene"])
+        ids = table["tile_id"].to_pylist()
+        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
+        bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")]).reshape(len(ids), 4)
+        return cls(version, ids, vectors.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
+                   bounds, np.asarray(table["scene"].to_pylist(), dtype=object), TileGeometry(*bounds.T))
