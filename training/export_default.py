@@ -4,7 +4,7 @@ The trainer's checkpoints carry optimiser-free trainable parameters plus the
 config; the package needs a plain open_clip state dict, stored in float16 to
 stay small (the model runs in float32: the weights are upcast on load).
 
-    python training/export_default.py runs/georet_small/best.pt [--out georet/weights/georet-small.pt]
+    python training/export_default.py runs/georet_small/best.pt [--out georet/models/weights/georet-small.pt]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-OUT = Path(__file__).resolve().parents[1] / "georet" / "weights" / "georet-small.pt"
+OUT = Path(__file__).resolve().parents[1] / "georet" / "models" / "weights" / "georet-small.pt"
 
 
 def main() -> None:
