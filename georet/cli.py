@@ -95,7 +95,7 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
 @db_option
 @click.option("-k", "k", default=10, show_default=True, type=int, help="Number of tiles to return.")
 @click.option("--bbox", help="Search area minx,miny,maxx,maxy (lon/lat unless --bbox-crs).")
-@click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--bbox-crs", help="CRS of --bbox [default: EPSG:4326].")
 @click.option("--within", type=click.Path(path_type=str), help="Search inside the polygons of a vector file.")
 @click.option("--scene", help="Only tiles of this scene class (see `georet info`).")
 @click.option("--format", "fmt", default="table", show_default=True,

@@ -88,9 +88,13 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
         (("index", rasters["no_crs"], "--db", cli_index, *TINY), "has no CRS"),
         (("index", rasters["utm"], "--db", cli_index, "--bands", "9,8,7", *TINY), "--bands asks for band 9"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "big", *TINY), "tile size"),
+        (("index", rasters["utm"], "--db", cli_index, "--tile-size", "4", *TINY), "tiles of 4 px are outside"),
+        (("index", rasters["utm"], "--db", cli_index, "--tile-size", "100km", *TINY),
+         "utm_rgb.tif: tiles of 10000 px are outside what georet takes (8–2048 px per side)"),
         (("query", "   ", "--db", cli_index), "query text is empty"),
         (("query", "x", "--db", cli_index, "--scene", "volcano"), "unknown scene 'volcano'; known scenes:"),
         (("query", "x", "--db", cli_index, "--bbox", "1,2,3"), "--bbox"),
+        (("query", "x", "--db", cli_index, "--bbox-crs", "EPSG:3857"), "--bbox-crs needs --bbox"),
         (("query", "x", "--db", cli_index, "-o", tmp_path / "hits.csv"), "--output must end in"),
         (("query", "x", "--db", tmp_path), "not a georet index"),
         (("info", "--db", tmp_path / "nope"), "no georet index"),
@@ -98,6 +102,23 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
     for args, pattern in cases:
         _assert_one_line_error(run_cli(*args), pattern)
     assert _state(cli_index) == before
+
+
+def test_truncated_raster_names_file_and_window(tmp_path):
+    """A GeoTIFF cut off halfway opens fine and fails only when a tile reads past the end."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    full, cut = tmp_path / "full.tif", tmp_path / "cut.tif"
+    with rasterio.open(full, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8", crs="EPSG:32631",
+                       transform=from_origin(500000, 5800000, 1, 1), tiled=True, blockxsize=128, blockysize=128) as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 512, 512), dtype=np.uint8))
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    proc = run_cli("index", cut, "--db", tmp_path / "db", *TINY, "--tile-size", "64", "--quiet")
+    _assert_one_line_error(proc, f"{cut}: read failed in the window at column ")
+    assert "TIFFReadEncodedTile" in proc.stderr and "unexpected" not in proc.stderr
 
 
 def test_index_refuses_another_model(cli_index, rasters, tmp_path):

@@ -150,6 +150,26 @@ def test_not_an_index(tmp_path):
     assert (tmp_path / "folder" / "precious.txt").read_text() == "keep me"
 
 
+def test_open_index_sees_rows_added_by_another_process(tmp_path, rasters, tiny_model):
+    """A long-lived handle (notebook, server) must not keep answering from the index as it first saw it."""
+    from conftest import TINY, run_cli
+
+    db = tmp_path / "grow.db"
+    index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
+    index = open_index(db, model=tiny_model)
+    before = len(index)
+    assert index.search("houses near water", k=3).shape[0] == 3  # catalog cached at this version
+    run_cli("index", rasters["lonlat"], "--db", db, *TINY, "--tile-size", "64", "--quiet", check=True)
+    added = TileStore.open(db).count() - before
+    assert added > 0
+    assert len(index) == before + added and index.info()["tiles"] == before + added
+    assert set(index.info()["sources"]) == {str(rasters["utm"]), str(rasters["lonlat"])}
+    everything = index.search("houses", k=before + added)
+    assert len(everything) == before + added and everything["source"].nunique() == 2
+    relational = index.search("houses near water", k=before + added, near="100km")
+    assert relational["source"].nunique() == 2  # the cached catalog was refreshed too
+
+
 def test_scene_options_conflict_in_the_library(tmp_path, rasters, tiny_model):
     """Zero-shot classes and a land-cover layer both decide scenes: asking for both is an error, not a choice."""
     classes = tmp_path / "classes.txt"

@@ -33,6 +33,21 @@ from georet.errors import GeoretError
 
 _FOOTPRINT_VERTICES_PER_EDGE = 8
 _METRES_PER_DEGREE = 111_320.0
+#: Tile sides georet accepts, in pixels. Below 8 px a tile shows nothing a model can
+#: recognise. Memory grows with the square of the side: a batch of 32 tiles of 2048 px
+#: holds 0.4 GB of pixels plus 1.6 GB while being converted for the model, which is
+#: what a laptop can give; larger tiles would be shrunk to the model's ~100–300 px
+#: input anyway, so a coarser overview of the raster is the way to cover more ground.
+MIN_TILE_PX, MAX_TILE_PX = 8, 2048
+
+
+def check_tile_px(tile_px: int, where: str = "") -> int:
+    """``tile_px`` if georet can tile with it, else a one-line error (``where`` names the raster)."""
+    if not MIN_TILE_PX <= tile_px <= MAX_TILE_PX:
+        prefix = f"{where}: " if where else ""
+        raise GeoretError(f"{prefix}tiles of {tile_px} px are outside what georet takes "
+                          f"({MIN_TILE_PX}–{MAX_TILE_PX} px per side); choose another --tile-size")
+    return tile_px
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,10 @@ def parse_tile_size(value: int | str) -> tuple[float, str]:
     number, unit = float(match.group(1)), match.group(2) or "px"
     if unit == "km":
         return number * 1000.0, "m"
-    if unit == "px" and not number.is_integer():
-        raise GeoretError(f"a tile size in pixels must be a whole number; got {value!r}")
+    if unit == "px":
+        if not number.is_integer():
+            raise GeoretError(f"a tile size in pixels must be a whole number; got {value!r}")
+        check_tile_px(int(number))
     return number, unit
 
 
@@ -129,6 +146,9 @@ class TileGrid:
     crs: CRS
     tile_px: int
     stride_px: int
+
+    def __post_init__(self) -> None:
+        check_tile_px(self.tile_px, str(self.path))
 
     @cached_property
     def _id_prefix(self) -> str:

@@ -20,7 +20,7 @@ import rasterio
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
@@ -190,8 +190,15 @@ class RasterSource:
         A pixel is invalid only where every selected band is masked, as in GDAL's
         dataset mask: a real 0 in one band of a nodata=0 raster is still data.
         """
-        data = self.dataset.read(self.bands, window=window)
-        valid = np.any(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+        try:
+            data = self.dataset.read(self.bands, window=window)
+            valid = np.any(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+        except RasterioError as exc:  # a truncated or damaged file fails here, not when opened
+            cause = exc.__cause__ or exc  # rasterio's own message only says "see previous exception"
+            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise GeoretError(f"{self.path}: read failed in the window at column {int(window.col_off)}, "
+                              f"row {int(window.row_off)} ({int(window.width)}x{int(window.height)} px): "
+                              f"{detail}") from None
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.all(np.isfinite(data), axis=0)
         return data, valid

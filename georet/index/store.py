@@ -88,13 +88,7 @@ class TileStore:
             raise GeoretError(f"no georet index at {path} (build one with `georet index RASTER --db {path}`)")
         if not manifest_path.is_file():
             raise GeoretError(f"{path} is not a georet index (no {MANIFEST_NAME})")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise GeoretError(f"{path}: {MANIFEST_NAME} is unreadable or corrupt") from None
-        if manifest.get("format") != FORMAT_VERSION or "model" not in manifest:
-            raise GeoretError(f"{path}: unsupported georet index format {manifest.get('format')!r}")
-        return cls(path, manifest)
+        return cls(path, _read_manifest(path))
 
     @classmethod
     def open_for_writing(cls, path: str | Path, model_identity: dict[str, Any],
@@ -116,6 +110,17 @@ class TileStore:
         store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
         store.save_manifest()
         return store
+
+    def refresh(self) -> None:
+        """Catch up with what other processes committed since this store was opened.
+
+        A long-lived handle (a notebook, a server) otherwise keeps reading the
+        table version and manifest it first saw.
+        """
+        if self._table is not None:
+            self._table.checkout_latest()
+        if (self.path / MANIFEST_NAME).is_file():
+            self.manifest = _read_manifest(self.path)
 
     # -- manifest --------------------------------------------------------
     def save_manifest(self) -> None:
@@ -166,6 +171,16 @@ class TileStore:
     def optimize(self) -> None:
         """Compact the small fragments that batched writes leave behind."""
         self.table.optimize()
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise GeoretError(f"{path}: {MANIFEST_NAME} is unreadable or corrupt") from None
+    if manifest.get("format") != FORMAT_VERSION or "model" not in manifest:
+        raise GeoretError(f"{path}: unsupported georet index format {manifest.get('format')!r}")
+    return manifest
 
 
 def sql_string(value: str) -> str:

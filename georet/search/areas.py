@@ -36,13 +36,18 @@ def _crs(value: str) -> pyproj.CRS:
         raise GeoretError(f"not a CRS: {value!r} (use e.g. EPSG:3857)") from None
 
 
-def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str = "EPSG:4326",
+def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str | None = None,
                 within: str | Path | BaseGeometry | gpd.GeoDataFrame | None = None) -> BaseGeometry | None:
-    """The area to search in, as one EPSG:4326 geometry (None = everywhere)."""
+    """The area to search in, as one EPSG:4326 geometry (None = everywhere).
+
+    ``bbox_crs`` (default EPSG:4326) says in which CRS ``bbox`` is given; alone it is an error.
+    """
     areas: list[BaseGeometry] = []
+    if bbox is None and bbox_crs is not None:
+        raise GeoretError("--bbox-crs needs --bbox (it says in which CRS the box is given)")
     if bbox is not None:
         box = shapely.box(*parse_bbox(bbox))
-        crs = _crs(bbox_crs)
+        crs = _crs(bbox_crs or "EPSG:4326")
         if crs.is_geographic:
             minx, miny, maxx, maxy = box.bounds
             if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):

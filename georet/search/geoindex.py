@@ -49,6 +49,7 @@ class GeoIndex:
         return self.store.path
 
     def __len__(self) -> int:
+        self.store.refresh()
         return self.store.count()
 
     def __repr__(self) -> str:
@@ -77,6 +78,7 @@ class GeoIndex:
 
     def info(self) -> dict[str, Any]:
         """Summary of the index: tile count, model, sources, scenes."""
+        self.store.refresh()
         manifest = self.store.manifest
         return {
             "path": str(self.path),
@@ -89,7 +91,7 @@ class GeoIndex:
         }
 
     def search(self, text: str, k: int = 10, bbox: str | Sequence[float] | None = None,
-               bbox_crs: str = "EPSG:4326", within=None, scene: str | None = None,
+               bbox_crs: str | None = None, within=None, scene: str | None = None,
                relational: bool = True, near: str | float | None = None,
                scene_prior: float | None = None) -> gpd.GeoDataFrame:
         """Tiles ranked by similarity to ``text``, optionally inside an area and of one scene class.
@@ -105,6 +107,7 @@ class GeoIndex:
         text = (text or "").strip()
         if not text:
             raise GeoretError("the query text is empty")
+        self.store.refresh()  # rows other processes added since this index was opened
         if k < 1:
             raise GeoretError(f"-k must be at least 1, got {k}")
         near_m = parse_distance(near) if isinstance(near, str) else near
