@@ -124,7 +124,7 @@ def test_and_accepts_the_tile_itself():
 # -- the query-time scene prior -------------------------------------------------------------
 def test_scene_prior_boost_is_relative_to_the_best_class():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])  # two phrases over classes airport, farmland, river
-    boost = scene_prior_boost(probs, ["airport", "farmland", "river"], np.array(["farmland", "", "airport", None]))
+    boost = scene_prior_boost(probs, np.array([1, -1, 0, -1]))  # tiles: farmland, unlabelled, airport, unlabelled
     assert boost == pytest.approx(np.array([[0.2 / 0.7, 0, 1, 0], [0.125, 0, 0.125, 0]]))
 
 
@@ -146,7 +146,9 @@ def test_scene_prior_changes_the_ranking():
     assert without.tiles.tolist() == [0, 3]
     # the phrase "airport" is surely about airports, "river" about rivers
     probs = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]])
-    boost = scene_prior_boost(probs, ["airport", "farmland", "river"], scenes)
+    assert [c.label for c in catalog.scene_classes] == ["airport", "farmland", "river"]
+    assert catalog.scene_codes.tolist() == [1, 2, 1, 0, 2, 1]
+    boost = scene_prior_boost(probs, catalog.scene_codes)
     with_prior = rank_relational(relation, catalog, phrases, k=2, near_m=1.0,
                                  eligible=np.array([1, 0, 0, 1, 0, 0], bool), prior_boost=boost)
     assert with_prior.tiles.tolist() == [3, 0]

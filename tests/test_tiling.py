@@ -106,9 +106,9 @@ def test_lonlat_and_mercator_rasters(rasters):
 
 def test_tile_size_in_metres(rasters):
     with RasterSource(rasters["utm"], TilingParams(tile_size="320m")) as src:  # 10 m pixels
-        assert src.tile_px == 32
+        assert src.grid.tile_px == 32
     with RasterSource(rasters["lonlat"], TilingParams(tile_size="100m")) as src:  # ~6.8 m x 11 m pixels at 52°N
-        assert 10 <= src.tile_px <= 16
+        assert 10 <= src.grid.tile_px <= 16
 
 
 def test_stride_gives_overlapping_tiles(rasters):

@@ -114,14 +114,6 @@ class RasterSource:
     def __exit__(self, *exc) -> None:
         self._scope.close()
 
-    @property
-    def tile_px(self) -> int:
-        return self.grid.tile_px
-
-    @property
-    def stride_px(self) -> int:
-        return self.grid.stride_px
-
     def _configure(self) -> None:
         ds, params = self.dataset, self.params
         if ds.crs is None:

@@ -200,7 +200,7 @@ def index_raster(
                     layer.close()
             store.record_source(str(source.path), {
                 "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
-                "bands": list(source.bands), "tile_px": source.tile_px, "stride_px": source.stride_px,
+                "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
                 "tiling": tiling.to_dict(),
                 "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
                 "classes": [c.label for c in scene_classes] if scene_classes else None,

@@ -75,6 +75,7 @@ class TileStore:
 
         self.path = path
         self.manifest = manifest
+        self._manifest_stamp: tuple[int, int, int] | None = None  # unknown: the first refresh re-reads
         self._db = lancedb.connect(str(path))
         self._table = None
 
@@ -119,8 +120,18 @@ class TileStore:
         """
         if self._table is not None:
             self._table.checkout_latest()
-        if (self.path / MANIFEST_NAME).is_file():
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._manifest_stamp:  # re-read only when another writer replaced it
             self.manifest = _read_manifest(self.path)
+            self._manifest_stamp = stamp
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """Identity of the manifest file as written (it is replaced, never edited, on every save)."""
+        try:
+            stat = (self.path / MANIFEST_NAME).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     # -- manifest --------------------------------------------------------
     def save_manifest(self) -> None:
@@ -129,6 +140,7 @@ class TileStore:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.manifest, fh, indent=2)
         os.replace(tmp, self.path / MANIFEST_NAME)
+        self._manifest_stamp = self._stamp()
 
     def record_source(self, source: str, info: dict[str, Any]) -> None:
         self.manifest["sources"][source] = info

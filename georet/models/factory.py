@@ -225,10 +225,8 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     open_clip alone would retry for about a minute without network; we probe the
     host first so that offline users get an immediate, actionable error.
     """
-    if tag == BUNDLED_TAG:
-        bundled = BUNDLED_WEIGHTS.get(arch)
-        if bundled is None:
-            raise GeoretError(f"georet bundles weights only for {', '.join(BUNDLED_WEIGHTS)}, not {arch}")
+    if tag == BUNDLED_TAG:  # ModelSpec admits the tag only for architectures with bundled weights
+        bundled = BUNDLED_WEIGHTS[arch]
         if not bundled.is_file():
             raise GeoretError(f"the bundled weights {bundled} are missing; reinstall georet")
         return str(bundled), {}

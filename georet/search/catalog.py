@@ -8,10 +8,12 @@ is read once and kept until the table's version changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import shapely
 
+from georet.geo import SceneClass, classes_for_labels
 from georet.index import TileStore
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -78,6 +80,17 @@ class TileCatalog:
 
     def __len__(self) -> int:
         return len(self.tile_ids)
+
+    @cached_property
+    def scene_classes(self) -> list[SceneClass]:
+        """The distinct scene labels of the tiles, sorted, with their prompt words."""
+        return classes_for_labels(self.scenes)
+
+    @cached_property
+    def scene_codes(self) -> np.ndarray:
+        """Each tile's position in :attr:`scene_classes`; -1 for a tile without scene."""
+        column = {c.label: i for i, c in enumerate(self.scene_classes)}
+        return np.array([column.get(str(s), -1) if s else -1 for s in self.scenes], dtype=int)
 
     @classmethod
     def read(cls, store: TileStore) -> "TileCatalog":

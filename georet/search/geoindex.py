@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 
 from georet.errors import GeoretError
-from georet.geo import ZeroShotScenes, classes_for_labels
+from georet.geo import ZeroShotScenes
 from georet.index import TileStore, describe_mismatch, sql_string
 from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search.areas import search_area
@@ -160,13 +160,16 @@ class GeoIndex:
 
         ``area`` and ``scene`` restrict the subject tiles; partners may lie anywhere.
         """
+        def result(hits: list[dict], used_near_m: float) -> gpd.GeoDataFrame:
+            frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
+            frame.attrs.update({"relation": relation.describe(), "near_m": used_near_m, "scene_prior": prior_weight})
+            return frame
+
         catalog = self.catalog()
         if len(catalog) == 0 or (area is not None and area.is_empty):
-            frame = to_frame([], extra_columns=RELATION_COLUMNS)
-            frame.attrs.update({"relation": relation.describe(), "near_m": near_m or 0.0, "scene_prior": prior_weight})
-            return frame
+            return result([], near_m or 0.0)
         phrases = self.model.encode_text([relation.subject, relation.partner, relation.text])
-        boost = prior_weight * self._scene_prior(phrases[:2], catalog.scenes) if prior_weight else None
+        boost = prior_weight * self._scene_prior(phrases[:2], catalog) if prior_weight else None
         eligible = np.ones(len(catalog), dtype=bool)
         if scene is not None:
             eligible &= catalog.scenes == scene
@@ -194,20 +197,17 @@ class GeoIndex:
                          "partner_wkt": shapely.from_wkb(partner_row["geometry"]).wkt if partner_row else None})
             if len(hits) == k:
                 break
-        frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
-        frame.attrs.update({"relation": relation.describe(), "near_m": ranking.near_m, "scene_prior": prior_weight})
-        return frame
+        return result(hits, ranking.near_m)
 
-    def _scene_prior(self, phrases: np.ndarray, tile_scenes: np.ndarray) -> np.ndarray:
+    def _scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
-        classes = classes_for_labels(tile_scenes)
+        classes = catalog.scene_classes
         if len(classes) < 2:
-            return np.zeros((len(phrases), len(tile_scenes)))
+            return np.zeros((len(phrases), len(catalog)))
         key = tuple(c.label for c in classes)
         if key not in self._zero_shot:  # class prompts are encoded once per model and label set
             self._zero_shot[key] = ZeroShotScenes(self.model, classes)
-        zero_shot = self._zero_shot[key]
-        return scene_prior_boost(zero_shot.probabilities(phrases), zero_shot.labels, tile_scenes)
+        return scene_prior_boost(self._zero_shot[key].probabilities(phrases), catalog.scene_codes)
 
     def catalog(self) -> TileCatalog:
         """Vectors and footprints of every tile, read once and cached until the table changes."""

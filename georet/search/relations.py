@@ -172,18 +172,17 @@ def score_relation(relation: Relation, z_subject: np.ndarray, z_partner: np.ndar
     return np.array(kept, dtype=int), np.array(scores), np.array(best_partner), partners
 
 
-def scene_prior_boost(phrase_probs: np.ndarray, labels: list[str], tile_scenes: np.ndarray) -> np.ndarray:
+def scene_prior_boost(phrase_probs: np.ndarray, tile_classes: np.ndarray) -> np.ndarray:
     """(phrases, tiles): ``P_phrase(scene of the tile) / max_c P_phrase(c)``; 0 for unlabelled tiles.
 
     ``phrase_probs`` (phrases, classes) are the phrases' zero-shot class
-    probabilities over ``labels``; dividing by the best class makes the boost 1
-    for the phrase's most likely class whatever the number of classes.
+    probabilities; ``tile_classes`` each tile's column in them, -1 when the tile
+    has no scene (:attr:`TileCatalog.scene_codes`). Dividing by the best class
+    makes the boost 1 for the phrase's most likely class whatever the number of classes.
     """
     probs = phrase_probs / phrase_probs.max(axis=1, keepdims=True)
-    column = {label: i for i, label in enumerate(labels)}
-    tile_class = np.array([column.get(str(s), -1) if s else -1 for s in tile_scenes], dtype=int)
-    boost = probs[:, np.maximum(tile_class, 0)] if len(labels) else np.zeros((len(probs), len(tile_scenes)))
-    boost[:, tile_class < 0] = 0.0
+    boost = probs[:, np.maximum(tile_classes, 0)]
+    boost[:, tile_classes < 0] = 0.0
     return boost
 
 
@@ -228,7 +227,8 @@ def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np
     ranked_partners = [partners[i] for i in order]
     gaps = np.array([catalog.geometry.gap(np.array([t]), p[:1])[0] if len(p) else np.nan
                      for t, p in zip(tiles, ranked_partners)], dtype=float)
-    best_z = np.where(np.isfinite(partner_z[order]), partner_z[order], np.nan) if len(order) else np.array([])
+    best_z = partner_z[order].astype(float)
+    best_z[~np.isfinite(best_z)] = np.nan  # "not near" subjects with no B tile close by
     return RelationalRanking(relation, float(near_m), tiles, scores[order], z_subject[tiles], z_whole[tiles],
                              best_z, ranked_partners, gaps)
 
