@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
 TABLE_NAME = "tiles"
 #: Identity fields that must agree before an index may be queried or extended by a model.
-IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess")
+IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
 
 
 def tile_schema(dim: int) -> pa.Schema:

@@ -35,7 +35,7 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
 #: works offline at once. Stored by tag (not path) so an index survives a
 #: reinstall; the weights hash still pins the exact file.
 BUNDLED_TAG = "bundled"
-BUNDLED_WEIGHTS = {"georet-small": Path(__file__).parent / "weights" / "georet-small.pt"}
+BUNDLED_WEIGHTS = {arch: Path(__file__).parent / "weights" / f"{arch}.pt" for arch in ("georet-small", "georet-base")}
 
 #: The model used when none is named. Kept here and nowhere else.
 DEFAULT_ARCH = "georet-small"
@@ -60,9 +60,19 @@ def open_clip_module():
     return open_clip
 
 
+def tower_config(arch: str) -> dict[str, Any] | None:
+    """The config of a georet tower model (``"family": "tower-clip"``), or None for open_clip architectures."""
+    path = MODEL_CONFIG_DIR / f"{arch}.json"
+    if not path.is_file():
+        return None
+    cfg = json.loads(path.read_text())
+    return cfg if cfg.get("family") == "tower-clip" else None
+
+
 def list_architectures() -> list[str]:
-    """All architecture names open_clip knows, georet's own included."""
-    return list(open_clip_module().list_models())
+    """All architecture names georet can build: open_clip's, georet's own, and the tower models."""
+    towers = [p.stem for p in sorted(MODEL_CONFIG_DIR.glob("*.json")) if tower_config(p.stem)]
+    return towers + list(open_clip_module().list_models())
 
 
 def pretrained_tags(arch: str) -> list[str]:
@@ -117,8 +127,10 @@ class EmbeddingModel:
     """An open_clip model ready to embed tiles and queries into one L2-normalised space."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, preprocess: Preprocess,
-                 weights_id: str, checkpoint_id: str | None, device: torch.device):
+                 weights_id: str, checkpoint_id: str | None, device: torch.device,
+                 backbones: dict[str, str] | None = None):
         self.model = model.eval().to(device)
+        self.backbones = backbones
         self.tokenizer = tokenizer
         self.spec = spec
         self.preprocess = preprocess
@@ -131,7 +143,12 @@ class EmbeddingModel:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What must match between an index and the model that queries or extends it."""
+        """What must match between an index and the model that queries or extends it.
+
+        Tower models add ``backbones``: the file name and sha256 of each
+        pretrained backbone weight file they run on.
+        """
+        backbones = {"backbones": self.backbones} if self.backbones else {}
         return json.loads(json.dumps({  # JSON-normalised, as stored in the manifest
             "arch": self.spec.arch,
             "pretrained": _describe_weights(self.spec.pretrained),
@@ -139,6 +156,7 @@ class EmbeddingModel:
             "checkpoint_id": self.checkpoint_id,
             "dim": self.dim,
             "preprocess": self.preprocess.to_dict(),
+            **backbones,
         }))
 
     @property
@@ -255,6 +273,9 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
 def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None) -> EmbeddingModel:
     """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`)."""
     spec = spec or ModelSpec()
+    tower_cfg = tower_config(spec.arch)
+    if tower_cfg is not None:
+        return _load_tower_model(spec, tower_cfg, resolve_device(device))
     open_clip = open_clip_module()
     if spec.arch not in open_clip.list_models():
         raise GeoretError(f"unknown model architecture {spec.arch!r} (see `georet models`)")
@@ -296,3 +317,27 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
     preprocess = Preprocess.from_open_clip(model.visual.preprocess_cfg)
     return EmbeddingModel(model, open_clip.get_tokenizer(spec.arch), spec, preprocess,
                           weights_id, checkpoint_id, torch_device)
+
+
+def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device) -> EmbeddingModel:
+    """A :class:`~georet.models.tower_clip.TowerCLIP`: backbones from their packages, trained parts from a file."""
+    from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, backbone_ids, load_tower_weights
+
+    if spec.checkpoint:
+        raise GeoretError(f"--checkpoint applies to open_clip models; {spec.arch} takes its trained weights "
+                          "with --pretrained FILE")
+    cfg = TowerCLIPConfig.from_dict(config)
+    torch.manual_seed(RANDOM_INIT_SEED)
+    model = TowerCLIP(cfg)
+    model.load_backbones()
+    weights_file = None
+    if spec.pretrained is not None:
+        weights_file = str(BUNDLED_WEIGHTS[spec.arch]) if spec.pretrained == BUNDLED_TAG else spec.pretrained
+        if not Path(weights_file).is_file():
+            raise GeoretError(f"weights file not found: {weights_file}"
+                              + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
+        load_tower_weights(model, weights_file)
+    weights_id = file_sha256(weights_file) if weights_file else _describe_weights(None)
+    preprocess = Preprocess(size=(cfg.image_size, cfg.image_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return EmbeddingModel(model, model.text.tokenizer(), spec, preprocess, weights_id, None, device,
+                          backbones=backbone_ids(model))

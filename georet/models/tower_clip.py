@@ -1,0 +1,316 @@
+"""TowerCLIP: pretrained single-modality towers (EfficientNet-Lite, MiniLM) joined into one space.
+
+georet-base is built from this. Each tower runs frozen (except under full
+fine-tuning) and hands on *tapped* intermediate token maps and a pooled
+feature; what trains sits after the towers:
+
+``lit``
+    two linear heads only (LiT: locked image tower, here both locked).
+``full``
+    both towers and the heads (full fine-tuning baseline).
+``mrs``
+    PE-RSITR's MRS-Adapter inside the transformer tower (MiniLM; the CNN has
+    no blocks with an MLP to run parallel to) plus the heads.
+``focus``
+    CMER's Focus-Adapter generalised to any tower with token maps
+    (:class:`SideBranch`): CNN stage maps (each spatial position a token) and
+    BERT hidden states (with their padding mask). The focus layer ranks the
+    image positions by a learned saliency and keeps the top fraction, so the
+    background around small targets is dropped. The side branch's output is
+    added to the frozen pooled feature *before* the head ("fusion before the
+    projection"), so it can rewrite what the head sees, not only nudge the end
+    embedding.
+
+Because nothing before the side branches trains under ``lit``/``focus``/``mrs``
+(image side), the tower outputs can be computed once and cached
+(:mod:`georet.training.feature_cache`): :meth:`TowerCLIP.embed_image` and
+:meth:`TowerCLIP.embed_text` take those outputs, so training and inference run
+the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from georet.errors import GeoretError
+from georet.models.checkpoint import file_sha256
+from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
+from georet.models.minilm import MiniLMTower
+
+TowerMethod = Literal["lit", "full", "mrs", "focus"]
+TOWER_METHODS: tuple[str, ...] = get_args(TowerMethod)
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    """A side branch over tapped token maps."""
+
+    width: int = 192
+    heads: int = 4
+    depth: int = 1
+    #: fraction of valid tokens the focus layer keeps (None: no focus layer)
+    focus_keep: float | None = None
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.focus_keep is not None and not 0.0 < self.focus_keep <= 1.0:
+            raise GeoretError(f"focus_keep must lie in (0, 1], got {self.focus_keep}")
+        if self.width % self.heads:
+            raise GeoretError(f"side width {self.width} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class TowerCLIPConfig:
+    """Model config as data (``georet/models/configs/georet-base.json``); unknown keys are errors."""
+
+    image_tower: str = "efficientnet-lite0"
+    image_size: int = 224
+    image_taps: tuple[int, ...] = (4, 6)
+    text_context_length: int = 32
+    text_taps: tuple[int, ...] = (3, 6)
+    embed_dim: int = 256
+    method: TowerMethod = "focus"
+    image_side: SideConfig = field(default_factory=lambda: SideConfig(focus_keep=0.5))
+    text_side: SideConfig = field(default_factory=SideConfig)
+    mrs_bottleneck: int = 64
+    mrs_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in TOWER_METHODS:
+            raise GeoretError(f"unknown tower method {self.method!r}; choose from {', '.join(TOWER_METHODS)}")
+        if self.image_tower not in LITE_VARIANTS:
+            raise GeoretError(f"unknown image tower {self.image_tower!r} (known: {', '.join(LITE_VARIANTS)})")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TowerCLIPConfig":
+        data = dict(data)
+        data.pop("family", None)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GeoretError(f"unknown model config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for side in ("image_side", "text_side"):
+            if side in data:
+                side_known = {f.name for f in fields(SideConfig)}
+                bad = sorted(set(data[side]) - side_known)
+                if bad:
+                    raise GeoretError(f"unknown {side} key(s) {', '.join(bad)}; known: {', '.join(sorted(side_known))}")
+                data[side] = SideConfig(**data[side])
+        for taps in ("image_taps", "text_taps"):
+            if taps in data:
+                data[taps] = tuple(int(t) for t in data[taps])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps({"family": "tower-clip", **asdict(self)}))  # as stored: lists, not tuples
+
+
+class SideBranch(nn.Module):
+    """CMER's side branch over tapped token maps of a frozen tower.
+
+    Every tap is projected to the side width and tagged with a learned level
+    embedding; the tokens of all taps form one sequence. The focus layer scores
+    each token ``s = σ(wᵀ LN(z) + b)``, keeps the top ``focus_keep`` fraction
+    of valid tokens and scales them by ``s`` (so the scorer gets gradient).
+    Small pre-LN transformer blocks mix the kept tokens; a saliency-weighted
+    (or masked) mean pools them; a zero-initialised up-projection returns a
+    delta in the tower's pooled space, so the model starts equal to the
+    heads-only one.
+    """
+
+    def __init__(self, tap_dims: list[int], out_dim: int, cfg: SideConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inputs = nn.ModuleList(nn.Linear(d, cfg.width) for d in tap_dims)
+        self.levels = nn.Parameter(torch.zeros(len(tap_dims), cfg.width))
+        self.norm_in = nn.LayerNorm(cfg.width)
+        self.score = nn.Linear(cfg.width, 1) if cfg.focus_keep is not None else None
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.width * 2, cfg.dropout, batch_first=True,
+                                       norm_first=True, activation="gelu")
+            for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(cfg.width)
+        self.up = nn.Linear(cfg.width, out_dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, taps: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = torch.cat([proj(t.to(proj.weight.dtype)) + level
+                            for proj, t, level in zip(self.inputs, taps, self.levels)], dim=1)
+        if mask is None:
+            valid = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        else:
+            valid = mask.repeat(1, len(taps))
+        z = self.norm_in(tokens)
+        weights = valid.to(z.dtype)
+        if self.score is not None:
+            z, valid, weights = self._focus(z, valid)
+        for block in self.blocks:
+            z = block(z, src_key_padding_mask=~valid)
+        pooled = (self.norm_out(z) * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-6)
+        return self.up(pooled)
+
+    def _focus(self, z: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        saliency = torch.sigmoid(self.score(z).squeeze(-1)).masked_fill(~valid, 0.0)
+        keep = max(1, math.ceil(self.cfg.focus_keep * z.shape[1]))
+        top = saliency.topk(keep, dim=1).indices
+        kept = z.gather(1, top.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+        kept_saliency = saliency.gather(1, top)
+        return kept * kept_saliency.unsqueeze(-1), valid.gather(1, top), kept_saliency
+
+
+class _MRSAdapter(nn.Module):
+    """Bottleneck adapter parallel to a BERT layer's feed-forward part; starts at zero."""
+
+    def __init__(self, width: int, bottleneck: int, dropout: float):
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.drop = nn.Dropout(dropout)
+        self.up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.drop(F.relu(self.down(x))))
+
+
+class TowerCLIP(nn.Module):
+    """Two pretrained towers, optional side branches, two heads, one logit scale.
+
+    ``encode_image``/``encode_text`` behave like open_clip's, so indexing and
+    search treat it as any other model; ``image_features``/``embed_image``
+    split the frozen and trained halves for feature-cache training.
+    """
+
+    def __init__(self, cfg: TowerCLIPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = EfficientNetLiteTower(cfg.image_tower, cfg.image_taps)
+        self.text = MiniLMTower(cfg.text_context_length, cfg.text_taps)
+        if cfg.method == "mrs":
+            width = self.text.pooled_dim
+            self.text.add_adapters(lambda: _MRSAdapter(width, cfg.mrs_bottleneck, cfg.mrs_dropout))
+        self.image_side = SideBranch(self.visual.tap_dims, self.visual.pooled_dim, cfg.image_side) \
+            if cfg.method == "focus" else None
+        self.text_side = SideBranch(self.text.tap_dims, self.text.pooled_dim, cfg.text_side) \
+            if cfg.method == "focus" else None
+        self.image_head = nn.Linear(self.visual.pooled_dim, cfg.embed_dim)
+        self.text_head = nn.Linear(self.text.pooled_dim, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    # -- weights -----------------------------------------------------------------------
+    def load_backbones(self) -> dict[str, str]:
+        """Load both towers' pretrained weights; returns {tower: weights file}."""
+        return {"image": str(self.visual.load_pretrained()), "text": str(self.text.load_pretrained())}
+
+    def is_trainable(self, name: str) -> bool:
+        """Whether a parameter trains under this model's method."""
+        if self.cfg.method == "full":
+            return True
+        return not name.startswith(("visual.", "text.")) or ".adapter." in name
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        trainable = {n for n, _ in self.named_parameters() if self.is_trainable(n)}
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k in trainable}
+
+    def tower_modules_frozen(self) -> bool:
+        """True when the towers' outputs do not change in training (features may be cached)."""
+        return self.cfg.method in ("lit", "focus")
+
+    # -- frozen halves ------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.visual(images)
+
+    def text_features(self, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        return self.text(ids)
+
+    # -- trained halves -----------------------------------------------------------------
+    def embed_image(self, taps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.to(self.image_head.weight.dtype)
+        if self.image_side is not None:
+            pooled = pooled + self.image_side(taps)
+        return self.image_head(pooled)
+
+    def embed_text(self, taps: list[torch.Tensor], mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.to(self.text_head.weight.dtype)
+        if self.text_side is not None:
+            pooled = pooled + self.text_side(taps, mask)
+        return self.text_head(pooled)
+
+    # -- open_clip-compatible interface -------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed_image(*self.image_features(images))
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_text(*self.text_features(ids))
+
+
+TOWER_WEIGHTS_FORMAT = "georet-tower-weights/1"
+
+
+def save_tower_weights(path: str | Path, model: TowerCLIP, record: dict[str, Any] | None = None) -> None:
+    """Write the trained parameters (float16), the model config and the backbone files' sha256s, atomically.
+
+    The backbones are not stored: they come from their packages, and the
+    hashes make sure the trained parts are only ever joined to the exact
+    backbone weights they were trained on.
+    """
+    path = Path(path)
+    payload = {"format": TOWER_WEIGHTS_FORMAT, "config": model.cfg.to_dict(),
+               "backbones": backbone_ids(model),
+               "state_dict": {k: v.half() if v.is_floating_point() else v
+                              for k, v in model.trainable_state_dict().items()},
+               "record": json.loads(json.dumps(record or {}))}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def backbone_ids(model: TowerCLIP) -> dict[str, str]:
+    """``{"image": "<file name>:<sha256>", "text": ...}`` of the installed backbone weight files."""
+    return {tower: f"{p.name}:{_sha256_cached(p)}"
+            for tower, p in (("image", model.visual.variant.weights_path()), ("text", model.text.weights_path()))}
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _sha256_cached(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+def load_tower_weights(model: TowerCLIP, path: str | Path) -> None:
+    """Load trained parameters into ``model``, refusing any mismatch of config, backbones or keys."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a bad file
+        raise GeoretError(f"{path} is not a readable torch file") from None
+    if not isinstance(payload, dict) or payload.get("format") != TOWER_WEIGHTS_FORMAT:
+        raise GeoretError(f"{path} is not a georet tower-model weights file ({TOWER_WEIGHTS_FORMAT})")
+    if payload["config"] != model.cfg.to_dict():
+        raise GeoretError(f"{path} was trained for another model config than {model.cfg.image_tower} "
+                          f"{model.cfg.method} @ {model.cfg.image_size} px")
+    installed = backbone_ids(model)
+    for tower, wanted in payload["backbones"].items():
+        if installed[tower] != wanted:
+            raise GeoretError(f"{path} was trained on {tower} backbone {wanted}, but the installed one is "
+                              f"{installed[tower]}; reinstall the backbone package version georet declares")
+    own = model.trainable_state_dict()
+    state = payload["state_dict"]
+    if set(state) != set(own):
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise GeoretError(f"{path} does not fit the model: missing {missing[:2]}, unexpected {extra[:2]}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)

@@ -1,0 +1,138 @@
+"""Frozen-tower features computed once, so CMER trains on 2 CPU cores.
+
+Under ``lit`` and ``focus`` nothing before the side branches trains, so the
+towers' outputs (tapped token maps and pooled features) are the same at every
+step. Computing them once, in float16 on disk, and training the side branches
+and heads over the cache for many epochs turns hours of backbone passes into
+minutes. A few augmented views per image (flips, 90° turns, crops: aerial
+imagery has no "up") keep the image side from seeing the same features every
+epoch; view 0 is always the plain image, used for validation and test.
+
+Layout of a cache folder: one ``.npy`` per array (memory-mapped on load) and
+``meta.json`` naming the model config, the image size and the views, so a
+cache is never used with a model it was not made for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from georet.errors import GeoretError
+from georet.models import Preprocess
+from georet.models.tower_clip import TowerCLIP
+from georet.training.data import load_image
+
+
+@dataclass
+class FeatureCache:
+    """Tower outputs: ``taps[k]`` (views, items, tokens, C), ``pooled`` (views, items, P); text adds ``mask``."""
+
+    taps: list[np.ndarray]
+    pooled: np.ndarray
+    mask: np.ndarray | None = None
+
+    @property
+    def views(self) -> int:
+        return self.pooled.shape[0]
+
+    def batch(self, items: np.ndarray, views: np.ndarray | int = 0, device: torch.device | str = "cpu"):
+        """Torch tensors (float32) for the given items, each from its view."""
+        def take(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[views, items])).float().to(device)
+
+        taps = [take(t) for t in self.taps]
+        pooled = take(self.pooled)
+        if self.mask is None:
+            return taps, pooled
+        return taps, torch.from_numpy(self.mask[items]).to(device), pooled
+
+    def save(self, folder: Path, meta: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, tap in enumerate(self.taps):
+            np.save(folder / f"tap{k}.npy", tap)
+        np.save(folder / "pooled.npy", self.pooled)
+        if self.mask is not None:
+            np.save(folder / "mask.npy", self.mask)
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path, expect_meta: dict) -> "FeatureCache":
+        meta_file = folder / "meta.json"
+        if not meta_file.is_file():
+            raise GeoretError(f"{folder} is not a feature cache (no meta.json)")
+        meta = json.loads(meta_file.read_text())
+        if meta != json.loads(json.dumps(expect_meta)):
+            raise GeoretError(f"feature cache {folder} was made for another model or data; delete it to rebuild")
+        taps = [np.load(p, mmap_mode="r") for p in sorted(folder.glob("tap*.npy"))]
+        mask = np.load(folder / "mask.npy") if (folder / "mask.npy").is_file() else None
+        return cls(taps, np.load(folder / "pooled.npy", mmap_mode="r"), mask)
+
+
+def augment_view(pixels: np.ndarray, rng: np.random.Generator, min_crop: float = 0.6) -> np.ndarray:
+    """A random flip / 90° turn / square crop of one (H, W, 3) image."""
+    pixels = np.rot90(pixels, k=int(rng.integers(4)))
+    if rng.random() < 0.5:
+        pixels = pixels[:, ::-1]
+    h, w = pixels.shape[:2]
+    side = int(round(min(h, w) * rng.uniform(min_crop, 1.0)))
+    top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    return np.ascontiguousarray(pixels[top:top + side, left:left + side])
+
+
+def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+@torch.inference_mode()
+def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess, views: int = 1,
+                 seed: int = 0, batch_size: int = 64, pooled_only: bool = False,
+                 progress: bool = True) -> FeatureCache:
+    """Image tower outputs for ``views`` views of every image (view 0 plain), float16."""
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    first = load_image(paths[0])
+    chunks: list[tuple[list[np.ndarray], np.ndarray]] = []
+    bar = tqdm(total=views * len(paths), desc="image features", unit="img", disable=not progress)
+    per_view = []
+    for view in range(views):
+        chunks = []
+        for start in range(0, len(paths), batch_size):
+            pixels = [load_image(p) for p in paths[start:start + batch_size]]
+            if view:
+                pixels = [_resized(augment_view(p, rng), first.shape[0]) for p in pixels]
+            taps, pooled = model.image_features(preprocess.apply(np.stack(pixels)))
+            chunks.append(([] if pooled_only else [t.half().numpy() for t in taps], pooled.half().numpy()))
+            bar.update(len(pixels))
+        per_view.append(chunks)
+    bar.close()
+    taps_out = [] if pooled_only else [
+        np.stack([np.concatenate([c[0][k] for c in chunks]) for chunks in per_view])
+        for k in range(len(per_view[0][0][0]))]
+    pooled_out = np.stack([np.concatenate([c[1] for c in chunks]) for chunks in per_view])
+    return FeatureCache(taps_out, pooled_out)
+
+
+@torch.inference_mode()
+def cache_texts(model: TowerCLIP, texts: Sequence[str], batch_size: int = 256, progress: bool = True) -> FeatureCache:
+    """Text tower outputs of every text (one view), float16, with the padding mask."""
+    from tqdm.auto import tqdm
+
+    tokenizer = model.text.tokenizer()
+    taps_parts, pooled_parts, masks = [], [], []
+    for start in tqdm(range(0, len(texts), batch_size), desc="text features", disable=not progress):
+        taps, mask, pooled = model.text_features(tokenizer(list(texts[start:start + batch_size])))
+        taps_parts.append([t.half().numpy() for t in taps])
+        pooled_parts.append(pooled.half().numpy())
+        masks.append(mask.numpy())
+    taps = [np.concatenate([p[k] for p in taps_parts])[None] for k in range(len(taps_parts[0]))]
+    return FeatureCache(taps, np.concatenate(pooled_parts)[None], np.concatenate(masks))
