@@ -57,7 +57,7 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
 @click.option("--min-valid", default=0.5, show_default=True, type=float, help="Skip tiles with a smaller valid-pixel fraction.")
 @click.option("--assume-crs", help="CRS for rasters that have none, e.g. EPSG:32631.")
-@click.option("--model", "arch", help="open_clip architecture [default: georet-small with its bundled weights, offline].")
+@click.option("--model", "arch", help="Model: georet-base, georet-small or an open_clip architecture [default: georet-base with its bundled weights, offline].")
 @click.option("--pretrained", help="open_clip pretrained tag, 'bundled', a local weights file, or 'none' (random init).")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint to apply.")
 @device_option

@@ -34,7 +34,7 @@ def test_demo_writes_hits_sheet_and_map(tmp_path):
     again = run_cli("demo", "--out", out, "-k", "4", "--device", "cpu", check=True)  # reuses the index
     assert "of the top 4 right" in again.stdout and str(out / "map.png") in again.stdout
     info = json.loads(run_cli("info", "--db", out / "index", "--json", check=True).stdout)
-    assert info["tiles"] == 36 and info["model"]["arch"] == "georet-small"
+    assert info["tiles"] == 36 and info["model"]["arch"] == "georet-base"
     assert info["model"]["pretrained"] == "bundled"
 
 
@@ -75,3 +75,16 @@ def test_demo_on_a_plain_raster_has_no_truth_to_report(tmp_path, rasters, tiny_m
                       progress=False)
     assert report.found == {} and "chip" not in report.hits.columns
     assert report.map_png.is_file() and report.contact_sheet.is_file()
+
+
+#: words that occur in no rsicd_aid caption (checked against the caption vocabulary) → the right chip classes
+UNSEEN_WORDING = {"jets": ("airport",), "a waterway": ("river", "bridge"), "a creek": ("river", "bridge")}
+
+
+def test_words_outside_the_caption_vocabulary(tmp_path):
+    """The default model's text tower knows English beyond RSICD's captions: synonyms still find the chips."""
+    from georet.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", k=3, queries=UNSEEN_WORDING, device="cpu", progress=False)
+    for query, (right, relevant) in report.found.items():
+        assert relevant >= 2 and right >= 1, f"{query!r}: none of the top 3 is a {UNSEEN_WORDING[query]} chip"

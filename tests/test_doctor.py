@@ -23,7 +23,7 @@ def test_doctor_json_via_cli(built_index):
         assert info["device"] in {"cpu", "mps"} and ("CPU-only" in info["why"] or "no GPU" in info["why"]
                                                       or info["device"] == "mps")
     model = info["default_model"]
-    assert model["name"] == "georet-small/bundled"
+    assert model["name"] == "georet-base/bundled"
     assert model["available_offline"] and Path(model["weights"]).is_file() and model["hint"] is None
     assert info["db"] == {"path": str(built_index), "state": "georet index", "writable": True}
 

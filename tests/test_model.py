@@ -102,24 +102,25 @@ def test_default_model_is_bundled_and_offline(monkeypatch):
     monkeypatch.setattr("georet.models.factory._host_reachable", lambda host, port=443: pytest.fail("went to the network"))
     model = load_model(device="cpu")
     identity = model.identity
-    assert identity["arch"] == DEFAULT_ARCH == "georet-small" and identity["pretrained"] == "bundled"
-    assert identity["weights_id"] == file_sha256(BUNDLED_WEIGHTS["georet-small"])
-    assert BUNDLED_WEIGHTS["georet-small"].stat().st_size < 30 * 2**20
+    assert identity["arch"] == DEFAULT_ARCH == "georet-base" and identity["pretrained"] == "bundled"
+    assert identity["weights_id"] == file_sha256(BUNDLED_WEIGHTS["georet-base"])
+    assert BUNDLED_WEIGHTS["georet-base"].stat().st_size < 10 * 2**20  # only the trained parts ship
     vectors = model.encode_text(["airport", "an airport with runways", "a dense forest"])
     assert vectors @ vectors[1] @ [1, 0, -1] > 0  # trained, not random: airport is closer to airport
     with pytest.raises(GeoretError, match="name the weights for georet-tiny"):
         ModelSpec("georet-tiny", "bundled")
 
 
-def test_bundled_model_reproduces_its_reference_embeddings():
+@pytest.mark.parametrize("arch", ["georet-base", "georet-small"])
+def test_bundled_model_reproduces_its_reference_embeddings(arch):
     """Fixed texts and real demo chips → the vectors recorded by tests/data/make_reference_embeddings.py."""
     import json
     from pathlib import Path
 
     from make_reference_embeddings import OUT, embed
 
-    reference = json.loads(Path(OUT).read_text())
-    model = load_model(device="cpu")
+    reference = json.loads(Path(OUT).read_text())[arch]
+    model = load_model(ModelSpec(arch, "bundled"), device="cpu")
     assert model.identity == reference["identity"]  # indexes built before still open
     current = embed(model)
     for kind in ("text", "image"):
@@ -131,7 +132,8 @@ def test_a_named_architecture_must_name_its_weights():
         ModelSpec("ViT-B-32")
     with pytest.raises(GeoretError, match="name the weights for ViT-B-32"):
         ModelSpec.from_options("ViT-B-32")
-    assert ModelSpec.from_options() == ModelSpec("georet-small", "bundled")
-    assert ModelSpec.from_options(pretrained="none") == ModelSpec("georet-small", None)
+    assert ModelSpec.from_options() == ModelSpec("georet-base", "bundled")
+    assert ModelSpec.from_options(pretrained="none") == ModelSpec("georet-base", None)
+    assert ModelSpec.from_options("georet-small", "bundled") == ModelSpec("georet-small", "bundled")
     assert ModelSpec.from_options("georet-tiny") == ModelSpec("georet-tiny", None)  # no tags: random init
     assert ModelSpec.from_options("ViT-B-32", "openai", "c.pt") == ModelSpec("ViT-B-32", "openai", "c.pt")

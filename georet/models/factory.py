@@ -38,7 +38,7 @@ BUNDLED_TAG = "bundled"
 BUNDLED_WEIGHTS = {arch: Path(__file__).parent / "weights" / f"{arch}.pt" for arch in ("georet-small", "georet-base")}
 
 #: The model used when none is named. Kept here and nowhere else.
-DEFAULT_ARCH = "georet-small"
+DEFAULT_ARCH = "georet-base"
 DEFAULT_PRETRAINED = BUNDLED_TAG
 
 #: Seed of the random init used when no weights are named; fixed so that the

@@ -1,4 +1,4 @@
-"""Write ``reference_embeddings.json``: what the bundled georet-small must answer for fixed inputs.
+"""Write ``reference_embeddings.json``: what each bundled model must answer for fixed inputs.
 
 Like open_clip's inference regression tests: if a refactor, a dependency update or
 a change of preprocessing moves these vectors, the test says so. Re-run this script
@@ -38,11 +38,18 @@ def embed(model) -> dict[str, list[list[float]]]:
             "image": model.encode_images(model.preprocess.apply(pixels)).round(6).tolist()}
 
 
-def main() -> None:
-    from georet.models import load_model
+#: every bundled model: indexes built with any of them must keep opening and answering the same
+BUNDLED = ("georet-base", "georet-small")
 
-    model = load_model(device="cpu")
-    OUT.write_text(json.dumps({"identity": model.identity, "texts": TEXTS, "chips": CHIPS, **embed(model)}) + "\n")
+
+def main() -> None:
+    from georet.models import ModelSpec, load_model
+
+    out = {"texts": TEXTS, "chips": CHIPS}
+    for arch in BUNDLED:
+        model = load_model(ModelSpec(arch, "bundled"), device="cpu")
+        out[arch] = {"identity": model.identity, **embed(model)}
+    OUT.write_text(json.dumps(out) + "\n")
     print(f"wrote {OUT}")
 
 
