@@ -86,7 +86,8 @@ def augment_view(pixels: np.ndarray, rng: np.random.Generator, min_crop: float =
     return np.ascontiguousarray(pixels[top:top + side, left:left + side])
 
 
-def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
+def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """An (h, w, 3) uint8 view resized to (size, size, 3): augmented crops go back to the chips' size."""
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
@@ -101,7 +102,6 @@ def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess
 
     rng = np.random.default_rng(seed)
     first = load_image(paths[0])
-    chunks: list[tuple[list[np.ndarray], np.ndarray]] = []
     bar = tqdm(total=views * len(paths), desc="image features", unit="img", disable=not progress)
     per_view = []
     for view in range(views):
@@ -109,7 +109,7 @@ def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess
         for start in range(0, len(paths), batch_size):
             pixels = [load_image(p) for p in paths[start:start + batch_size]]
             if view:
-                pixels = [_resized(augment_view(p, rng), first.shape[0]) for p in pixels]
+                pixels = [resize_square(augment_view(p, rng), first.shape[0]) for p in pixels]
             taps, pooled = model.image_features(preprocess.apply(np.stack(pixels)))
             chunks.append(([] if pooled_only else [t.half().numpy() for t in taps], pooled.half().numpy()))
             bar.update(len(pixels))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from georet.models import Preprocess
 from georet.models.tower_clip import TowerCLIP
 from georet.training.data import load_image
-from georet.training.feature_cache import FeatureCache, augment_view
+from georet.training.feature_cache import FeatureCache, augment_view, resize_square
 from georet.training.losses import FeatureQueues, info_nce
 from georet.training.metrics import retrieval_recalls
 from georet.training.step import MAX_LOGIT_SCALE, make_optimizer
@@ -62,7 +62,7 @@ class LiveImages:
         pixels = [load_image(self.paths[i]) for i in items]
         if train:
             size = pixels[0].shape[0]
-            pixels = [_resize_square(augment_view(p, self.rng), size) if self.rng.random() < 0.67 else p
+            pixels = [resize_square(augment_view(p, self.rng), size) if self.rng.random() < 0.67 else p
                       for p in pixels]
         with torch.set_grad_enabled(train and torch.is_grad_enabled()):
             return self.model.image_features(self.preprocess.apply(np.stack(pixels)))
@@ -77,12 +77,6 @@ class LiveTexts:
 
     def features(self, items: np.ndarray):
         return self.model.text_features(self.ids[torch.from_numpy(np.asarray(items))])
-
-
-def _resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
 @dataclass(frozen=True)
