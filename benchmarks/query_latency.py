@@ -68,9 +68,9 @@ def main() -> None:
     results = {"arch": args.arch, "device": str(model.device), "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            store = TileStore.open_for_writing(Path(tmp) / f"q{n}.db", model.identity, spec)
-            store.table.add(synthetic_rows(n, model.dim, scenes))
-            store.optimize()
+            with TileStore.open_for_writing(Path(tmp) / f"q{n}.db", model.identity, spec) as store:
+                store.table.add(synthetic_rows(n, model.dim, scenes))
+                store.optimize()
             index = GeoIndex(store, model=model)
             modes = {"plain": {}, "bbox": {"bbox": "4.2,51.2,4.5,51.5"}, "scene": {"scene": "airport"}}
             index.search("warm up", k=10)

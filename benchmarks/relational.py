@@ -147,9 +147,9 @@ def latency(sizes: list[int], model, work: Path, repeats: int = 20) -> dict:
                "forest north of lake", "port and industrial area"]
     out = {}
     for n in sizes:
-        store = TileStore.open_for_writing(work / f"lat-{n}", model.identity, dict(model.spec.__dict__))
-        store.table.add(synthetic_rows(n, model.dim, ["airport", "river", "forest"]))
-        store.optimize()
+        with TileStore.open_for_writing(work / f"lat-{n}", model.identity, dict(model.spec.__dict__)) as store:
+            store.table.add(synthetic_rows(n, model.dim, ["airport", "river", "forest"]))
+            store.optimize()
         index = GeoIndex(store, model=model)
         started = time.perf_counter()
         index.search(queries[0], k=10)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "GeoIndex": "georet.search",
     "index_raster": "georet.index",
     "IndexReport": "georet.index",
+    "remove_sources": "georet.index",
     "TilingParams": "georet.geo",
     "ModelSpec": "georet.models",
     "load_model": "georet.models",

@@ -197,8 +197,25 @@ def info(db, as_json) -> None:
                + (f", checkpoint {Path(model['checkpoint']).name}" if model.get("checkpoint") else ""))
     click.echo(f"updated  {summary['updated']}")
     for source, meta in summary["sources"].items():
-        click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tiles of {meta['tile_px']} px, scenes: {meta['scenes']}]")
+        if "crs" in meta:
+            click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tiles of {meta['tile_px']} px, "
+                       f"scenes: {meta['scenes']}]")
+        else:
+            click.echo(f"source   {source}  [{meta['tiles']} tiles]")
+        if meta["state"] != "complete":
+            click.echo(f"         {meta['state']}: {meta['reason']}")
     click.echo(f"scenes   {', '.join(summary['scenes']) or '-'}")
+
+
+@main.command()
+@db_option
+@click.argument("sources", nargs=-1, required=True)
+def remove(db, sources) -> None:
+    """Delete SOURCES (raster paths or file names, as `georet info` lists them) and their tiles from --db."""
+    from georet.index import remove_sources
+
+    for source, tiles in remove_sources(db, sources).items():
+        click.echo(f"removed {source} ({tiles} tiles) from {db}", err=True)
 
 
 @main.command()

@@ -163,12 +163,17 @@ def test_killed_index_resumes_without_loss_or_duplicates(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the index run finished before it could be killed"
     done_before = lancedb.connect(str(db)).open_table("tiles").count_rows()
     assert 0 < done_before < 1024
+    killed = json.loads(run_cli("info", "--db", db, "--json", check=True).stdout)["sources"][str(raster)]
+    assert (killed["state"], killed["tiles"]) == ("incomplete", done_before)
+    assert killed["reason"].startswith("indexing started but did not finish")
 
     resumed = run_cli("index", raster, "--db", db, "--tile-size", "64", "--batch-size", "16", *TINY, check=True)
     assert f"{done_before} already indexed" in resumed.stderr
     assert f"indexed {1024 - done_before} tiles" in resumed.stderr
     ids = lancedb.connect(str(db)).open_table("tiles").to_arrow().column("tile_id").to_pylist()
     assert len(ids) == 1024 and len(set(ids)) == 1024
+    resumed_info = json.loads(run_cli("info", "--db", db, "--json", check=True).stdout)["sources"][str(raster)]
+    assert (resumed_info["state"], resumed_info["tiles"], resumed_info["reason"]) == ("complete", 1024, None)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif").exists(),

@@ -107,6 +107,15 @@ def test_malformed_bbox(built_index, tiny_model, bbox):
         open_index(built_index, model=tiny_model).search("x", bbox=bbox)
 
 
+def test_bbox_beyond_the_crs_domain_is_clipped_or_refused(built_index, tiny_model):
+    """Web-mercator x = ±1e9 wraps around the globe; clipped, it means "everywhere", not "nowhere"."""
+    index = open_index(built_index, model=tiny_model)
+    everywhere = index.search("x", k=100, bbox="-1e9,-1e9,1e9,1e9", bbox_crs="EPSG:3857")
+    assert len(everywhere) == len(index) == 26
+    with pytest.raises(GeoretError, match="--bbox lies outside the area where EPSG:3857 is defined"):
+        index.search("x", bbox="3e7,3e7,4e7,4e7", bbox_crs="EPSG:3857")
+
+
 def test_reindex_is_idempotent(tmp_path, rasters, tiny_model):
     db = tmp_path / "idem.db"
     first = index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
@@ -146,7 +155,8 @@ def test_not_an_index(tmp_path):
     with pytest.raises(GeoretError, match="not a georet index"):
         open_index(tmp_path / "folder")
     with pytest.raises(GeoretError, match="refusing to write"):
-        TileStore.open_for_writing(tmp_path / "folder", {"dim": 4}, {})
+        with TileStore.open_for_writing(tmp_path / "folder", {"dim": 4}, {}):
+            pass
     assert (tmp_path / "folder" / "precious.txt").read_text() == "keep me"
 
 

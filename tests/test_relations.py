@@ -179,7 +179,8 @@ def test_relational_search_on_an_empty_index(tmp_path, tiny_model):
     import georet
     from georet.index import TileStore
 
-    TileStore.open_for_writing(tmp_path / "empty", tiny_model.identity, {"arch": "georet-tiny", "pretrained": None})
+    with TileStore.open_for_writing(tmp_path / "empty", tiny_model.identity, {"arch": "georet-tiny", "pretrained": None}):
+        pass
     hits = georet.open_index(tmp_path / "empty", model=tiny_model).search("airport near river", k=3)
     assert hits.empty and "partners" in hits.columns
 

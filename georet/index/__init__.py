@@ -5,7 +5,7 @@ raster → tiles → embeddings → table. Depends on :mod:`georet.geo` and
 """
 
 from georet.index.build import IndexReport, index_raster
-from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_string, tile_schema
+from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, remove_sources, sql_string, tile_schema
 
-__all__ = ["IndexReport", "index_raster", "MANIFEST_NAME", "TileStore", "describe_mismatch", "sql_string",
-           "tile_schema"]
+__all__ = ["IndexReport", "index_raster", "MANIFEST_NAME", "TileStore", "describe_mismatch", "remove_sources",
+           "sql_string", "tile_schema"]

@@ -23,7 +23,7 @@ import shapely
 
 from georet.errors import GeoretError
 from georet.geo import RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover, read_classes
-from georet.index.store import TileStore, sql_string, tile_schema
+from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_string, tile_schema
 from georet.models import EmbeddingModel, ModelSpec, load_model
 
 _PREFETCH_BATCHES = 3
@@ -154,6 +154,7 @@ def index_raster(
     progress: bool | None = None,
     write_every: int = 256,
     on_progress: Callable[[str, int, int], None] | None = None,
+    lock_timeout: float | None = None,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
 
@@ -163,6 +164,13 @@ def index_raster(
     a ``landcover`` layer, never both.
     ``progress=None`` shows a bar only when stderr is a terminal;
     ``on_progress(source, done, total)`` is called after every batch (for GUIs).
+
+    Inputs are all validated before the index is touched. One writer at a
+    time: a run waits for another run on the same ``db`` (up to
+    ``lock_timeout`` seconds; None waits as long as it takes). If a raster
+    fails while it is read, the rasters completed before it stay, the failing
+    one stays listed as incomplete with the reason (its committed tiles kept,
+    so a re-run resumes it), and a :class:`GeoretError` says so.
     """
     started = time.perf_counter()
     tiling = tiling or TilingParams()
@@ -184,32 +192,83 @@ def index_raster(
     spec = {"arch": model.spec.arch,
             "pretrained": _absolute_if_file(model.spec.pretrained),
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
-    store = TileStore.open_for_writing(db, model.identity, spec)
+    report = IndexReport(db=str(Path(db).expanduser()))
+    if _nothing_to_do(Path(db).expanduser(), rasters, tiling, reindex, model, report):
+        report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
+        return report
     zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
     show = sys.stderr.isatty() if progress is None else progress
 
-    report = IndexReport(db=str(store.path))
-    for path in rasters:
-        with RasterSource(path, tiling) as source:
-            layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
-            try:
-                _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
-                              write_every, report, on_progress)
-            finally:
-                if layer is not None:
-                    layer.close()
-            store.record_source(str(source.path), {
-                "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
-                "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
-                "tiling": tiling.to_dict(),
-                "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
-                "classes": [c.label for c in scene_classes] if scene_classes else None,
-                "tiles": store.count(f"source = {sql_string(str(source.path))}"),
-            })
-        report.sources.append(str(path))
-    store.optimize()
+    with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=lock_timeout,
+                                    on_wait=lambda message: print(message, file=sys.stderr)) as store:
+        report.db = str(store.path)
+        for position, path in enumerate(rasters):
+            if _source_is_complete(store.manifest, path, tiling, reindex):  # another run finished it while we waited
+                report.already_indexed += store.count(f"source = {sql_string(str(path))}")
+                report.sources.append(str(path))
+                continue
+            with RasterSource(path, tiling) as source:
+                store.begin_source(str(source.path), {
+                    "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
+                    "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
+                    "tiling": tiling.to_dict(),
+                    "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
+                    "classes": [c.label for c in scene_classes] if scene_classes else None,
+                })
+                layer = None
+                try:
+                    layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
+                    _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
+                                  write_every, report, on_progress)
+                except (Exception, KeyboardInterrupt) as exc:
+                    reason = _one_line(exc)
+                    store.end_source(str(source.path), failure=reason)
+                    if not isinstance(exc, GeoretError):
+                        raise
+                    raise GeoretError(
+                        f"{reason} — {source.path.name} is marked incomplete in {store.path} (re-run to resume it, "
+                        f"or `georet remove` it); {position} raster(s) completed before it are kept") from None
+                finally:
+                    if layer is not None:
+                        layer.close()
+                store.end_source(str(source.path))
+            report.sources.append(str(path))
+        if report.indexed:
+            store.optimize()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _source_is_complete(manifest: dict, path: Path, tiling: TilingParams, reindex: bool) -> bool:
+    entry = manifest["sources"].get(str(path))
+    return (not reindex and entry is not None and entry.get("state", "complete") == "complete"
+            and entry.get("tiling") == tiling.to_dict())
+
+
+def _nothing_to_do(db: Path, rasters: list[Path], tiling: TilingParams, reindex: bool, model: EmbeddingModel,
+                   report: IndexReport) -> bool:
+    """True when every raster is already complete in ``db`` with this tiling and model (counted into ``report``)."""
+    if not (db / MANIFEST_NAME).is_file():
+        return False
+    store = TileStore.open(db)
+    if not store.has_table():  # lost: its sources must be rebuilt, under the writer lock
+        return False
+    problem = describe_mismatch(store.model_identity, model.identity)
+    if problem:
+        raise GeoretError(f"cannot add to {db}: {problem}; use a new --db")
+    if not all(_source_is_complete(store.manifest, path, tiling, reindex) for path in rasters):
+        return False
+    counts = store.source_counts()
+    report.already_indexed = sum(counts.get(str(path), 0) for path in rasters)
+    report.sources = [str(path) for path in rasters]
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return first if isinstance(exc, GeoretError) else f"{type(exc).__name__}: {first}"
 
 
 def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,

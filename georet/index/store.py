@@ -2,13 +2,21 @@
 
 Layout of an index directory::
 
-    DB/georet.json      manifest: format version, model identity, tiling per source
+    DB/georet.json      manifest: format version, model identity, tiling and state per source
     DB/tiles.lance/     LanceDB table, one row per tile
+    DB/.georet.lock     writer lock (see :mod:`georet.index.lock`)
 
 The manifest is what makes a directory a georet index; it is rewritten
 atomically (write + rename), so an interrupted run never leaves it torn. Rows
 are upserted on the deterministic ``tile_id``, so re-running or resuming an
-index never duplicates a tile.
+index never duplicates a tile, and writers hold the writer lock, so two runs
+never upsert at the same time.
+
+The table is the truth about tiles: per-source tile counts are counted from
+it, never stored. The manifest says what the rows cannot: each source's
+tiling and its state. A source is marked ``incomplete`` *before* its first
+row is written and ``complete`` after its last, so rows can never exist
+without an entry that accounts for them, even after ``kill -9``.
 """
 
 from __future__ import annotations
@@ -16,19 +24,29 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 
 from georet.errors import GeoretError
+from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
+
+# Lance's Rust logger prints WARN lines (e.g. about retried commits) straight to stderr,
+# past the CLI's one-line errors; keep its errors only unless the user asked for more.
+os.environ.setdefault("LANCEDB_LOG", "error")
+os.environ.setdefault("LANCE_LOG", "error")
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
 TABLE_NAME = "tiles"
 #: Identity fields that must agree before an index may be queried or extended by a model.
 IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
+COMPLETE, INCOMPLETE = "complete", "incomplete"
+#: The reason a source carries while it is being written; after a kill it stays, and says so.
+IN_PROGRESS = "indexing started but did not finish (interrupted?); re-run `georet index` to resume"
 
 
 def tile_schema(dim: int) -> pa.Schema:
@@ -92,25 +110,43 @@ class TileStore:
         return cls(path, _read_manifest(path))
 
     @classmethod
-    def open_for_writing(cls, path: str | Path, model_identity: dict[str, Any],
-                         model_spec: dict[str, Any]) -> "TileStore":
-        """Open or create an index for ``index``; refuses a model that differs from the stored one."""
+    @contextmanager
+    def open_for_writing(cls, path: str | Path, model_identity: dict[str, Any], model_spec: dict[str, Any], *,
+                         lock_timeout: float | None = None,
+                         on_wait: Callable[[str], None] | None = None) -> Iterator["TileStore"]:
+        """Open or create an index and hold its writer lock while the block runs.
+
+        Refuses a model that differs from the stored one, a folder that holds
+        something else, and a read-only index (with a clear error, before any write).
+        """
         path = Path(path).expanduser()
-        if (path / MANIFEST_NAME).is_file():
-            store = cls.open(path)
-            problem = describe_mismatch(store.manifest["model"]["identity"], model_identity)
-            if problem:
-                raise GeoretError(f"cannot add to {path}: {problem}; use a new --db")
-            return store
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise GeoretError(f"{path} exists and is not a folder; refusing to write into it")
+        if path.is_dir() and not (path / MANIFEST_NAME).is_file() and not (path / LOCK_NAME).exists() \
+                and any(path.iterdir()):
             raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
-        path.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": FORMAT_VERSION, "created": _now(), "updated": _now(),
-                    "model": {"identity": model_identity, "spec": model_spec}, "sources": {}}
-        store = cls(path, manifest)
-        store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
-        store.save_manifest()
-        return store
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GeoretError(f"cannot create the index folder {path}: {exc.strerror.lower()}") from None
+        _require_writable(path)
+        with writer_lock(path, lock_timeout, on_wait):
+            if (path / MANIFEST_NAME).is_file():
+                store = cls.open(path)
+                problem = describe_mismatch(store.model_identity, model_identity)
+                if problem:
+                    raise GeoretError(f"cannot add to {path}: {problem}; use a new --db")
+            elif any(p.name != LOCK_NAME for p in path.iterdir()):
+                raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
+            else:
+                store = cls(path, {"format": FORMAT_VERSION, "created": _now(), "updated": _now(),
+                                   "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
+            if not store.has_table():  # new, or a manifest whose table was deleted
+                store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
+                for entry in store.manifest["sources"].values():
+                    entry.update(state=INCOMPLETE, reason="its tiles were lost with the tiles table; re-run to rebuild")
+                store.save_manifest()
+            yield store
 
     def refresh(self) -> None:
         """Catch up with what other processes committed since this store was opened.
@@ -142,9 +178,56 @@ class TileStore:
         os.replace(tmp, self.path / MANIFEST_NAME)
         self._manifest_stamp = self._stamp()
 
-    def record_source(self, source: str, info: dict[str, Any]) -> None:
-        self.manifest["sources"][source] = info
+    def begin_source(self, source: str, info: dict[str, Any]) -> None:
+        """Record ``source`` as incomplete before any of its rows is written (caller holds the lock)."""
+        self.manifest["sources"][source] = {**info, "state": INCOMPLETE, "reason": IN_PROGRESS}
         self.save_manifest()
+
+    def end_source(self, source: str, failure: str | None = None) -> None:
+        """Mark ``source`` complete, or incomplete with the one-line ``failure`` that stopped it."""
+        entry = self.manifest["sources"][source]
+        entry.update(state=INCOMPLETE if failure else COMPLETE, reason=failure)
+        self.save_manifest()
+
+    def remove_source(self, source: str) -> int:
+        """Delete every row of ``source`` and its manifest entry; the number of rows deleted (caller holds the lock)."""
+        where = f"source = {sql_string(source)}"
+        removed = self.count(where) if self.has_table() else 0
+        if removed:
+            self.table.delete(where)
+        self.manifest["sources"].pop(source, None)
+        self.save_manifest()
+        return removed
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """Every source with its manifest entry, state and tile count as the table has it now.
+
+        Rows whose source has no entry (written by a version of georet that
+        recorded sources only at the end, then killed) are listed as incomplete.
+        """
+        counts = self.source_counts()
+        writer = lock_holder(self.path)
+        listed: dict[str, dict[str, Any]] = {}
+        for source, entry in self.manifest["sources"].items():
+            entry = {**entry, "tiles": counts.get(source, 0)}
+            entry.setdefault("state", COMPLETE)  # format-1 manifests written before states existed
+            entry.setdefault("reason", None)
+            if entry["reason"] == IN_PROGRESS and writer is not None:
+                entry["reason"] = f"being indexed now (pid {writer})"
+            listed[source] = entry
+        for source, count in counts.items():
+            if source not in listed:
+                listed[source] = {"state": INCOMPLETE, "tiles": count,
+                                  "reason": "rows without a manifest entry (interrupted run); "
+                                            "re-run `georet index` on it or `georet remove` it"}
+        return listed
+
+    def source_counts(self) -> dict[str, int]:
+        """Tiles per source, counted in the table."""
+        if not self.has_table():
+            return {}
+        counts = self.column("source").combine_chunks().value_counts()
+        return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
 
     @property
     def model_identity(self) -> dict[str, Any]:
@@ -155,6 +238,10 @@ class TileStore:
         return self.manifest["model"]["spec"]
 
     # -- table -----------------------------------------------------------
+    def has_table(self) -> bool:
+        """False when the folder has a manifest but its tiles table was deleted."""
+        return (self.path / f"{TABLE_NAME}.lance").is_dir()
+
     @property
     def table(self):
         if self._table is None:
@@ -183,6 +270,44 @@ class TileStore:
     def optimize(self) -> None:
         """Compact the small fragments that batched writes leave behind."""
         self.table.optimize()
+
+
+def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float | None = None) -> dict[str, int]:
+    """Delete ``sources`` (paths as stored, paths to the same files, or unique file names) from the index.
+
+    All names are matched before anything is deleted, so a typo removes nothing.
+    Returns the number of tiles removed per source.
+    """
+    store = TileStore.open(db)
+    _require_writable(store.path)
+    with writer_lock(store.path, lock_timeout):
+        store.refresh()
+        known = store.sources()
+        matched = list(dict.fromkeys(_match_source(name, known, store.path) for name in sources))
+        removed = {source: store.remove_source(source) for source in matched}
+        if any(removed.values()):
+            store.optimize()
+        return removed
+
+
+def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:
+    if name in known:
+        return name
+    resolved = str(Path(name).expanduser().resolve())
+    if resolved in known:
+        return resolved
+    by_name = [source for source in known if Path(source).name == name]
+    if len(by_name) == 1:
+        return by_name[0]
+    if by_name:
+        raise GeoretError(f"{name!r} matches several sources in {index_dir}; give the full path: {', '.join(by_name)}")
+    listing = ", ".join(Path(source).name for source in known) or "none"
+    raise GeoretError(f"no source {name!r} in {index_dir}; its sources: {listing}")
+
+
+def _require_writable(path: Path) -> None:
+    if not os.access(path, os.W_OK):
+        raise GeoretError(f"{path} is read-only; georet can query it but not change it (copy the folder to extend it)")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -60,14 +60,52 @@ def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str | None 
     return shapely.intersection_all(areas) if len(areas) > 1 else areas[0]
 
 
-def _to_lonlat(geom: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
+def _to_lonlat(box: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
+    """A bbox given in ``crs`` as a lon/lat polygon, clipped to where ``crs`` is defined.
+
+    Beyond its domain a projection wraps or diverges (x = 1e9 in web mercator
+    is some longitude modulo 360), which would silently search the wrong
+    place; such a box is clipped to the CRS's area of use, and refused if
+    nothing of it is left.
+    """
     lonlat = pyproj.CRS.from_epsg(4326)
     if crs == lonlat:
-        return geom
-    transformer = pyproj.Transformer.from_crs(crs, lonlat, always_xy=True)
+        return box
+    forward = pyproj.Transformer.from_crs(crs, lonlat, always_xy=True)
+    if not _round_trips(box, crs, forward):
+        domain = _projected_area_of_use(crs)
+        clipped = box.intersection(domain) if domain is not None else shapely.Polygon()
+        if clipped.is_empty or not _round_trips(clipped, crs, forward):
+            where = f" (x {domain.bounds[0]:.0f}…{domain.bounds[2]:.0f}, y {domain.bounds[1]:.0f}…{domain.bounds[3]:.0f})" \
+                if domain is not None else ""
+            raise GeoretError(f"--bbox lies outside the area where {crs.to_string()} is defined{where}")
+        box = clipped
+    return shapely.make_valid(shapely.transform(_dense(box), lambda xy: np.column_stack(forward.transform(xy[:, 0], xy[:, 1]))))
+
+
+def _dense(geom: BaseGeometry) -> BaseGeometry:
     minx, miny, maxx, maxy = geom.bounds
-    dense = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 16)
-    return shapely.transform(dense, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    return shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 16)
+
+
+def _round_trips(geom: BaseGeometry, crs: pyproj.CRS, forward: pyproj.Transformer) -> bool:
+    """True when every boundary point maps to lon/lat and back to itself (within a millimetre per km)."""
+    xy = shapely.get_coordinates(_dense(geom))
+    lon, lat = forward.transform(xy[:, 0], xy[:, 1])
+    back = pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(4326), crs, always_xy=True)
+    x, y = back.transform(lon, lat)
+    scale = max(1.0, float(np.abs(xy).max()))
+    return bool(np.all(np.isfinite([lon, lat, x, y])) and np.allclose(np.column_stack([x, y]), xy, rtol=0,
+                                                                      atol=1e-6 * scale))
+
+
+def _projected_area_of_use(crs: pyproj.CRS) -> BaseGeometry | None:
+    area = crs.area_of_use
+    if area is None:
+        return None
+    to_crs = pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(4326), crs, always_xy=True)
+    bounds = to_crs.transform_bounds(area.west, area.south, area.east, area.north, densify_pts=21)
+    return shapely.box(*bounds) if np.all(np.isfinite(bounds)) else None
 
 
 def _read_area(within) -> BaseGeometry:

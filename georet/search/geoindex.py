@@ -84,7 +84,7 @@ class GeoIndex:
             "path": str(self.path),
             "tiles": self.store.count(),
             "model": {**manifest["model"]["spec"], **manifest["model"]["identity"]},
-            "sources": manifest["sources"],
+            "sources": self.store.sources(),
             "scenes": self.store.scenes(),
             "created": manifest.get("created"),
             "updated": manifest.get("updated"),
