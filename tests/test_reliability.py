@@ -165,3 +165,16 @@ def test_read_only_index_answers_queries_and_no_op_runs_and_refuses_writes_clean
     for args in (("index", other, "--db", db, *TILING), ("remove", "--db", db, "r.tif")):
         _one_line_error(_read_only_run(db, *args), f"{db} is read-only; georet can query it but not change it")
     assert (sorted(_table_ids(db)), (db / "georet.json").read_text()) == before
+
+
+def test_tiles_stored_twice_by_older_versions_are_deduplicated_by_the_next_run(tmp_path):
+    raster = write_raster(tmp_path / "r.tif", "utm", (256, 256), seed=9)
+    other = write_raster(tmp_path / "other.tif", "utm", (256, 256), seed=10)
+    db = tmp_path / "db"
+    run_cli("index", raster, "--db", db, *TILING, check=True)
+    table = lancedb.connect(str(db)).open_table("tiles")
+    table.add(table.to_arrow().slice(0, 5))  # what two unlocked concurrent writers used to leave
+    assert table.count_rows() == 21
+    run_cli("index", other, "--db", db, *TILING, check=True)
+    info = _assert_info_agrees_with_table(db)
+    assert {s: m["tiles"] for s, m in info["sources"].items()} == {str(raster): 16, str(other): 16}

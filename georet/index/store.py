@@ -146,6 +146,7 @@ class TileStore:
                 for entry in store.manifest["sources"].values():
                     entry.update(state=INCOMPLETE, reason="its tiles were lost with the tiles table; re-run to rebuild")
                 store.save_manifest()
+            store.drop_duplicate_tiles()
             yield store
 
     def refresh(self) -> None:
@@ -266,6 +267,26 @@ class TileStore:
     def upsert(self, rows: pa.Table) -> None:
         """Insert new tiles, replace tiles with the same ``tile_id``; one atomic commit."""
         self.table.merge_insert("tile_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+    def drop_duplicate_tiles(self) -> int:
+        """Keep one row per ``tile_id``; the number of extra rows deleted, in one commit (caller holds the lock).
+
+        Writers serialise now, but indexes written concurrently by georet
+        versions before the writer lock can hold a tile twice; the copies are
+        identical (same tile, same model), so the first one stays.
+        """
+        ids = self.column("tile_id").combine_chunks()
+        if len(ids) == len(ids.unique()):
+            return 0
+        rows = self.table.to_lance().to_table(columns=["tile_id"], with_row_id=True).to_pylist()
+        seen: set[str] = set()
+        extra: list[int] = []
+        for row in rows:
+            if row["tile_id"] in seen:
+                extra.append(row["_rowid"])
+            seen.add(row["tile_id"])
+        self.table.delete("_rowid IN (" + ", ".join(map(str, extra)) + ")")
+        return len(extra)
 
     def optimize(self) -> None:
         """Compact the small fragments that batched writes leave behind."""
