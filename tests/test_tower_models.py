@@ -141,3 +141,50 @@ def test_factory_builds_tower_models_with_backbone_hashes_in_the_identity(tmp_pa
     assert vectors.shape == (2, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(GeoretError, match="--checkpoint applies to open_clip models"):
         load_model(dataclasses.replace(ModelSpec("georet-base", None), checkpoint=str(tmp_path / "c.pt")))
+
+
+def _synthetic_caches(rng: np.random.Generator, images: int = 12, captions_per_image: int = 2):
+    """Feature caches shaped like Lite0 taps (112, 320 channels) and MiniLM layers, with learnable structure:
+    each caption's pooled feature is its image's pooled feature projected and noised."""
+    from georet.training.feature_cache import FeatureCache
+
+    image_pooled = rng.normal(size=(2, images, 1280)).astype(np.float16)  # two views per image
+    projection = rng.normal(size=(1280, 384)) / 36
+    text_pooled = np.repeat(image_pooled[0] @ projection, captions_per_image, axis=0)
+    text_pooled = (text_pooled + 0.5 * rng.normal(size=text_pooled.shape))[None].astype(np.float16)
+    n_text = images * captions_per_image
+    image_cache = FeatureCache([rng.normal(size=(2, images, 4, c)).astype(np.float16) for c in (112, 320)],
+                               image_pooled)
+    text_cache = FeatureCache([rng.normal(size=(1, n_text, 8, 384)).astype(np.float16) for _ in range(2)],
+                              text_pooled, np.ones((n_text, 8), dtype=bool))
+    return image_cache, text_cache
+
+
+def test_tower_trainer_restores_the_best_validation_state_and_trains_with_hmmc():
+    from georet.training.tower_trainer import CachedFeatures, EvalSet, Pairs, Schedule, evaluate, train
+
+    image_cache, text_cache = _synthetic_caches(np.random.default_rng(0))
+    caption_image = np.repeat(np.arange(12), 2)
+    # training pairs every caption with the wrong image, so validation (the true pairs) gets worse as it trains
+    # and the state to keep is an early one, not the last
+    pairs = Pairs(np.repeat((np.arange(12) + 5) % 12, 2), np.arange(24))
+    val = EvalSet(np.arange(12), np.arange(24), caption_image)
+    cfg = TowerCLIPConfig(method="lit", image_size=64)
+    heads = {}
+    for loss in ("infonce", "hmmc"):
+        torch.manual_seed(0)
+        model = TowerCLIP(cfg)
+        schedule = Schedule(steps=6, batch_size=8, lr=1e-2, warmup_steps=1, eval_every=2, loss=loss)
+        result = train(model, CachedFeatures(image_cache), CachedFeatures(text_cache), pairs, val, schedule,
+                       progress=False)
+        assert [h["step"] for h in result.history] == [2, 4, 6]
+        assert result.best_val["mR"] == max(h["mR"] for h in result.history) > result.history[-1]["mR"]
+        assert result.best_step == next(h["step"] for h in result.history if h["mR"] == result.best_val["mR"])
+        # the model holds the best-on-validation state, not the last one
+        assert evaluate(model, CachedFeatures(image_cache), CachedFeatures(text_cache), val)["mR"] == pytest.approx(
+            result.best_val["mR"])
+        heads[loss] = model.image_head.weight.detach().clone()
+    assert not torch.allclose(heads["infonce"], heads["hmmc"])  # the intra-modal terms change the updates
+    with pytest.raises(GeoretError, match="unknown loss 'triplet'"):
+        train(TowerCLIP(cfg), CachedFeatures(image_cache), CachedFeatures(text_cache), pairs, val,
+              Schedule(steps=1, loss="triplet"), progress=False)

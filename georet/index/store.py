@@ -80,6 +80,9 @@ def describe_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> str | 
     """A sentence naming the first identity field that differs, or None if compatible."""
     for key in IDENTITY_KEYS:
         if stored.get(key) != current.get(key):
+            if (stored.get("arch"), stored.get("pretrained")) == (current.get("arch"), current.get("pretrained")):
+                return (f"this index was built with other {stored.get('pretrained')} weights of {stored.get('arch')} "
+                        f"(an earlier georet release or a changed file: {key} differs); re-index into a new --db")
             return (f"this index was built with model {stored.get('arch')} ({stored.get('pretrained')}), "
                     f"not {current.get('arch')} ({current.get('pretrained')}): {key} differs")
     return None

@@ -14,17 +14,18 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from georet.errors import GeoretError
 from georet.models import Preprocess
 from georet.models.tower_clip import TowerCLIP
 from georet.training.data import load_image
 from georet.training.feature_cache import FeatureCache, augment_view, resize_square
-from georet.training.losses import FeatureQueues, info_nce
+from georet.training.losses import FeatureQueues, hmmc_loss, info_nce
 from georet.training.metrics import retrieval_recalls
 from georet.training.step import MAX_LOGIT_SCALE, make_optimizer
 
@@ -109,6 +110,9 @@ class Schedule:
     queue_weight: float = 1.0
     queue_warmup_steps: int = 200
     scene_aug_p: float = 0.0
+    #: "infonce", or "hmmc": PE-RSITR's loss, whose intra-modal terms need a second view of each side
+    #: (another cached view of the image; the text again through dropout, in MRS's adapters or side branch)
+    loss: Literal["infonce", "hmmc"] = "infonce"
     #: stop after this many seconds of training (None: run all steps), for equal-wall-clock baselines
     time_budget_s: float | None = None
     seed: int = 0
@@ -147,6 +151,8 @@ def train(model: TowerCLIP, images: ImageSource, texts: TextSource, pairs: Pairs
     """AdamW with warm-up + cosine over the model's trainable parameters; keeps the best-on-validation state."""
     from tqdm.auto import tqdm
 
+    if schedule.loss not in ("infonce", "hmmc"):
+        raise GeoretError(f"unknown loss {schedule.loss!r}; use infonce or hmmc")
     torch.manual_seed(schedule.seed)
     rng = np.random.default_rng(schedule.seed)
     for name, param in model.named_parameters():
@@ -180,7 +186,12 @@ def train(model: TowerCLIP, images: ImageSource, texts: TextSource, pairs: Pairs
         text = F.normalize(model.embed_text(*texts.features(text_rows)), dim=-1)
         image_ids = torch.from_numpy(pairs.image[batch])
         scale = model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        loss = info_nce(image, text, scale, image_ids)
+        if schedule.loss == "hmmc":
+            image_aug = F.normalize(model.embed_image(*images.features(pairs.image[batch], train=True)), dim=-1)
+            text_aug = F.normalize(model.embed_text(*texts.features(text_rows)), dim=-1)
+            loss = hmmc_loss(image, text, image_aug, text_aug, scale, image_ids)
+        else:
+            loss = info_nce(image, text, scale, image_ids)
         if queues is not None and step >= schedule.queue_warmup_steps:
             loss = loss + schedule.queue_weight * queues.loss(image, text, scale, image_ids)
         optimizer.zero_grad(set_to_none=True)
