@@ -125,6 +125,8 @@ class TileStore:
         path = Path(path).expanduser()
         if path.exists() and not path.is_dir():
             raise GeoretError(f"{path} exists and is not a folder; refusing to write into it")
+        # Checked here and again under the lock: here so that a folder of someone else's files never gets
+        # our lock file; under the lock because another writer may have created the index meanwhile.
         if path.is_dir() and not (path / MANIFEST_NAME).is_file() and not (path / LOCK_NAME).exists() \
                 and any(path.iterdir()):
             raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
