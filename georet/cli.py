@@ -7,6 +7,7 @@ set ``GEORET_DEBUG=1`` to see tracebacks of unexpected failures.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--min-valid", default=0.5, show_default=True, type=float, help="Skip tiles with a smaller valid-pixel fraction.")
 @click.option("--assume-crs", help="CRS for rasters that have none, e.g. EPSG:32631.")
 @click.option("--model", "arch", help="Model: georet-base, georet-small or an open_clip architecture [default: georet-base with its bundled weights, offline].")
-@click.option("--pretrained", help="open_clip pretrained tag, 'bundled', a local weights file, or 'none' (random init).")
+@click.option("--pretrained", help="'bundled', a remote-sensing CLIP name (remoteclip, georsclip...: see `georet models`), an open_clip tag, a local weights file, or 'none' (random init).")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint to apply.")
 @device_option
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Tiles per model batch.")
@@ -91,7 +92,7 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
 
 
 @main.command()
-@click.argument("text")
+@click.argument("text", required=False)
 @db_option
 @click.option("-k", "k", default=10, show_default=True, type=int, help="Number of tiles to return.")
 @click.option("--bbox", help="Search area minx,miny,maxx,maxy (lon/lat unless --bbox-crs).")
@@ -104,27 +105,42 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
 @click.option("--near", help="Distance that counts as 'near' in relational queries (500m, 2km) [default: half a tile side, i.e. neighbouring tiles].")
 @click.option("--plain", is_flag=True, help="Embed TEXT as one sentence even if it reads like 'A near B'.")
 @click.option("--explain", is_flag=True, help="Print how the query was parsed and each hit scored (stderr with json/geojson).")
+@click.option("--like", multiple=True, metavar="TILE_ID|IMAGE", help="More like this: a tile id or an image chip (repeatable).")
+@click.option("--unlike", multiple=True, metavar="TILE_ID|IMAGE", help="Not this: a tile id or an image chip (repeatable).")
+@click.option("--labels", "label_set", metavar="NAME", help="Search with a saved label set (see `georet label`).")
+@click.option("--scorer", default="auto", show_default=True, type=click.Choice(["auto", "rocchio", "probe"]),
+              help="How examples are used: Rocchio query vector, or a linear probe once there are 3+ of each kind.")
+@click.option("--min-score", type=float, help="Drop hits scoring below this (the output says what the score means).")
+@click.option("--dissolve", is_flag=True, help="Merge touching hits into regions (best/mean score, tile count).")
 @click.option("--pretrained", help="New location of the index's weights file, if it moved.")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="New location of the index's checkpoint, if it moved.")
 @device_option
-def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, explain, pretrained, checkpoint,
-          device) -> None:
-    """Find the tiles in --db that best match TEXT.
+def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, explain, like, unlike, label_set,
+          scorer, min_score, dissolve, pretrained, checkpoint, device) -> None:
+    """Find the tiles in --db that best match TEXT and/or example tiles.
 
     Relational queries ("airport near river", "school within 2 km of stadium",
     "forest north of lake", "port and industrial area", "houses not near
     river") rank subject tiles by their partners on the map; see --explain.
+    With --like/--unlike/--labels the text (optional then) is combined with
+    the examples, and the examples themselves are never returned.
     """
     from georet.search import explain as explain_hits, open_index, parse_distance
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
-    if not text.strip():
+    if text is not None and not text.strip():
         raise GeoretError("the query text is empty")
+    if text is None and not (like or label_set):
+        raise GeoretError("give a query TEXT, or examples with --like or --labels")
+    if explain and (dissolve or like or unlike or label_set):
+        raise GeoretError("--explain describes text and relational searches; leave out the examples and --dissolve")
     near_m = parse_distance(near) if near is not None else None
     index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
     hits = index.search(text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene,
-                        relational=not plain, near=near_m)
+                        relational=not plain, near=near_m, like=like, unlike=unlike, labels=label_set,
+                        min_score=min_score, dissolve=dissolve, scorer=scorer)
+    text = text or "(examples)"
     if explain:
         click.echo(explain_hits(hits), err=fmt != "table" or output is not None)
     if output is not None:
@@ -136,7 +152,7 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     click.echo(_render(hits, fmt, text))
 
 
-def _write_hits(hits, output: Path) -> None:
+def _write_hits(hits, output: Path, layer_name: str = "georet_results") -> None:
     driver = OUTPUT_SUFFIXES[output.suffix.lower()]
     output.parent.mkdir(parents=True, exist_ok=True)
     if driver == "parquet":
@@ -144,25 +160,28 @@ def _write_hits(hits, output: Path) -> None:
     else:
         if output.exists():
             output.unlink()
-        hits.to_file(output, driver=driver, **({"layer": "georet_results"} if driver == "GPKG" else {}))
+        hits.to_file(output, driver=driver, **({"layer": layer_name} if driver == "GPKG" else {}))
 
 
 def _render(hits, fmt: str, text: str) -> str:
+    score_kind = hits.attrs.get("score_kind")
     if fmt == "geojson":
         collection = json.loads(hits.to_json(drop_id=True))
-        collection["georet"] = {"query": text}
+        collection["georet"] = {"query": text, "score": score_kind}
         return json.dumps(collection)
     if fmt == "json":
         records = json.loads(hits.drop(columns="geometry").to_json(orient="records"))
         for record, geom in zip(records, hits.geometry):
             record["bbox"] = list(geom.bounds)
-        return json.dumps({"query": text, "results": records}, indent=2)
-    return _table(hits)
+        return json.dumps({"query": text, "score": score_kind, "results": records}, indent=2)
+    return _table(hits) + (f"\nscore: {score_kind}" if score_kind and not hits.empty else "")
 
 
 def _table(hits) -> str:
     if hits.empty:
         return "no matching tiles"
+    if "region" in hits.columns:
+        return _region_table(hits)
     relational = "partners" in hits.columns
     rows = [("rank", "score", "scene", "tile_id", "centre lon,lat")
             + (("partner", "distance") if relational else ())]
@@ -173,6 +192,21 @@ def _table(hits) -> str:
         if relational:
             row += ((rec.partners.split(",")[0], f"{rec.partner_distance_m:.0f} m") if rec.partners else ("-", "-"))
         rows.append(row)
+    return _columns(rows)
+
+
+def _region_table(regions) -> str:
+    rows = [("region", "best", "mean", "tiles", "centre lon,lat", "size (km)")]
+    for rec, geom in zip(regions.itertuples(), regions.geometry):
+        minx, miny, maxx, maxy = geom.bounds
+        centre = geom.centroid
+        km_x = (maxx - minx) * 111.32 * math.cos(math.radians(centre.y))
+        rows.append((str(rec.region), f"{rec.best_score:.3f}", f"{rec.mean_score:.3f}", str(rec.tiles),
+                     f"{centre.x:.5f},{centre.y:.5f}", f"{km_x:.2f} x {(maxy - miny) * 111.32:.2f}"))
+    return _columns(rows)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -219,6 +253,48 @@ def remove(db, sources) -> None:
 
 
 @main.command()
+@db_option
+@click.option("--set", "set_name", default="default", show_default=True, help="Label set to change or show.")
+@click.option("--positive", multiple=True, metavar="TILE_ID", help="Mark a tile right (repeatable).")
+@click.option("--negative", multiple=True, metavar="TILE_ID", help="Mark a tile wrong (repeatable).")
+@click.option("--clear", is_flag=True, help="Delete the label set.")
+@click.option("--export", "export", nargs=2, type=(str, click.Path(path_type=Path)), metavar="NAME FILE",
+              help="Write set NAME as a layer: footprints with mark, who and when (.gpkg, .geojson, .parquet).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def label(db, set_name, positive, negative, clear, export, as_json) -> None:
+    """Mark tiles right or wrong for search by example, and keep the marks in the index.
+
+    Without marks it lists the saved sets. Search with a set: georet query --labels NAME.
+    """
+    from georet.search import open_index
+
+    index = open_index(db)
+    if export:
+        name, output = export
+        if output.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise GeoretError(f"--export must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
+        layer = index.label_layer(name)
+        _write_hits(layer, output, layer_name=f"georet_labels_{name}")
+        click.echo(f"wrote {len(layer)} labelled tiles of set {name!r} to {output}", err=True)
+        return
+    if clear:
+        index.clear_labels(set_name)
+        click.echo(f"deleted label set {set_name!r}", err=True)
+        return
+    if positive or negative:
+        saved = index.label(set_name, positive=positive, negative=negative)
+        click.echo(f"{set_name}: {len(saved.positives)} right, {len(saved.negatives)} wrong", err=True)
+    sets = index.label_sets()
+    if as_json:
+        click.echo(json.dumps({name: {"positive": s.positives, "negative": s.negatives} for name, s in sets.items()}))
+    elif not (positive or negative):
+        for name, saved in sets.items():
+            click.echo(f"{name}  {len(saved.positives)} right, {len(saved.negatives)} wrong")
+        if not sets:
+            click.echo("no label sets yet (georet label --db DB --positive TILE_ID ...)")
+
+
+@main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Training config (YAML).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.lr=1e-4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
@@ -242,7 +318,7 @@ def train(config_path, overrides, as_json) -> None:
 @click.option("--image-root", type=click.Path(path_type=Path), help="Image folder [default: DATA's images/].")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="georet training checkpoint.")
 @click.option("--model", "arch", help="open_clip architecture [default: the checkpoint's, else georet's default].")
-@click.option("--pretrained", help="open_clip tag, weights file or 'none'.")
+@click.option("--pretrained", help="'bundled', a remote-sensing CLIP name, an open_clip tag, a weights file or 'none'.")
 @click.option("--scene-prior", default=0.0, show_default=True, type=float,
               help="Weight of the query-time scene prior (0 = off).")
 @device_option
@@ -304,13 +380,38 @@ def demo(out_dir, k, device, quiet, as_json) -> None:
 
 
 @main.command()
-def models() -> None:
-    """List model architectures and their pretrained tags."""
-    from georet.models import list_architectures, pretrained_tags
+@click.option("--all", "show_all", is_flag=True, help="Also list every open_clip architecture and its tags.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(show_all, as_json) -> None:
+    """List georet's bundled models and the remote-sensing CLIPs it loads by name."""
+    from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, list_architectures, pretrained_tags, zoo
 
-    for arch in list_architectures():
-        tags = pretrained_tags(arch)
-        click.echo(f"{arch}  {', '.join(tags) if tags else '(no tags: --pretrained FILE or none)'}")
+    bundled = [{"arch": arch, "pretrained": "bundled", "default": arch == DEFAULT_ARCH} for arch in BUNDLED_WEIGHTS]
+    entries = [{**entry.to_dict(), "source": entry.source, "cached": str(hit) if (hit := zoo.cached(entry)) else None}
+               for entry in zoo.zoo_entries()]
+    other = {arch: pretrained_tags(arch) for arch in list_architectures() if arch not in BUNDLED_WEIGHTS} \
+        if show_all else None
+    if as_json:
+        click.echo(json.dumps({"bundled": bundled, "zoo": entries, **({"open_clip": other} if show_all else {})},
+                              indent=2))
+        return
+    click.echo("Bundled (offline, no download):")
+    for b in bundled:
+        click.echo(f"  --model {b['arch']:<14} --pretrained bundled{'   (default)' if b['default'] else ''}")
+    click.echo("\nRemote-sensing CLIPs (--model ARCH --pretrained NAME; downloaded once, or --pretrained FILE offline):")
+    click.echo(f"  {'NAME':<16}{'ARCH':<14}{'RSITMD mR':>10}{'RSICD mR':>10}{'ZS scene':>10}  {'LICENCE':<24}CACHED")
+    for e in entries:
+        rep = e["reported"]
+        cells = [f"{rep[k]:.2f}" if k in rep else "-" for k in ("rsitmd_mR", "rsicd_mR", "zero_shot_scene_top1")]
+        licence = (e["licence"] or "unconfirmed").split(" (")[0]
+        click.echo(f"  {e['family']:<16}{e['arch']:<14}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}  {licence:<24}"
+                   f"{'yes' if e['cached'] else 'no'}")
+    click.echo("\nFigures are the projects' own reports (sources and open questions: georet models --json).")
+    if other is None:
+        click.echo("Any open_clip architecture also works with its tags or a weights file: georet models --all")
+        return
+    for arch, tags in other.items():
+        click.echo(f"  {arch}  {', '.join(tags) if tags else '(no tags: --pretrained FILE or none)'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,12 +41,28 @@ def built_index(tmp_path_factory, rasters, tiny_model) -> Path:
     return db
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real ``georet`` console script in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_cli(*args: str, check: bool = False, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``georet`` console script in a subprocess (``env``: variables to add or change)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     env.pop("GEORET_DEBUG", None)
     proc = subprocess.run([GEORET_EXE, *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"georet {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return proc
+
+
+def invoke_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``georet`` in this process through click's runner: the same command code as the console script,
+    without paying torch's import for every case. Process-level behaviour (exit on kill, locks,
+    stdout/stderr of the real executable) stays with :func:`run_cli`."""
+    from click.testing import CliRunner
+
+    from georet.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    proc = subprocess.CompletedProcess(["georet", *map(str, args)], result.exit_code, result.stdout, result.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"georet {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc

@@ -1,4 +1,6 @@
-"""The real ``georet`` console script, run as a subprocess."""
+"""The ``georet`` command line: the real console script in subprocesses for what only a process shows
+(exit codes and stderr of the executable, kill -9, offline start-up), the same command code in-process
+(:func:`invoke_cli`) for output formats and argument errors."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import geopandas as gpd
 import lancedb
 import pytest
 
-from conftest import GEORET_EXE, SHARED_DATA, TINY, run_cli
+from conftest import GEORET_EXE, SHARED_DATA, TINY, invoke_cli, run_cli
 from make_rasters import write_raster
 
 
@@ -34,15 +36,17 @@ def _state(db):
 
 
 def test_query_table_json_geojson(cli_index):
-    table = run_cli("query", "dense residential area", "--db", cli_index, "-k", "3", check=True).stdout
+    table = invoke_cli("query", "dense residential area", "--db", cli_index, "-k", "3", check=True).stdout
     assert table.splitlines()[0].split()[:4] == ["rank", "score", "scene", "tile_id"]
-    assert len(table.splitlines()) == 2 + 3
+    assert len(table.splitlines()) == 2 + 3 + 1
+    assert table.splitlines()[-1] == "score: cosine similarity to the text, -1..1"
 
-    as_json = json.loads(run_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "json", check=True).stdout)
+    as_json = json.loads(invoke_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "json", check=True).stdout)
     assert as_json["query"] == "beach" and [r["rank"] for r in as_json["results"]] == [1, 2, 3, 4]
+    assert as_json["score"] == "cosine similarity to the text, -1..1"
     assert len(as_json["results"][0]["bbox"]) == 4
 
-    collection = json.loads(run_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "geojson", check=True).stdout)
+    collection = json.loads(invoke_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "geojson", check=True).stdout)
     assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 4
     props = collection["features"][0]["properties"]
     assert {"rank", "score", "tile_id", "scene", "scene_score", "source"} <= set(props)
@@ -54,8 +58,8 @@ def test_query_table_json_geojson(cli_index):
 @pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".parquet"])
 def test_query_output_files(cli_index, tmp_path, suffix):
     out = tmp_path / f"hits{suffix}"
-    proc = run_cli("query", "forest", "--db", cli_index, "-k", "5", "--scene",
-                   json.loads(run_cli("info", "--db", cli_index, "--json").stdout)["scenes"][0], "-o", out, check=True)
+    proc = invoke_cli("query", "forest", "--db", cli_index, "-k", "5", "--scene",
+                   json.loads(invoke_cli("info", "--db", cli_index, "--json").stdout)["scenes"][0], "-o", out, check=True)
     assert "wrote" in proc.stderr
     frame = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
     assert 1 <= len(frame) <= 5 and frame.crs.is_geographic
@@ -63,10 +67,10 @@ def test_query_output_files(cli_index, tmp_path, suffix):
 
 
 def test_info_json(cli_index):
-    info = json.loads(run_cli("info", "--db", cli_index, "--json", check=True).stdout)
+    info = json.loads(invoke_cli("info", "--db", cli_index, "--json", check=True).stdout)
     assert info["tiles"] == 22 and info["model"]["arch"] == "georet-tiny"
     assert len(info["sources"]) == 2 and info["scenes"]
-    human = run_cli("info", "--db", cli_index, check=True).stdout
+    human = invoke_cli("info", "--db", cli_index, check=True).stdout
     assert "tiles    22" in human
 
 
@@ -99,8 +103,8 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
         (("query", "x", "--db", tmp_path), "not a georet index"),
         (("info", "--db", tmp_path / "nope"), "no georet index"),
     ]
-    for args, pattern in cases:
-        _assert_one_line_error(run_cli(*args), pattern)
+    for i, (args, pattern) in enumerate(cases):  # the first two in the real executable, the rest in-process
+        _assert_one_line_error(run_cli(*args) if i < 2 else invoke_cli(*args), pattern)
     assert _state(cli_index) == before
 
 

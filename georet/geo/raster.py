@@ -32,6 +32,8 @@ THUMBNAIL_PX = 64
 _STRETCH_PERCENTILES = (2.0, 98.0)
 _STRETCH_SAMPLES_PER_AXIS = 8
 _STRETCH_SAMPLE_PX = 64
+#: Largest side of an example image (``read_image``): a chip, not a whole scene.
+MAX_EXAMPLE_PX = 4096
 #: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;
 #: a row of tiles needs only one row of blocks, so a small cap keeps memory flat.
 #: An explicit GDAL_CACHEMAX in the environment wins.
@@ -113,6 +115,34 @@ class RasterSource:
 
     def __exit__(self, *exc) -> None:
         self._scope.close()
+
+    @classmethod
+    def read_image(cls, path: str | Path, bands: tuple[int, ...] | None = None) -> np.ndarray:
+        """A whole small image (an example chip: GeoTIFF, PNG, JPEG) as (h, w, 3) uint8.
+
+        Bands and contrast stretch are chosen as for tiles, so an example chip
+        cut from a raster looks to the model like that raster's tiles; no
+        georeference is needed.
+        """
+        source = cls(Path(path), TilingParams(bands=bands))
+        with gdal_env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                dataset = rasterio.open(source.path)
+            except RasterioIOError:
+                raise GeoretError(f"{source.path}: not a readable image (corrupt or unsupported format)") from None
+            with dataset:
+                if max(dataset.width, dataset.height) > MAX_EXAMPLE_PX:
+                    raise GeoretError(f"{source.path}: {dataset.width}x{dataset.height} px is a scene, not an example "
+                                      f"chip (at most {MAX_EXAMPLE_PX} px a side); cut the example out of it")
+                source.dataset = dataset
+                source.bands = source._choose_bands()
+                source._stretch = source._estimate_stretch()
+                data, valid = source._read_raw(Window(0, 0, dataset.width, dataset.height))
+        pixels = source._to_uint8(data)
+        pixels[:, ~valid] = 0
+        rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
+        return np.ascontiguousarray(rgb.transpose(1, 2, 0))
 
     def _configure(self) -> None:
         ds, params = self.dataset, self.params

@@ -1,11 +1,14 @@
 """Index: the on-disk tile table (:class:`TileStore`) and the pipeline that fills it (:func:`index_raster`).
 
-raster → tiles → embeddings → table. Depends on :mod:`georet.geo` and
+raster → tiles → embeddings → table, and the label sets
+analysts save beside it (:mod:`georet.index.labels`). Depends on :mod:`georet.geo` and
 :mod:`georet.models`; knows nothing of searching.
 """
 
 from georet.index.build import IndexReport, index_raster
+from georet.index.labels import DEFAULT_SET, Label, LabelSet, delete_labels, label_sets, read_labels, save_labels
 from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, remove_sources, sql_string, tile_schema
 
-__all__ = ["IndexReport", "index_raster", "MANIFEST_NAME", "TileStore", "describe_mismatch", "remove_sources",
+__all__ = ["IndexReport", "index_raster", "DEFAULT_SET", "Label", "LabelSet", "delete_labels", "label_sets",
+           "read_labels", "save_labels", "MANIFEST_NAME", "TileStore", "describe_mismatch", "remove_sources",
            "sql_string", "tile_schema"]

@@ -134,7 +134,7 @@ class TileStore:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GeoretError(f"cannot create the index folder {path}: {exc.strerror.lower()}") from None
-        _require_writable(path)
+        require_writable(path)
         with writer_lock(path, lock_timeout, on_wait):
             if (path / MANIFEST_NAME).is_file():
                 store = cls.open(path)
@@ -305,7 +305,7 @@ def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float |
     Returns the number of tiles removed per source.
     """
     store = TileStore.open(db)
-    _require_writable(store.path)
+    require_writable(store.path)
     with writer_lock(store.path, lock_timeout):
         store.refresh()
         known = store.sources()
@@ -331,7 +331,8 @@ def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:
     raise GeoretError(f"no source {name!r} in {index_dir}; its sources: {listing}")
 
 
-def _require_writable(path: Path) -> None:
+def require_writable(path: Path) -> None:
+    """A one-line error before any write to an index on a read-only folder or file system."""
     if not os.access(path, os.W_OK):
         raise GeoretError(f"{path} is read-only; georet can query it but not change it (copy the folder to extend it)")
 

@@ -44,7 +44,6 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 
 Method = Literal["frozen", "full", "mrs", "focus"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -123,6 +122,8 @@ def _text_embeds(clip, tokens: torch.Tensor, token_dropout: float) -> torch.Tens
 
 
 def _text_head(clip, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    from open_clip.transformer import text_global_pool  # imported here: open_clip pulls torchvision (~1.5 s)
+
     x = clip.ln_final(x)
     x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
     if isinstance(clip.text_projection, nn.Linear):

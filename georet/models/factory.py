@@ -2,8 +2,9 @@
 embedding model for tiles and queries.
 
 Any open_clip architecture works. Weights come from an open_clip pretrained tag
-(downloaded once, for users who are online), a local weights file (offline
-users), or nothing (a deterministic random init, for tests with the tiny
+or a remote-sensing CLIP of the zoo (:mod:`georet.models.zoo`; both downloaded
+once, for users who are online), a local weights file (offline users; a zoo
+file is recognised by its published name), or nothing (a deterministic random init, for tests with the tiny
 ``georet-tiny`` architecture registered here). A model's *identity* (arch,
 weights hash, embedding size, preprocessing) is recorded with every index so
 that a query is never answered by vectors from another model.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from georet.errors import GeoretError
 from georet.models.checkpoint import apply_checkpoint, file_sha256, read_checkpoint
+import georet.models.zoo as zoo
 from georet.models.preprocess import Preprocess
 
 #: Architecture configs shipped with georet (open_clip JSON format).
@@ -76,8 +78,10 @@ def list_architectures() -> list[str]:
 
 
 def pretrained_tags(arch: str) -> list[str]:
-    """Pretrained tags of one architecture: open_clip's, or ``bundled`` for georet-small."""
-    return [BUNDLED_TAG] if arch in BUNDLED_WEIGHTS else list(open_clip_module().list_pretrained_tags_by_model(arch))
+    """Pretrained tags of one architecture: ``bundled`` for georet's own models, else the zoo's and open_clip's."""
+    if arch in BUNDLED_WEIGHTS:
+        return [BUNDLED_TAG]
+    return zoo.zoo_tags_for(arch) + list(open_clip_module().list_pretrained_tags_by_model(arch))
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,15 @@ class ModelSpec:
                      checkpoint: str | None = None) -> "ModelSpec":
         """The spec for user options as the CLI takes them (``pretrained="none"`` = random init).
 
-        No architecture means the default model (with ``pretrained``, if given);
-        an architecture without pretrained tags may leave ``pretrained`` out (random init).
+        No architecture means the default model (with ``pretrained``, if given),
+        unless ``pretrained`` names a zoo model with one architecture or a
+        weights file whose name or shapes say which architecture it is for.
+        An architecture without pretrained tags may leave ``pretrained`` out (random init).
         """
         if pretrained is not None and pretrained.lower() == "none":
             return cls(arch or DEFAULT_ARCH, None, checkpoint)
         if arch is None:
-            return cls(DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
+            return cls(_arch_of_weights(pretrained) or DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
         if pretrained is None:
             if pretrained_tags(arch):
                 raise GeoretError(_name_the_weights(arch))
@@ -119,8 +125,35 @@ class ModelSpec:
 
 def _name_the_weights(arch: str) -> str:
     tags = pretrained_tags(arch) if arch in list_architectures() else []
-    known = f"tags: {', '.join(tags[:6])}{', ...' if len(tags) > 6 else ''}" if tags else "no pretrained tags"
+    known = f"tags: {', '.join(tags[:8])}{', ...' if len(tags) > 8 else ''}" if tags else "no pretrained tags"
     return f"name the weights for {arch}: --pretrained TAG|FILE ({known}) or --pretrained none"
+
+
+def _arch_of_weights(pretrained: str | None) -> str | None:
+    """The architecture a zoo name or a weights file implies, when the user gave none."""
+    if pretrained is None or pretrained == BUNDLED_TAG:
+        return None
+    if pretrained in zoo.zoo_families():
+        archs = [e.arch for e in zoo.zoo_entries() if e.family == pretrained]
+        if len(archs) > 1:
+            raise GeoretError(f"{pretrained} exists for {', '.join(archs)}: add --model, "
+                              f"e.g. --model {archs[0]} --pretrained {pretrained}")
+        return archs[0]
+    if not Path(pretrained).is_file():
+        return None
+    if entry := zoo.recognise_file(pretrained):
+        return entry.arch
+    try:  # a file with another name: its shapes tell which open_clip architecture it fits
+        state = torch.load(pretrained, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a plain torch zip file: leave it to the loader, which explains
+        return None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "format" in state:  # georet's own weights files carry a format tag
+        return None
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    open_clip = open_clip_module()
+    return zoo.infer_arch(state, {name: open_clip.get_model_config(name) for name in open_clip.list_models()})
 
 
 class EmbeddingModel:
@@ -128,9 +161,10 @@ class EmbeddingModel:
 
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, preprocess: Preprocess,
                  weights_id: str, checkpoint_id: str | None, device: torch.device,
-                 backbones: dict[str, str] | None = None):
+                 backbones: dict[str, str] | None = None, zoo_name: str | None = None):
         self.model = model.eval().to(device)
         self.backbones = backbones
+        self.zoo_name = zoo_name
         self.tokenizer = tokenizer
         self.spec = spec
         self.preprocess = preprocess
@@ -146,12 +180,16 @@ class EmbeddingModel:
         """What must match between an index and the model that queries or extends it.
 
         Tower models add ``backbones``: the file name and sha256 of each
-        pretrained backbone weight file they run on.
+        pretrained backbone weight file they run on. Zoo weights are named by
+        their zoo entry (``remoteclip``), whether fetched by name or passed as
+        a file; ``weights_id`` is the file's sha256 either way.
         """
         backbones = {"backbones": self.backbones} if self.backbones else {}
+        zoo_name = {"zoo": self.zoo_name} if self.zoo_name else {}
         return json.loads(json.dumps({  # JSON-normalised, as stored in the manifest
             "arch": self.spec.arch,
-            "pretrained": _describe_weights(self.spec.pretrained),
+            "pretrained": self.zoo_name or _describe_weights(self.spec.pretrained),
+            **zoo_name,
             "weights_id": self.weights_id,
             "checkpoint_id": self.checkpoint_id,
             "dim": self.dim,
@@ -251,7 +289,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     open_clip = open_clip_module()
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
-        known = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        known = ", ".join(pretrained_tags(arch)) or "none"
         raise GeoretError(f"unknown pretrained tag {tag!r} for {arch} (known tags: {known}; or pass a weights file)")
     cached = _cached_tag_file(cfg, cache_dir)
     if cached:
@@ -283,13 +321,25 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     tag_cfg: dict[str, Any] = {}
     weights_file: str | None = None
+    zoo_entry: zoo.ZooWeights | None = None
+    open_clip_tag = False
     if spec.pretrained is not None:
         if _is_file_reference(spec.pretrained) or Path(spec.pretrained).is_file():
             if not Path(spec.pretrained).is_file():
                 raise GeoretError(f"weights file not found: {spec.pretrained}")
             weights_file = spec.pretrained
+            zoo_entry = zoo.recognise_file(weights_file)
+            if zoo_entry and zoo_entry.arch != spec.arch.removesuffix("-quickgelu"):
+                raise GeoretError(f"{Path(weights_file).name} holds {zoo_entry.family} {zoo_entry.arch} weights, "
+                                  f"not {spec.arch}: pass --model {zoo_entry.arch}")
+        elif spec.pretrained in zoo.zoo_families():
+            zoo_entry = zoo.lookup(spec.pretrained, spec.arch)
+            weights_file = str(zoo.fetch(zoo_entry, cache_dir))
         else:
             weights_file, tag_cfg = _fetch_tag(spec.arch, spec.pretrained, cache_dir)
+            open_clip_tag = spec.pretrained != BUNDLED_TAG
+    if zoo_entry is not None:
+        tag_cfg = {"quick_gelu": zoo_entry.quick_gelu, **zoo_entry.preprocess_cfg}
 
     preprocess_override = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
     torch.manual_seed(RANDOM_INIT_SEED)
@@ -303,7 +353,10 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
         )
     finally:
         logging.getLogger().disabled = was_disabled
-    if weights_file is not None:
+    if weights_file is not None and not open_clip_tag:  # a local or zoo file: every key must fit
+        zoo.load_strictly(model, zoo.read_state_dict(weights_file, trusted=zoo_entry is not None),
+                          weights_file, spec.arch)
+    elif weights_file is not None:  # open_clip's own tags, in the formats open_clip knows
         try:
             open_clip.load_checkpoint(model, weights_file)
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
@@ -316,7 +369,7 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     preprocess = Preprocess.from_open_clip(model.visual.preprocess_cfg)
     return EmbeddingModel(model, open_clip.get_tokenizer(spec.arch), spec, preprocess,
-                          weights_id, checkpoint_id, torch_device)
+                          weights_id, checkpoint_id, torch_device, zoo_name=zoo_entry.family if zoo_entry else None)
 
 
 def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device) -> EmbeddingModel:

@@ -82,6 +82,11 @@ class TileCatalog:
         return len(self.tile_ids)
 
     @cached_property
+    def index_of(self) -> dict[str, int]:
+        """Row of each tile id in the catalog."""
+        return {tile_id: i for i, tile_id in enumerate(self.tile_ids)}
+
+    @cached_property
     def scene_classes(self) -> list[SceneClass]:
         """The distinct scene labels of the tiles, sorted, with their prompt words."""
         return classes_for_labels(self.scenes)

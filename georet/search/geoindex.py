@@ -1,4 +1,10 @@
-"""Text → ranked tiles as a GeoDataFrame: the query side of georet.
+"""Text and example tiles → ranked tiles as a GeoDataFrame: the query side of georet.
+
+A text-only search is a LanceDB vector search. A search with examples ("more
+like this", "not this", saved label sets) scores every tile of the in-memory
+catalog instead (:mod:`georet.search.feedback`), because its query can be a
+classifier rather than one vector. Either result can be cut at a score and
+dissolved into regions of touching tiles.
 
 Spatial filters run in two steps because LanceDB has no geometry predicates:
 a prefilter on the ``minx/miny/maxx/maxy`` columns inside the vector search,
@@ -19,15 +25,22 @@ import shapely
 
 from georet.errors import GeoretError
 from georet.geo import ZeroShotScenes
-from georet.index import TileStore, describe_mismatch, sql_string
+from georet.geo import RasterSource
+from georet.index import (LabelSet, TileStore, delete_labels, describe_mismatch, label_sets, read_labels, save_labels,
+                          sql_string)
 from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search.areas import search_area
 from georet.search.catalog import TileCatalog
+from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
                                      rank_relational, scene_prior_boost)
-from georet.search.results import ROW_COLUMNS, to_frame
+from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
 
 _WIDEN_FACTOR = 4
+#: Tiles closer than this fraction of a tile side count as touching when hits are dissolved.
+_TOUCH_TOLERANCE = 0.01
+#: An example: a tile id of the index, an image file (PNG, JPEG, GeoTIFF chip), or pixels (array or PIL image).
+Example = Any
 
 
 class GeoIndex:
@@ -90,28 +103,86 @@ class GeoIndex:
             "updated": manifest.get("updated"),
         }
 
-    def search(self, text: str, k: int = 10, bbox: str | Sequence[float] | None = None,
+    def search(self, text: str | None = None, k: int = 10, bbox: str | Sequence[float] | None = None,
                bbox_crs: str | None = None, within=None, scene: str | None = None,
                relational: bool = True, near: str | float | None = None,
-               scene_prior: float | None = None) -> gpd.GeoDataFrame:
-        """Tiles ranked by similarity to ``text``, optionally inside an area and of one scene class.
+               scene_prior: float | None = None, *, like: Sequence[Example] | None = None,
+               unlike: Sequence[Example] | None = None, labels: str | None = None,
+               min_score: float | None = None, dissolve: bool = False, scorer: Scorer = "auto") -> gpd.GeoDataFrame:
+        """Tiles ranked by similarity to ``text`` and/or example tiles, optionally inside an area and of one scene.
 
         Returns a GeoDataFrame in EPSG:4326 with columns :data:`RESULT_COLUMNS` + geometry;
-        ``score`` is the cosine similarity between the query and the tile. A
+        ``frame.attrs["score_kind"]`` says what ``score`` means. For text alone it
+        is the cosine similarity between the query and the tile. A
         relational query ("airport near river", see :mod:`georet.relations`) is
         scored on the footprints instead, unless ``relational=False``; its hits
         also carry their partner tiles and distances. ``near`` ("500m", or
         metres) overrides the default "near" distance (half a tile side: the neighbouring tiles);
         ``scene_prior`` the weight of the scene prior on its phrases (default 1, 0 = off).
+
+        ``like``/``unlike`` are examples of right and wrong tiles: tile ids,
+        image files or pixels; ``labels`` adds a saved label set's marks. With
+        examples the text is embedded as one sentence and combined with them
+        (``scorer``: Rocchio or a linear probe, see :mod:`georet.search.feedback`);
+        example tiles are never returned. ``min_score`` drops hits below it;
+        ``dissolve`` merges touching hits into regions (:data:`REGION_COLUMNS`).
         """
-        text = (text or "").strip()
-        if not text:
-            raise GeoretError("the query text is empty")
+        text = (text or "").strip() or None
+        like, unlike = list(like or []), list(unlike or [])
+        if labels is not None:
+            saved = read_labels(self.path, labels)
+            like, unlike = like + saved.positives, unlike + saved.negatives
+        if text is None and not like:
+            raise GeoretError("nothing to search for: give a query text or an example of what you want (like)")
         self.store.refresh()  # rows other processes added since this index was opened
         if k < 1:
             raise GeoretError(f"-k must be at least 1, got {k}")
         near_m = parse_distance(near) if isinstance(near, str) else near
         area = search_area(bbox, bbox_crs, within)
+        if like or unlike:
+            hits = self._example_search(text, like, unlike, k, area, scene, scorer)
+        else:
+            hits = self._text_search(text, k, area, scene, relational, near_m, scene_prior)
+        if min_score is not None:  # scores fall with rank, so this cuts the tail
+            kept = hits[hits["score"] >= min_score].reset_index(drop=True)
+            kept.attrs = dict(hits.attrs)
+            hits = kept
+        return self._dissolve(hits) if dissolve else hits
+
+    def similar(self, tile_id: str, k: int = 10, **options: Any) -> gpd.GeoDataFrame:
+        """The ``k`` tiles most like one tile of the index (the tile itself is not among them)."""
+        return self.search(like=[tile_id], k=k, **options)
+
+    def label(self, name: str, positive: Sequence[str] = (), negative: Sequence[str] = (),
+              who: str | None = None) -> LabelSet:
+        """Mark tiles right (``positive``) or wrong in label set ``name``; every id must be a tile of the index."""
+        known = self.catalog().index_of
+        unknown = [t for t in [*positive, *negative] if t not in known]
+        if unknown:
+            raise GeoretError(f"no tile {unknown[0]!r} in {self.path}")
+        return save_labels(self.path, name, positive, negative, who=who)
+
+    def label_sets(self) -> dict[str, LabelSet]:
+        """The label sets saved in the index, by name."""
+        return {name: read_labels(self.path, name) for name in label_sets(self.path)}
+
+    def clear_labels(self, name: str) -> None:
+        delete_labels(self.path, name)
+
+    def label_layer(self, name: str) -> gpd.GeoDataFrame:
+        """A saved set as a layer: each marked tile's footprint with its mark, who marked it and when."""
+        saved = read_labels(self.path, name)
+        rows = {r["tile_id"]: r for r in self.fetch_rows([label.tile_id for label in saved.labels])}
+        present = [label for label in saved.labels if label.tile_id in rows]  # tiles removed since are left out
+        return gpd.GeoDataFrame(
+            [{"tile_id": label.tile_id, "mark": label.mark, "who": label.who, "when": label.when,
+              "source": rows[label.tile_id]["source"], "scene": rows[label.tile_id]["scene"]} for label in present],
+            columns=["tile_id", "mark", "who", "when", "source", "scene"],
+            geometry=shapely.from_wkb([rows[label.tile_id]["geometry"] for label in present]) if present else [],
+            crs="EPSG:4326")
+
+    def _text_search(self, text: str, k: int, area, scene: str | None, relational: bool, near_m: float | None,
+                     scene_prior: float | None) -> gpd.GeoDataFrame:
         relation = parse_query(text) if relational else None
         if relation is not None:
             if scene is not None:
@@ -123,7 +194,7 @@ class GeoIndex:
             clauses.append(f"scene = {sql_string(scene)}")
         if area is not None:
             if area.is_empty:
-                return to_frame([])
+                return _with_kind(to_frame([]), "text")
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
@@ -147,7 +218,86 @@ class GeoIndex:
             limit *= _WIDEN_FACTOR
         if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
-        return to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]])
+        return _with_kind(to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]), "text")
+
+    def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
+                        scorer: Scorer) -> gpd.GeoDataFrame:
+        """Score every tile of the catalog against the text and the examples; the top ``k`` eligible ones."""
+        catalog = self.catalog()
+        positives, positive_ids = self._embed_examples(like, catalog)
+        negatives, negative_ids = self._embed_examples(unlike, catalog)
+        query = self.model.encode_text([text])[0] if text else None
+        scores, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
+        eligible = self._eligible(catalog, area, scene)
+        for tile_id in positive_ids | negative_ids:
+            eligible[catalog.index_of[tile_id]] = False
+        candidates = np.flatnonzero(eligible)
+        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        hits: list[dict] = []
+        for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
+            chunk = order[start:start + 4 * k]
+            rows = {r["tile_id"]: r for r in self.fetch_rows([catalog.tile_ids[i] for i in chunk])}
+            for i in chunk:
+                row = rows[catalog.tile_ids[i]]
+                if area is None or shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+                    hits.append({**row, "score": float(scores[i])})
+            if len(hits) >= k:
+                break
+        return _with_kind(to_frame(hits[:k]), kind)
+
+    def _embed_examples(self, items: list, catalog: TileCatalog) -> tuple[np.ndarray, set[str]]:
+        """Vectors of examples (tile ids from the catalog; images through the model) and the tile ids among them."""
+        vectors, tile_ids, pixels = [], set(), []
+        for item in items:
+            if isinstance(item, str) and item in catalog.index_of:
+                vectors.append(catalog.vectors[catalog.index_of[item]])
+                tile_ids.add(item)
+            elif isinstance(item, (str, Path)):
+                if not Path(item).is_file():
+                    raise GeoretError(f"{item!r} is neither a tile id of {self.path} nor an image file")
+                pixels.append(RasterSource.read_image(item))
+            else:
+                pixels.append(_as_pixels(item))
+        for image in pixels:  # one at a time: example images may differ in size
+            vectors.append(self.model.encode_images(self.model.preprocess.apply(image[None]))[0])
+        dim = catalog.vectors.shape[1] if len(catalog) else self.model.dim
+        return (np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim), tile_ids)
+
+    @staticmethod
+    def _eligible(catalog: TileCatalog, area, scene: str | None) -> np.ndarray:
+        """Tiles a search may return: of ``scene``, with bounds touching ``area`` (exact test later)."""
+        eligible = np.ones(len(catalog), dtype=bool)
+        if scene is not None:
+            eligible &= catalog.scenes == scene
+        if area is not None:
+            minx, miny, maxx, maxy = area.bounds
+            b = catalog.bounds
+            eligible &= (b[:, 2] >= minx) & (b[:, 0] <= maxx) & (b[:, 3] >= miny) & (b[:, 1] <= maxy)
+        return eligible
+
+    def _dissolve(self, hits: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        """Touching hits merged into regions: best and mean score, tile count, member ids; best region first."""
+        kind = hits.attrs.get("score_kind")
+        if hits.empty:
+            return _with_kind(gpd.GeoDataFrame(columns=REGION_COLUMNS, geometry=[], crs="EPSG:4326"), kind)
+        catalog = self.catalog()
+        members = np.array([catalog.index_of[t] for t in hits["tile_id"]])
+        side = catalog.geometry.tile_side_m
+        subject, other = catalog.geometry.pairs_within(members, _TOUCH_TOLERANCE * side)
+        position = {tile: i for i, tile in enumerate(members)}
+        pairs = [(position[a], position[b]) for a, b in zip(subject, other) if b in position]
+        groups = touching_groups(len(hits), (np.array([a for a, _ in pairs], dtype=int),
+                                             np.array([b for _, b in pairs], dtype=int)))
+        regions = []
+        for group in dict.fromkeys(groups):  # in rank order of each region's best tile
+            rows = hits[groups == group]
+            regions.append({"best_score": float(rows["score"].max()), "mean_score": float(rows["score"].mean()),
+                            "tiles": len(rows), "tile_ids": ",".join(rows["tile_id"]),
+                            "geometry": shapely.union_all(rows.geometry.values)})
+        regions.sort(key=lambda r: -r["best_score"])
+        frame = gpd.GeoDataFrame([{"region": i + 1, **r} for i, r in enumerate(regions)],
+                                 columns=[*REGION_COLUMNS, "geometry"], geometry="geometry", crs="EPSG:4326")
+        return _with_kind(frame, kind)
 
     def _check_scene(self, scene: str) -> None:
         known = self.store.scenes()
@@ -162,7 +312,8 @@ class GeoIndex:
         """
         def result(hits: list[dict], used_near_m: float) -> gpd.GeoDataFrame:
             frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
-            frame.attrs.update({"relation": relation.describe(), "near_m": used_near_m, "scene_prior": prior_weight})
+            frame.attrs.update({"relation": relation.describe(), "near_m": used_near_m, "scene_prior": prior_weight,
+                                "score_kind": "relational: z-scores of subject, partner and sentence, combined"})
             return frame
 
         catalog = self.catalog()
@@ -170,13 +321,7 @@ class GeoIndex:
             return result([], near_m or 0.0)
         phrases = self.model.encode_text([relation.subject, relation.partner, relation.text])
         boost = prior_weight * self._scene_prior(phrases[:2], catalog) if prior_weight else None
-        eligible = np.ones(len(catalog), dtype=bool)
-        if scene is not None:
-            eligible &= catalog.scenes == scene
-        if area is not None:
-            minx, miny, maxx, maxy = area.bounds
-            b = catalog.bounds
-            eligible &= (b[:, 2] >= minx) & (b[:, 0] <= maxx) & (b[:, 3] >= miny) & (b[:, 1] <= maxy)
+        eligible = self._eligible(catalog, area, scene)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost)
 
         wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
@@ -240,3 +385,17 @@ def open_index(path: str | Path, *, device: str = "auto", pretrained: str | None
     its weight files are now if they moved (their hashes must still match).
     """
     return GeoIndex(TileStore.open(path), device=device, pretrained=pretrained, checkpoint=checkpoint, model=model)
+
+
+def _with_kind(frame: gpd.GeoDataFrame, kind: str | None) -> gpd.GeoDataFrame:
+    """Record in the frame what its scores mean (a short key and the sentence the shells print)."""
+    frame.attrs["score_kind"] = SCORE_KINDS.get(kind, kind)
+    return frame
+
+
+def _as_pixels(image: Any) -> np.ndarray:
+    """A PIL image or an (h, w, 3) uint8 array as the model's input pixels."""
+    array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise GeoretError(f"an example image must be (height, width, 3) uint8 pixels, got {array.dtype} {array.shape}")
+    return array

@@ -10,6 +10,8 @@ import shapely
 #: Columns of every result, in order (plus ``geometry``); relational results add ``RELATION_COLUMNS``.
 RESULT_COLUMNS = ["rank", "score", "tile_id", "scene", "scene_score", "source", "source_crs",
                   "col_off", "row_off", "width", "height", "valid_fraction"]
+#: Columns of dissolved results (touching hits merged), plus ``geometry``.
+REGION_COLUMNS = ["region", "best_score", "mean_score", "tiles", "tile_ids"]
 #: Stored columns a result row is built from.
 ROW_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("rank", "score")] + ["geometry"]
 

@@ -1,7 +1,9 @@
 """The georet search panel: index, query, k, extent, scene → a results layer and list.
 
 Searches run in a QProcess (an argument list, never a shell), so QGIS stays
-responsive and Cancel kills the search.
+responsive and Cancel kills the search. Right-clicking a hit marks it "More
+like this" or "Not this"; the marks (the current label set) steer the next
+searches, can be cleared, or saved into the index with ``georet label``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QMenu,
     QPushButton,
+    QSlider,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -40,7 +46,10 @@ from . import runner
 from .results_layer import build_layer, build_partner_layer, parse_geojson, replace_results_layer
 
 ANY_SCENE = "(any scene)"
+MORE_LIKE_THIS, NOT_THIS = "More like this", "Not this"
 _TABLE_COLUMNS = ("rank", "score", "scene", "tile_id")
+#: The threshold slider runs 0..100 for scores 0.00..1.00; 0 means no threshold.
+_SLIDER_STEPS = 100
 _WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 
@@ -59,6 +68,7 @@ class GeoretDock(QDockWidget):
 
     searchFinished = pyqtSignal(bool)
     scenesLoaded = pyqtSignal()
+    labelsSaved = pyqtSignal(bool)
 
     def __init__(self, iface, parent=None):
         super().__init__("georet search", parent)
@@ -70,6 +80,11 @@ class GeoretDock(QDockWidget):
         self.last_collection: dict | None = None
         self.results_layer = None
         self.partner_layer = None
+        self.like: list[str] = []
+        self.unlike: list[str] = []
+        self._row_geometries: list[QgsGeometry] = []
+        self._row_tiles: list[str | None] = []  # None for region rows: nothing single to mark
+        self._label_process: QProcess | None = None
         self._build_ui()
         self.index_edit.setText(QgsSettings().value(runner.SETTING_LAST_INDEX, "", type=str))
         self.executable_edit.setText(runner.configured_executable())
@@ -110,6 +125,19 @@ class GeoretDock(QDockWidget):
         self.extent_check = QCheckBox("only in current map extent")
         form.addRow("", self.extent_check)
 
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, _SLIDER_STEPS)
+        self.threshold_label = QLabel("off")
+        self.threshold_slider.valueChanged.connect(
+            lambda v: self.threshold_label.setText(f"≥ {v / _SLIDER_STEPS:.2f}" if v else "off"))
+        threshold_row = QHBoxLayout()
+        threshold_row.addWidget(self.threshold_slider)
+        threshold_row.addWidget(self.threshold_label)
+        form.addRow("Min score", threshold_row)
+
+        self.dissolve_check = QCheckBox("merge touching hits into regions")
+        form.addRow("", self.dissolve_check)
+
         self.executable_edit = QLineEdit()
         self.executable_edit.setPlaceholderText("georet (not found on PATH)")
         self.executable_edit.editingFinished.connect(lambda: runner.set_executable(self.executable_edit.text().strip()))
@@ -136,7 +164,24 @@ class GeoretDock(QDockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
         self.table.cellClicked.connect(lambda row, _col: self.zoom_to_row(row))
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(
+            lambda pos: self.row_menu(self.table.rowAt(pos.y())).exec(self.table.viewport().mapToGlobal(pos)))
         layout.addWidget(self.table)
+
+        layout.addWidget(QLabel("Labels (right-click a hit: more like this / not this)"))
+        self.labels_list = QListWidget()
+        self.labels_list.setMaximumHeight(90)
+        layout.addWidget(self.labels_list)
+        label_buttons = QHBoxLayout()
+        self.clear_labels_button = QPushButton("Clear labels")
+        self.clear_labels_button.clicked.connect(self.clear_labels)
+        self.save_labels_button = QPushButton("Save labels…")
+        self.save_labels_button.clicked.connect(self._ask_and_save_labels)
+        label_buttons.addWidget(self.clear_labels_button)
+        label_buttons.addWidget(self.save_labels_button)
+        layout.addLayout(label_buttons)
+        self._show_labels()
         self.setWidget(body)
 
     def _browse_index(self) -> None:
@@ -147,6 +192,7 @@ class GeoretDock(QDockWidget):
 
     def _index_changed(self) -> None:
         QgsSettings().setValue(runner.SETTING_LAST_INDEX, self.index_edit.text().strip())
+        self.clear_labels()  # tile ids belong to one index
         self.load_scenes()
 
     # -- processes -------------------------------------------------------
@@ -197,13 +243,16 @@ class GeoretDock(QDockWidget):
         if not db:
             self._fail("choose a georet index first")
             return
-        if not text.strip():
-            self._fail("type something to search for")
+        if not text.strip() and not self.like:
+            self._fail("type something to search for, or mark a hit 'More like this'")
             return
         scene = self.scene_combo.currentText()
+        threshold = self.threshold_slider.value()
         args = runner.query_args(db, text, self.k_spin.value(),
                                  bbox=self._extent_bbox() if self.extent_check.isChecked() else None,
-                                 scene=None if scene == ANY_SCENE else scene)
+                                 scene=None if scene == ANY_SCENE else scene, like=self.like, unlike=self.unlike,
+                                 min_score=threshold / _SLIDER_STEPS if threshold else None,
+                                 dissolve=self.dissolve_check.isChecked())
         self._cancelled = False
         self.process = self._new_process()
         self.process.finished.connect(self._search_done)
@@ -228,7 +277,8 @@ class GeoretDock(QDockWidget):
         """Stop every running georet process before the panel goes away (plugin unload)."""
         _stop(self.process)
         _stop(self._info_process)
-        self.process = self._info_process = None
+        _stop(self._label_process)
+        self.process = self._info_process = self._label_process = None
 
     def _process_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:
@@ -252,8 +302,12 @@ class GeoretDock(QDockWidget):
         self.partner_layer = build_partner_layer(layer)
         self.results_layer = replace_results_layer(layer, partners=self.partner_layer)
         self._fill_table()
-        self._zoom_to(self.results_layer.extent())
-        self._finish(True, f"{self.results_layer.featureCount()} tiles")
+        if self.results_layer.featureCount():
+            self._zoom_to(self.results_layer.extent())
+        regions = self.results_layer.fields().indexOf("region") >= 0
+        score = (self.last_collection.get("georet") or {}).get("score") or ""
+        self._finish(True, f"{self.results_layer.featureCount()} {'regions' if regions else 'tiles'}"
+                           + (f" — score: {score}" if score else ""))
 
     def _finish(self, ok: bool, message: str, error: bool = True) -> None:
         self.search_button.setEnabled(True)
@@ -269,14 +323,74 @@ class GeoretDock(QDockWidget):
 
     # -- results ---------------------------------------------------------
     def _fill_table(self) -> None:
-        features = sorted(self.results_layer.getFeatures(), key=lambda f: f["rank"])
+        """One row per hit; dissolved results show one row per region (its rank, best score, tile count)."""
+        regions = self.results_layer.fields().indexOf("region") >= 0
+        features = sorted(self.results_layer.getFeatures(), key=lambda f: f["region" if regions else "rank"])
         self.table.setRowCount(len(features))
-        self._row_geometries: list[QgsGeometry] = []
+        self._row_geometries, self._row_tiles = [], []
         for row, feature in enumerate(features):
-            values = (str(feature["rank"]), f"{feature['score']:.3f}", str(feature["scene"] or ""), str(feature["tile_id"]))
+            if regions:
+                values = (str(feature["region"]), f"{feature['best_score']:.3f}", "",
+                          f"region of {feature['tiles']} tiles")
+                self._row_tiles.append(None)
+            else:
+                values = (str(feature["rank"]), f"{feature['score']:.3f}", str(feature["scene"] or ""),
+                          str(feature["tile_id"]))
+                self._row_tiles.append(str(feature["tile_id"]))
             for col, value in enumerate(values):
                 self.table.setItem(row, col, QTableWidgetItem(value))
             self._row_geometries.append(QgsGeometry(feature.geometry()))
+
+    # -- labels ----------------------------------------------------------
+    def row_menu(self, row: int) -> QMenu:
+        """The right-click menu of a result row: mark its tile and search again."""
+        menu = QMenu(self)
+        tile_id = self._row_tiles[row] if 0 <= row < len(self._row_tiles) else None
+        for text, positive in ((MORE_LIKE_THIS, True), (NOT_THIS, False)):
+            action = menu.addAction(text)
+            action.setEnabled(tile_id is not None)
+            action.triggered.connect(lambda _checked=False, p=positive: self.mark(tile_id, p))
+        return menu
+
+    def mark(self, tile_id: str, positive: bool) -> None:
+        """Add ``tile_id`` to the current labels (moving it if marked the other way) and search again."""
+        for marks in (self.like, self.unlike):
+            if tile_id in marks:
+                marks.remove(tile_id)
+        (self.like if positive else self.unlike).append(tile_id)
+        self._show_labels()
+        self.search()
+
+    def clear_labels(self) -> None:
+        self.like, self.unlike = [], []
+        self._show_labels()
+
+    def _show_labels(self) -> None:
+        self.labels_list.clear()
+        self.labels_list.addItems([f"+ {t}" for t in self.like] + [f"− {t}" for t in self.unlike])
+        self.clear_labels_button.setEnabled(bool(self.like or self.unlike))
+        self.save_labels_button.setEnabled(bool(self.like or self.unlike))
+
+    def _ask_and_save_labels(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save labels", "Label set name (kept in the index):", text="default")
+        if ok and name.strip():
+            self.save_labels(name.strip())
+
+    def save_labels(self, name: str) -> None:
+        """Save the current labels into the index as set ``name`` (``georet label``, in the background)."""
+        process = self._new_process()
+        process.finished.connect(lambda code, _status: self._labels_saved(process, code, name))
+        self._label_process = process
+        process.start(self._executable(), runner.label_args(self.index_edit.text().strip(), name,
+                                                            self.like, self.unlike))
+
+    def _labels_saved(self, process: QProcess, exit_code: int, name: str) -> None:
+        if exit_code == 0:
+            self.status_label.setText(f"labels saved as set '{name}'")
+        else:
+            self._fail(runner.error_message(bytes(process.readAllStandardError()).decode("utf-8", "replace"),
+                                            exit_code))
+        self.labelsSaved.emit(exit_code == 0)
 
     def _to_canvas(self):
         canvas = self.iface.mapCanvas()

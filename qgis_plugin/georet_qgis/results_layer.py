@@ -99,9 +99,10 @@ def _label(layer: QgsVectorLayer, field: str, size: int) -> None:
 
 
 def _style(layer: QgsVectorLayer) -> None:
-    """Outline colour graduated by score (yellow → red), label = rank."""
+    """Outline colour graduated by score (yellow → red), label = rank (best score and region for regions)."""
+    regions = layer.fields().indexOf("region") >= 0
     base = QgsFillSymbol.createSimple({"color": "255,255,255,40", "outline_width": "0.8"})
-    renderer = QgsGraduatedSymbolRenderer("score")
+    renderer = QgsGraduatedSymbolRenderer("best_score" if regions else "score")
     renderer.setSourceSymbol(base)
     renderer.setClassificationMethod(QgsClassificationEqualInterval())
     renderer.updateClasses(layer, _SCORE_CLASSES)
@@ -115,7 +116,7 @@ def _style(layer: QgsVectorLayer) -> None:
         symbol.setColor(fill)
         renderer.updateRangeSymbol(index, symbol)
     layer.setRenderer(renderer)
-    _label(layer, "rank", 10)
+    _label(layer, "region" if regions else "rank", 10)
 
 
 def replace_results_layer(layer: QgsVectorLayer, project: QgsProject | None = None,

@@ -36,12 +36,30 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
 
 
-def query_args(db: str, text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None) -> list[str]:
-    args = ["query", text, "--db", db, "-k", str(int(k)), "--format", "geojson"]
+def query_args(db: str, text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None,
+               like: Sequence[str] = (), unlike: Sequence[str] = (), min_score: float | None = None,
+               dissolve: bool = False) -> list[str]:
+    """``georet query`` arguments; the text may be empty when there are examples to search with."""
+    args = ["query", *([text] if text.strip() else []), "--db", db, "-k", str(int(k)), "--format", "geojson"]
     if bbox is not None:
         args += ["--bbox", ",".join(repr(float(v)) for v in bbox)]
     if scene:
         args += ["--scene", scene]
+    for flag, tiles in (("--like", like), ("--unlike", unlike)):
+        for tile_id in tiles:
+            args += [flag, tile_id]
+    if min_score is not None:
+        args += ["--min-score", repr(float(min_score))]
+    if dissolve:
+        args.append("--dissolve")
+    return args
+
+
+def label_args(db: str, name: str, positive: Sequence[str], negative: Sequence[str]) -> list[str]:
+    args = ["label", "--db", db, "--set", name]
+    for flag, tiles in (("--positive", positive), ("--negative", negative)):
+        for tile_id in tiles:
+            args += [flag, tile_id]
     return args
 
 

@@ -107,16 +107,74 @@ def test_panel_search_builds_results_layer_and_replaces_it(plugin, iface, env):
     assert layer.featureCount() == 2
 
 
+def _search_in_panel(dock, db: str, text: str, k: int) -> None:
+    """Choose the index, type the query, search, and wait for a successful finish."""
+    dock.index_edit.setText(db)
+    dock._index_changed()
+    dock.query_edit.setText(text)
+    dock.k_spin.setValue(k)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+
+
+def _trigger(menu, text: str) -> None:
+    (action,) = [a for a in menu.actions() if a.text() == text]
+    assert action.isEnabled()
+    action.trigger()
+
+
+def test_feedback_loop_marks_threshold_and_regions(plugin, env):
+    from georet_qgis.dock import MORE_LIKE_THIS, NOT_THIS
+
+    dock = plugin.dock
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "river", 6)
+    first = [dock.table.item(row, 3).text() for row in range(dock.table.rowCount())]
+
+    _trigger(dock.row_menu(0), MORE_LIKE_THIS)  # right-click → "More like this" searches again at once
+    assert wait_for(dock.searchFinished) == [True]
+    _trigger(dock.row_menu(0), NOT_THIS)
+    assert wait_for(dock.searchFinished) == [True]
+    second = [dock.table.item(row, 3).text() for row in range(dock.table.rowCount())]
+    assert dock.like == [first[0]] and dock.unlike == [dock.unlike[0]] and dock.unlike[0] != first[0]
+    assert [dock.labels_list.item(i).text() for i in range(2)] == [f"+ {first[0]}", f"− {dock.unlike[0]}"]
+    assert not {*dock.like, *dock.unlike} & set(second) and len(second) == 6  # marked tiles never come back
+    assert "score: cosine similarity to the query" in dock.status_label.text()
+
+    dock.save_labels("qgis-set")
+    assert wait_for(dock.labelsSaved) == [True]
+    saved = json.loads(runner.run_blocking(env["GEORET_EXE"], ["label", "--db", env["GEORET_TEST_DB"], "--json"]))
+    assert saved["qgis-set"] == {"positive": dock.like, "negative": dock.unlike}
+
+    scores = sorted((f["score"] for f in results_layers()[0].getFeatures()), reverse=True)
+    step = int(scores[2] * 100) + 1  # just above the third hit: at most two stay
+    dock.threshold_slider.setValue(step)
+    assert dock.threshold_label.text() == f"≥ {step / 100:.2f}"
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    (layer,) = results_layers()
+    assert sorted((f["score"] for f in layer.getFeatures()), reverse=True) == [s for s in scores if s >= step / 100]
+    assert layer.featureCount() <= 2
+
+    dock.threshold_slider.setValue(0)
+    dock.clear_labels()
+    assert dock.labels_list.count() == 0 and not dock.save_labels_button.isEnabled()
+    dock.dissolve_check.setChecked(True)
+    dock.k_spin.setValue(12)
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    (regions,) = results_layers()
+    assert {"region", "best_score", "mean_score", "tiles"} <= set(regions.fields().names())
+    assert sum(f["tiles"] for f in regions.getFeatures()) == 12 > regions.featureCount()
+    assert regions.renderer().classAttribute() == "best_score"
+    assert dock.table.item(0, 3).text().startswith("region of ")
+    assert not dock.row_menu(0).actions()[0].isEnabled()  # a region is not one tile to mark
+
+
 def test_relational_search_draws_partners_apart(plugin, env):
     from georet_qgis.results_layer import PARTNER_LAYER_NAME
 
     dock = plugin.dock
-    dock.index_edit.setText(env["GEORET_TEST_DB"])
-    dock._index_changed()
-    dock.query_edit.setText("water near houses")
-    dock.k_spin.setValue(3)
-    dock.search()
-    assert wait_for(dock.searchFinished) == [True]
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "water near houses", 3)
     (layer,) = results_layers()
     (partners,) = QgsProject.instance().mapLayersByName(PARTNER_LAYER_NAME)
     assert partners.featureCount() == layer.featureCount() == 3
