@@ -164,11 +164,11 @@ def _write_hits(hits, output: Path, layer_name: str = "georet_results") -> None:
 
 
 def _render(hits, fmt: str, text: str) -> str:
+    from georet.search import to_geojson
+
     score_kind = hits.attrs.get("score_kind")
     if fmt == "geojson":
-        collection = json.loads(hits.to_json(drop_id=True))
-        collection["georet"] = {"query": text, "score": score_kind}
-        return json.dumps(collection)
+        return json.dumps(to_geojson(hits, text))
     if fmt == "json":
         records = json.loads(hits.drop(columns="geometry").to_json(orient="records"))
         for record, geom in zip(records, hits.geometry):
@@ -255,8 +255,8 @@ def remove(db, sources) -> None:
 @main.command()
 @db_option
 @click.option("--set", "set_name", default="default", show_default=True, help="Label set to change or show.")
-@click.option("--positive", multiple=True, metavar="TILE_ID", help="Mark a tile right (repeatable).")
-@click.option("--negative", multiple=True, metavar="TILE_ID", help="Mark a tile wrong (repeatable).")
+@click.option("--positive", multiple=True, metavar="TILE_ID", help="Mark tiles right (repeat, or ID,ID,...).")
+@click.option("--negative", multiple=True, metavar="TILE_ID", help="Mark tiles wrong (repeat, or ID,ID,...).")
 @click.option("--clear", is_flag=True, help="Delete the label set.")
 @click.option("--export", "export", nargs=2, type=(str, click.Path(path_type=Path)), metavar="NAME FILE",
               help="Write set NAME as a layer: footprints with mark, who and when (.gpkg, .geojson, .parquet).")
@@ -281,6 +281,7 @@ def label(db, set_name, positive, negative, clear, export, as_json) -> None:
         index.clear_labels(set_name)
         click.echo(f"deleted label set {set_name!r}", err=True)
         return
+    positive, negative = _split_ids(positive), _split_ids(negative)
     if positive or negative:
         saved = index.label(set_name, positive=positive, negative=negative)
         click.echo(f"{set_name}: {len(saved.positives)} right, {len(saved.negatives)} wrong", err=True)
@@ -292,6 +293,31 @@ def label(db, set_name, positive, negative, clear, export, as_json) -> None:
             click.echo(f"{name}  {len(saved.positives)} right, {len(saved.negatives)} wrong")
         if not sets:
             click.echo("no label sets yet (georet label --db DB --positive TILE_ID ...)")
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (other than loopback needs --token).")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0 = any free port; the URL is printed).")
+@click.option("--token", envvar="GEORET_TOKEN", help="Require 'Authorization: Bearer TOKEN' on every request [env GEORET_TOKEN].")
+@device_option
+def serve(db, host, port, token, device) -> None:
+    """Keep the index, its model and vectors warm: HTTP API (docs at /docs) and a web map at /."""
+    from georet.server import check_bind, serve as run_server
+
+    check_bind(host, token)
+
+    def announce(url: str) -> None:
+        click.echo(f"georet serving {db} at {url}/ (API docs: {url}/docs; Ctrl-C stops)", err=True)
+        click.echo(url)  # alone on stdout, for programs that start the server (the QGIS panel)
+        sys.stdout.flush()
+
+    run_server(db, host=host, port=port, token=token, device=device, on_listening=announce)
+
+
+def _split_ids(values: tuple[str, ...]) -> list[str]:
+    """Tile ids from repeated options and/or comma-separated lists (tile ids never contain commas)."""
+    return [part for value in values for part in value.split(",") if part.strip()]
 
 
 @main.command()

@@ -23,8 +23,9 @@ ALLOWED = {
     "search": {"errors", "geo", "models", "index"},
     "training": {"errors", "geo", "models"},
     "demo": {"errors", "geo", "models", "index", "search"},
+    "server": {"errors", "search", "root"},
     "doctor": {"errors", "models", "index", "root"},
-    "cli": {"errors", "geo", "models", "index", "search", "training", "demo", "doctor", "root"},
+    "cli": {"errors", "geo", "models", "index", "search", "training", "demo", "doctor", "server", "root"},
     "data": {"errors", "geo"},
     "root": set(),
 }

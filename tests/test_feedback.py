@@ -65,8 +65,10 @@ def test_the_probe_takes_over_with_three_labels_of_each_kind(index, tiny_model):
     assert fitted[:3].min() > fitted[3:].max()  # with a weak pull it separates what it was shown
     tight, _ = probe_weights(text, examples, prior_strength=1e4)
     assert np.allclose(tight, 10.0 * rocchio_query(text, examples), atol=1e-2)  # a strong pull keeps the query
-    scores, kind = score_tiles(catalog.vectors, text, examples, "rocchio")
+    scores, rank_key, kind = score_tiles(catalog.vectors, text, examples, "rocchio")
     assert kind == "rocchio" and np.allclose(scores, catalog.vectors @ rocchio_query(text, examples))
+    probabilities, logits, kind = score_tiles(catalog.vectors, text, examples, "probe")
+    assert kind == "probe" and np.allclose(probabilities, 1 / (1 + np.exp(-logits)))
     with pytest.raises(GeoretError, match="needs at least one right and one wrong example"):
         score_tiles(catalog.vectors, text, Examples(examples.positives, examples.negatives[:0]), "probe")
 
@@ -131,6 +133,10 @@ def test_labels_last_in_the_index_and_export_as_a_layer(built_index, index, tmp_
                                  check=True).stdout)
     assert hits["query"] == "(examples)" and not set(ids[:3]) & {r["tile_id"] for r in hits["results"]}
     assert invoke_cli("label", "--db", built_index, check=True).stdout.splitlines() == ["roads  1 right, 2 wrong"]
+    invoke_cli("label", "--db", built_index, "--set", "more", "--positive", f"{ids[5]},{ids[6]}", "--positive", ids[7],
+               check=True)
+    assert index.label_sets()["more"].positives == ids[5:8]
+    index.clear_labels("more")
     invoke_cli("label", "--db", built_index, "--export", "roads", tmp_path / "roads.gpkg", check=True)
     layer = gpd.read_file(tmp_path / "roads.gpkg")
     assert dict(zip(layer.tile_id, layer["mark"])) == {ids[1]: "positive", ids[2]: "negative", ids[0]: "negative"}

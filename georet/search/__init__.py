@@ -9,7 +9,7 @@ Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``info``,
 from georet.search.areas import parse_bbox, search_area
 from georet.search.geoindex import GeoIndex, open_index
 from georet.search.relations import Relation, explain, parse_distance, parse_query
-from georet.search.results import RESULT_COLUMNS
+from georet.search.results import REGION_COLUMNS, RESULT_COLUMNS, to_geojson
 
 __all__ = ["parse_bbox", "search_area", "GeoIndex", "open_index", "Relation", "explain", "parse_distance",
-           "parse_query", "RESULT_COLUMNS"]
+           "parse_query", "REGION_COLUMNS", "RESULT_COLUMNS", "to_geojson"]

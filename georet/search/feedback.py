@@ -70,12 +70,13 @@ def rocchio_query(text: np.ndarray | None, examples: Examples) -> np.ndarray:
     return (query / norm).astype(np.float32)
 
 
-def probe_weights(text: np.ndarray | None, examples: Examples, prior_strength: float = PROBE_PRIOR
+def probe_weights(text: np.ndarray | None, examples: Examples, prior_strength: float | None = None
                   ) -> tuple[np.ndarray, float]:
     """A logistic regression (weights, bias) on the labelled embeddings, pulled towards the Rocchio query.
 
     Minimises the log-loss (right = 1, wrong = 0, the two kinds weighted
     equally, weights summing to 1) plus ``prior_strength·|w − PROBE_SCALE·q|²``
+    (default :data:`PROBE_PRIOR`)
     with Newton steps: embeddings of one model are strongly correlated, which
     leaves plain gradient descent crawling, while a few hundred labels in a
     few hundred dimensions make the exact Hessian cheap.
@@ -85,12 +86,13 @@ def probe_weights(text: np.ndarray | None, examples: Examples, prior_strength: f
     y = np.concatenate([np.ones(len(examples.positives)), np.zeros(len(examples.negatives))])
     weight = np.where(y == 1, 0.5 / max(len(examples.positives), 1), 0.5 / max(len(examples.negatives), 1))
     xb = np.hstack([x, np.ones((len(x), 1))])  # the last column carries the bias
-    ridge = np.full(x.shape[1] + 1, 2 * max(prior_strength, 1e-6))
+    strength = PROBE_PRIOR if prior_strength is None else prior_strength  # read at call time: benchmarks vary it
+    ridge = np.full(x.shape[1] + 1, 2 * max(strength, 1e-6))
     ridge[-1] = 1e-6  # the bias is free, but keep the Hessian invertible
     theta = np.append(prior, -float(np.median(x @ prior)))
     target = np.append(prior, 0.0)
     for _ in range(PROBE_STEPS):
-        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ theta, -30, 30)))
+        p = _sigmoid(xb @ theta)
         gradient = xb.T @ (weight * (p - y)) + ridge * (theta - target)
         hessian = (xb * (weight * p * (1 - p))[:, None]).T @ xb + np.diag(ridge)
         step = np.linalg.solve(hessian, gradient)
@@ -101,13 +103,24 @@ def probe_weights(text: np.ndarray | None, examples: Examples, prior_strength: f
 
 
 def score_tiles(vectors: np.ndarray, text: np.ndarray | None, examples: Examples, scorer: Scorer = "auto"
-                ) -> tuple[np.ndarray, str]:
-    """Scores of every tile (higher = better) and the scorer that produced them."""
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Scores of every tile, the key to rank them by (higher = better), and the scorer used.
+
+    The probe ranks by its logit: a confident probe saturates many
+    probabilities at 1.0, which would leave their order to chance.
+    """
     chosen = choose_scorer(examples, scorer)
     if chosen == "probe":
         w, b = probe_weights(text, examples)
-        return 1.0 / (1.0 + np.exp(-(vectors @ w + b))), chosen
-    return vectors @ rocchio_query(text, examples), chosen
+        logits = vectors.astype(np.float64) @ w + b
+        return _sigmoid(logits), logits, chosen
+    cosines = vectors @ rocchio_query(text, examples)
+    return cosines, cosines, chosen
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for confident probes (logits of hundreds)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
 
 
 def touching_groups(n: int, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -227,12 +227,12 @@ class GeoIndex:
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
         query = self.model.encode_text([text])[0] if text else None
-        scores, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
+        scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
         eligible = self._eligible(catalog, area, scene)
         for tile_id in positive_ids | negative_ids:
             eligible[catalog.index_of[tile_id]] = False
         candidates = np.flatnonzero(eligible)
-        order = candidates[np.argsort(-scores[candidates], kind="stable")]
+        order = candidates[np.argsort(-rank_key[candidates], kind="stable")]
         hits: list[dict] = []
         for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
             chunk = order[start:start + 4 * k]

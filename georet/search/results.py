@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from typing import Any, Sequence
 
 import geopandas as gpd
 import shapely
@@ -23,3 +24,13 @@ def to_frame(hits: list[dict], extra_columns: Sequence[str] = ()) -> gpd.GeoData
                for i, h in enumerate(hits)]
     geometry = shapely.from_wkb([h["geometry"] for h in hits]) if hits else []
     return gpd.GeoDataFrame(records, columns=columns, geometry=geometry, crs="EPSG:4326")
+
+
+def to_geojson(hits: gpd.GeoDataFrame, query: str) -> dict[str, Any]:
+    """Hits (or regions) as the GeoJSON FeatureCollection every shell returns.
+
+    The foreign member ``georet`` carries the query and what the scores mean.
+    """
+    collection = json.loads(hits.to_json(drop_id=True))
+    collection["georet"] = {"query": query, "score": hits.attrs.get("score_kind")}
+    return collection

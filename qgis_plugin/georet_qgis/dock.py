@@ -1,7 +1,10 @@
 """The georet search panel: index, query, k, extent, scene → a results layer and list.
 
-Searches run in a QProcess (an argument list, never a shell), so QGIS stays
-responsive and Cancel kills the search. Right-clicking a hit marks it "More
+Searches go to a ``georet serve`` process the panel starts for the chosen
+index on its first search (see :mod:`.server`), so only the first one pays
+georet's start-up; if the server cannot start, each search runs the CLI in a
+QProcess (an argument list, never a shell). QGIS stays responsive and Cancel
+stops the search either way. Right-clicking a hit marks it "More
 like this" or "Not this"; the marks (the current label set) steer the next
 searches, can be cleared, or saved into the index with ``georet label``.
 """
@@ -43,6 +46,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import runner
+from .server import ServerProcess, error_of, search_query
 from .results_layer import build_layer, build_partner_layer, parse_geojson, replace_results_layer
 
 ANY_SCENE = "(any scene)"
@@ -85,6 +89,10 @@ class GeoretDock(QDockWidget):
         self._row_geometries: list[QgsGeometry] = []
         self._row_tiles: list[str | None] = []  # None for region rows: nothing single to mark
         self._label_process: QProcess | None = None
+        self.use_server = True
+        self.server: ServerProcess | None = None
+        self._reply = None  # the search request in flight to the server
+        self._waiting: tuple[str, list[str]] | None = None  # a search waiting for the server to start
         self._build_ui()
         self.index_edit.setText(QgsSettings().value(runner.SETTING_LAST_INDEX, "", type=str))
         self.executable_edit.setText(runner.configured_executable())
@@ -193,6 +201,7 @@ class GeoretDock(QDockWidget):
     def _index_changed(self) -> None:
         QgsSettings().setValue(runner.SETTING_LAST_INDEX, self.index_edit.text().strip())
         self.clear_labels()  # tile ids belong to one index
+        self._stop_server()  # a server serves one index
         self.load_scenes()
 
     # -- processes -------------------------------------------------------
@@ -232,9 +241,13 @@ class GeoretDock(QDockWidget):
                 self.scene_combo.setCurrentText(current)
         self.scenesLoaded.emit()
 
+    def _busy(self) -> bool:
+        cli = self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return cli or self._reply is not None or self._waiting is not None
+
     def search(self) -> None:
-        """Start a search in the background; results arrive in :meth:`_search_done`."""
-        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+        """Start a search in the background: on the index's server, else with the CLI."""
+        if self._busy():
             return
         db, text, executable = self.index_edit.text().strip(), self.query_edit.text(), self._executable()
         if not executable:
@@ -248,19 +261,75 @@ class GeoretDock(QDockWidget):
             return
         scene = self.scene_combo.currentText()
         threshold = self.threshold_slider.value()
-        args = runner.query_args(db, text, self.k_spin.value(),
-                                 bbox=self._extent_bbox() if self.extent_check.isChecked() else None,
-                                 scene=None if scene == ANY_SCENE else scene, like=self.like, unlike=self.unlike,
-                                 min_score=threshold / _SLIDER_STEPS if threshold else None,
-                                 dissolve=self.dissolve_check.isChecked())
+        options = dict(bbox=self._extent_bbox() if self.extent_check.isChecked() else None,
+                       scene=None if scene == ANY_SCENE else scene, like=self.like, unlike=self.unlike,
+                       min_score=threshold / _SLIDER_STEPS if threshold else None,
+                       dissolve=self.dissolve_check.isChecked())
+        args = runner.query_args(db, text, self.k_spin.value(), **options)
+        query = search_query(text, self.k_spin.value(), **options)
         self._cancelled = False
+        self.search_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        if not self.use_server:
+            self._search_with_cli(args)
+            return
+        server = self._server_for(db)
+        if server.state == "ready":
+            self._search_on_server(server, query, args)
+        elif server.state == "starting":
+            self.status_label.setText("starting georet serve for this index…")
+            self._waiting = (query, args)
+        else:
+            self._search_with_cli(args)
+
+    # -- the server ------------------------------------------------------
+    def _server_for(self, db: str) -> ServerProcess:
+        """The running server of ``db``, or a new one (after a failure, the CLI is used until the index changes)."""
+        if self.server is None or self.server.db != db:
+            self._stop_server()
+            self.server = ServerProcess(self._executable(), db, self)
+            self.server.ready.connect(self._server_ready)
+        return self.server
+
+    def _server_ready(self, ok: bool) -> None:
+        if self._waiting is None:
+            return
+        query, args = self._waiting
+        self._waiting = None
+        if ok:
+            self._search_on_server(self.server, query, args)
+        else:
+            self._search_with_cli(args, note=f"georet serve did not start ({self.server.failure}); using the CLI")
+
+    def _search_on_server(self, server: ServerProcess, query: str, args: list[str]) -> None:
+        self.status_label.setText("searching…")
+        self._reply = server.search(query, lambda status, body: self._server_answered(status, body, args))
+
+    def _server_answered(self, status: int, body: str, args: list[str]) -> None:
+        self._reply = None
+        if status == 0:  # no answer: the server went away; this search and later ones use the CLI
+            self.server.state = "failed"
+            self._search_with_cli(args, note="georet serve stopped answering; using the CLI")
+        elif status == 200:
+            self._show_results(body)
+        else:
+            self._finish(False, error_of(body))
+
+    def _stop_server(self) -> None:
+        if self._waiting is not None:
+            self._waiting = None
+            self._finish(False, "search cancelled", error=False)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    # -- the CLI ---------------------------------------------------------
+    def _search_with_cli(self, args: list[str], note: str = "") -> None:
         self.process = self._new_process()
         self.process.finished.connect(self._search_done)
         self.process.errorOccurred.connect(self._process_error)
-        self.search_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status_label.setText("searching…")
-        self.process.start(executable, args)
+        self.status_label.setText(f"{note} — searching…" if note else "searching…")
+        self.process.start(self._executable(), args)
 
     def _extent_bbox(self) -> list[float]:
         canvas = self.iface.mapCanvas()
@@ -269,7 +338,14 @@ class GeoretDock(QDockWidget):
         return [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
 
     def cancel(self) -> None:
-        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+        if self._waiting is not None:
+            self._waiting = None
+            self._finish(False, "search cancelled", error=False)
+        elif self._reply is not None:
+            reply, self._reply = self._reply, None
+            reply.abort()
+            self._finish(False, "search cancelled", error=False)
+        elif self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
             self._cancelled = True
             self.process.kill()
 
@@ -279,6 +355,13 @@ class GeoretDock(QDockWidget):
         _stop(self._info_process)
         _stop(self._label_process)
         self.process = self._info_process = self._label_process = None
+        if self._reply is not None:
+            self._reply.abort()
+            self._reply = None
+        self._waiting = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     def _process_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:
@@ -293,12 +376,16 @@ class GeoretDock(QDockWidget):
         if exit_code != 0 or exit_status != QProcess.ExitStatus.NormalExit:
             self._finish(False, runner.error_message(stderr, exit_code))
             return
+        self._show_results(stdout)
+
+    def _show_results(self, geojson_text: str) -> None:
+        """Results layer, partners, table and zoom from georet's GeoJSON (from the server or the CLI)."""
         try:
-            self.last_collection = parse_geojson(stdout)
+            self.last_collection = parse_geojson(geojson_text)
         except ValueError as exc:
             self._finish(False, str(exc))
             return
-        layer = build_layer(stdout)
+        layer = build_layer(geojson_text)
         self.partner_layer = build_partner_layer(layer)
         self.results_layer = replace_results_layer(layer, partners=self.partner_layer)
         self._fill_table()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+import time
 from pathlib import Path
 
 import processing
@@ -168,6 +169,44 @@ def test_feedback_loop_marks_threshold_and_regions(plugin, env):
     assert regions.renderer().classAttribute() == "best_score"
     assert dock.table.item(0, 3).text().startswith("region of ")
     assert not dock.row_menu(0).actions()[0].isEnabled()  # a region is not one tile to mark
+
+
+def test_searches_go_to_one_warm_server_stopped_on_unload(iface, env):
+    runner.set_executable(env["GEORET_EXE"])
+    plug = georet_qgis.classFactory(iface)
+    plug.initGui()
+    dock = plug.dock
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "storage tanks", 3)
+    server = dock.server
+    assert server is not None and server.state == "ready" and server.url.startswith("http://127.0.0.1:")
+    pid = server.process.processId()
+    dock.k_spin.setValue(5)
+    started = time.perf_counter()
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    print(f"panel round trip on the warm server: {1000 * (time.perf_counter() - started):.0f} ms")
+    assert dock.server is server and server.process.processId() == pid and dock.process is None  # no CLI run
+    assert results_layers()[0].featureCount() == 5
+    dock.index_edit.setText(env["GEORET_TEST_DB"] + "-other")
+    dock._index_changed()  # another index: this server stops
+    assert dock.server is None and server.process.state() == server.process.ProcessState.NotRunning
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "storage tanks", 2)
+    second = dock.server.process
+    plug.unload()
+    assert second.state() == second.ProcessState.NotRunning
+    runner.set_executable("")
+
+
+def test_panel_falls_back_to_the_cli_when_the_server_cannot_start(plugin, env, tmp_path):
+    wrapper = tmp_path / "georet-no-serve"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = serve ]; then echo "Error: serve is broken here" >&2; exit 1; fi\n'
+                       f'exec "{env["GEORET_EXE"]}" "$@"\n')
+    wrapper.chmod(0o755)
+    dock = plugin.dock
+    dock.executable_edit.setText(str(wrapper))
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "storage tanks", 3)
+    assert dock.server.state == "failed" and dock.server.failure == "serve is broken here"
+    assert results_layers()[0].featureCount() == 3 and dock.process is not None  # answered by the CLI
 
 
 def test_relational_search_draws_partners_apart(plugin, env):

@@ -1,0 +1,188 @@
+"""``georet serve``: one index, its model and its vectors kept warm behind a small HTTP API and a web map.
+
+A CLI search pays seconds of start-up (torch, lancedb, the model) for
+milliseconds of searching; the server pays them once. It is a thin shell over
+:class:`~georet.search.GeoIndex`, which already follows the table (rows other
+processes add are seen by the next request) and caches the catalog and the
+class-prompt vectors.
+
+Safety: no request can name a file (examples are tile ids of the index, label
+sets are names); ``k`` and the query length are capped; a host other than
+loopback needs a token, checked on every request.
+"""
+
+import contextlib
+import hmac
+import io
+import ipaddress
+import json
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from georet.errors import GeoretError
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_K = 1000
+MAX_QUERY_CHARS = 500
+MAX_EXAMPLES = 200
+LOOPBACK_HOSTS = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to expose an index beyond this machine without a token."""
+    if not is_loopback(host) and not token:
+        raise GeoretError(f"--host {host} makes the index reachable from other machines; pass --token TOKEN "
+                          "(clients send it as 'Authorization: Bearer TOKEN')")
+
+
+def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None) -> FastAPI:
+    """The FastAPI application serving one index (``index``: an already open GeoIndex, for tests)."""
+    from georet.search import open_index, to_geojson
+
+    state: dict[str, Any] = {"index": index, "ready": False}
+    lock = threading.Lock()  # one search at a time: the model and the catalog cache are shared
+
+    def warm() -> None:
+        """Load the model and read the catalog before the first request needs them."""
+        with lock:
+            if state["index"] is None:
+                state["index"] = open_index(db, device=device)
+            current = state["index"]
+            current.model  # noqa: B018 - loads the model
+            current.catalog()
+            state["ready"] = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        warm()
+        yield
+
+    app = FastAPI(title="georet", summary="Search satellite and aerial imagery with words",
+                  version=_version(), lifespan=lifespan)
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if token:
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+                or request.query_params.get("token", "")
+            if not hmac.compare_digest(sent.encode(), token.encode()):
+                return error(401, "this georet server needs a token: send 'Authorization: Bearer TOKEN'")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return error(400, f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(GeoretError)
+    async def georet_error(_request, exc: GeoretError):
+        return error(404 if str(exc).startswith("no tile ") else 400, str(exc))
+
+    @app.get("/health", summary="200 once the model and the vectors are loaded")
+    def health():
+        if not state["ready"]:
+            return error(503, "loading the model and the index")
+        with lock:
+            return {"status": "ok", "tiles": len(state["index"])}
+
+    @app.get("/info", summary="Tiles, model, sources and scenes of the index")
+    def info():
+        with lock:
+            return json.loads(json.dumps(state["index"].info(), default=str))
+
+    @app.get("/search", summary="Ranked tiles (or regions) as GeoJSON, as `georet query --format geojson`")
+    def search(
+        q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="query text")] = "",
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy")] = None,
+        bbox_crs: str | None = None,
+        scene: str | None = None,
+        near: Annotated[str | None, Query(description="'near' distance of relational queries, e.g. 500m")] = None,
+        plain: bool = False,
+        like: Annotated[list[str], Query(max_length=MAX_EXAMPLES, description="tile ids: more like these")] = [],
+        unlike: Annotated[list[str], Query(max_length=MAX_EXAMPLES, description="tile ids: not these")] = [],
+        labels: Annotated[str | None, Query(description="a label set saved in the index")] = None,
+        min_score: float | None = None,
+        dissolve: bool = False,
+        scorer: Annotated[str, Query(pattern="^(auto|rocchio|probe)$")] = "auto",
+    ):
+        with lock:
+            current = state["index"]
+            known = current.catalog().index_of
+            strangers = [t for t in [*like, *unlike] if t not in known]
+            if strangers:  # never a path: examples over HTTP are tiles of this index
+                return error(400, f"like/unlike take tile ids of this index; {strangers[0]!r} is not one")
+            if not q.strip() and not (like or labels):
+                return error(400, "give a query text (q) or examples (like, labels)")
+            hits = current.search(q or None, k=k, bbox=bbox, bbox_crs=bbox_crs, scene=scene, relational=not plain,
+                                  near=near, like=like, unlike=unlike, labels=labels, min_score=min_score,
+                                  dissolve=dissolve, scorer=scorer)
+        return JSONResponse(to_geojson(hits, q or "(examples)"), media_type="application/geo+json")
+
+    @app.get("/tiles/{tile_id}/thumbnail.png", summary="The thumbnail stored with a tile")
+    def thumbnail(tile_id: str):
+        with lock:
+            image = state["index"].thumbnail(tile_id)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          device: str = "auto", on_listening=None) -> None:
+    """Run the server until interrupted. ``port=0`` takes a free port; ``on_listening(url)`` hears which."""
+    import socket
+
+    import uvicorn
+
+    check_bind(host, token)
+    from georet.search import open_index
+
+    index = open_index(db, device=device)  # a missing or broken index fails here, before listening
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise GeoretError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    app = create_app(db, token=token, device=device, index=index)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    bound = sock.getsockname()[1]
+    if on_listening:
+        on_listening(f"http://{host if ':' not in host else f'[{host}]'}:{bound}")
+    server.run(sockets=[sock])
+
+
+def _version() -> str:
+    from georet import __version__
+
+    return __version__

@@ -1,0 +1,124 @@
+// georet web map: a search box over `georet serve`; hits drawn as footprints with rank labels,
+// their thumbnails as the backdrop, relational partners dashed and linked. No network beyond this server.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const headers = token ? { Authorization: `Bearer ${token}` } : {};
+const map = L.map("map", { zoomControl: true }).setView([0, 0], 2);
+const backdrop = L.layerGroup().addTo(map);
+const footprints = L.layerGroup().addTo(map);
+let features = [];
+
+function api(path) {
+  return fetch(path, { headers }).then(async (response) => {
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  });
+}
+
+function thumbnailUrl(tileId) {
+  const url = `tiles/${encodeURIComponent(tileId)}/thumbnail.png`;
+  return token ? `${url}?token=${encodeURIComponent(token)}` : url;
+}
+
+function setStatus(text, isError = false) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function boundsOf(geometry) {
+  const ring = geometry.coordinates[0];
+  const lats = ring.map((p) => p[1]), lons = ring.map((p) => p[0]);
+  return L.latLngBounds([Math.min(...lats), Math.min(...lons)], [Math.max(...lats), Math.max(...lons)]);
+}
+
+function wktBounds(wkt) {
+  const numbers = wkt.match(/-?\d+(\.\d+)?(e-?\d+)?/gi).map(Number);
+  const lons = numbers.filter((_, i) => i % 2 === 0), lats = numbers.filter((_, i) => i % 2 === 1);
+  return L.latLngBounds([Math.min(...lats), Math.min(...lons)], [Math.max(...lats), Math.max(...lons)]);
+}
+
+function select(index) {
+  document.querySelectorAll(".hit").forEach((li, i) => li.classList.toggle("selected", i === index));
+  const feature = features[index];
+  const p = feature.properties;
+  const lines = Object.entries(p).filter(([key]) => key !== "partner_wkt")
+    .map(([key, value]) => `<b>${key}</b> ${value}`).join("<br>");
+  L.popup().setLatLng(boundsOf(feature.geometry).getCenter()).setContent(lines).openOn(map);
+  map.fitBounds(boundsOf(feature.geometry).pad(2));
+}
+
+function draw(collection) {
+  backdrop.clearLayers();
+  footprints.clearLayers();
+  features = collection.features;
+  const list = document.getElementById("hits");
+  list.innerHTML = "";
+  const all = [];
+  features.forEach((feature, index) => {
+    const p = feature.properties;
+    const isRegion = p.region !== undefined;
+    const bounds = boundsOf(feature.geometry);
+    all.push(bounds);
+    if (!isRegion) L.imageOverlay(thumbnailUrl(p.tile_id), bounds).addTo(backdrop);
+    const rank = isRegion ? p.region : p.rank;
+    const score = isRegion ? p.best_score : p.score;
+    L.geoJSON(feature, { style: { color: "#d7191c", weight: 2, fillOpacity: 0.05 } })
+      .bindTooltip(String(rank), { permanent: true, direction: "center", className: "rank-label" })
+      .on("click", () => select(index)).addTo(footprints);
+    const li = document.createElement("li");
+    li.className = "hit";
+    li.dataset.tileId = isRegion ? "" : p.tile_id;
+    li.dataset.rank = rank;
+    li.innerHTML = `${isRegion ? "" : `<img alt="" src="${thumbnailUrl(p.tile_id)}">`}<div>
+      <span class="rank">#${rank}</span> <span class="score">${Number(score).toFixed(3)}</span>
+      <span class="scene">${isRegion ? `region of ${p.tiles} tiles` : (p.scene || "")}</span><br>
+      <small>${isRegion ? "" : p.tile_id}</small></div>`;
+    if (p.partner_wkt) {
+      const partnerBounds = wktBounds(p.partner_wkt);
+      L.rectangle(partnerBounds, { color: "#00bee6", weight: 2, dashArray: "6 4", fill: false })
+        .bindTooltip(`partner of #${rank}`).addTo(footprints);
+      L.imageOverlay(thumbnailUrl(p.partners.split(",")[0]), partnerBounds).addTo(backdrop);
+      const partner = document.createElement("div");
+      partner.className = "partner";
+      partner.textContent = `partner ${p.partners.split(",")[0]} at ${Math.round(p.partner_distance_m)} m`;
+      li.querySelector("div").appendChild(partner);
+    }
+    li.addEventListener("click", () => select(index));
+    list.appendChild(li);
+  });
+  if (all.length) map.fitBounds(all.reduce((a, b) => a.extend(b), L.latLngBounds(all[0].getSouthWest(), all[0].getNorthEast())).pad(0.2));
+  const download = document.getElementById("download");
+  download.href = URL.createObjectURL(new Blob([JSON.stringify(collection)], { type: "application/geo+json" }));
+  download.hidden = false;
+  const kind = collection.georet && collection.georet.score ? ` — score: ${collection.georet.score}` : "";
+  setStatus(`${features.length} ${features.length && features[0].properties.region !== undefined ? "regions" : "hits"}${kind}`);
+}
+
+function search() {
+  const q = document.getElementById("q").value.trim();
+  if (!q) { setStatus("type something to search for", true); return; }
+  const query = new URLSearchParams({ q, k: document.getElementById("k").value });
+  const scene = document.getElementById("scene").value;
+  if (scene) query.set("scene", scene);
+  setStatus("searching…");
+  const pageParams = new URLSearchParams(query);
+  if (token) pageParams.set("token", token);
+  history.replaceState(null, "", `?${pageParams}`);
+  api(`search?${query}`).then(draw).catch((error) => setStatus(error.message, true));
+}
+
+document.getElementById("search").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+
+api("info").then((info) => {
+  const select = document.getElementById("scene");
+  for (const scene of info.scenes || []) select.add(new Option(scene, scene));
+  if (params.get("scene")) select.value = params.get("scene");
+  document.title = `georet — ${info.tiles} tiles`;
+}).catch((error) => setStatus(error.message, true)).finally(() => {
+  if (params.get("k")) document.getElementById("k").value = params.get("k");
+  if (params.get("q")) { document.getElementById("q").value = params.get("q"); search(); }
+});

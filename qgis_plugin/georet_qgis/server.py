@@ -1,0 +1,141 @@
+"""A ``georet serve`` process for the panel's index, and searches sent to it with QGIS's network classes.
+
+A CLI search pays georet's start-up (torch, the model, the index) every time;
+the server pays it once per index. The panel starts one on its first search
+(on a free loopback port), stops it when the index changes or the plugin
+unloads, and falls back to the CLI when it cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Sequence
+from urllib.parse import urlencode
+
+from qgis.core import QgsNetworkAccessManager
+from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, QUrl, pyqtSignal
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+
+from . import runner
+
+#: How long a starting server may take to answer /health before the panel uses the CLI instead.
+START_TIMEOUT_MS = 120_000
+_POLL_MS = 200
+
+
+def search_query(text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None,
+                 like: Sequence[str] = (), unlike: Sequence[str] = (), min_score: float | None = None,
+                 dissolve: bool = False) -> str:
+    """The ``/search`` query string for the same search :func:`runner.query_args` gives the CLI."""
+    params: list[tuple[str, str]] = [("k", str(int(k)))]
+    if text.strip():
+        params.append(("q", text))
+    if bbox is not None:
+        params.append(("bbox", ",".join(repr(float(v)) for v in bbox)))
+    if scene:
+        params.append(("scene", scene))
+    params += [("like", t) for t in like] + [("unlike", t) for t in unlike]
+    if min_score is not None:
+        params.append(("min_score", repr(float(min_score))))
+    if dissolve:
+        params.append(("dissolve", "true"))
+    return urlencode(params)
+
+
+class ServerProcess(QObject):
+    """One ``georet serve`` for one index. ``ready(ok)`` fires once: True when /health answers."""
+
+    ready = pyqtSignal(bool)
+
+    def __init__(self, executable: str, db: str, parent=None):
+        super().__init__(parent)
+        self.db = db
+        self.url: str | None = None
+        self.state = "starting"  # starting | ready | failed
+        self.failure = ""
+        self._reply: QNetworkReply | None = None
+        self._deadline = QTimer(self)
+        self._deadline.setSingleShot(True)
+        self._deadline.timeout.connect(lambda: self._fail("georet serve did not become ready in time"))
+        self.process = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        for name in runner._STRIPPED_ENV:
+            env.remove(name)
+        self.process.setProcessEnvironment(env)
+        self.process.readyReadStandardOutput.connect(self._read_url)
+        self.process.finished.connect(self._exited)
+        self.process.errorOccurred.connect(lambda error: error == QProcess.ProcessError.FailedToStart
+                                           and self._fail(f"cannot run {executable}"))
+        self._deadline.start(START_TIMEOUT_MS)
+        self.process.start(executable, ["serve", "--db", db, "--port", "0"])
+
+    def _read_url(self) -> None:
+        if self.url is None and self.process.canReadLine():
+            line = bytes(self.process.readLine()).decode("utf-8", "replace").strip()
+            if line.startswith("http://"):
+                self.url = line
+                self._poll_health()
+
+    def _poll_health(self) -> None:
+        if self.state != "starting":
+            return
+        self._reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(self.url + "/health")))
+        self._reply.finished.connect(self._health_answered)
+
+    def _health_answered(self) -> None:
+        reply, self._reply = self._reply, None
+        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+        reply.deleteLater()
+        if status == 200 and self.state == "starting":
+            self.state = "ready"
+            self._deadline.stop()
+            self.ready.emit(True)
+        else:
+            QTimer.singleShot(_POLL_MS, self._poll_health)
+
+    def _exited(self, exit_code: int, _status) -> None:
+        stderr = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
+        self._fail(runner.error_message(stderr, exit_code))
+
+    def _fail(self, message: str) -> None:
+        if self.state == "starting":
+            self.state, self.failure = "failed", message
+            self._deadline.stop()
+            self.ready.emit(False)
+        elif self.state == "ready":  # it died after starting: the next search starts a new one
+            self.state, self.failure = "failed", message
+
+    def stop(self) -> None:
+        """End the server (blocking up to 5 s); no signal fires after this."""
+        self.blockSignals(True)
+        self._deadline.stop()
+        self.process.blockSignals(True)
+        if self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.terminate()
+            if not self.process.waitForFinished(5000):
+                self.process.kill()
+                self.process.waitForFinished(5000)
+        self.state = "failed"
+
+    def search(self, query: str, done: Callable[[int, str], None]) -> QNetworkReply:
+        """GET /search?query; ``done(http_status, body)`` when it answers (status 0: no answer)."""
+        reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(f"{self.url}/search?{query}")))
+
+        def finished() -> None:
+            status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0
+            body = bytes(reply.readAll()).decode("utf-8", "replace")
+            aborted = reply.error() == QNetworkReply.NetworkError.OperationCanceledError
+            reply.deleteLater()
+            if not aborted:
+                done(int(status), body)
+
+        reply.finished.connect(finished)
+        return reply
+
+
+def error_of(body: str) -> str:
+    """The one-line message of a georet server error response."""
+    try:
+        return str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip().splitlines()[0] if body.strip() else "georet server gave no answer"

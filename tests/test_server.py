@@ -1,0 +1,154 @@
+"""``georet serve`` as a real process on 127.0.0.1, and its web map in a real headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import GEORET_EXE, TINY, invoke_cli, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Server:
+    """A ``georet serve --port 0`` subprocess; the URL is the first line it prints."""
+
+    def __init__(self, db, *extra: str):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        self.proc = subprocess.Popen([GEORET_EXE, "serve", "--db", str(db), "--port", "0", "--device", "cpu", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.proc.stderr.read()
+        self.headers = {"Authorization": f"Bearer {extra[extra.index('--token') + 1]}"} if "--token" in extra else {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("server never became healthy")
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers={**self.headers, **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, path: str):
+        status, body = self.get(path)
+        return status, json.loads(body)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, rasters):
+    db = tmp_path_factory.mktemp("serve") / "idx.db"
+    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    server = Server(db)
+    yield server, db
+    server.stop()
+
+
+def test_search_answers_what_the_cli_answers(served):
+    server, db = served
+    status, health = server.json("/health")
+    assert status == 200 and health["tiles"] == 16
+    status, collection = server.json("/search?q=forest&k=4")
+    cli = json.loads(invoke_cli("query", "forest", "--db", db, "-k", "4", "--format", "geojson", check=True).stdout)
+    assert status == 200 and collection["georet"] == cli["georet"] == {
+        "query": "forest", "score": "cosine similarity to the text, -1..1"}
+    assert [f["properties"] for f in collection["features"]] == [f["properties"] for f in cli["features"]]
+    status, relational = server.json("/search?" + urllib.parse.urlencode({"q": "water near forest", "k": 3}))
+    assert status == 200 and {"partners", "partner_distance_m", "partner_wkt"} <= set(
+        relational["features"][0]["properties"])
+    first = collection["features"][0]["properties"]["tile_id"]
+    status, similar = server.json(f"/search?like={first}&k=3&dissolve=true")
+    assert status == 200 and similar["features"][0]["properties"]["region"] == 1
+    assert first not in similar["features"][0]["properties"]["tile_ids"].split(",")
+
+
+def test_bad_requests_get_one_line_json_errors(served):
+    server, db = served
+    cli_error = invoke_cli("query", "x", "--db", db, "--scene", "volcano").stderr.strip().removeprefix("Error: ")
+    cases = {
+        "/search?q=x&scene=volcano": (400, cli_error),
+        "/search?q=x&k=5000": (400, "k: Input should be less than or equal to 1000"),
+        "/search?q=x&like=/etc/passwd": (400, "like/unlike take tile ids of this index; '/etc/passwd' is not one"),
+        "/search?q=x&labels=../../etc": (400, "label set name '../../etc': use letters, digits"),
+        "/search": (400, "give a query text (q) or examples (like, labels)"),
+        "/search?q=" + "a" * 600: (400, "q: String should have at most 500 characters"),
+        "/search?q=x&bbox=1,2": (400, "--bbox must be four numbers"),
+        "/tiles/nope/thumbnail.png": (404, "no tile 'nope' in"),
+    }
+    for path, (status, message) in cases.items():
+        got, body = server.get(path)
+        error = json.loads(body)
+        assert got == status and list(error) == ["error"] and error["error"].startswith(message), (path, error)
+        assert "\n" not in error["error"]
+
+
+def test_info_thumbnails_docs_and_new_rows(served, rasters, tiny_model):
+    server, db = served
+    status, info = server.json("/info")
+    assert status == 200 and info["tiles"] == 16 and info["model"]["arch"] == "georet-tiny"
+    tile_id = server.json("/search?q=field&k=1")[1]["features"][0]["properties"]["tile_id"]
+    status, png = server.get(f"/tiles/{tile_id}/thumbnail.png")
+    from georet.search import open_index
+
+    expected = open_index(db, model=tiny_model).thumbnail(tile_id)
+    assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(expected))
+    status, spec = server.json("/openapi.json")
+    assert status == 200 and {"/search", "/health", "/info", "/tiles/{tile_id}/thumbnail.png"} <= set(spec["paths"])
+    run_cli("index", rasters["lonlat"], "--db", db, "--tile-size", "64", *TINY, check=True)  # another process writes
+    assert server.json("/info")[1]["tiles"] == 22
+    assert len(server.json("/search?q=field&k=100")[1]["features"]) == 22
+
+
+def test_token_and_host_rules(served):
+    _, db = served
+    refused = run_cli("serve", "--db", db, "--host", "0.0.0.0")
+    assert refused.returncode == 1 and refused.stderr.strip().startswith(
+        "Error: --host 0.0.0.0 makes the index reachable from other machines; pass --token TOKEN")
+    guarded = Server(db, "--token", "s3cret")
+    try:
+        assert guarded.get("/health", headers={"Authorization": "Bearer wrong"})[0] == 401
+        status, body = guarded.get("/search?q=x", headers={"Authorization": ""})
+        assert status == 401 and json.loads(body)["error"].startswith("this georet server needs a token")
+        assert guarded.get("/health")[0] == 200
+        guarded.headers = {}
+        assert guarded.get("/info?token=s3cret")[0] == 200 and guarded.get("/info")[0] == 401
+    finally:
+        guarded.stop()
+
+
+def test_web_map_in_headless_chromium(served, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it")
+        pytest.skip("chromium is not installed")
+    server, _ = served
+    expected = [f["properties"]["tile_id"] for f in server.json("/search?q=forest&k=3")[1]["features"]]
+    page = server.url + "/?" + urllib.parse.urlencode({"q": "forest", "k": 3})
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                          "--virtual-time-budget=20000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120).stdout
+    hits = [part.split('"')[0] for part in dom.split('class="hit" data-tile-id="')[1:]]
+    assert hits == expected  # the page ran the search and listed the hits in rank order
+    assert 'id="download"' in dom and "3 hits — score: cosine similarity to the text" in dom
