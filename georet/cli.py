@@ -297,6 +297,17 @@ def label(db, set_name, positive, negative, clear, export, as_json) -> None:
 
 @main.command()
 @db_option
+def optimize(db) -> None:
+    """Compact the index and build its approximate vector index (done by itself past 100,000 tiles)."""
+    from georet.index import optimize_index
+
+    result = optimize_index(db)
+    index = result["vector_index"]
+    click.echo(f"{result['tiles']:,} tiles; {index['type']} vector index over {index['indexed_rows']:,} of them")
+
+
+@main.command()
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (other than loopback needs --token).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0 = any free port; the URL is printed).")
 @click.option("--token", envvar="GEORET_TOKEN", help="Require 'Authorization: Bearer TOKEN' on every request [env GEORET_TOKEN].")

@@ -235,6 +235,9 @@ def index_raster(
             report.sources.append(str(path))
         if report.indexed:
             store.optimize()
+            if store.wants_vector_index():
+                print(f"building an approximate vector index over {store.count():,} tiles…", file=sys.stderr)
+                store.build_vector_index()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -43,6 +43,13 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
 TABLE_NAME = "tiles"
 #: Identity fields that must agree before an index may be queried or extended by a model.
+#: From this many tiles ``georet index`` builds an approximate (IVF_PQ) vector index by itself:
+#: exact search stays under ~30 ms below it (measured in benchmarks/ann.py).
+AUTO_VECTOR_INDEX_ROWS = 100_000
+#: PQ training needs a few thousand vectors; ``georet optimize`` refuses fewer.
+MIN_VECTOR_INDEX_ROWS = 5_000
+#: Search settings of the index, chosen from measured recall@10 (benchmarks/results/ann.json).
+ANN_NPROBES, ANN_REFINE_FACTOR = 20, 10
 IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
 COMPLETE, INCOMPLETE = "complete", "incomplete"
 #: The reason a source carries while it is being written; after a kill it stays, and says so.
@@ -294,8 +301,44 @@ class TileStore:
         return len(extra)
 
     def optimize(self) -> None:
-        """Compact the small fragments that batched writes leave behind."""
+        """Compact the small fragments that batched writes leave behind (and add new rows to a vector index)."""
         self.table.optimize()
+
+    # -- approximate search ----------------------------------------------------
+    def vector_index(self) -> dict[str, Any] | None:
+        """``{"type", "indexed_rows", "unindexed_rows"}`` of the table's vector index, or None without one."""
+        for index in self.table.list_indices():
+            if "vector" in index.columns:
+                stats = self.table.index_stats(index.name)
+                return {"type": str(stats.index_type), "indexed_rows": int(stats.num_indexed_rows),
+                        "unindexed_rows": int(stats.num_unindexed_rows)}
+        return None
+
+    def build_vector_index(self) -> dict[str, Any]:
+        """(Re)build the IVF_PQ index over every row; caller holds the writer lock.
+
+        √n partitions and 8 dimensions per PQ sub-vector, the settings measured
+        in ``benchmarks/ann.py``; searches then probe :data:`ANN_NPROBES`
+        partitions and re-rank :data:`ANN_REFINE_FACTOR` × k candidates exactly.
+        """
+        rows = self.count()
+        if rows < MIN_VECTOR_INDEX_ROWS:
+            raise GeoretError(f"{self.path} has {rows:,} tiles; an approximate index needs at least "
+                              f"{MIN_VECTOR_INDEX_ROWS:,} (below {AUTO_VECTOR_INDEX_ROWS:,} exact search is fast anyway)")
+        dim = self.model_identity["dim"]
+        self.table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
+                                num_partitions=max(1, int(rows ** 0.5)),
+                                num_sub_vectors=dim // 8 if dim % 8 == 0 else dim // 4 if dim % 4 == 0 else 1,
+                                replace=True)
+        return self.vector_index()
+
+    def wants_vector_index(self) -> bool:
+        """True past :data:`AUTO_VECTOR_INDEX_ROWS` rows when no index covers most of them."""
+        rows = self.count()
+        if rows < AUTO_VECTOR_INDEX_ROWS:
+            return False
+        index = self.vector_index()
+        return index is None or index["unindexed_rows"] > index["indexed_rows"]
 
 
 def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float | None = None) -> dict[str, int]:
@@ -314,6 +357,16 @@ def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float |
         if any(removed.values()):
             store.optimize()
         return removed
+
+
+def optimize_index(db: str | Path, lock_timeout: float | None = None) -> dict[str, Any]:
+    """``georet optimize``: compact the table and (re)build its approximate vector index, under the writer lock."""
+    store = TileStore.open(db)
+    require_writable(store.path)
+    with writer_lock(store.path, lock_timeout):
+        store.refresh()
+        store.optimize()
+        return {"tiles": store.count(), "vector_index": store.build_vector_index()}
 
 
 def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:

@@ -25,7 +25,7 @@ ROCCHIO_POSITIVE, ROCCHIO_NEGATIVE = 1.0, 0.5
 #: ``auto`` switches to the probe once there are this many right *and* this many wrong examples.
 PROBE_MIN_LABELS = 3
 #: Probe: strength of the pull towards the Rocchio direction, its scale (cosine -> logit), Newton steps at most.
-PROBE_PRIOR, PROBE_SCALE, PROBE_STEPS = 0.01, 10.0, 50
+PROBE_PRIOR, PROBE_SCALE, PROBE_STEPS = 1.0, 10.0, 50
 SCORE_KINDS = {"rocchio": "cosine similarity to the query (text and examples combined), -1..1",
                "probe": "probability from a linear probe on the labelled examples, 0..1",
                "text": "cosine similarity to the text, -1..1"}

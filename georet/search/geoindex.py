@@ -26,8 +26,8 @@ import shapely
 from georet.errors import GeoretError
 from georet.geo import ZeroShotScenes
 from georet.geo import RasterSource
-from georet.index import (LabelSet, TileStore, delete_labels, describe_mismatch, label_sets, read_labels, save_labels,
-                          sql_string)
+from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, LabelSet, TileStore, delete_labels, describe_mismatch,
+                          label_sets, read_labels, save_labels, sql_string)
 from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search.areas import search_area
 from georet.search.catalog import TileCatalog
@@ -54,6 +54,8 @@ class GeoIndex:
         self._model = model
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
+        self._vector_index: bool = False
+        self._vector_index_version: int | None = None
         if model is not None:
             self._check_model(model)
 
@@ -204,6 +206,8 @@ class GeoIndex:
         while True:
             search = self.store.table.search(query).distance_type("cosine").limit(limit).select(
                 [*ROW_COLUMNS, "_distance"])
+            if self._has_vector_index():
+                search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
             if where:
                 search = search.where(where, prefilter=True)
             hits = search.to_arrow().to_pylist()
@@ -298,6 +302,14 @@ class GeoIndex:
         frame = gpd.GeoDataFrame([{"region": i + 1, **r} for i, r in enumerate(regions)],
                                  columns=[*REGION_COLUMNS, "geometry"], geometry="geometry", crs="EPSG:4326")
         return _with_kind(frame, kind)
+
+    def _has_vector_index(self) -> bool:
+        """Whether the table (at its current version) has an approximate vector index; asked once per version."""
+        version = self.store.table.version
+        if self._vector_index_version != version:
+            self._vector_index = self.store.vector_index() is not None
+            self._vector_index_version = version
+        return self._vector_index
 
     def _check_scene(self, scene: str) -> None:
         known = self.store.scenes()

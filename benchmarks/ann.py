@@ -1,0 +1,173 @@
+"""Approximate search at scale: recall@10 of LanceDB's IVF_PQ index against exact search, and latency.
+
+Stage ``embed`` makes ≥ 100k *real* tile embeddings with the default model:
+every rsicd_aid chip (10,000) in 10 views (4 rotations × 2 flips, 2 centre crops),
+saved to ``runs/ann/vectors.npy``; queries are 500 real captions of test images.
+
+Stage ``bench`` writes the vectors into LanceDB tables (the index schema's
+vector column) of 100k rows (real) and 1M rows (the real ones plus 9 copies
+with small Gaussian noise, re-normalised: latency does not depend on where
+vectors come from, recall does, so recall is measured on the real 100k),
+builds IVF_PQ indexes, and measures recall@10 against exact search for
+nprobes × refine_factor, and warm latency p50/p95 of exact and indexed search.
+
+    python benchmarks/ann.py embed          # ~20 min on 2 cores
+    python benchmarks/ann.py bench [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
+WORK = ROOT / "runs" / "ann"
+VIEWS = 10
+QUERIES = 500
+
+
+def views(pixels: np.ndarray) -> list[np.ndarray]:
+    """10 views of one chip: 4 rotations of it and of its mirror, and two centre crops."""
+    out = []
+    for image in (pixels, pixels[:, ::-1]):
+        out += [np.ascontiguousarray(np.rot90(image, r)) for r in range(4)]
+    h, w = pixels.shape[:2]
+    for keep in (0.8, 0.6):
+        dh, dw = int(h * (1 - keep) / 2), int(w * (1 - keep) / 2)
+        out.append(np.ascontiguousarray(pixels[dh:h - dh, dw:w - dw]))
+    return out
+
+
+def embed() -> None:
+    from PIL import Image
+    from tqdm import tqdm
+
+    from georet.models import load_model
+
+    model = load_model(device="cpu")
+    images = json.loads(DATA.read_text())["images"]
+    WORK.mkdir(parents=True, exist_ok=True)
+    vectors, pending = [], []
+    side = model.preprocess.size[0]
+    for n, image in enumerate(tqdm(images, desc="chips"), start=1):
+        with Image.open(DATA.parent / "images" / image["filename"]) as chip:
+            pixels = np.asarray(chip.convert("RGB").resize((side, side), Image.BICUBIC))
+        pending += [np.asarray(Image.fromarray(v).resize((side, side), Image.BILINEAR)) if v.shape[0] != side else v
+                    for v in views(pixels)]
+        if len(pending) >= 80 or n == len(images):  # batches of 8 chips' views
+            vectors.append(model.encode_images(model.preprocess.apply(np.stack(pending))))
+            pending = []
+    np.save(WORK / "vectors.npy", np.concatenate(vectors).astype(np.float32))
+    captions = [s["raw"] if isinstance(s, dict) else s for i in images if i["split"] == "test"
+                for s in i["sentences"][:1]][:QUERIES]
+    np.save(WORK / "queries.npy", model.encode_text(captions))
+    print(f"{len(images) * VIEWS} vectors, {len(captions)} queries -> {WORK}")
+
+
+def table(db, name: str, vectors: np.ndarray):
+    import pyarrow as pa
+
+    from georet.index import tile_schema
+
+    schema = pa.schema([tile_schema(vectors.shape[1]).field("vector"), pa.field("row", pa.int64())])
+    if name in db.table_names():
+        return db.open_table(name)
+    batches = (pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(vectors[i:i + 100_000].ravel()),
+                                                                   vectors.shape[1]),
+                                pa.array(np.arange(i, min(i + 100_000, len(vectors))))], schema=schema)
+               for i in range(0, len(vectors), 100_000))
+    return db.create_table(name, data=pa.RecordBatchReader.from_batches(schema, batches))
+
+
+def timed(search, queries: np.ndarray, repeats: int = 1) -> tuple[list[list[int]], np.ndarray]:
+    results, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        rows = search(q)
+        times.append(time.perf_counter() - start)
+        results.append(rows)
+    return results, np.array(times) * 1000
+
+
+def bench(as_json: bool) -> None:
+    import lancedb
+
+    vectors = np.load(WORK / "vectors.npy")
+    queries = np.load(WORK / "queries.npy")
+    db = lancedb.connect(str(WORK / "lance"))
+    rng = np.random.default_rng(0)
+    report = {"dim": int(vectors.shape[1]), "queries": len(queries)}
+
+    def exact(tbl):
+        return lambda q: tbl.search(q).distance_type("cosine").limit(10).select(["row"]).to_arrow()["row"].to_pylist()
+
+    def approx(tbl, nprobes, refine):
+        def run(q):
+            search = tbl.search(q).distance_type("cosine").limit(10).nprobes(nprobes).select(["row"])
+            if refine:
+                search = search.refine_factor(refine)
+            return search.to_arrow()["row"].to_pylist()
+        return run
+
+    def in_memory(matrix):
+        return lambda q: np.argpartition(-(matrix @ q), 10)[:10].tolist()
+
+    for size in (100_000, 1_000_000):
+        if size <= len(vectors):
+            data = vectors[:size]
+        else:
+            copies = [vectors] + [vectors + rng.normal(0, 0.02, vectors.shape).astype(np.float32)
+                                  for _ in range(size // len(vectors) - 1)]
+            data = np.concatenate(copies)
+            data /= np.linalg.norm(data, axis=1, keepdims=True)
+        tbl = table(db, f"t{size}", data)
+        truth, exact_ms = timed(exact(tbl), queries[:100])
+        _, memory_ms = timed(in_memory(data), queries[:100])
+        entry = {"rows": size, "exact_lance_ms": _pct(exact_ms), "exact_numpy_in_memory_ms": _pct(memory_ms)}
+        partitions = int(np.sqrt(size))
+        if not tbl.list_indices():
+            start = time.perf_counter()
+            tbl.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
+                             num_partitions=partitions, num_sub_vectors=data.shape[1] // 8)
+            entry["index_build_s"] = round(time.perf_counter() - start, 1)
+        grid = {}
+        for nprobes in (10, 20, 40, 80):
+            for refine in (0, 5, 10, 20):
+                found, ms = timed(approx(tbl, nprobes, refine), queries[:100])
+                recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)]))
+                grid[f"nprobes={nprobes},refine={refine}"] = {"recall@10": round(recall, 3), **_pct(ms)}
+        entry["ivf_pq"] = {"num_partitions": partitions, "grid": grid}
+        report[str(size)] = entry
+        print(json.dumps(entry), file=sys.stderr)
+    (ROOT / "benchmarks" / "results" / "ann.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1) if as_json else _table(report))
+
+
+def _pct(ms: np.ndarray) -> dict[str, float]:
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+
+
+def _table(report: dict) -> str:
+    lines = []
+    for size in ("100000", "1000000"):
+        entry = report[size]
+        lines.append(f"{int(size):,} rows: exact LanceDB p50 {entry['exact_lance_ms']['p50_ms']} ms, "
+                     f"exact in-memory numpy p50 {entry['exact_numpy_in_memory_ms']['p50_ms']} ms")
+        for name, cell in entry["ivf_pq"]["grid"].items():
+            lines.append(f"  IVF_PQ {name:<22} recall@10 {cell['recall@10']:.3f}  p50 {cell['p50_ms']} ms  "
+                         f"p95 {cell['p95_ms']} ms")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage", choices=["embed", "bench"])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    embed() if args.stage == "embed" else bench(args.json)
