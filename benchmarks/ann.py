@@ -4,6 +4,11 @@ Stage ``embed`` makes ≥ 100k *real* tile embeddings with the default model:
 every rsicd_aid chip (10,000) in 10 views (4 rotations × 2 flips, 2 centre crops),
 saved to ``runs/ann/vectors.npy``; queries are 500 real captions of test images.
 
+Stage ``serve`` measures what a warm ``georet serve`` does per request, on
+real georet indexes (the tile schema, :class:`GeoIndex`) of 100k and 1M rows
+holding those vectors: plain search with and without the IVF_PQ index, and
+relational search ("airport near river"), p50/p95 over 20 queries.
+
 Stage ``bench`` writes the vectors into LanceDB tables (the index schema's
 vector column) of 100k rows (real) and 1M rows (the real ones plus 9 copies
 with small Gaussian noise, re-normalised: latency does not depend on where
@@ -13,6 +18,7 @@ nprobes × refine_factor, and warm latency p50/p95 of exact and indexed search.
 
     python benchmarks/ann.py embed          # ~20 min on 2 cores
     python benchmarks/ann.py bench [--json]
+    python benchmarks/ann.py serve [--json]
 """
 
 from __future__ import annotations
@@ -119,13 +125,7 @@ def bench(as_json: bool) -> None:
         return lambda q: np.argpartition(-(matrix @ q), 10)[:10].tolist()
 
     for size in (100_000, 1_000_000):
-        if size <= len(vectors):
-            data = vectors[:size]
-        else:
-            copies = [vectors] + [vectors + rng.normal(0, 0.02, vectors.shape).astype(np.float32)
-                                  for _ in range(size // len(vectors) - 1)]
-            data = np.concatenate(copies)
-            data /= np.linalg.norm(data, axis=1, keepdims=True)
+        data = scaled(vectors, size, rng)
         tbl = table(db, f"t{size}", data)
         truth, exact_ms = timed(exact(tbl), queries[:100])
         _, memory_ms = timed(in_memory(data), queries[:100])
@@ -165,9 +165,71 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def scaled(vectors: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` unit vectors: the real ones, then noisy copies of them (re-normalised)."""
+    if size <= len(vectors):
+        return vectors[:size]
+    copies = [vectors] + [vectors + rng.normal(0, 0.02, vectors.shape).astype(np.float32)
+                          for _ in range(size // len(vectors) - 1)]
+    data = np.concatenate(copies)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+def serve(as_json: bool) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from query_latency import synthetic_rows
+
+    from georet.index import TileStore
+    from georet.models import load_model
+    from georet.search import GeoIndex
+
+    model = load_model(device="cpu")
+    vectors = np.load(WORK / "vectors.npy")
+    rng = np.random.default_rng(0)
+    plain = ["airport", "a river with green banks", "dense residential area", "storage tanks", "beach",
+             "baseball field", "bridge over water", "farmland", "harbour with boats", "forest"] * 2
+    relational = ["airport near river", "river near airport", "bridge near river", "school near park",
+                  "port and industrial area"] * 2
+    report: dict = {}
+    for size in (100_000, 1_000_000):
+        db = WORK / f"tiles-{size}"
+        if not (db / "tiles.lance").is_dir():
+            data = scaled(vectors, size, rng)
+            with TileStore.open_for_writing(db, model.identity, dict(model.spec.__dict__)) as store:
+                for start in range(0, size, 100_000):
+                    chunk = data[start:start + 100_000]
+                    store.table.add(synthetic_rows(len(chunk), model.dim, ["airport", "river", "forest", "port"],
+                                                   seed=start, vectors=chunk, first_id=start))
+                store.optimize()
+        index = GeoIndex(TileStore.open(db), model=model)
+        entry: dict = {"rows": size}
+        for label in ("exact", "ivf_pq"):
+            if label == "ivf_pq" and index.store.vector_index() is None:
+                started = time.perf_counter()
+                index.store.build_vector_index()
+                entry["index_build_s"] = round(time.perf_counter() - started, 1)
+            if label == "exact" and index.store.vector_index() is not None:
+                continue
+            index.search(plain[0])  # warm: model, table handles
+            _, ms = timed(lambda q: index.search(q, k=10, relational=False), plain)
+            entry[f"plain_{label}"] = _pct(ms)
+        started = time.perf_counter()
+        index.search(relational[0], k=10)  # reads the catalog, encodes the class prompts
+        entry["relational_first_s"] = round(time.perf_counter() - started, 2)
+        _, ms = timed(lambda q: index.search(q, k=10), relational)
+        entry["relational"] = _pct(ms)
+        report[str(size)] = entry
+        print(json.dumps(entry), file=sys.stderr)
+    (ROOT / "benchmarks" / "results" / "serve_latency.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1) if as_json else "\n".join(
+        f"{int(k):,} rows: plain exact p50 {v.get('plain_exact', {}).get('p50_ms', '-')} ms, "
+        f"plain IVF_PQ p50 {v['plain_ivf_pq']['p50_ms']} ms (p95 {v['plain_ivf_pq']['p95_ms']}), "
+        f"relational p50 {v['relational']['p50_ms']} ms (p95 {v['relational']['p95_ms']})" for k, v in report.items()))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=["embed", "bench"])
+    parser.add_argument("stage", choices=["embed", "bench", "serve"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    embed() if args.stage == "embed" else bench(args.json)
+    {"embed": embed, "bench": lambda: bench(args.json), "serve": lambda: serve(args.json)}[args.stage]()

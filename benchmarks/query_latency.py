@@ -29,15 +29,17 @@ QUERIES = ["airport", "river with a bridge", "dense residential area", "farmland
            "storage tanks", "forest", "beach and sea", "stadium", "parking lot next to a mall"]
 
 
-def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0) -> pa.Table:
-    """n tiles of ~0.01° on a 1°×1° area, random unit vectors and scenes."""
+def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0, vectors: np.ndarray | None = None,
+                   first_id: int = 0) -> pa.Table:
+    """n tiles of ~0.01° on a 1°×1° area, random scenes; random unit vectors unless ``vectors`` are given."""
     rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if vectors is None:
+        vectors = rng.normal(size=(n, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     minx, miny = rng.uniform(4.0, 5.0, n), rng.uniform(51.0, 52.0, n)
     boxes = shapely.box(minx, miny, minx + 0.01, miny + 0.01)
     return pa.table({
-        "tile_id": [f"tile-{i:07d}" for i in range(n)],
+        "tile_id": [f"tile-{i:07d}" for i in range(first_id, first_id + n)],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
         "geometry": shapely.to_wkb(boxes).tolist(),
         "minx": minx, "miny": miny, "maxx": minx + 0.01, "maxy": miny + 0.01,

@@ -297,6 +297,18 @@ def label(db, set_name, positive, negative, clear, export, as_json) -> None:
 
 @main.command()
 @db_option
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--thumbnails", is_flag=True, help="Also write each tile's PNG thumbnail.")
+def export(db, output, thumbnails) -> None:
+    """Write the index as GeoParquet: footprints, ids, scenes, embeddings (geopandas, DuckDB, QGIS read it)."""
+    from georet.index import export_geoparquet
+
+    rows = export_geoparquet(db, output, thumbnails=thumbnails)
+    click.echo(f"wrote {rows:,} tiles to {output}", err=True)
+
+
+@main.command()
+@db_option
 def optimize(db) -> None:
     """Compact the index and build its approximate vector index (done by itself past 100,000 tiles)."""
     from georet.index import optimize_index

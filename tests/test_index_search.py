@@ -254,3 +254,26 @@ def test_vrt_input_gives_the_same_tiles_as_its_source(tmp_path, rasters, tiny_mo
     for vrt_row, tif_row in by_window.values():
         assert np.allclose(vrt_row["vector"], tif_row["vector"], atol=1e-5)
         assert vrt_row["geometry"] == tif_row["geometry"]
+
+
+def test_export_writes_geoparquet_with_embeddings(built_index, tiny_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    from conftest import invoke_cli
+    from georet.search import open_index
+
+    out = tmp_path / "tiles.parquet"
+    done = invoke_cli("export", "--db", built_index, out, check=True)
+    assert done.stderr.strip() == f"wrote 26 tiles to {out}"
+    frame = gpd.read_parquet(out)
+    catalog = open_index(built_index, model=tiny_model).catalog()
+    assert frame.crs.to_string() == "OGC:CRS84" and sorted(frame.tile_id) == sorted(catalog.tile_ids)  # lon/lat
+    vectors = np.stack(frame.embedding.to_numpy())
+    assert np.array_equal(vectors, catalog.vectors[[catalog.index_of[t] for t in frame.tile_id]])
+    rows = {r["tile_id"]: r for r in open_index(built_index, model=tiny_model).fetch_rows(list(frame.tile_id))}
+    assert all(g.equals(shapely.from_wkb(rows[t]["geometry"])) for t, g in zip(frame.tile_id, frame.geometry))
+    metadata = pq.read_schema(out).metadata
+    assert json.loads(metadata[b"geo"])["version"] == "1.1.0"
+    assert json.loads(metadata[b"georet"])["model"]["arch"] == "georet-tiny"
+    bad = invoke_cli("export", "--db", built_index, tmp_path / "tiles.csv")
+    assert bad.returncode == 1 and "must end in .parquet" in bad.stderr and not (tmp_path / "tiles.csv").exists()

@@ -1,0 +1,59 @@
+"""``georet export``: the index as GeoParquet, for geopandas, DuckDB, QGIS and other embedding tools.
+
+Written batch by batch from the Lance dataset (memory stays at one batch for
+any index size) into a temporary file that replaces the target at the end, so
+a failed export never leaves half a file under the real name. The geometry is
+WKB in lon/lat (GeoParquet's default CRS, OGC:CRS84), the embeddings a
+fixed-size float32 list column, and the model identity rides along in the
+file's metadata so a reader knows which model the vectors belong to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from georet.errors import GeoretError
+from georet.index.store import TileStore
+
+GEOPARQUET_VERSION = "1.1.0"
+_COLUMNS = ["tile_id", "geometry", "minx", "miny", "maxx", "maxy", "source", "source_crs", "col_off", "row_off",
+            "width", "height", "scene", "scene_score", "valid_fraction", "landcover_fractions", "vector"]
+
+
+def export_geoparquet(db: str | Path, out: str | Path, thumbnails: bool = False) -> int:
+    """Write every tile of ``db`` to ``out`` (.parquet); returns the number of rows."""
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise GeoretError(f"the export is GeoParquet: the file name must end in .parquet, got {out.name}")
+    store = TileStore.open(db)
+    if store.count() == 0:
+        raise GeoretError(f"{store.path} has no tiles to export")
+    columns = _COLUMNS + (["thumbnail"] if thumbnails else [])
+    geo = {"version": GEOPARQUET_VERSION, "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}
+    metadata = {b"geo": json.dumps(geo).encode(),
+                b"georet": json.dumps({"model": store.model_identity, "embedding_column": "embedding"}).encode()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    rows, writer = 0, None
+    try:
+        for batch in store.table.to_lance().to_batches(columns=columns, batch_size=65_536):
+            table = pa.Table.from_batches([batch])
+            table = table.rename_columns(["embedding" if c == "vector" else c for c in table.schema.names])
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema.with_metadata(metadata), compression="zstd")
+            writer.write_table(table.replace_schema_metadata(metadata))
+            rows += table.num_rows
+        writer.close()
+        writer = None
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return rows
