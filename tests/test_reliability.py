@@ -17,7 +17,7 @@ from pathlib import Path
 import lancedb
 import pytest
 
-from conftest import GEORET_EXE, TINY, run_cli
+from conftest import GEORET_EXE, TINY, invoke_cli, run_cli
 from make_rasters import write_raster
 
 TILING = ["--tile-size", "64", "--batch-size", "16", "--quiet", *TINY]
@@ -28,7 +28,7 @@ def _table_ids(db: Path) -> list[str]:
 
 
 def _info(db: Path) -> dict:
-    return json.loads(run_cli("info", "--db", db, "--json", check=True).stdout)
+    return json.loads(invoke_cli("info", "--db", db, "--json", check=True).stdout)  # in-process: no torch start-up
 
 
 def _assert_info_agrees_with_table(db: Path) -> dict:
@@ -107,13 +107,13 @@ def test_a_raster_that_fails_midway_is_marked_incomplete_and_can_be_removed(tmp_
     assert failed["state"] == "incomplete" and failed["reason"].startswith(f"{cut}: read failed")
     assert failed["tiles"] > 0  # committed batches before the damage are kept, so a fixed file resumes
 
-    text = run_cli("info", "--db", db, check=True).stdout
+    text = invoke_cli("info", "--db", db, check=True).stdout
     assert f"incomplete: {cut}: read failed" in text
 
-    _one_line_error(run_cli("remove", "--db", db, "b_cut.tif", "nope.tif"), "no source 'nope.tif'")
+    _one_line_error(invoke_cli("remove", "--db", db, "b_cut.tif", "nope.tif"), "no source 'nope.tif'")
     assert _info(db)["sources"][str(cut)]["tiles"] == failed["tiles"]  # a typo removes nothing
 
-    removed = run_cli("remove", "--db", db, "b_cut.tif", check=True)
+    removed = invoke_cli("remove", "--db", db, "b_cut.tif", check=True)
     assert f"removed {cut} ({failed['tiles']} tiles)" in removed.stderr
     info = _assert_info_agrees_with_table(db)
     assert list(info["sources"]) == [str(good)] and info["tiles"] == 64
@@ -124,8 +124,9 @@ def test_a_lost_tiles_table_is_rebuilt_by_the_run_the_error_advises(tmp_path):
     db = tmp_path / "db"
     run_cli("index", raster, "--db", db, *TILING, check=True)
     shutil.rmtree(db / "tiles.lance")
-    _one_line_error(run_cli("query", "forest", "--db", db, *TINY[2:]), "the tiles table is missing; re-run `georet index`")
-    rerun = run_cli("index", raster, "--db", db, *TILING, check=True)
+    _one_line_error(invoke_cli("query", "forest", "--db", db, *TINY[2:]),
+                    "the tiles table is missing; re-run `georet index`")
+    rerun = invoke_cli("index", raster, "--db", db, *TILING, check=True)
     assert "indexed 16 tiles" in rerun.stderr
     info = _assert_info_agrees_with_table(db)
     assert info["sources"][str(raster)]["state"] == "complete" and info["tiles"] == 16
@@ -175,6 +176,6 @@ def test_tiles_stored_twice_by_older_versions_are_deduplicated_by_the_next_run(t
     table = lancedb.connect(str(db)).open_table("tiles")
     table.add(table.to_arrow().slice(0, 5))  # what two unlocked concurrent writers used to leave
     assert table.count_rows() == 21
-    run_cli("index", other, "--db", db, *TILING, check=True)
+    invoke_cli("index", other, "--db", db, *TILING, check=True)
     info = _assert_info_agrees_with_table(db)
     assert {s: m["tiles"] for s, m in info["sources"].items()} == {str(raster): 16, str(other): 16}
