@@ -144,11 +144,25 @@ def test_web_map_in_headless_chromium(served, tmp_path):
             pytest.fail("chromium is not installed; .ci/run installs it")
         pytest.skip("chromium is not installed")
     server, _ = served
-    expected = [f["properties"]["tile_id"] for f in server.json("/search?q=forest&k=3")[1]["features"]]
-    page = server.url + "/?" + urllib.parse.urlencode({"q": "forest", "k": 3})
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                          "--virtual-time-budget=20000", "--dump-dom", page],
-                         capture_output=True, text=True, timeout=120).stdout
-    hits = [part.split('"')[0] for part in dom.split('class="hit" data-tile-id="')[1:]]
-    assert hits == expected  # the page ran the search and listed the hits in rank order
+
+    def page_dom(params: list[tuple[str, str]]) -> str:
+        page = server.url + "/?" + urllib.parse.urlencode(params)
+        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                               "--virtual-time-budget=20000", "--dump-dom", page],
+                              capture_output=True, text=True, timeout=120).stdout
+
+    def listed(dom: str) -> list[str]:
+        return [part.split('"')[0] for part in dom.split('class="hit" data-tile-id="')[1:]]
+
+    plain = [("q", "forest"), ("k", "3")]
+    expected = [f["properties"]["tile_id"] for f in server.json("/search?" + urllib.parse.urlencode(plain))[1]["features"]]
+    dom = page_dom(plain)
+    assert listed(dom) == expected  # the page ran the search and listed the hits in rank order
     assert 'id="download"' in dom and "3 hits — score: cosine similarity to the text" in dom
+    assert dom.count(">more like this</button>") == dom.count(">not this</button>") == 3
+
+    marked = plain + [("like", expected[0]), ("unlike", expected[1])]  # what the hit buttons add to the page URL
+    again = [f["properties"]["tile_id"] for f in server.json("/search?" + urllib.parse.urlencode(marked))[1]["features"]]
+    dom = page_dom(marked)
+    assert listed(dom) == again and not set(expected[:2]) & set(again)
+    assert f'class="like">+ {expected[0]}</li>' in dom and f'class="unlike">− {expected[1]}</li>' in dom

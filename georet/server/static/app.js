@@ -1,5 +1,6 @@
 // georet web map: a search box over `georet serve`; hits drawn as footprints with rank labels,
-// their thumbnails as the backdrop, relational partners dashed and linked. No network beyond this server.
+// their thumbnails as the backdrop, relational partners dashed and linked; "more like this" /
+// "not this" on each hit re-ranks with those examples. No network beyond this server.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -9,6 +10,7 @@ const map = L.map("map", { zoomControl: true }).setView([0, 0], 2);
 const backdrop = L.layerGroup().addTo(map);
 const footprints = L.layerGroup().addTo(map);
 let features = [];
+const marks = { like: params.getAll("like"), unlike: params.getAll("unlike") };
 
 function api(path) {
   return fetch(path, { headers }).then(async (response) => {
@@ -87,6 +89,19 @@ function draw(collection) {
       partner.textContent = `partner ${p.partners.split(",")[0]} at ${Math.round(p.partner_distance_m)} m`;
       li.querySelector("div").appendChild(partner);
     }
+    if (!isRegion) {
+      const buttons = document.createElement("div");
+      buttons.className = "marks";
+      for (const [kind, text] of [["like", "more like this"], ["unlike", "not this"]]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = kind;
+        button.textContent = text;
+        button.addEventListener("click", (event) => { event.stopPropagation(); mark(p.tile_id, kind); });
+        buttons.appendChild(button);
+      }
+      li.querySelector("div").appendChild(buttons);
+    }
     li.addEventListener("click", () => select(index));
     list.appendChild(li);
   });
@@ -98,12 +113,39 @@ function draw(collection) {
   setStatus(`${features.length} ${features.length && features[0].properties.region !== undefined ? "regions" : "hits"}${kind}`);
 }
 
+function showMarks() {
+  const list = document.getElementById("label-list");
+  list.innerHTML = "";
+  for (const kind of ["like", "unlike"]) {
+    for (const tileId of marks[kind]) {
+      const item = document.createElement("li");
+      item.className = kind;
+      item.textContent = `${kind === "like" ? "+" : "−"} ${tileId}`;
+      list.appendChild(item);
+    }
+  }
+  document.getElementById("labels").hidden = !(marks.like.length || marks.unlike.length);
+}
+
+function mark(tileId, kind) {
+  const other = kind === "like" ? "unlike" : "like";
+  marks[other] = marks[other].filter((t) => t !== tileId);
+  if (!marks[kind].includes(tileId)) marks[kind].push(tileId);
+  showMarks();
+  search();
+}
+
 function search() {
   const q = document.getElementById("q").value.trim();
-  if (!q) { setStatus("type something to search for", true); return; }
-  const query = new URLSearchParams({ q, k: document.getElementById("k").value });
+  if (!q && !marks.like.length) { setStatus("type something to search for", true); return; }
+  const query = new URLSearchParams({ k: document.getElementById("k").value });
+  if (q) query.set("q", q);
   const scene = document.getElementById("scene").value;
   if (scene) query.set("scene", scene);
+  const minScore = document.getElementById("min_score").value;
+  if (minScore !== "") query.set("min_score", minScore);
+  if (document.getElementById("dissolve").checked) query.set("dissolve", "true");
+  for (const kind of ["like", "unlike"]) for (const tileId of marks[kind]) query.append(kind, tileId);
   setStatus("searching…");
   const pageParams = new URLSearchParams(query);
   if (token) pageParams.set("token", token);
@@ -112,6 +154,13 @@ function search() {
 }
 
 document.getElementById("search").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+document.getElementById("clear-labels").addEventListener("click", () => {
+  marks.like = [];
+  marks.unlike = [];
+  showMarks();
+  search();
+});
+showMarks();
 
 api("info").then((info) => {
   const select = document.getElementById("scene");
@@ -120,5 +169,8 @@ api("info").then((info) => {
   document.title = `georet — ${info.tiles} tiles`;
 }).catch((error) => setStatus(error.message, true)).finally(() => {
   if (params.get("k")) document.getElementById("k").value = params.get("k");
-  if (params.get("q")) { document.getElementById("q").value = params.get("q"); search(); }
+  if (params.get("min_score")) document.getElementById("min_score").value = params.get("min_score");
+  document.getElementById("dissolve").checked = params.get("dissolve") === "true";
+  if (params.get("q")) document.getElementById("q").value = params.get("q");
+  if (params.get("q") || marks.like.length) search();
 });
