@@ -201,6 +201,13 @@ class GeoIndex:
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
         query = self.model.encode_text([text])[0]
+        if self._catalog_is_current():  # a warm index (a server): exact search over the vectors in memory
+            catalog = self.catalog()
+            cosines = catalog.vectors @ query
+            hits = self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene), k, area)
+            if not hits and scene is not None:
+                self._check_scene(scene)
+            return _with_kind(to_frame(hits), "text")
 
         limit = k
         while True:
@@ -235,7 +242,19 @@ class GeoIndex:
         eligible = self._eligible(catalog, area, scene)
         for tile_id in positive_ids | negative_ids:
             eligible[catalog.index_of[tile_id]] = False
+        return _with_kind(to_frame(self._top_rows(catalog, scores, rank_key, eligible, k, area)), kind)
+
+    def _catalog_is_current(self) -> bool:
+        """Whether every vector is already in memory at the table's current version."""
+        return self._catalog is not None and self._catalog.version == self.store.table.version
+
+    def _top_rows(self, catalog: TileCatalog, scores: np.ndarray, rank_key: np.ndarray, eligible: np.ndarray,
+                  k: int, area) -> list[dict]:
+        """Stored rows of the ``k`` best eligible tiles by ``rank_key``, with ``score``; exact ``area`` test."""
         candidates = np.flatnonzero(eligible)
+        if len(candidates) > 4 * k:  # partial sort first: at a million tiles a full sort costs more than the scan
+            candidates = candidates[np.argpartition(-rank_key[candidates], 4 * k)[:4 * k]] \
+                if area is None else candidates
         order = candidates[np.argsort(-rank_key[candidates], kind="stable")]
         hits: list[dict] = []
         for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
@@ -247,7 +266,7 @@ class GeoIndex:
                     hits.append({**row, "score": float(scores[i])})
             if len(hits) >= k:
                 break
-        return _with_kind(to_frame(hits[:k]), kind)
+        return hits[:k]
 
     def _embed_examples(self, items: list, catalog: TileCatalog) -> tuple[np.ndarray, set[str]]:
         """Vectors of examples (tile ids from the catalog; images through the model) and the tile ids among them."""
