@@ -310,7 +310,7 @@ def export(db, output, thumbnails) -> None:
 @main.command()
 @db_option
 def optimize(db) -> None:
-    """Compact the index and build its approximate vector index (done by itself past 100,000 tiles)."""
+    """Compact the index and build its approximate vector index (done by itself past 250,000 tiles)."""
     from georet.index import optimize_index
 
     result = optimize_index(db)

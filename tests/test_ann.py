@@ -23,7 +23,7 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
     too_small = invoke_cli("optimize", "--db", built_index)
     assert too_small.returncode == 1 and "has 26 tiles; an approximate index needs at least 5,000" in too_small.stderr
     done = invoke_cli("optimize", "--db", db, check=True)
-    assert done.stdout.strip() == "6,000 tiles; IVF_PQ vector index over 6,000 of them"
+    assert done.stdout.strip() == "6,000 tiles; IVF_HNSW_SQ vector index over 6,000 of them"
 
     index = GeoIndex(TileStore.open(db), model=tiny_model)
     assert index._has_vector_index()

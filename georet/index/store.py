@@ -43,13 +43,17 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
 TABLE_NAME = "tiles"
 #: Identity fields that must agree before an index may be queried or extended by a model.
-#: From this many tiles ``georet index`` builds an approximate (IVF_PQ) vector index by itself:
-#: exact search stays under ~30 ms below it (measured in benchmarks/ann.py).
-AUTO_VECTOR_INDEX_ROWS = 100_000
+#: From this many tiles ``georet index`` builds an approximate vector index by itself. Below it a warm
+#: index (the server) searches exactly from memory: 6 ms at 100k rows, 61 ms at 1M, linear in between
+#: (benchmarks/results/ann.json), so ~15 ms here; the index answers 1M rows in 12 ms.
+AUTO_VECTOR_INDEX_ROWS = 250_000
 #: PQ training needs a few thousand vectors; ``georet optimize`` refuses fewer.
 MIN_VECTOR_INDEX_ROWS = 5_000
-#: Search settings of the index, chosen from measured recall@10 (benchmarks/results/ann.json).
-ANN_NPROBES, ANN_REFINE_FACTOR = 20, 10
+#: The index and its search settings, chosen from measured recall@10 against exact search on 100k real
+#: embeddings (benchmarks/results/ann.json): IVF_HNSW_SQ with 40 probes and a 10× exact re-rank gave
+#: 0.979 (IVF_PQ needed a 50× re-rank for 0.975 and trained 5× longer).
+VECTOR_INDEX_TYPE = "IVF_HNSW_SQ"
+ANN_NPROBES, ANN_REFINE_FACTOR = 40, 10
 IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
 COMPLETE, INCOMPLETE = "complete", "incomplete"
 #: The reason a source carries while it is being written; after a kill it stays, and says so.
@@ -315,21 +319,18 @@ class TileStore:
         return None
 
     def build_vector_index(self) -> dict[str, Any]:
-        """(Re)build the IVF_PQ index over every row; caller holds the writer lock.
+        """(Re)build the :data:`VECTOR_INDEX_TYPE` index over every row; caller holds the writer lock.
 
-        √n partitions and 8 dimensions per PQ sub-vector, the settings measured
-        in ``benchmarks/ann.py``; searches then probe :data:`ANN_NPROBES`
-        partitions and re-rank :data:`ANN_REFINE_FACTOR` × k candidates exactly.
+        √n partitions, as measured in ``benchmarks/ann.py``; searches then probe
+        :data:`ANN_NPROBES` partitions and re-rank :data:`ANN_REFINE_FACTOR` × k
+        candidates exactly.
         """
         rows = self.count()
         if rows < MIN_VECTOR_INDEX_ROWS:
             raise GeoretError(f"{self.path} has {rows:,} tiles; an approximate index needs at least "
                               f"{MIN_VECTOR_INDEX_ROWS:,} (below {AUTO_VECTOR_INDEX_ROWS:,} exact search is fast anyway)")
-        dim = self.model_identity["dim"]
-        self.table.create_index(metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
-                                num_partitions=max(1, int(rows ** 0.5)),
-                                num_sub_vectors=dim // 8 if dim % 8 == 0 else dim // 4 if dim % 4 == 0 else 1,
-                                replace=True)
+        self.table.create_index(metric="cosine", vector_column_name="vector", index_type=VECTOR_INDEX_TYPE,
+                                num_partitions=max(1, int(rows ** 0.5)), replace=True)
         return self.vector_index()
 
     def wants_vector_index(self) -> bool:

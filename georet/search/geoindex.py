@@ -201,7 +201,8 @@ class GeoIndex:
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
         query = self.model.encode_text([text])[0]
-        if self._catalog_is_current():  # a warm index (a server): exact search over the vectors in memory
+        if self._catalog_is_current() and not self._has_vector_index():  # warm (a server), below the index size:
+            # exact search over the vectors in memory is faster than any index there
             catalog = self.catalog()
             cosines = catalog.vectors @ query
             hits = self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene), k, area)
