@@ -42,6 +42,34 @@ def test_converted_image_tower_reproduces_the_original_port_logits(variant):
     assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
 
 
+@pytest.mark.parametrize("variant", sorted(LITE_VARIANTS))
+def test_declared_stage_widths_are_timms(variant):
+    """A lazy tower sizes its side branches from the declared widths: they must be what timm builds."""
+    tower = EfficientNetLiteTower(variant, taps=tuple(range(7)))
+    built = [(b[-1].conv_pwl if hasattr(b[-1], "conv_pwl") else b[-1].conv_pw).out_channels for b in tower.trunk.blocks]
+    assert tuple(built) == LITE_VARIANTS[variant].stage_channels and tower.trunk.num_features == tower.pooled_dim
+
+
+def test_lazy_image_tower_builds_on_its_first_image_and_matches_the_eager_one(lit_model):
+    from georet.models import load_model
+
+    model = load_model(device="cpu")  # georet-base through the factory: lazy image trunk
+    assert not model.model.visual.built
+    model.encode_text(["airport"])
+    assert not model.model.visual.built  # text queries never build it
+    images = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(1))
+    got = model.encode_images(images)
+    assert model.model.visual.built and not model.model.visual.trunk.training
+    from georet.models import BUNDLED_WEIGHTS
+
+    eager = TowerCLIP(model.model.cfg)  # built at once, as training builds it
+    eager.load_backbones()
+    load_tower_weights(eager, BUNDLED_WEIGHTS["georet-base"])
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(eager.eval().encode_image(images), dim=-1).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+
+
 def test_minilm_tower_reproduces_sentence_transformers():
     from sentence_transformers import SentenceTransformer
 

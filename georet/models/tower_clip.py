@@ -191,10 +191,11 @@ class TowerCLIP(nn.Module):
     split the frozen and trained halves for feature-cache training.
     """
 
-    def __init__(self, cfg: TowerCLIPConfig):
+    def __init__(self, cfg: TowerCLIPConfig, lazy_image_tower: bool = False):
+        """``lazy_image_tower``: build the image trunk on its first image (inference: text-only searches skip it)."""
         super().__init__()
         self.cfg = cfg
-        self.visual = EfficientNetLiteTower(cfg.image_tower, cfg.image_taps)
+        self.visual = EfficientNetLiteTower(cfg.image_tower, cfg.image_taps, lazy=lazy_image_tower)
         self.text = MiniLMTower(cfg.text_context_length, cfg.text_taps)
         if cfg.method == "mrs":
             width = self.text.pooled_dim
