@@ -326,9 +326,7 @@ def optimize(db) -> None:
 @device_option
 def serve(db, host, port, token, device) -> None:
     """Keep the index, its model and vectors warm: HTTP API (docs at /docs) and a web map at /."""
-    from georet.server import check_bind, serve as run_server
-
-    check_bind(host, token)
+    from georet.server import serve as run_server
 
     def announce(url: str) -> None:
         click.echo(f"georet serving {db} at {url}/ (API docs: {url}/docs; Ctrl-C stops)", err=True)

@@ -42,18 +42,18 @@ os.environ.setdefault("LANCE_LOG", "error")
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
 TABLE_NAME = "tiles"
-#: Identity fields that must agree before an index may be queried or extended by a model.
 #: From this many tiles ``georet index`` builds an approximate vector index by itself. Below it a warm
 #: index (the server) searches exactly from memory: 6 ms at 100k rows, 61 ms at 1M, linear in between
 #: (benchmarks/results/ann.json), so ~15 ms here; the index answers 1M rows in 12 ms.
 AUTO_VECTOR_INDEX_ROWS = 250_000
-#: PQ training needs a few thousand vectors; ``georet optimize`` refuses fewer.
+#: Training the index's partitions needs a few thousand vectors; ``georet optimize`` refuses fewer.
 MIN_VECTOR_INDEX_ROWS = 5_000
 #: The index and its search settings, chosen from measured recall@10 against exact search on 100k real
 #: embeddings (benchmarks/results/ann.json): IVF_HNSW_SQ with 40 probes and a 10× exact re-rank gave
 #: 0.979 (IVF_PQ needed a 50× re-rank for 0.975 and trained 5× longer).
 VECTOR_INDEX_TYPE = "IVF_HNSW_SQ"
 ANN_NPROBES, ANN_REFINE_FACTOR = 40, 10
+#: Identity fields that must agree before an index may be queried or extended by a model.
 IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
 COMPLETE, INCOMPLETE = "complete", "incomplete"
 #: The reason a source carries while it is being written; after a kill it stays, and says so.

@@ -144,14 +144,14 @@ def _arch_of_weights(pretrained: str | None) -> str | None:
     if entry := zoo.recognise_file(pretrained):
         return entry.arch
     try:  # a file with another name: its shapes tell which open_clip architecture it fits
-        state = torch.load(pretrained, map_location="cpu", weights_only=True, mmap=True)
+        payload = torch.load(pretrained, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a plain torch zip file: leave it to the loader, which explains
         return None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or "format" in state:  # georet's own weights files carry a format tag
+    if isinstance(payload, dict) and "format" in payload:  # georet's own weights files carry a format tag
         return None
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    state = zoo.state_dict_of(payload)
+    if state is None:
+        return None
     open_clip = open_clip_module()
     return zoo.infer_arch(state, {name: open_clip.get_model_config(name) for name in open_clip.list_models()})
 

@@ -249,13 +249,24 @@ def read_state_dict(path: str | Path, trusted: bool = False, extract_dir: str | 
         raise GeoretError(f"weights file not found: {path}")
     if _is_archive(path):
         path = _extract_archive(path, Path(extract_dir) if extract_dir else path.parent)
-    payload = _torch_load(path, trusted)
+    state = state_dict_of(_torch_load(path, trusted))
+    if state is None:
+        raise GeoretError(f"{path} holds no model weights (expected a state dict of tensors, "
+                          "or a training checkpoint with one under 'state_dict')")
+    return state
+
+
+def state_dict_of(payload: Any) -> dict[str, torch.Tensor] | None:
+    """The open_clip-named weights inside a loaded checkpoint payload, or None if it holds none.
+
+    Unwraps a training checkpoint's ``state_dict`` and DistributedDataParallel's
+    ``module.`` prefixes.
+    """
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or \
             not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
-        raise GeoretError(f"{path} holds no model weights (expected a state dict of tensors, "
-                          "or a training checkpoint with one under 'state_dict')")
+        return None
     if all(k.startswith("module.") for k in payload):
         payload = {k[len("module."):]: v for k, v in payload.items()}
     return payload

@@ -57,9 +57,7 @@ def choose_scorer(examples: Examples, scorer: Scorer = "auto") -> str:
 
 def rocchio_query(text: np.ndarray | None, examples: Examples) -> np.ndarray:
     """The unit query vector combining the text (if any) with the examples."""
-    dim = examples.positives.shape[1] if len(examples.positives) else examples.negatives.shape[1] \
-        if len(examples.negatives) else len(text)
-    query = np.zeros(dim, dtype=np.float64) if text is None else text.astype(np.float64).copy()
+    query = np.zeros(examples.positives.shape[1]) if text is None else text.astype(np.float64)  # (0, dim) if none
     if len(examples.positives):
         query += ROCCHIO_POSITIVE * examples.positives.mean(axis=0)
     if len(examples.negatives):

@@ -158,7 +158,7 @@ class GeoIndex:
     def label(self, name: str, positive: Sequence[str] = (), negative: Sequence[str] = (),
               who: str | None = None) -> LabelSet:
         """Mark tiles right (``positive``) or wrong in label set ``name``; every id must be a tile of the index."""
-        known = self.catalog().index_of
+        known = {row["tile_id"] for row in self.fetch_rows([*positive, *negative])}  # those rows, not the catalog
         unknown = [t for t in [*positive, *negative] if t not in known]
         if unknown:
             raise GeoretError(f"no tile {unknown[0]!r} in {self.path}")
@@ -253,9 +253,8 @@ class GeoIndex:
                   k: int, area) -> list[dict]:
         """Stored rows of the ``k`` best eligible tiles by ``rank_key``, with ``score``; exact ``area`` test."""
         candidates = np.flatnonzero(eligible)
-        if len(candidates) > 4 * k:  # partial sort first: at a million tiles a full sort costs more than the scan
-            candidates = candidates[np.argpartition(-rank_key[candidates], 4 * k)[:4 * k]] \
-                if area is None else candidates
+        if area is None and len(candidates) > 4 * k:  # at a million tiles a full sort costs more than the scan
+            candidates = candidates[np.argpartition(-rank_key[candidates], 4 * k)[:4 * k]]
         order = candidates[np.argsort(-rank_key[candidates], kind="stable")]
         hits: list[dict] = []
         for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some

@@ -20,7 +20,7 @@ from qgis.core import (
     QgsProject,
     QgsSettings,
 )
-from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QProcess, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -208,21 +208,13 @@ class GeoretDock(QDockWidget):
     def _executable(self) -> str:
         return self.executable_edit.text().strip() or runner.configured_executable()
 
-    def _new_process(self) -> QProcess:
-        process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        for name in runner._STRIPPED_ENV:
-            env.remove(name)
-        process.setProcessEnvironment(env)
-        return process
-
     def load_scenes(self) -> None:
         """Fill the scene filter from ``georet info --json`` (in the background)."""
         db = self.index_edit.text().strip()
         if not db or not self._executable():
             return
         _stop(self._info_process)  # a newer index choice supersedes a running lookup
-        process = self._new_process()
+        process = runner.new_process(self)
         process.finished.connect(lambda code, _status: self._scenes_done(process, code))
         self._info_process = process
         process.start(self._executable(), runner.info_args(db))
@@ -325,7 +317,7 @@ class GeoretDock(QDockWidget):
 
     # -- the CLI ---------------------------------------------------------
     def _search_with_cli(self, args: list[str], note: str = "") -> None:
-        self.process = self._new_process()
+        self.process = runner.new_process(self)
         self.process.finished.connect(self._search_done)
         self.process.errorOccurred.connect(self._process_error)
         self.status_label.setText(f"{note} — searching…" if note else "searching…")
@@ -465,7 +457,7 @@ class GeoretDock(QDockWidget):
 
     def save_labels(self, name: str) -> None:
         """Save the current labels into the index as set ``name`` (``georet label``, in the background)."""
-        process = self._new_process()
+        process = runner.new_process(self)
         process.finished.connect(lambda code, _status: self._labels_saved(process, code, name))
         self._label_process = process
         process.start(self._executable(), runner.label_args(self.index_edit.text().strip(), name,

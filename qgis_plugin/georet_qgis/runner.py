@@ -15,6 +15,7 @@ import time
 from typing import Callable, Sequence
 
 from qgis.core import QgsSettings
+from qgis.PyQt.QtCore import QProcess, QProcessEnvironment
 
 SETTING_EXECUTABLE = "georet/executable"
 SETTING_LAST_INDEX = "georet/last_index"
@@ -30,6 +31,16 @@ def configured_executable() -> str:
 
 def set_executable(path: str) -> None:
     QgsSettings().setValue(SETTING_EXECUTABLE, path)
+
+
+def new_process(parent) -> QProcess:
+    """A QProcess for georet whose environment lacks QGIS's own Python variables."""
+    process = QProcess(parent)
+    env = QProcessEnvironment.systemEnvironment()
+    for name in _STRIPPED_ENV:
+        env.remove(name)
+    process.setProcessEnvironment(env)
+    return process
 
 
 def clean_environment() -> dict[str, str]:

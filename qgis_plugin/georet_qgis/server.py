@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from urllib.parse import urlencode
 
 from qgis.core import QgsNetworkAccessManager
-from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, QUrl, pyqtSignal
+from qgis.PyQt.QtCore import QObject, QProcess, QTimer, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from . import runner
@@ -57,11 +57,7 @@ class ServerProcess(QObject):
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
         self._deadline.timeout.connect(lambda: self._fail("georet serve did not become ready in time"))
-        self.process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        for name in runner._STRIPPED_ENV:
-            env.remove(name)
-        self.process.setProcessEnvironment(env)
+        self.process = runner.new_process(self)
         self.process.readyReadStandardOutput.connect(self._read_url)
         self.process.finished.connect(self._exited)
         self.process.errorOccurred.connect(lambda error: error == QProcess.ProcessError.FailedToStart
