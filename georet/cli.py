@@ -145,7 +145,7 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
         click.echo(explain_hits(hits), err=fmt != "table" or output is not None)
     if output is not None:
         _write_hits(hits, output)
-        click.echo(f"wrote {len(hits)} hits to {output}", err=True)
+        click.echo(f"wrote {len(hits)} {'regions' if 'region' in hits.columns else 'hits'} to {output}", err=True)
         if fmt != "table":
             click.echo(_render(hits, fmt, text))
         return
