@@ -16,10 +16,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from query_latency import synthetic_rows  # noqa: E402
 
 
+def clustered_unit_vectors(n: int, dim: int, clusters: int = 60, seed: int = 0) -> np.ndarray:
+    """Unit vectors around ``clusters`` centres, as real tile embeddings are (scenes repeat): uniform
+    random vectors have no neighbourhoods, so every approximate index scores badly on them and the
+    recall measured on them swings with the k-means seed."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    vectors = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
 def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, built_index):
     db = tmp_path / "big.db"
     with TileStore.open_for_writing(db, tiny_model.identity, dict(tiny_model.spec.__dict__)) as store:
-        store.table.add(synthetic_rows(6000, tiny_model.dim, ["airport", "river"]))
+        store.table.add(synthetic_rows(6000, tiny_model.dim, ["airport", "river"],
+                                       vectors=clustered_unit_vectors(6000, tiny_model.dim)))
     too_small = invoke_cli("optimize", "--db", built_index)
     assert too_small.returncode == 1 and "has 26 tiles; an approximate index needs at least 5,000" in too_small.stderr
     done = invoke_cli("optimize", "--db", db, check=True)
@@ -36,5 +47,5 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
         recalls.append(len(exact & set(hits.tile_id)) / 10)
         cosines = catalog.vectors[[catalog.index_of[t] for t in hits.tile_id]] @ query
         assert np.allclose(hits.score, cosines, atol=1e-4)  # refined: the scores are exact cosines
-    print(f"recall@10 on random vectors: {np.mean(recalls):.2f}")
-    assert np.mean(recalls) >= 0.8
+    print(f"recall@10 on clustered vectors: {np.mean(recalls):.2f}")
+    assert np.mean(recalls) >= 0.9
