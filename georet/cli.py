@@ -51,8 +51,16 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 
 
 @main.command()
-@click.argument("rasters", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("rasters", nargs=-1)
 @db_option
+@click.option("--bbox", help="Index only tiles touching minx,miny,maxx,maxy (lon/lat unless --bbox-crs).")
+@click.option("--bbox-crs", help="CRS of --bbox [default: EPSG:4326].")
+@click.option("--within", type=click.Path(path_type=str), help="Index only tiles touching the polygons of a vector file.")
+@click.option("--asset", help="STAC asset to tile: a name, or three band assets red,green,blue [default: visual, else the red/green/blue band assets].")
+@click.option("--stac", "stac_api", metavar="API_URL", help="Search this STAC API for the rasters (with --collection).")
+@click.option("--collection", help="STAC collection id to search (with --stac).")
+@click.option("--datetime", "stac_datetime", help="STAC search time range, e.g. 2024-06-01/2024-08-31 (with --stac).")
+@click.option("--max-items", type=int, help="At most this many STAC items (with --stac).")
 @click.option("--tile-size", default="256", show_default=True, help="Tile size: pixels (256) or ground distance (200m, 1.5km).")
 @click.option("--stride", type=int, help="Step between tiles in pixels [default: tile size, no overlap].")
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
@@ -70,21 +78,51 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--progress-json", is_flag=True,
               help='Progress as JSON lines on stderr ({"source", "done", "total"}), for GUIs such as the QGIS plugin.')
-def index(rasters, db, tile_size, stride, bands, min_valid, assume_crs, arch, pretrained, checkpoint, device,
-          batch_size, classes, landcover, landcover_field, reindex, quiet, progress_json) -> None:
-    """Tile RASTERS (files, directories, VRTs), embed the tiles and store them in --db."""
-    from georet.geo import TilingParams, parse_bands
+def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, tile_size, stride,
+          bands, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
+          landcover_field, reindex, quiet, progress_json) -> None:
+    """Tile RASTERS, embed the tiles and store them in --db.
+
+    RASTERS are files, directories, VRTs, http(s):// and s3:// URLs of
+    (cloud-optimised) GeoTIFFs, and STAC Item/ItemCollection JSON (files or
+    URLs); or search a STAC API with --stac URL --collection ID.
+    """
+    from georet.geo import TilingParams, parse_bands, search_area
     from georet.index import index_raster
     from georet.models import ModelSpec
 
     tiling = TilingParams(tile_size=tile_size if not tile_size.isdigit() else int(tile_size), stride=stride,
                           bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs)
-    report = index_raster(rasters, db, tiling=tiling, model=ModelSpec.from_options(arch, pretrained, checkpoint),
+    area = search_area(bbox, bbox_crs, within) if bbox or bbox_crs or within else None
+    inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)
+    if not inputs:
+        raise click.UsageError("give RASTERS to index, or --stac API_URL --collection ID")
+    report = index_raster(inputs, db, tiling=tiling, area=area, asset=asset,
+                          model=ModelSpec.from_options(arch, pretrained, checkpoint),
                           device=device, batch_size=batch_size, classes=classes, landcover=landcover,
                           landcover_field=landcover_field, reindex=reindex,
                           progress=False if quiet or progress_json else None,
                           on_progress=_print_progress_json if progress_json else None)
     click.echo(report.summary(), err=True)
+
+
+def _stac_search(api: str | None, collection: str | None, datetime: str | None, max_items: int | None,
+                 area, asset: str | None) -> list:
+    """The rasters of a STAC API search (an empty list without --stac); options that need --stac checked."""
+    if not api:
+        used = [name for name, value in (("--collection", collection), ("--datetime", datetime),
+                                         ("--max-items", max_items)) if value is not None]
+        if used:
+            raise click.UsageError(f"{used[0]} needs --stac API_URL")
+        return []
+    if not collection:
+        raise click.UsageError("--stac needs --collection ID")
+    if max_items is not None and max_items < 1:
+        raise click.UsageError(f"--max-items must be positive, got {max_items}")
+    from georet.geo.stac import search_stac_api, stac_rasters
+
+    bbox = tuple(area.bounds) if area is not None else None
+    return stac_rasters(search_stac_api(api, collection, bbox, datetime, max_items), asset)
 
 
 def _print_progress_json(source: str, done: int, total: int) -> None:

@@ -47,7 +47,7 @@ def test_tile_grid_is_pure_geometry(tmp_path):
 
     from georet.geo import TileGrid
 
-    grid = TileGrid(tmp_path / "never-written.tif", width=300, height=200, transform=Affine(2, 0, 500000, 0, -2, 5800000),
+    grid = TileGrid(str(tmp_path / "never-written.tif"), width=300, height=200, transform=Affine(2, 0, 500000, 0, -2, 5800000),
                     crs=CRS.from_epsg(32631), tile_px=128, stride_px=128)
     windows = grid.windows()
     assert [(w.col_off, w.row_off) for w in windows] == [(0, 0), (128, 0), (172, 0), (0, 72), (128, 72), (172, 72)]
@@ -61,7 +61,7 @@ def test_gdal_options_are_scoped_to_reading(rasters, monkeypatch):
     """georet caps GDAL's block cache while it reads and gives the process its own setting back after."""
     import rasterio.env
 
-    from georet.geo.raster import GDAL_CACHE_BYTES
+    from georet.geo.sources import GDAL_CACHE_BYTES
 
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     before = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
@@ -175,6 +175,6 @@ def test_corrupt_and_missing_inputs(tmp_path):
 
 def test_discover_directory_is_sorted_and_deduplicated(rasters):
     folder = rasters["utm"].parent
-    found = discover_rasters([folder, rasters["utm"]])
-    assert found == sorted(found) and len(found) == len(set(found))
-    assert rasters["utm"].resolve() in found
+    names = [ref.name for ref in discover_rasters([folder, rasters["utm"]])]
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert str(rasters["utm"].resolve()) in names

@@ -18,7 +18,8 @@ import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyproj
@@ -27,9 +28,12 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
+import shapely.prepared
 from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
+from georet.geo.sources import RASTER_SUFFIXES, is_url
 
 _FOOTPRINT_VERTICES_PER_EDGE = 8
 _METRES_PER_DEGREE = 111_320.0
@@ -118,6 +122,14 @@ def grid_offsets(length: int, tile: int, stride: int) -> list[int]:
     return offsets
 
 
+def name_stem(name: str) -> str:
+    """The readable start of a raster's tile ids: the file stem, for a path or a URL alike."""
+    if is_url(name) or name.startswith("stac://"):
+        last = PurePosixPath(urlsplit(name).path).name
+        return last[: -len(PurePosixPath(last).suffix)] if PurePosixPath(last).suffix.lower() in RASTER_SUFFIXES else last
+    return Path(name).stem
+
+
 def tile_size_in_pixels(tile_size: int | str, transform: Affine, crs: CRS, mid_latitude: float) -> int:
     """A tile size in pixels or ground distance → pixels of this raster.
 
@@ -139,7 +151,7 @@ def tile_size_in_pixels(tile_size: int | str, transform: Affine, crs: CRS, mid_l
 class TileGrid:
     """Windows, stable ids and footprints of the tiles of one raster."""
 
-    path: Path  # names the tiles; never opened here
+    name: str  # names the tiles (a path, URL or stac:// name); never opened here
     width: int
     height: int
     transform: Affine
@@ -148,22 +160,46 @@ class TileGrid:
     stride_px: int
 
     def __post_init__(self) -> None:
-        check_tile_px(self.tile_px, str(self.path))
+        check_tile_px(self.tile_px, self.name)
 
     @cached_property
     def _id_prefix(self) -> str:
-        return f"{self.path.stem}-{hashlib.sha1(str(self.path).encode()).hexdigest()[:8]}"
+        return f"{name_stem(self.name)}-{hashlib.sha1(self.name.encode()).hexdigest()[:8]}"
 
     @cached_property
     def _to_lonlat(self) -> pyproj.Transformer:
         return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(self.crs.to_wkt()), pyproj.CRS.from_epsg(4326),
                                            always_xy=True)
 
-    def windows(self) -> list[Window]:
-        """Every tile window, row by row; clipped to the raster when it is smaller than one tile."""
-        return [Window(col, row, min(self.tile_px, self.width - col), min(self.tile_px, self.height - row))
-                for row in grid_offsets(self.height, self.tile_px, self.stride_px)
-                for col in grid_offsets(self.width, self.tile_px, self.stride_px)]
+    def windows(self, area: BaseGeometry | None = None) -> list[Window]:
+        """Tile windows row by row (clipped to a raster smaller than one tile): all, or those touching ``area``.
+
+        ``area`` is lon/lat. Its bounds in the raster's CRS pick the candidate
+        rows and columns (so a small area of a huge raster costs little), then
+        each candidate's lon/lat footprint is tested against the area itself.
+        """
+        rows = grid_offsets(self.height, self.tile_px, self.stride_px)
+        cols = grid_offsets(self.width, self.tile_px, self.stride_px)
+        if area is not None:
+            rows, cols = self._offsets_near(area, rows, cols)
+        windows = [Window(col, row, min(self.tile_px, self.width - col), min(self.tile_px, self.height - row))
+                   for row in rows for col in cols]
+        if area is None:
+            return windows
+        prepared = shapely.prepared.prep(area)
+        return [w for w in windows if prepared.intersects(self.footprint(w)[1])]
+
+    def _offsets_near(self, area: BaseGeometry, rows: list[int], cols: list[int]) -> tuple[list[int], list[int]]:
+        to_src = pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(4326), pyproj.CRS.from_wkt(self.crs.to_wkt()),
+                                             always_xy=True)
+        left, bottom, right, top = to_src.transform_bounds(*area.bounds, densify_pts=21)
+        if not np.all(np.isfinite([left, bottom, right, top])):  # the area reaches where the CRS is undefined
+            return rows, cols
+        inverse = ~self.transform
+        xs, ys = zip(*(inverse * corner for corner in ((left, top), (right, top), (left, bottom), (right, bottom))))
+        col_lo, col_hi, row_lo, row_hi = min(xs), max(xs), min(ys), max(ys)
+        return ([r for r in rows if r + self.tile_px >= row_lo and r <= row_hi],
+                [c for c in cols if c + self.tile_px >= col_lo and c <= col_hi])
 
     def tile_id(self, window: Window) -> str:
         """Stable across runs: file stem + path digest + pixel window."""

@@ -8,12 +8,11 @@ The grid itself (windows, ids, footprints) is :mod:`georet.geo.grid`.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -23,47 +22,21 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
 from georet.geo.grid import TileGrid, TilingParams, tile_size_in_pixels
+from georet.geo.sources import RasterRef, as_ref, gdal_env
 
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg"}
 THUMBNAIL_PX = 64
 _STRETCH_PERCENTILES = (2.0, 98.0)
 _STRETCH_SAMPLES_PER_AXIS = 8
 _STRETCH_SAMPLE_PX = 64
+#: A raster with overviews is stretched from the first overview at most this many px a side:
+#: one small read, where 64 sample windows of a remote COG would fetch 64 blocks.
+_STRETCH_OVERVIEW_PX = 1024
 #: Largest side of an example image (``read_image``): a chip, not a whole scene.
 MAX_EXAMPLE_PX = 4096
-#: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;
-#: a row of tiles needs only one row of blocks, so a small cap keeps memory flat.
-#: An explicit GDAL_CACHEMAX in the environment wins.
-GDAL_CACHE_BYTES = 64 * 2**20
-
-
-def gdal_env() -> rasterio.Env:
-    """GDAL options georet reads rasters with, scoped to a ``with`` block (and restored after).
-
-    Options are per thread in rasterio, so each thread that reads enters its own.
-    """
-    options = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
-    return rasterio.Env(**options)
-
-
-def discover_rasters(paths: Sequence[str | Path]) -> list[Path]:
-    """Files, directories (searched recursively for rasters) and VRTs → sorted raster paths."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            hits = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-            if not hits:
-                raise GeoretError(f"no rasters ({', '.join(sorted(RASTER_SUFFIXES))}) in directory {path}")
-            found.extend(hits)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise GeoretError(f"no such file or directory: {path}")
-    return sorted(dict.fromkeys(p.resolve() for p in found))
 
 
 @dataclass
@@ -87,10 +60,14 @@ class Tile:
 
 @dataclass
 class RasterSource:
-    """An open raster with its tile grid. Use as a context manager."""
+    """An open raster with its tile grid. Use as a context manager.
 
-    path: Path
+    ``area`` (a lon/lat geometry) restricts the tiles to those that touch it.
+    """
+
+    ref: RasterRef
     params: TilingParams
+    area: BaseGeometry | None = None
     dataset: rasterio.io.DatasetReader = field(init=False, repr=False)
     crs: CRS = field(init=False)
     bands: tuple[int, ...] = field(init=False)
@@ -98,14 +75,15 @@ class RasterSource:
 
     def __enter__(self) -> "RasterSource":
         self._scope = ExitStack()
-        self._scope.enter_context(gdal_env())
+        self.ref = as_ref(self.ref)
+        self._scope.enter_context(gdal_env(self.ref.remote))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                self.dataset = self._scope.enter_context(rasterio.open(self.path))
-            except RasterioIOError:
+                self.dataset = self._scope.enter_context(rasterio.open(self.ref.href))
+            except RasterioIOError as exc:
                 self._scope.close()
-                raise GeoretError(f"{self.path}: not a readable raster (corrupt or unsupported format)") from None
+                raise GeoretError(self._open_error(exc)) from None
         try:
             self._configure()
         except BaseException:
@@ -116,6 +94,18 @@ class RasterSource:
     def __exit__(self, *exc) -> None:
         self._scope.close()
 
+    def _open_error(self, exc: RasterioIOError) -> str:
+        """One line: a local file that is not a raster, or what the server said about a URL."""
+        if not self.ref.remote:
+            return f"{self.ref.name}: not a readable raster (corrupt or unsupported format)"
+        detail = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        if "does not exist in the file system" in detail:
+            detail = "not found, or not a raster GDAL can read"
+        elif "AWS_NO_SIGN_REQUEST" in detail:
+            detail = ("no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; "
+                      "AWS_NO_SIGN_REQUEST=YES for a public bucket)")
+        return f"{self.ref.name}: cannot open: {detail}"
+
     @classmethod
     def read_image(cls, path: str | Path, bands: tuple[int, ...] | None = None) -> np.ndarray:
         """A whole small image (an example chip: GeoTIFF, PNG, JPEG) as (h, w, 3) uint8.
@@ -124,16 +114,16 @@ class RasterSource:
         cut from a raster looks to the model like that raster's tiles; no
         georeference is needed.
         """
-        source = cls(Path(path), TilingParams(bands=bands))
-        with gdal_env(), warnings.catch_warnings():
+        source = cls(as_ref(path), TilingParams(bands=bands))
+        with gdal_env(source.ref.remote), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                dataset = rasterio.open(source.path)
+                dataset = rasterio.open(source.ref.href)
             except RasterioIOError:
-                raise GeoretError(f"{source.path}: not a readable image (corrupt or unsupported format)") from None
+                raise GeoretError(f"{source.ref.name}: not a readable image (corrupt or unsupported format)") from None
             with dataset:
                 if max(dataset.width, dataset.height) > MAX_EXAMPLE_PX:
-                    raise GeoretError(f"{source.path}: {dataset.width}x{dataset.height} px is a scene, not an example "
+                    raise GeoretError(f"{source.ref.name}: {dataset.width}x{dataset.height} px is a scene, not an example "
                                       f"chip (at most {MAX_EXAMPLE_PX} px a side); cut the example out of it")
                 source.dataset = dataset
                 source.bands = source._choose_bands()
@@ -148,7 +138,7 @@ class RasterSource:
         ds, params = self.dataset, self.params
         if ds.crs is None:
             if not params.assume_crs:
-                raise GeoretError(f"{self.path}: raster has no CRS; pass --assume-crs EPSG:xxxx if you know it")
+                raise GeoretError(f"{self.ref.name}: raster has no CRS; pass --assume-crs EPSG:xxxx if you know it")
             try:
                 self.crs = CRS.from_user_input(params.assume_crs)
             except Exception:
@@ -156,11 +146,11 @@ class RasterSource:
         else:
             self.crs = ds.crs
         if ds.transform.is_identity:
-            raise GeoretError(f"{self.path}: raster has no geotransform (pixel grid not georeferenced)")
+            raise GeoretError(f"{self.ref.name}: raster has no geotransform (pixel grid not georeferenced)")
         self.bands = self._choose_bands()
         tile_px = tile_size_in_pixels(params.tile_size, ds.transform, self.crs,
                                       (ds.bounds.bottom + ds.bounds.top) / 2)
-        self.grid = TileGrid(self.path, ds.width, ds.height, ds.transform, self.crs, tile_px,
+        self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px,
                              params.stride or tile_px)
         self._stretch = self._estimate_stretch()
 
@@ -169,7 +159,7 @@ class RasterSource:
         if self.params.bands:
             bad = [b for b in self.params.bands if b > ds.count]
             if bad:
-                raise GeoretError(f"{self.path}: has {ds.count} band(s), --bands asks for band {bad[0]}")
+                raise GeoretError(f"{self.ref.name}: has {ds.count} band(s), --bands asks for band {bad[0]}")
             return self.params.bands
         interp = list(ds.colorinterp)
         rgb = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if c in interp]
@@ -187,13 +177,9 @@ class RasterSource:
         if all(ds.dtypes[b - 1] == "uint8" for b in self.bands):
             return None
         samples: list[list[np.ndarray]] = [[] for _ in self.bands]
-        win = min(_STRETCH_SAMPLE_PX, ds.width, ds.height)
-        for row in np.linspace(0, ds.height - win, _STRETCH_SAMPLES_PER_AXIS).astype(int):
-            for col in np.linspace(0, ds.width - win, _STRETCH_SAMPLES_PER_AXIS).astype(int):
-                window = Window(int(col), int(row), win, win)
-                data, valid = self._read_raw(window)
-                for i in range(len(self.bands)):
-                    samples[i].append(data[i][valid])
+        for data, valid in self._stretch_samples():
+            for i in range(len(self.bands)):
+                samples[i].append(data[i][valid])
         lows, highs = [], []
         for values in samples:
             values = np.concatenate(values) if values else np.array([])
@@ -206,19 +192,35 @@ class RasterSource:
             highs.append(hi)
         return np.array(lows, dtype=np.float64), np.array(highs, dtype=np.float64)
 
-    def _read_raw(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    def _stretch_samples(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The whole raster from an overview when it has one (one small read), else a grid of windows."""
+        ds = self.dataset
+        overviews = ds.overviews(self.bands[0])
+        if overviews:
+            factor = next((f for f in overviews if max(ds.width, ds.height) / f <= _STRETCH_OVERVIEW_PX), overviews[-1])
+            shape = (max(1, ds.height // factor), max(1, ds.width // factor))
+            yield self._read_raw(Window(0, 0, ds.width, ds.height), out_shape=shape)
+            return
+        win = min(_STRETCH_SAMPLE_PX, ds.width, ds.height)
+        for row in np.linspace(0, ds.height - win, _STRETCH_SAMPLES_PER_AXIS).astype(int):
+            for col in np.linspace(0, ds.width - win, _STRETCH_SAMPLES_PER_AXIS).astype(int):
+                yield self._read_raw(Window(int(col), int(row), win, win))
+
+    def _read_raw(self, window: Window,
+                  out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Band data (C, h, w) and a validity mask (h, w) from nodata/alpha/internal masks.
 
         A pixel is invalid only where every selected band is masked, as in GDAL's
         dataset mask: a real 0 in one band of a nodata=0 raster is still data.
         """
         try:
-            data = self.dataset.read(self.bands, window=window)
-            valid = np.any(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+            shape = (len(self.bands), *out_shape) if out_shape else None
+            data = self.dataset.read(self.bands, window=window, out_shape=shape)
+            valid = np.any(self.dataset.read_masks(self.bands, window=window, out_shape=shape) > 0, axis=0)
         except RasterioError as exc:  # a truncated or damaged file fails here, not when opened
             cause = exc.__cause__ or exc  # rasterio's own message only says "see previous exception"
             detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise GeoretError(f"{self.path}: read failed in the window at column {int(window.col_off)}, "
+            raise GeoretError(f"{self.ref.name}: read failed in the window at column {int(window.col_off)}, "
                               f"row {int(window.row_off)} ({int(window.width)}x{int(window.height)} px): "
                               f"{detail}") from None
         if np.issubdtype(data.dtype, np.floating):
@@ -237,7 +239,7 @@ class RasterSource:
         valid_fraction = float(valid.sum()) / float(size * size)
         rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
         poly_src, poly = self.grid.footprint(window)
-        return Tile(self.grid.tile_id(window), str(self.path), window, np.ascontiguousarray(rgb.transpose(1, 2, 0)),
+        return Tile(self.grid.tile_id(window), self.ref.name, window, np.ascontiguousarray(rgb.transpose(1, 2, 0)),
                     valid_fraction, poly_src, poly)
 
     def _to_uint8(self, data: np.ndarray) -> np.ndarray:
@@ -247,9 +249,13 @@ class RasterSource:
         scaled = (data.astype(np.float32) - lo[:, None, None].astype(np.float32)) / (hi - lo)[:, None, None].astype(np.float32)
         return (np.nan_to_num(np.clip(scaled, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
+    def windows(self) -> list[Window]:
+        """The windows to tile: all of them, or those touching ``area``."""
+        return self.grid.windows(self.area)
+
     def iter_tiles(self, skip_ids: set[str] = frozenset()) -> Iterator[Tile]:
         """Tiles in grid order, skipping ``skip_ids``; GDAL options scoped to the reading thread."""
-        with gdal_env():
-            for window in self.grid.windows():
+        with gdal_env(self.ref.remote):
+            for window in self.windows():
                 if self.grid.tile_id(window) not in skip_ids:
                     yield self.read(window)

@@ -22,7 +22,10 @@ import pyarrow as pa
 import shapely
 
 from georet.errors import GeoretError
-from georet.geo import RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover, read_classes
+from shapely.geometry.base import BaseGeometry
+
+from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover,
+                        read_classes)
 from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_string, tile_schema
 from georet.models import EmbeddingModel, ModelSpec, load_model
 
@@ -140,10 +143,12 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def index_raster(
-    paths: str | Path | Sequence[str | Path],
+    paths: str | Path | RasterRef | Sequence[str | Path | RasterRef],
     db: str | Path,
     *,
     tiling: TilingParams | None = None,
+    area: BaseGeometry | None = None,
+    asset: str | None = None,
     model: EmbeddingModel | ModelSpec | None = None,
     device: str = "auto",
     batch_size: int = 32,
@@ -157,6 +162,11 @@ def index_raster(
     lock_timeout: float | None = None,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
+
+    ``paths`` are files, folders, URLs of (cloud-optimised) GeoTIFFs and STAC
+    Item/ItemCollection JSON (``asset`` picks the items' asset); ``area`` (a
+    lon/lat geometry, see :func:`georet.geo.search_area`) keeps only the tiles
+    that touch it, and a remote raster is then read only there.
 
     Tiles already in the index are skipped (resume after interruption) unless
     ``reindex`` is set, in which case they are recomputed and upserted.
@@ -180,10 +190,13 @@ def index_raster(
         raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
     if landcover_field and not landcover:
         raise GeoretError("--landcover-field needs --landcover")
-    rasters = discover_rasters([paths] if isinstance(paths, (str, Path)) else paths)
-    for path in rasters:  # validate every input before touching the index
-        with RasterSource(path, tiling):
-            pass
+    rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, asset)
+    touched = 0
+    for ref in rasters:  # validate every input before touching the index
+        with RasterSource(ref, tiling, area) as source:
+            touched += len(source.windows()) if area is not None else 1
+    if not touched:
+        raise GeoretError("the area (--bbox/--within) touches none of the rasters; nothing to index")
     scene_classes = None if landcover else read_classes(classes)
     if landcover and not Path(landcover).exists():
         raise GeoretError(f"land-cover file not found: {landcover}")
@@ -193,7 +206,7 @@ def index_raster(
             "pretrained": _absolute_if_file(model.spec.pretrained),
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
     report = IndexReport(db=str(Path(db).expanduser()))
-    if _nothing_to_do(Path(db).expanduser(), rasters, tiling, reindex, model, report):
+    if _nothing_to_do(Path(db).expanduser(), rasters, tiling, area, reindex, model, report):
         report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
         return report
     zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
@@ -202,13 +215,14 @@ def index_raster(
     with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=lock_timeout,
                                     on_wait=lambda message: print(message, file=sys.stderr)) as store:
         report.db = str(store.path)
-        for position, path in enumerate(rasters):
-            if _source_is_complete(store.manifest, path, tiling, reindex):  # another run finished it while we waited
-                report.already_indexed += store.count(f"source = {sql_string(str(path))}")
-                report.sources.append(str(path))
+        for position, ref in enumerate(rasters):
+            if _source_is_complete(store.manifest, ref, tiling, area, reindex):  # another run finished it meanwhile
+                report.already_indexed += store.count(f"source = {sql_string(ref.name)}")
+                report.sources.append(ref.name)
                 continue
-            with RasterSource(path, tiling) as source:
-                store.begin_source(str(source.path), {
+            with RasterSource(ref, tiling, area) as source:
+                store.begin_source(ref.name, {
+                    **_origin(ref, area),
                     "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
                     "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
                     "tiling": tiling.to_dict(),
@@ -222,17 +236,17 @@ def index_raster(
                                   write_every, report, on_progress)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
-                    store.end_source(str(source.path), failure=reason)
+                    store.end_source(ref.name, failure=reason)
                     if not isinstance(exc, GeoretError):
                         raise
                     raise GeoretError(
-                        f"{reason} — {source.path.name} is marked incomplete in {store.path} (re-run to resume it, "
+                        f"{reason} — {ref.display_name} is marked incomplete in {store.path} (re-run to resume it, "
                         f"or `georet remove` it); {position} raster(s) completed before it are kept") from None
                 finally:
                     if layer is not None:
                         layer.close()
-                store.end_source(str(source.path))
-            report.sources.append(str(path))
+                store.end_source(ref.name)
+            report.sources.append(ref.name)
         if report.indexed:
             store.optimize()
             if store.wants_vector_index():
@@ -242,14 +256,28 @@ def index_raster(
     return report
 
 
-def _source_is_complete(manifest: dict, path: Path, tiling: TilingParams, reindex: bool) -> bool:
-    entry = manifest["sources"].get(str(path))
-    return (not reindex and entry is not None and entry.get("state", "complete") == "complete"
-            and entry.get("tiling") == tiling.to_dict())
+def _origin(ref: RasterRef, area: BaseGeometry | None) -> dict:
+    """What the manifest keeps about where a source's tiles came from: href, STAC item, area."""
+    origin: dict = {"area": area.wkt if area is not None else None}
+    if ref.href != ref.name:
+        origin["href"] = ref.href
+    if ref.metadata:
+        origin["stac"] = ref.metadata
+    return origin
 
 
-def _nothing_to_do(db: Path, rasters: list[Path], tiling: TilingParams, reindex: bool, model: EmbeddingModel,
-                   report: IndexReport) -> bool:
+def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, area: BaseGeometry | None,
+                        reindex: bool) -> bool:
+    """Complete with this tiling, over an area that covers the one asked for (no area: the whole raster)."""
+    entry = manifest["sources"].get(ref.name)
+    if reindex or entry is None or entry.get("state", "complete") != "complete" or entry.get("tiling") != tiling.to_dict():
+        return False
+    done_area = entry.get("area")
+    return done_area is None or (area is not None and shapely.from_wkt(done_area).covers(area))
+
+
+def _nothing_to_do(db: Path, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
+                   reindex: bool, model: EmbeddingModel, report: IndexReport) -> bool:
     """True when every raster is already complete in ``db`` with this tiling and model (counted into ``report``)."""
     if not (db / MANIFEST_NAME).is_file():
         return False
@@ -259,11 +287,11 @@ def _nothing_to_do(db: Path, rasters: list[Path], tiling: TilingParams, reindex:
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
         raise GeoretError(f"cannot add to {db}: {problem}; use a new --db")
-    if not all(_source_is_complete(store.manifest, path, tiling, reindex) for path in rasters):
+    if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
         return False
     counts = store.source_counts()
-    report.already_indexed = sum(counts.get(str(path), 0) for path in rasters)
-    report.sources = [str(path) for path in rasters]
+    report.already_indexed = sum(counts.get(ref.name, 0) for ref in rasters)
+    report.sources = [ref.name for ref in rasters]
     return True
 
 
@@ -277,15 +305,15 @@ def _one_line(exc: BaseException) -> str:
 def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
                   batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport,
                   on_progress: Callable[[str, int, int], None] | None) -> None:
-    skip = set() if reindex else store.existing_ids(str(source.path))
-    windows = source.grid.windows()
+    skip = set() if reindex else store.existing_ids(source.ref.name)
+    windows = source.windows()
     already = sum(1 for w in windows if source.grid.tile_id(w) in skip)
     report.already_indexed += already
     pending: list[pa.Table] = []
     pending_rows = 0
     source_crs = source.crs.to_string()
     total, done = len(windows) - already, 0
-    with _progress(total, source.path.name, show) as bar:
+    with _progress(total, source.ref.display_name, show) as bar:
         for batch in _prefetch(_batches(source, model, skip, batch_size, tiling.min_valid, report)):
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
@@ -299,7 +327,7 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
             bar.update(batch.windows_done)
             done += batch.windows_done
             if on_progress:
-                on_progress(str(source.path), done, total)
+                on_progress(source.ref.name, done, total)
         if pending:
             store.upsert(pa.concat_tables(pending))
 

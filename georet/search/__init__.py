@@ -2,11 +2,11 @@
 
 Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``info``,
 ``thumbnail``), relational parsing (:func:`parse_query`, :func:`parse_distance`,
-:func:`explain`) and search areas (:func:`search_area`). Depends on
+:func:`explain`) and search areas (:func:`search_area`, from :mod:`georet.geo`). Depends on
 :mod:`georet.index`, :mod:`georet.geo` and :mod:`georet.models`.
 """
 
-from georet.search.areas import parse_bbox, search_area
+from georet.geo import parse_bbox, search_area
 from georet.search.geoindex import GeoIndex, open_index
 from georet.search.relations import Relation, explain, parse_distance, parse_query
 from georet.search.results import REGION_COLUMNS, RESULT_COLUMNS, to_geojson

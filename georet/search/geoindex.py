@@ -29,7 +29,7 @@ from georet.geo import RasterSource
 from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, LabelSet, TileStore, delete_labels, describe_mismatch,
                           label_sets, read_labels, save_labels, sql_string)
 from georet.models import EmbeddingModel, ModelSpec, load_model
-from georet.search.areas import search_area
+from georet.geo import search_area
 from georet.search.catalog import TileCatalog
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,

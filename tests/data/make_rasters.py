@@ -58,6 +58,33 @@ def write_raster(path: Path, grid: str = "utm", size: tuple[int, int] = (256, 25
     return path
 
 
+def write_cog(path: Path, size: int = 1024, seed: int = 8) -> Path:
+    """A cloud-optimised GeoTIFF as providers publish them: uint16, 256-px blocks, internal overviews."""
+    data = pattern(3, size, size, seed, "uint16")
+    profile = {"driver": "COG", "width": size, "height": size, "count": 3, "dtype": "uint16", "crs": GRIDS["utm"][0],
+               "transform": from_origin(*GRIDS["utm"][1:3], 10.0, 10.0), "blocksize": 256, "compress": "deflate",
+               "overview_resampling": "average"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def split_bands(path: Path, outdir: Path) -> list[Path]:
+    """One single-band COG per band of ``path`` (red, green, blue), as Sentinel-2 ships its bands."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with rasterio.open(path) as src:
+        profile = {"driver": "COG", "width": src.width, "height": src.height, "count": 1, "dtype": src.dtypes[0],
+                   "crs": src.crs, "transform": src.transform, "blocksize": 256, "compress": "deflate",
+                   "overview_resampling": "average"}
+        for band, colour in enumerate(("red", "green", "blue"), start=1):
+            out = outdir / f"{path.stem}_{colour}.tif"
+            with rasterio.open(out, "w", **profile) as dst:
+                dst.write(src.read(band), 1)
+            written.append(out)
+    return written
+
+
 def write_all(outdir: Path) -> dict[str, Path]:
     """The standard set used by the tests."""
     outdir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Search areas: a bbox in any CRS and/or polygons → one EPSG:4326 geometry to filter tiles by."""
+"""Areas (to search in, or to index): a bbox in any CRS and/or polygons → one EPSG:4326 geometry to filter tiles by."""
 
 from __future__ import annotations
 

@@ -1,0 +1,171 @@
+"""Remote rasters and STAC: COGs over HTTP range requests and from S3 (moto), STAC Items/ItemCollections
+and a STAC API, region clips; every remote failure one line and the index untouched. All on loopback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import shapely
+
+from conftest import TINY, invoke_cli
+from georet.geo import RasterSource, TilingParams, search_area
+from georet.index import TileStore
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from loopback import range_server, s3_server  # noqa: E402
+from make_stac import write_stac  # noqa: E402
+
+#: A box over the middle of the generated 1024-px COG (10 m pixels, UTM 31N at 500000, 5800000).
+AREA_BBOX = "3.0045,52.3265,3.0075,52.3290"
+
+
+@pytest.fixture(scope="module")
+def stac_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stac")
+    write_stac(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(stac_dir):
+    items = json.loads((stac_dir / "items.json").read_text())["features"]
+    with range_server(stac_dir) as srv:
+        for item in items:  # the API serves the same items with absolute hrefs
+            for asset in item["assets"].values():
+                asset["href"] = f"{srv.url}/{asset['href']}"
+        srv.stac_items = items
+        yield srv
+
+
+def rows(db: Path) -> dict[tuple[str, int, int], np.ndarray]:
+    """(source, col, row) → vector, for comparing indexes whose tile ids differ."""
+    table = TileStore.open(db).table.to_arrow().to_pydict()
+    return {(s, c, r): np.array(v) for s, c, r, v in zip(table["source"], table["col_off"], table["row_off"],
+                                                          table["vector"])}
+
+
+def touching(raster: Path, tile_px: int) -> set[tuple[int, int]]:
+    """(col, row) of the tiles of ``raster`` whose footprints touch AREA_BBOX, checked tile by tile."""
+    with RasterSource(raster, TilingParams(tile_size=tile_px)) as source:
+        return {(int(w.col_off), int(w.row_off)) for w in source.grid.windows()
+                if source.grid.footprint(w)[1].intersects(search_area(AREA_BBOX))}
+
+
+def test_a_cog_over_http_is_read_only_where_the_area_is_and_gives_the_local_tiles(tmp_path, stac_dir, server):
+    cog, url = stac_dir / "scene.tif", f"{server.url}/scene.tif"
+    area = search_area(AREA_BBOX)
+    expected = touching(cog, 128)
+    assert 0 < len(expected) < 8  # a handful of the 64 tiles
+
+    server.reset_counts()
+    invoke_cli("index", url, "--db", tmp_path / "remote.db", "--bbox", AREA_BBOX, "--tile-size", "128", "-q",
+               *TINY, check=True)
+    fetched = server.bytes_sent
+    invoke_cli("index", cog, "--db", tmp_path / "local.db", "--tile-size", "128", "-q", *TINY, check=True)
+
+    remote, local_rows = rows(tmp_path / "remote.db"), rows(tmp_path / "local.db")
+    assert {(c, r) for _, c, r in remote} == expected
+    assert {s for s, _, _ in remote} == {url}
+    for (_, col, row), vector in remote.items():  # same pixels, same stretch (from the overview): same vectors
+        np.testing.assert_allclose(vector, local_rows[(str(cog), col, row)], atol=1e-5)
+    print(f"fetched {fetched:,} of {cog.stat().st_size:,} bytes")
+    assert fetched < 0.35 * cog.stat().st_size
+
+    manifest = TileStore.open(tmp_path / "remote.db").manifest["sources"][url]
+    assert shapely.from_wkt(manifest["area"]).equals(area)
+    again = invoke_cli("index", url, "--db", tmp_path / "remote.db", "--bbox", AREA_BBOX, "--tile-size", "128",
+                       "-q", *TINY, check=True)  # the area is covered: nothing read, nothing written
+    assert f"0 tiles from 1 raster(s)" in again.stderr and f"{len(expected)} already indexed" in again.stderr
+
+
+def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path, stac_dir, server):
+    db = tmp_path / "stac.db"
+    invoke_cli("index", f"{server.url}/items.json", "--db", db, "--tile-size", "256", "-q", *TINY, check=True)
+    sources = TileStore.open(db).manifest["sources"]
+    visual, bands = f"{server.url}/scene.tif", "stac://test-s2/scene-bands?assets=B04,B03,B02"
+    assert sorted(sources) == sorted([visual, bands])
+    assert sources[visual]["stac"] == {"stac_item": "scene-visual", "collection": "test-s2",
+                                       "datetime": "2024-06-01T10:00:00Z", "assets": {"visual": visual}}
+    assert sources[bands]["stac"]["assets"] == {"B04": f"{server.url}/bands/scene_red.tif",
+                                                "B03": f"{server.url}/bands/scene_green.tif",
+                                                "B02": f"{server.url}/bands/scene_blue.tif"}
+    assert sources[bands]["href"].startswith("<VRTDataset")
+    indexed = rows(db)
+    stacked = {(c, r): v for (s, c, r), v in indexed.items() if s == bands}
+    assert len(stacked) == 16
+    for (col, row), vector in stacked.items():  # the band files hold the visual COG's bands: same tiles
+        np.testing.assert_allclose(vector, indexed[(visual, col, row)], atol=1e-5)
+    tile_ids = TileStore.open(db).table.to_arrow()["tile_id"].to_pylist()
+    assert sum(t.startswith("scene-bands-") for t in tile_ids) == 16
+
+    picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",
+                        "--tile-size", "512", "-q", *TINY)
+    assert picked.returncode == 1
+    assert picked.stderr.strip() == ("Error: STAC item scene-visual has no asset 'B04' (it has: thumbnail, visual)")
+
+
+def test_a_stac_api_search_indexes_the_items_in_the_area(tmp_path, stac_dir, server):
+    db = tmp_path / "api.db"
+    invoke_cli("index", "--stac", f"{server.url}/stac-api", "--collection", "test-s2", "--bbox", AREA_BBOX,
+               "--max-items", "1", "--db", db, "--tile-size", "256", "-q", *TINY, check=True)
+    sources = TileStore.open(db).manifest["sources"]
+    assert [entry["stac"]["stac_item"] for entry in sources.values()] == ["scene-visual"]
+    assert TileStore.open(db).count() == len(touching(stac_dir / "scene.tif", 256)) == 2
+
+    nothing = invoke_cli("index", "--stac", f"{server.url}/stac-api", "--collection", "sentinel-1", "--db", db, *TINY)
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == (f"Error: STAC API {server.url}/stac-api: no items in collection 'sentinel-1' "
+                                      f"for this search")
+
+
+def test_a_cog_in_s3_indexes_like_the_local_file(tmp_path, stac_dir):
+    with s3_server() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="imagery")
+        s3.upload_file(str(stac_dir / "scene.tif"), "imagery", "cogs/scene.tif")
+        invoke_cli("index", "s3://imagery/cogs/scene.tif", "--bbox", AREA_BBOX, "--db", tmp_path / "s3.db",
+                   "--tile-size", "128", "-q", *TINY, check=True)
+    invoke_cli("index", stac_dir / "scene.tif", "--bbox", AREA_BBOX, "--db", tmp_path / "local.db",
+               "--tile-size", "128", "-q", *TINY, check=True)
+    from_s3, local = rows(tmp_path / "s3.db"), rows(tmp_path / "local.db")
+    assert len(from_s3) == len(local) > 0
+    for (_, col, row), vector in from_s3.items():
+        np.testing.assert_allclose(vector, local[(str(stac_dir / "scene.tif"), col, row)], atol=1e-5)
+
+
+def test_remote_failures_are_one_line_and_leave_the_index_untouched(tmp_path, stac_dir, server, built_index,
+                                                                    monkeypatch):
+    bad_json = stac_dir / "broken.json"
+    bad_json.write_text('{"type": "FeatureCollection", "features": [')
+    catalog = stac_dir / "catalog.json"
+    catalog.write_text(json.dumps({"type": "Catalog", "id": "c", "links": []}))
+    before = (json.loads((built_index / "georet.json").read_text()), TileStore.open(built_index).count())
+    cases = {
+        f"{server.url}/missing.tif": f"Error: {server.url}/missing.tif: cannot open: HTTP response code: 404",
+        "http://127.0.0.1:9/x.tif": "Error: http://127.0.0.1:9/x.tif: cannot open: CURL error: Failed to connect",
+        f"{server.url}/missing.json": f"Error: {server.url}/missing.json: HTTP 404 Not Found",
+        f"{server.url}/broken.json": f"Error: {server.url}/broken.json: not JSON (Expecting value at line 1)",
+        str(catalog): (f"Error: {catalog}: a Catalog, not a STAC Item or ItemCollection; "
+                       f"search a STAC API with --stac URL --collection ID"),
+    }
+    for raster, message in cases.items():
+        result = invoke_cli("index", raster, "--db", built_index, *TINY)
+        assert result.returncode == 1 and result.stderr.strip().startswith(message), (raster, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    no_credentials = invoke_cli("index", "s3://imagery/scene.tif", "--db", built_index, *TINY)
+    assert no_credentials.returncode == 1
+    assert no_credentials.stderr.strip() == (
+        "Error: s3://imagery/scene.tif: cannot open: no S3 credentials (set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; AWS_NO_SIGN_REQUEST=YES for a public bucket)")
+    outside = invoke_cli("index", f"{server.url}/scene.tif", "--bbox", "100,10,101,11", "--db", built_index, *TINY)
+    assert outside.stderr.strip() == "Error: the area (--bbox/--within) touches none of the rasters; nothing to index"
+    assert (json.loads((built_index / "georet.json").read_text()), TileStore.open(built_index).count()) == before
