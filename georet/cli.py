@@ -61,6 +61,9 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--collection", help="STAC collection id to search (with --stac).")
 @click.option("--datetime", "stac_datetime", help="STAC search time range, e.g. 2024-06-01/2024-08-31 (with --stac).")
 @click.option("--max-items", type=int, help="At most this many STAC items (with --stac).")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Where tiles are read and embedded: this process, or a Ray cluster (writes Lance fragments from the workers).")
+@click.option("--ray-address", metavar="ADDR", help="Ray cluster to join (ray://host:10001, or 'auto') [default: start Ray on this machine].")
 @click.option("--tile-size", default="256", show_default=True, help="Tile size: pixels (256) or ground distance (200m, 1.5km).")
 @click.option("--stride", type=int, help="Step between tiles in pixels [default: tile size, no overlap].")
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
@@ -78,7 +81,8 @@ db_option = click.option("--db", required=True, type=click.Path(path_type=Path),
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--progress-json", is_flag=True,
               help='Progress as JSON lines on stderr ({"source", "done", "total"}), for GUIs such as the QGIS plugin.')
-def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, tile_size, stride,
+def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, engine,
+          ray_address, tile_size, stride,
           bands, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
           landcover_field, reindex, quiet, progress_json) -> None:
     """Tile RASTERS, embed the tiles and store them in --db.
@@ -97,7 +101,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)
     if not inputs:
         raise click.UsageError("give RASTERS to index, or --stac API_URL --collection ID")
-    report = index_raster(inputs, db, tiling=tiling, area=area, asset=asset,
+    report = index_raster(inputs, db, tiling=tiling, area=area, asset=asset, engine=engine, ray_address=ray_address,
                           model=ModelSpec.from_options(arch, pretrained, checkpoint),
                           device=device, batch_size=batch_size, classes=classes, landcover=landcover,
                           landcover_field=landcover_field, reindex=reindex,

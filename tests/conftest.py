@@ -23,6 +23,29 @@ def rasters(tmp_path_factory) -> dict[str, Path]:
     return write_all(tmp_path_factory.mktemp("rasters"))
 
 
+#: A box over the middle of the STAC fixture's 1024-px COG (10 m pixels, UTM 31N at 500000, 5800000).
+AREA_BBOX = "3.0045,52.3265,3.0075,52.3290"
+
+
+@pytest.fixture(scope="session")
+def stac_dir(tmp_path_factory) -> Path:
+    """tests/data/make_stac.py's COG, its band files and an ItemCollection over them."""
+    from make_stac import write_stac
+
+    root = tmp_path_factory.mktemp("stac")
+    write_stac(root)
+    return root
+
+
+def touching(raster: Path, tile_px: int) -> set[tuple[int, int]]:
+    """(col, row) of the tiles of ``raster`` whose footprints touch AREA_BBOX, checked tile by tile."""
+    from georet.geo import RasterSource, TilingParams, search_area
+
+    with RasterSource(raster, TilingParams(tile_size=tile_px)) as source:
+        return {(int(w.col_off), int(w.row_off)) for w in source.grid.windows()
+                if source.grid.footprint(w)[1].intersects(search_area(AREA_BBOX))}
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from georet.models import ModelSpec, load_model

@@ -4,7 +4,6 @@ and a STAC API, region clips; every remote failure one line and the index untouc
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import boto3
@@ -12,24 +11,10 @@ import numpy as np
 import pytest
 import shapely
 
-from conftest import TINY, invoke_cli
-from georet.geo import RasterSource, TilingParams, search_area
+from conftest import AREA_BBOX, TINY, invoke_cli, touching
+from georet.geo import search_area
 from georet.index import TileStore
-
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from loopback import range_server, s3_server  # noqa: E402
-from make_stac import write_stac  # noqa: E402
-
-#: A box over the middle of the generated 1024-px COG (10 m pixels, UTM 31N at 500000, 5800000).
-AREA_BBOX = "3.0045,52.3265,3.0075,52.3290"
-
-
-@pytest.fixture(scope="module")
-def stac_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stac")
-    write_stac(root)
-    return root
-
+from loopback import range_server, s3_server
 
 @pytest.fixture(scope="module")
 def server(stac_dir):
@@ -47,13 +32,6 @@ def rows(db: Path) -> dict[tuple[str, int, int], np.ndarray]:
     table = TileStore.open(db).table.to_arrow().to_pydict()
     return {(s, c, r): np.array(v) for s, c, r, v in zip(table["source"], table["col_off"], table["row_off"],
                                                           table["vector"])}
-
-
-def touching(raster: Path, tile_px: int) -> set[tuple[int, int]]:
-    """(col, row) of the tiles of ``raster`` whose footprints touch AREA_BBOX, checked tile by tile."""
-    with RasterSource(raster, TilingParams(tile_size=tile_px)) as source:
-        return {(int(w.col_off), int(w.row_off)) for w in source.grid.windows()
-                if source.grid.footprint(w)[1].intersects(search_area(AREA_BBOX))}
 
 
 def test_a_cog_over_http_is_read_only_where_the_area_is_and_gives_the_local_tiles(tmp_path, stac_dir, server):

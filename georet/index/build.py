@@ -9,20 +9,22 @@ killed run resumes from the tiles already in the table.
 
 from __future__ import annotations
 
+import importlib.util
 import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import shapely
 
-from georet.errors import GeoretError
 from shapely.geometry.base import BaseGeometry
+
+from georet.errors import GeoretError
 
 from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover,
                         read_classes)
@@ -30,6 +32,7 @@ from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_
 from georet.models import EmbeddingModel, ModelSpec, load_model
 
 _PREFETCH_BATCHES = 3
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -51,6 +54,16 @@ class IndexReport:
         return (f"indexed {self.indexed} tiles from {len(self.sources)} raster(s) into {self.db} "
                 f"in {self.seconds:.1f} s ({self.tiles_per_second:.1f} tiles/s); "
                 f"{self.already_indexed} already indexed, {self.below_min_valid} below --min-valid")
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How the Ray engine's actors label tiles: the driver's zero-shot labeler (picklable), or a land-cover
+    layer each actor opens itself."""
+
+    zero_shot: Any = None
+    landcover: str | None = None
+    landcover_field: str | None = None
 
 
 @dataclass
@@ -114,7 +127,8 @@ def _prefetch(iterator: Iterator[_Batch]) -> Iterator[_Batch]:
         worker.join(timeout=5)
 
 
-def _rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int) -> pa.Table:
+def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int) -> pa.Table:
+    """Index rows (:func:`tile_schema`) for embedded, labelled tiles: the same for every engine."""
     polys = [t.footprint for t in tiles]
     bounds = shapely.bounds(np.array(polys, dtype=object))
     return pa.table({
@@ -160,6 +174,8 @@ def index_raster(
     write_every: int = 256,
     on_progress: Callable[[str, int, int], None] | None = None,
     lock_timeout: float | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
 
@@ -174,6 +190,10 @@ def index_raster(
     a ``landcover`` layer, never both.
     ``progress=None`` shows a bar only when stderr is a terminal;
     ``on_progress(source, done, total)`` is called after every batch (for GUIs).
+
+    ``engine="ray"`` reads and embeds on a Ray cluster (``ray_address``, or
+    Ray started on this machine) and writes Lance fragments from the workers
+    (:mod:`georet.index.ray_engine`); the rows are the same as the local engine's.
 
     Inputs are all validated before the index is touched. One writer at a
     time: a run waits for another run on the same ``db`` (up to
@@ -190,6 +210,16 @@ def index_raster(
         raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
     if landcover_field and not landcover:
         raise GeoretError("--landcover-field needs --landcover")
+    if engine not in ENGINES:
+        raise GeoretError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if ray_address and engine != "ray":
+        raise GeoretError("--ray-address needs --engine ray")
+    if engine == "ray":
+        if not all(importlib.util.find_spec(m) for m in ("ray", "lance_ray")):
+            raise GeoretError("--engine ray needs Ray on this machine: pip install 'georet[ray]'")
+        from georet.index.ray_engine import connect
+
+        connect(ray_address)  # before the index is touched
     rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, asset)
     touched = 0
     for ref in rasters:  # validate every input before touching the index
@@ -231,9 +261,14 @@ def index_raster(
                 })
                 layer = None
                 try:
-                    layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
-                    _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
-                                  write_every, report, on_progress)
+                    if engine == "ray":
+                        _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field),
+                                             tiling, batch_size, reindex, show, ray_address, report, on_progress)
+                    else:
+                        layer = (open_landcover(landcover, landcover_field, source.dataset, source.crs)
+                                 if landcover else None)
+                        _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
+                                      write_every, report, on_progress)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
                     store.end_source(ref.name, failure=reason)
@@ -318,7 +353,7 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
                 labels = labeler.label(batch.tiles, vectors)
-                pending.append(_rows(batch.tiles, vectors, labels, source_crs, model.dim))
+                pending.append(tile_rows(batch.tiles, vectors, labels, source_crs, model.dim))
                 pending_rows += len(batch.tiles)
                 report.indexed += len(batch.tiles)
             if pending_rows >= write_every:
@@ -330,6 +365,26 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
                 on_progress(source.ref.name, done, total)
         if pending:
             store.upsert(pa.concat_tables(pending))
+
+
+def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: TileStore, labels, tiling: TilingParams,
+                         batch_size: int, reindex: bool, show: bool, address: str | None, report: IndexReport,
+                         on_progress: Callable[[str, int, int], None] | None) -> None:
+    from georet.index.ray_engine import index_source_on_ray
+
+    report.already_indexed += 0 if reindex else len(store.existing_ids(source.ref.name))
+    done = 0
+
+    def committed(planned: int, written: int, total: int) -> None:
+        nonlocal done
+        done += planned
+        report.indexed += written
+        report.below_min_valid += planned - written
+        if on_progress:
+            on_progress(source.ref.name, done, total)
+
+    index_source_on_ray(source, store, model.spec, model.identity, model.dim, labels, tiling, batch_size, reindex,
+                        show, address, committed)
 
 
 def _absolute_if_file(value: str | None) -> str | None:

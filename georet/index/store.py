@@ -255,6 +255,16 @@ class TileStore:
         return self.manifest["model"]["spec"]
 
     # -- table -----------------------------------------------------------
+    @property
+    def table_uri(self) -> str:
+        """Where the tiles table's Lance dataset lives (for writers other than LanceDB, such as Ray Data)."""
+        return str(self.path / f"{TABLE_NAME}.lance")
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Options Lance needs to reach :attr:`table_uri` (none for a local folder)."""
+        return {}
+
     def has_table(self) -> bool:
         """False when the folder has a manifest but its tiles table was deleted."""
         return (self.path / f"{TABLE_NAME}.lance").is_dir()
