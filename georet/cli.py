@@ -47,7 +47,7 @@ def main() -> None:
 device_option = click.option("--device", default="auto", show_default=True,
                              type=click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False),
                              help="Where the model runs.")
-db_option = click.option("--db", required=True, type=click.Path(path_type=Path), help="Index directory.")
+db_option = click.option("--db", required=True, help="Index: a folder, or an object-store URL (s3://bucket/prefix).")
 
 
 @main.command()

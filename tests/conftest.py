@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,39 @@ def invoke_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"georet {' '.join(map(str, args))} failed:\n{proc.stderr}")
     return proc
+
+
+class Server:
+    """A ``georet serve --port 0`` subprocess; the URL is the first line it prints."""
+
+    def __init__(self, db, *extra: str):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        self.proc = subprocess.Popen([GEORET_EXE, "serve", "--db", str(db), "--port", "0", "--device", "cpu", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.proc.stderr.read()
+        self.headers = {"Authorization": f"Bearer {extra[extra.index('--token') + 1]}"} if "--token" in extra else {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("server never became healthy")
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers={**self.headers, **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, path: str):
+        status, body = self.get(path)
+        return status, json.loads(body)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

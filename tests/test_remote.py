@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import shapely
 
-from conftest import AREA_BBOX, TINY, invoke_cli, touching
+from conftest import AREA_BBOX, TINY, Server, invoke_cli, touching
 from georet.geo import search_area
 from georet.index import TileStore
 from loopback import range_server, s3_server
@@ -58,7 +58,7 @@ def test_a_cog_over_http_is_read_only_where_the_area_is_and_gives_the_local_tile
     assert shapely.from_wkt(manifest["area"]).equals(area)
     again = invoke_cli("index", url, "--db", tmp_path / "remote.db", "--bbox", AREA_BBOX, "--tile-size", "128",
                        "-q", *TINY, check=True)  # the area is covered: nothing read, nothing written
-    assert f"0 tiles from 1 raster(s)" in again.stderr and f"{len(expected)} already indexed" in again.stderr
+    assert "0 tiles from 1 raster(s)" in again.stderr and f"{len(expected)} already indexed" in again.stderr
 
 
 def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path, stac_dir, server):
@@ -147,3 +147,47 @@ def test_remote_failures_are_one_line_and_leave_the_index_untouched(tmp_path, st
     outside = invoke_cli("index", f"{server.url}/scene.tif", "--bbox", "100,10,101,11", "--db", built_index, *TINY)
     assert outside.stderr.strip() == "Error: the area (--bbox/--within) touches none of the rasters; nothing to index"
     assert (json.loads((built_index / "georet.json").read_text()), TileStore.open(built_index).count()) == before
+
+
+def test_an_index_in_s3_is_built_queried_and_served_with_its_manifest_inside_the_table(tmp_path, stac_dir):
+    import lance
+
+    cog, db = stac_dir / "scene.tif", "s3://indexes/georet/scene"
+    args = ("--tile-size", "256", "-q", *TINY)
+    invoke_cli("index", cog, "--db", tmp_path / "local.db", *args, check=True)
+    with s3_server() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="indexes")
+        invoke_cli("index", cog, "--db", db, *args, check=True)
+        again = invoke_cli("index", cog, "--db", db, *args, check=True)
+        assert "indexed 0 tiles" in again.stderr and "16 already indexed" in again.stderr
+
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="indexes")["Contents"]]
+        assert all(k.startswith("georet/scene/tiles.lance/") for k in keys)  # no manifest file beside the table
+        table = lance.dataset(f"{db}/tiles.lance")
+        manifest = json.loads(table.config()["georet.manifest"])
+        assert manifest["sources"][str(cog)]["state"] == "complete"
+
+        info = json.loads(invoke_cli("info", "--db", db, "--json", check=True).stdout)
+        assert info["tiles"] == 16 and info["sources"][str(cog)]["tiles"] == 16
+        query = ("query", "a forest", "-k", "5", "--format", "json")
+        from_s3 = json.loads(invoke_cli(*query, "--db", db, check=True).stdout)
+        local = json.loads(invoke_cli(*query, "--db", tmp_path / "local.db", check=True).stdout)
+        assert [h["tile_id"] for h in from_s3["results"]] == [h["tile_id"] for h in local["results"]]
+
+        version = table.version
+        broken = tmp_path / "broken.tif"
+        broken.write_bytes(b"II*\x00 not a tiff")
+        failed = invoke_cli("index", broken, "--db", db, *args)
+        assert failed.stderr.strip() == f"Error: {broken}: not a readable raster (corrupt or unsupported format)"
+        assert lance.dataset(f"{db}/tiles.lance").version == version  # nothing committed
+        labelled = invoke_cli("label", "--db", db, "--positive", from_s3["results"][0]["tile_id"])
+        assert labelled.stderr.strip().startswith(f"Error: label sets are saved beside local indexes; {db} is in an")
+
+        server = Server(db)
+        try:
+            status, body = server.json("/search?q=a+forest&k=5")
+            assert status == 200
+            assert [f["properties"]["tile_id"] for f in body["features"]] == [h["tile_id"] for h in local["results"]]
+        finally:
+            server.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,45 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GEORET_EXE, TINY, invoke_cli, run_cli
+from conftest import TINY, Server, invoke_cli, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class Server:
-    """A ``georet serve --port 0`` subprocess; the URL is the first line it prints."""
-
-    def __init__(self, db, *extra: str):
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        self.proc = subprocess.Popen([GEORET_EXE, "serve", "--db", str(db), "--port", "0", "--device", "cpu", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.url = self.proc.stdout.readline().strip()
-        assert self.url.startswith("http://127.0.0.1:"), self.proc.stderr.read()
-        self.headers = {"Authorization": f"Bearer {extra[extra.index('--token') + 1]}"} if "--token" in extra else {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("server never became healthy")
-
-    def get(self, path: str, headers: dict | None = None) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path, headers={**self.headers, **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def json(self, path: str):
-        status, body = self.get(path)
-        return status, json.loads(body)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
 
-from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, open_landcover,
-                        read_classes)
-from georet.index.store import MANIFEST_NAME, TileStore, describe_mismatch, sql_string, tile_schema
+from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, is_url,
+                        open_landcover, read_classes)
+from georet.index.store import TileStore, describe_mismatch, sql_string, tile_schema
 from georet.models import EmbeddingModel, ModelSpec, load_model
 
 _PREFETCH_BATCHES = 3
@@ -235,8 +235,9 @@ def index_raster(
     spec = {"arch": model.spec.arch,
             "pretrained": _absolute_if_file(model.spec.pretrained),
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
-    report = IndexReport(db=str(Path(db).expanduser()))
-    if _nothing_to_do(Path(db).expanduser(), rasters, tiling, area, reindex, model, report):
+    db = db if is_url(str(db)) else Path(db).expanduser()
+    report = IndexReport(db=str(db))
+    if _nothing_to_do(db, rasters, tiling, area, reindex, model, report):
         report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
         return report
     zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
@@ -311,10 +312,10 @@ def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, ar
     return done_area is None or (area is not None and shapely.from_wkt(done_area).covers(area))
 
 
-def _nothing_to_do(db: Path, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
+def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
                    reindex: bool, model: EmbeddingModel, report: IndexReport) -> bool:
     """True when every raster is already complete in ``db`` with this tiling and model (counted into ``report``)."""
-    if not (db / MANIFEST_NAME).is_file():
+    if not TileStore.exists(db):
         return False
     store = TileStore.open(db)
     if not store.has_table():  # lost: its sources must be rebuilt, under the writer lock

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from georet.errors import GeoretError
+from georet.geo import is_url
 from georet.index.store import require_writable
 
 LABELS_DIR = "labels"
@@ -47,21 +48,26 @@ class LabelSet:
         return [label.tile_id for label in self.labels if label.mark == "negative"]
 
 
-def _path(index: Path, name: str) -> Path:
+def _path(index: str | Path, name: str) -> Path:
+    if is_url(str(index)):
+        raise GeoretError(f"label sets are saved beside local indexes; {index} is in an object store "
+                          f"(search it with --like/--unlike tile ids instead)")
     if not _NAME.match(name):
         raise GeoretError(f"label set name {name!r}: use letters, digits, '_', '-' or '.' (at most 64)")
     return Path(index) / LABELS_DIR / f"{name}.json"
 
 
 def label_sets(index: str | Path) -> list[str]:
-    """Names of the label sets saved in an index."""
+    """Names of the label sets saved in an index (none in an object store)."""
+    if is_url(str(index)):
+        return []
     folder = Path(index) / LABELS_DIR
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
 def read_labels(index: str | Path, name: str = DEFAULT_SET) -> LabelSet:
     """A saved set; a clear error (listing the saved ones) if there is none of that name."""
-    path = _path(Path(index), name)
+    path = _path(index, name)
     if not path.is_file():
         known = label_sets(index)
         raise GeoretError(f"no label set {name!r} in {index} (saved sets: {', '.join(known) or 'none'}; "
@@ -77,12 +83,11 @@ def read_labels(index: str | Path, name: str = DEFAULT_SET) -> LabelSet:
 def save_labels(index: str | Path, name: str, positive: Iterable[str] = (), negative: Iterable[str] = (),
                 who: str | None = None) -> LabelSet:
     """Add marks to a set (created if new); a tile marked both ways in one call is an error."""
-    index = Path(index)
     positive, negative = list(dict.fromkeys(positive)), list(dict.fromkeys(negative))
     if both := sorted(set(positive) & set(negative)):
         raise GeoretError(f"tile {both[0]} is marked both right (--positive) and wrong (--negative)")
     path = _path(index, name)
-    require_writable(index)
+    require_writable(Path(index))
     current = {label.tile_id: label for label in read_labels(index, name).labels} if path.is_file() else {}
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     who = who or _user()
@@ -97,7 +102,7 @@ def save_labels(index: str | Path, name: str, positive: Iterable[str] = (), nega
 
 def delete_labels(index: str | Path, name: str) -> None:
     """Forget a set (``georet label --clear``)."""
-    path = _path(Path(index), name)
+    path = _path(index, name)
     read_labels(index, name)  # the error for a set that does not exist
     require_writable(Path(index))
     path.unlink()

@@ -153,8 +153,7 @@ def index_source_on_ray(source: RasterSource, store: TileStore, spec: ModelSpec,
             fn_kwargs={"spec": spec, "identity": identity, "device": "cuda" if gpus >= 1 else "cpu",
                        "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels})
         before = store.count(f"source = {sql_string(name)}")
-        lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append",
-                              storage_options=store.storage_options or None)
+        lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append")
         store.refresh()
         written = store.count(f"source = {sql_string(name)}") - before
         on_committed(len(chunk), written, total)

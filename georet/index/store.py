@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pyarrow as pa
 
 from georet.errors import GeoretError
+from georet.geo import is_url
 from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
 
 # Lance's Rust logger prints WARN lines (e.g. about retried commits) straight to stderr,
@@ -83,7 +84,7 @@ def tile_schema(dim: int) -> pa.Schema:
     ])
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -102,7 +103,7 @@ def describe_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> str | 
 class TileStore:
     """Read/write access to one georet index directory."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path | str, manifest: dict[str, Any]):
         import lancedb
 
         self.path = path
@@ -114,7 +115,11 @@ class TileStore:
     # -- opening ---------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path) -> "TileStore":
-        """Open an existing index; a clear error if ``path`` is not one."""
+        """Open an existing index (a folder, or an object-store URL); a clear error if ``path`` is not one."""
+        if is_url(str(path)):
+            from georet.index.object_store import ObjectStoreTileStore
+
+            return ObjectStoreTileStore.open(str(path))
         path = Path(path).expanduser()
         manifest_path = path / MANIFEST_NAME
         if not path.exists():
@@ -133,6 +138,12 @@ class TileStore:
         Refuses a model that differs from the stored one, a folder that holds
         something else, and a read-only index (with a clear error, before any write).
         """
+        if is_url(str(path)):
+            from georet.index.object_store import ObjectStoreTileStore
+
+            with ObjectStoreTileStore.open_for_writing(str(path), model_identity, model_spec) as store:
+                yield store
+            return
         path = Path(path).expanduser()
         if path.exists() and not path.is_dir():
             raise GeoretError(f"{path} exists and is not a folder; refusing to write into it")
@@ -155,7 +166,7 @@ class TileStore:
             elif any(p.name != LOCK_NAME for p in path.iterdir()):
                 raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
             else:
-                store = cls(path, {"format": FORMAT_VERSION, "created": _now(), "updated": _now(),
+                store = cls(path, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                                    "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
             if not store.has_table():  # new, or a manifest whose table was deleted
                 store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
@@ -164,6 +175,27 @@ class TileStore:
                 store.save_manifest()
             store.drop_duplicate_tiles()
             yield store
+
+    @classmethod
+    def exists(cls, path: str | Path) -> bool:
+        """True when ``path`` holds a georet index (it may still fail to open, e.g. a corrupt manifest)."""
+        if is_url(str(path)):
+            from georet.index.object_store import ObjectStoreTileStore
+
+            return ObjectStoreTileStore.exists(str(path))
+        return (Path(path).expanduser() / MANIFEST_NAME).is_file()
+
+    @contextmanager
+    def writing(self, lock_timeout: float | None = None) -> Iterator[None]:
+        """Hold the writer lock of this index (after checking it can be written) while the block runs."""
+        require_writable(self.path)
+        with writer_lock(self.path, lock_timeout):
+            self.refresh()
+            yield
+
+    def writer_pid(self) -> int | None:
+        """The pid of the process writing to this index now, if any."""
+        return lock_holder(self.path)
 
     def refresh(self) -> None:
         """Catch up with what other processes committed since this store was opened.
@@ -188,7 +220,7 @@ class TileStore:
 
     # -- manifest --------------------------------------------------------
     def save_manifest(self) -> None:
-        self.manifest["updated"] = _now()
+        self.manifest["updated"] = now()
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".georet-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.manifest, fh, indent=2)
@@ -223,7 +255,7 @@ class TileStore:
         recorded sources only at the end, then killed) are listed as incomplete.
         """
         counts = self.source_counts()
-        writer = lock_holder(self.path)
+        writer = self.writer_pid()
         listed: dict[str, dict[str, Any]] = {}
         for source, entry in self.manifest["sources"].items():
             entry = {**entry, "tiles": counts.get(source, 0)}
@@ -259,11 +291,6 @@ class TileStore:
     def table_uri(self) -> str:
         """Where the tiles table's Lance dataset lives (for writers other than LanceDB, such as Ray Data)."""
         return str(self.path / f"{TABLE_NAME}.lance")
-
-    @property
-    def storage_options(self) -> dict[str, str]:
-        """Options Lance needs to reach :attr:`table_uri` (none for a local folder)."""
-        return {}
 
     def has_table(self) -> bool:
         """False when the folder has a manifest but its tiles table was deleted."""
@@ -359,9 +386,7 @@ def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float |
     Returns the number of tiles removed per source.
     """
     store = TileStore.open(db)
-    require_writable(store.path)
-    with writer_lock(store.path, lock_timeout):
-        store.refresh()
+    with store.writing(lock_timeout):
         known = store.sources()
         matched = list(dict.fromkeys(_match_source(name, known, store.path) for name in sources))
         removed = {source: store.remove_source(source) for source in matched}
@@ -373,9 +398,7 @@ def remove_sources(db: str | Path, sources: Sequence[str], lock_timeout: float |
 def optimize_index(db: str | Path, lock_timeout: float | None = None) -> dict[str, Any]:
     """``georet optimize``: compact the table and (re)build its approximate vector index, under the writer lock."""
     store = TileStore.open(db)
-    require_writable(store.path)
-    with writer_lock(store.path, lock_timeout):
-        store.refresh()
+    with store.writing(lock_timeout):
         store.optimize()
         return {"tiles": store.count(), "vector_index": store.build_vector_index()}
 
@@ -406,8 +429,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         raise GeoretError(f"{path}: {MANIFEST_NAME} is unreadable or corrupt") from None
-    if manifest.get("format") != FORMAT_VERSION or "model" not in manifest:
-        raise GeoretError(f"{path}: unsupported georet index format {manifest.get('format')!r}")
+    return check_manifest(manifest, path)
+
+
+def check_manifest(manifest: Any, where: str | Path) -> dict[str, Any]:
+    """``manifest`` if this georet can read it, else a one-line error naming the index."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION or "model" not in manifest:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise GeoretError(f"{where}: unsupported georet index format {found!r}")
     return manifest
 
 
