@@ -14,7 +14,8 @@ from georet.geo.landcover import open_landcover
 from georet.geo.raster import RasterSource, Tile
 from georet.geo.scenes import (SceneClass, SceneLabel, ZeroShotScenes, classes_for_labels, default_prompt_words,
                                read_classes)
-from georet.geo.sources import RasterRef, as_ref, discover_rasters, gdal_env, is_url
+from georet.geo.discover import discover_rasters
+from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
 
 __all__ = ["parse_bbox", "search_area", "TileGrid", "TilingParams", "grid_offsets", "parse_bands", "parse_tile_size",

@@ -16,15 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import rasterio
 
-from georet.errors import GeoretError
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg"}
-STAC_SUFFIXES = {".json", ".geojson"}
 URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
 #: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;
 #: a row of tiles needs only one row of blocks, so a small cap keeps memory flat.
@@ -79,45 +77,6 @@ def as_ref(raster: RasterRef | str | Path) -> RasterRef:
         return raster
     text = str(raster)
     return RasterRef(text if is_url(text) else str(Path(text).expanduser().resolve()))
-
-
-def discover_rasters(inputs: Sequence[str | Path | RasterRef], asset: str | None = None) -> list[RasterRef]:
-    """Files, directories (searched recursively), URLs and STAC JSON (file or URL) → rasters, in order.
-
-    ``asset`` picks the asset of STAC items (see :func:`georet.geo.stac.item_rasters`); it is an
-    error when no input is STAC.
-    """
-    from georet.geo.stac import read_stac, stac_rasters
-
-    found: list[RasterRef] = []
-    stac_seen = False
-    for raw in inputs:
-        if isinstance(raw, RasterRef):
-            found.append(raw)
-            stac_seen = stac_seen or "stac_item" in raw.metadata
-            continue
-        text = str(raw)
-        suffix = PurePosixPath(urlsplit(text).path).suffix.lower() if is_url(text) else Path(text).suffix.lower()
-        if suffix in STAC_SUFFIXES:
-            stac_seen = True
-            found.extend(stac_rasters(read_stac(text), asset))
-        elif is_url(text):
-            found.append(RasterRef(text))
-        else:
-            path = Path(text).expanduser()
-            if path.is_dir():
-                hits = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
-                if not hits:
-                    raise GeoretError(f"no rasters ({', '.join(sorted(RASTER_SUFFIXES))}) in directory {path}")
-                found.extend(as_ref(p) for p in hits)
-            elif path.is_file():
-                found.append(as_ref(path))
-            else:
-                raise GeoretError(f"no such file or directory: {path}")
-    if asset and not stac_seen:
-        raise GeoretError("--asset picks an asset of STAC items; none of the inputs is a STAC JSON")
-    unique = {ref.name: ref for ref in found}
-    return [unique[name] for name in sorted(unique)]
 
 
 def gdal_env(remote: bool = False) -> rasterio.Env:

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,8 @@ from georet.errors import GeoretError
 
 from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, is_url,
                         open_landcover, read_classes)
-from georet.index.store import TileStore, describe_mismatch, sql_string, tile_schema
+from georet.index.rows import Labels, tile_rows
+from georet.index.store import TileStore, describe_mismatch, sql_string
 from georet.models import EmbeddingModel, ModelSpec, load_model
 
 _PREFETCH_BATCHES = 3
@@ -54,16 +55,6 @@ class IndexReport:
         return (f"indexed {self.indexed} tiles from {len(self.sources)} raster(s) into {self.db} "
                 f"in {self.seconds:.1f} s ({self.tiles_per_second:.1f} tiles/s); "
                 f"{self.already_indexed} already indexed, {self.below_min_valid} below --min-valid")
-
-
-@dataclass(frozen=True)
-class Labels:
-    """How the Ray engine's actors label tiles: the driver's zero-shot labeler (picklable), or a land-cover
-    layer each actor opens itself."""
-
-    zero_shot: Any = None
-    landcover: str | None = None
-    landcover_field: str | None = None
 
 
 @dataclass
@@ -125,29 +116,6 @@ def _prefetch(iterator: Iterator[_Batch]) -> Iterator[_Batch]:
     finally:
         stop.set()
         worker.join(timeout=5)
-
-
-def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int) -> pa.Table:
-    """Index rows (:func:`tile_schema`) for embedded, labelled tiles: the same for every engine."""
-    polys = [t.footprint for t in tiles]
-    bounds = shapely.bounds(np.array(polys, dtype=object))
-    return pa.table({
-        "tile_id": [t.tile_id for t in tiles],
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
-        "geometry": shapely.to_wkb(np.array(polys, dtype=object)).tolist(),
-        "minx": bounds[:, 0], "miny": bounds[:, 1], "maxx": bounds[:, 2], "maxy": bounds[:, 3],
-        "source": [t.source for t in tiles],
-        "source_crs": [source_crs] * len(tiles),
-        "col_off": [int(t.window.col_off) for t in tiles],
-        "row_off": [int(t.window.row_off) for t in tiles],
-        "width": [int(t.window.width) for t in tiles],
-        "height": [int(t.window.height) for t in tiles],
-        "scene": [lab.scene for lab in labels],
-        "scene_score": [lab.score for lab in labels],
-        "landcover_fractions": [lab.fractions_json() for lab in labels],
-        "valid_fraction": [t.valid_fraction for t in tiles],
-        "thumbnail": [t.thumbnail_png() for t in tiles],
-    }, schema=tile_schema(dim))
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from georet.errors import GeoretError
 from georet.geo import RasterRef, RasterSource, TilingParams, gdal_env, open_landcover
-from georet.index.build import Labels, tile_rows
+from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, sql_string, tile_schema
 from georet.models import ModelSpec
 
