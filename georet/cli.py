@@ -434,7 +434,7 @@ def evaluate_cmd(data, split, image_root, checkpoint, arch, pretrained, scene_pr
 
 
 @main.command()
-@click.option("--db", type=click.Path(path_type=Path), help="Also check this index folder (exists, writable).")
+@click.option("--db", help="Also check this index (a folder: exists, writable; an object-store URL: answers).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor(db, as_json) -> None:
     """Versions, device, offline model, caches: what georet sees here (paste it into bug reports)."""

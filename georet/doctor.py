@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from georet.errors import GeoretError
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -71,8 +73,15 @@ def _caches() -> dict[str, str]:
 
 
 def _db_status(db: str | Path) -> dict[str, Any]:
-    from georet.index import MANIFEST_NAME
+    from georet.geo import is_url
+    from georet.index import MANIFEST_NAME, TileStore
 
+    if is_url(str(db)):  # an object store: no permissions to read, only whether it answers
+        try:
+            state = "georet index" if TileStore.exists(str(db)) else "does not exist yet"
+        except GeoretError as exc:
+            state = f"unreachable: {exc}"
+        return {"path": str(db), "state": state, "writable": None}
     path = Path(db).expanduser()
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
     writable = os.access(probe, os.W_OK | os.X_OK)
@@ -132,5 +141,6 @@ def markdown(info: dict[str, Any]) -> str:
               f"python executable: {_short(info['executable'])}"]
     if "db" in info:
         db = info["db"]
-        lines.append(f"index {_short(db['path'])}: {db['state']}, {'writable' if db['writable'] else 'NOT writable'}")
+        access = "" if db["writable"] is None else f", {'writable' if db['writable'] else 'NOT writable'}"
+        lines.append(f"index {_short(db['path'])}: {db['state']}{access}")
     return "```text\n" + "\n".join(lines) + "\n```"
