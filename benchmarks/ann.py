@@ -200,6 +200,8 @@ def serve(as_json: bool) -> None:
     relational = ["airport near river", "river near airport", "bridge near river", "school near park",
                   "port and industrial area"] * 2
     report: dict = {}
+    results = ROOT / "benchmarks" / "results" / "serve_latency.json"
+    previous = json.loads(results.read_text()) if results.exists() else {}
     for size in (100_000, 1_000_000):
         db = WORK / f"tiles-{size}"
         if not (db / "tiles.lance").is_dir():
@@ -227,12 +229,16 @@ def serve(as_json: bool) -> None:
         entry["relational_first_s"] = round(time.perf_counter() - started, 2)
         _, ms = timed(lambda q: index.search(q, k=10), relational)
         entry["relational"] = _pct(ms)
-        report[str(size)] = entry
+        # as the server runs: the catalog is in memory, so the index gives ids and the catalog the rows
+        _, ms = timed(lambda q: index.search(q, k=10, relational=False), plain)
+        entry["plain_index_warm"] = _pct(ms)
+        report[str(size)] = {**previous.get(str(size), {}), **entry}  # keeps figures of stages not re-run
         print(json.dumps(entry), file=sys.stderr)
-    (ROOT / "benchmarks" / "results" / "serve_latency.json").write_text(json.dumps(report, indent=1))
+    results.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1) if as_json else "\n".join(
         f"{int(k):,} rows: plain exact (LanceDB) p50 {v.get('plain_exact_lance', {}).get('p50_ms', '-')} ms, "
-        f"plain with the vector index p50 {v['plain_index']['p50_ms']} ms (p95 {v['plain_index']['p95_ms']}), "
+        f"plain with the vector index p50 {v['plain_index']['p50_ms']} ms (p95 {v['plain_index']['p95_ms']}; "
+        f"warm catalog {v['plain_index_warm']['p50_ms']} ms), "
         f"relational p50 {v['relational']['p50_ms']} ms (p95 {v['relational']['p95_ms']})" for k, v in report.items()))
 
 

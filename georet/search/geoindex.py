@@ -210,12 +210,18 @@ class GeoIndex:
                 self._check_scene(scene)
             return _with_kind(to_frame(hits), "text")
 
+        if self._catalog_is_current() and where is None:  # warm, past the index size: the index gives ids,
+            # the catalog's positions give the rows (selecting every column in the search costs 2.5× the ids)
+            catalog = self.catalog()
+            found = self._vector_search(query, k, ["tile_id", "_distance"]).to_arrow()
+            positions = [catalog.index_of[t] for t in found["tile_id"].to_pylist()]
+            rows = catalog.rows(positions, ROW_COLUMNS)
+            return _with_kind(to_frame([{**rows[p], "score": 1.0 - d}
+                                        for p, d in zip(positions, found["_distance"].to_pylist())]), "text")
+
         limit = k
         while True:
-            search = self.store.table.search(query).distance_type("cosine").limit(limit).select(
-                [*ROW_COLUMNS, "_distance"])
-            if self._has_vector_index():
-                search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
+            search = self._vector_search(query, limit, [*ROW_COLUMNS, "_distance"])
             if where:
                 search = search.where(where, prefilter=True)
             hits = search.to_arrow().to_pylist()
@@ -231,6 +237,14 @@ class GeoIndex:
         if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
         return _with_kind(to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]), "text")
+
+    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str]):
+        """A LanceDB nearest-neighbour search: through the vector index (its probes and exact re-rank) when
+        the table has one, else an exact scan."""
+        search = self.store.table.search(query).distance_type("cosine").limit(limit).select(columns)
+        if self._has_vector_index():
+            search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
+        return search
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
                         scorer: Scorer) -> gpd.GeoDataFrame:
@@ -259,9 +273,9 @@ class GeoIndex:
         hits: list[dict] = []
         for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
             chunk = order[start:start + 4 * k]
-            rows = {r["tile_id"]: r for r in self.fetch_rows([catalog.tile_ids[i] for i in chunk])}
+            rows = catalog.rows(chunk, ROW_COLUMNS)
             for i in chunk:
-                row = rows[catalog.tile_ids[i]]
+                row = rows[int(i)]
                 if area is None or shapely.intersects(shapely.from_wkb(row["geometry"]), area):
                     hits.append({**row, "score": float(scores[i])})
             if len(hits) >= k:
@@ -356,14 +370,14 @@ class GeoIndex:
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost)
 
         wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
-        rows = {r["tile_id"]: r for r in self.fetch_rows([catalog.tile_ids[t] for t in wanted])}
+        rows = catalog.rows(wanted, ROW_COLUMNS)
         hits = []
         for i, tile in enumerate(ranking.tiles):
-            row = rows[catalog.tile_ids[tile]]
+            row = rows[int(tile)]
             if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
                 continue
             partners = ranking.partners[i]
-            partner_row = rows.get(catalog.tile_ids[partners[0]]) if len(partners) else None
+            partner_row = rows.get(int(partners[0])) if len(partners) else None
             hits.append({**row, "score": float(ranking.scores[i]), "relation": relation.kind,
                          "subject_score": round(float(ranking.subject_z[i]), 4),
                          "partner_score": round(float(ranking.partner_z[i]), 4) if len(partners) else None,
