@@ -4,8 +4,9 @@ The driver plans (which windows of which raster are still missing), exactly as
 the local engine does, so tile ids, footprints and resume are the same. Ray
 Data then streams the plan through map tasks on worker processes that each
 keep a model (one GPU each where the cluster has GPUs) and open the raster
-themselves, reading their windows by range, and lance-ray's ``write_lance`` appends the rows to the index's own
-Lance table as new fragments: the driver never sees a pixel or a vector.
+themselves, reading their windows by range, and lance-ray's ``write_lance``
+appends the rows to the index's own Lance table as new fragments: the driver
+never sees a pixel or a vector.
 
 Rows are committed every :data:`COMMIT_TILES` planned tiles, so a killed run
 keeps what was committed and a re-run plans only the rest. georet writes no
@@ -23,7 +24,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-
 from rasterio.windows import Window
 
 from georet.errors import GeoretError
@@ -56,7 +56,7 @@ class _Worker:
 
         from georet.models import load_model
 
-        self.key = (spec, device, ref.name, json.dumps(tiling.to_dict()))
+        self.key = self._key(spec, device, ref, tiling)
         torch.set_num_threads(threads)
         self.model = load_model(spec, device=device)
         if self.model.identity != identity:
@@ -68,13 +68,23 @@ class _Worker:
     @classmethod
     def for_task(cls, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
                  tiling: TilingParams, labels: Labels) -> "_Worker":
-        key = (spec, device, ref.name, json.dumps(tiling.to_dict()))
-        if cls.current is None or cls.current.key != key:
+        """The worker state for a task's raster: kept from the last task, or built (once per raster)."""
+        if cls.current is None or cls.current.key != cls._key(spec, device, ref, tiling):
             if cls.current is not None:
-                cls.current.source.__exit__(None, None, None)
+                cls.current.close()
             cls.current = None  # drop the old model before building the next
             cls.current = cls(spec, identity, device, threads, ref, tiling, labels)
         return cls.current
+
+    def close(self) -> None:
+        if hasattr(self.labeler, "close"):  # a land-cover layer; the zero-shot labeler holds no files
+            self.labeler.close()
+        self.source.__exit__(None, None, None)
+
+    @staticmethod
+    def _key(spec: ModelSpec, device: str, ref: RasterRef, tiling: TilingParams) -> tuple:
+        """What a kept model and raster serve: a task with another key builds its own."""
+        return spec, device, ref.name, json.dumps(tiling.to_dict())
 
     def rows(self, batch: dict[str, np.ndarray]) -> pa.Table:
         with gdal_env(self.source.ref.remote):  # GDAL options are per thread, and Ray picks the thread
