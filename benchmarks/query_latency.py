@@ -30,19 +30,30 @@ QUERIES = ["airport", "river with a bridge", "dense residential area", "farmland
 
 
 def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0, vectors: np.ndarray | None = None,
-                   first_id: int = 0) -> pa.Table:
-    """n tiles of ~0.01° on a 1°×1° area, random scenes; random unit vectors unless ``vectors`` are given."""
+                   first_id: int = 0, grid_side: int | None = None) -> pa.Table:
+    """n tiles on a 1°×1° area, random scenes; random unit vectors unless ``vectors`` are given.
+
+    Tiles are ~0.01° at random places (overlapping at random), or, with ``grid_side``, the cells
+    ``first_id…`` of a ``grid_side``² mosaic of 1/grid_side° tiles, as a tiled raster gives
+    (each tile has eight neighbours).
+    """
     rng = np.random.default_rng(seed)
     if vectors is None:
         vectors = rng.normal(size=(n, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    minx, miny = rng.uniform(4.0, 5.0, n), rng.uniform(51.0, 52.0, n)
-    boxes = shapely.box(minx, miny, minx + 0.01, miny + 0.01)
+    if grid_side:
+        cell = np.arange(first_id, first_id + n)
+        side = 1.0 / grid_side
+        minx, miny = 4.0 + (cell % grid_side) * side, 51.0 + (cell // grid_side) * side
+    else:
+        side = 0.01
+        minx, miny = rng.uniform(4.0, 5.0, n), rng.uniform(51.0, 52.0, n)
+    boxes = shapely.box(minx, miny, minx + side, miny + side)
     return pa.table({
         "tile_id": [f"tile-{i:07d}" for i in range(first_id, first_id + n)],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
         "geometry": shapely.to_wkb(boxes).tolist(),
-        "minx": minx, "miny": miny, "maxx": minx + 0.01, "maxy": miny + 0.01,
+        "minx": minx, "miny": miny, "maxx": minx + side, "maxy": miny + side,
         "source": ["synthetic.tif"] * n, "source_crs": ["EPSG:4326"] * n,
         "col_off": np.zeros(n, np.int32), "row_off": np.zeros(n, np.int32),
         "width": np.full(n, 256, np.int32), "height": np.full(n, 256, np.int32),

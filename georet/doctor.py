@@ -73,10 +73,9 @@ def _caches() -> dict[str, str]:
 
 
 def _db_status(db: str | Path) -> dict[str, Any]:
-    from georet.geo import is_url
     from georet.index import MANIFEST_NAME, TileStore
 
-    if is_url(str(db)):  # an object store: no permissions to read, only whether it answers
+    if TileStore.in_object_store(db):  # no permissions to read there, only whether it answers
         try:
             state = "georet index" if TileStore.exists(str(db)) else "does not exist yet"
         except GeoretError as exc:

@@ -49,3 +49,25 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
         assert np.allclose(hits.score, cosines, atol=1e-4)  # refined: the scores are exact cosines
     print(f"recall@10 on clustered vectors: {np.mean(recalls):.2f}")
     assert np.mean(recalls) >= 0.9
+
+
+def test_relational_candidates_from_the_vector_index_rank_as_scoring_every_tile(tmp_path, tiny_model, monkeypatch):
+    """Past RELATIONAL_POOL_ROWS (lowered here) subjects come from the index's nearest tiles and z-scores are
+    computed only where needed; on 6,000 tiles the pool holds a third of them, so the ranking is the exact one."""
+    import georet.search.geoindex as geoindex
+
+    db = tmp_path / "big.db"
+    with TileStore.open_for_writing(db, tiny_model.identity, dict(tiny_model.spec.__dict__)) as store:
+        store.table.add(synthetic_rows(6000, tiny_model.dim, ["airport", "river"],
+                                       vectors=clustered_unit_vectors(6000, tiny_model.dim)))
+        store.build_vector_index()
+    index = GeoIndex(TileStore.open(db), model=tiny_model)
+    queries = ("airport near river", "river north of forest", "bridge not near farmland")
+    exact = [index.search(q, k=10, near="2km") for q in queries]
+    monkeypatch.setattr(geoindex, "RELATIONAL_POOL_ROWS", 5_000)
+    pool = index._subject_pool(index.catalog(), tiny_model.encode_text(["airport"])[0], np.ones(6000, bool), 10)
+    assert len(pool) == geoindex.RELATIONAL_POOL  # the candidate stage is on
+    pooled = [index.search(q, k=10, near="2km") for q in queries]
+    for q, a, b in zip(queries, exact, pooled):
+        assert len(a) == 10 and list(a.tile_id) == list(b.tile_id), q
+        assert np.allclose(a.score, b.score, atol=1e-5) and list(a.partners) == list(b.partners), q

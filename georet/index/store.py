@@ -132,7 +132,7 @@ class TileStore:
     @classmethod
     def open(cls, path: str | Path) -> "TileStore":
         """Open an existing index (a folder, or an object-store URL); a clear error if ``path`` is not one."""
-        if is_url(str(path)):
+        if cls.in_object_store(path):
             return ObjectStoreTileStore.open(str(path))
         path = Path(path).expanduser()
         manifest_path = path / MANIFEST_NAME
@@ -152,7 +152,7 @@ class TileStore:
         Refuses a model that differs from the stored one, a folder that holds
         something else, and a read-only index (with a clear error, before any write).
         """
-        if is_url(str(path)):
+        if cls.in_object_store(path):
             with ObjectStoreTileStore.open_for_writing(str(path), model_identity, model_spec) as store:
                 yield store
             return
@@ -188,10 +188,15 @@ class TileStore:
             store.drop_duplicate_tiles()
             yield store
 
+    @staticmethod
+    def in_object_store(path: str | Path) -> bool:
+        """True for an index URL (s3://…), which :class:`ObjectStoreTileStore` serves."""
+        return is_url(str(path))
+
     @classmethod
     def exists(cls, path: str | Path) -> bool:
         """True when ``path`` holds a georet index (it may still fail to open, e.g. a corrupt manifest)."""
-        if is_url(str(path)):
+        if cls.in_object_store(path):
             return ObjectStoreTileStore.exists(str(path))
         return (Path(path).expanduser() / MANIFEST_NAME).is_file()
 

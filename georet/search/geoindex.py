@@ -24,12 +24,10 @@ import numpy as np
 import shapely
 
 from georet.errors import GeoretError
-from georet.geo import ZeroShotScenes
-from georet.geo import RasterSource
-from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, LabelSet, TileStore, delete_labels, describe_mismatch,
-                          label_sets, read_labels, save_labels, sql_string)
+from georet.geo import RasterSource, ZeroShotScenes, search_area
+from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, AUTO_VECTOR_INDEX_ROWS, LabelSet, TileStore, delete_labels,
+                          describe_mismatch, label_sets, read_labels, save_labels, sql_string)
 from georet.models import EmbeddingModel, ModelSpec, load_model
-from georet.geo import search_area
 from georet.search.catalog import TileCatalog
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
@@ -37,6 +35,11 @@ from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relat
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
 
 _WIDEN_FACTOR = 4
+#: From this many tiles (with a vector index) relational queries take their subjects from the
+#: :data:`RELATIONAL_POOL` nearest tiles to the subject phrase instead of scoring every tile
+#: (benchmarks/ann.py serve measures both and their agreement).
+RELATIONAL_POOL_ROWS = AUTO_VECTOR_INDEX_ROWS
+RELATIONAL_POOL = 1_000
 #: Tiles closer than this fraction of a tile side count as touching when hits are dissolved.
 _TOUCH_TOLERANCE = 0.01
 #: An example: a tile id of the index, an image file (PNG, JPEG, GeoTIFF chip), or pixels (array or PIL image).
@@ -238,12 +241,14 @@ class GeoIndex:
             self._check_scene(scene)
         return _with_kind(to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]), "text")
 
-    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str]):
-        """A LanceDB nearest-neighbour search: through the vector index (its probes and exact re-rank) when
-        the table has one, else an exact scan."""
+    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str], refine: bool = True):
+        """A LanceDB nearest-neighbour search: through the vector index (its probes, and an exact re-rank
+        unless ``refine`` is off) when the table has one, else an exact scan."""
         search = self.store.table.search(query).distance_type("cosine").limit(limit).select(columns)
         if self._has_vector_index():
-            search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
+            search = search.nprobes(ANN_NPROBES)
+            if refine:
+                search = search.refine_factor(ANN_REFINE_FACTOR)
         return search
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
@@ -367,7 +372,8 @@ class GeoIndex:
         phrases = self.model.encode_text([relation.subject, relation.partner, relation.text])
         boost = prior_weight * self._scene_prior(phrases[:2], catalog) if prior_weight else None
         eligible = self._eligible(catalog, area, scene)
-        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost)
+        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
+                                  subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
         wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
         rows = catalog.rows(wanted, ROW_COLUMNS)
@@ -388,6 +394,17 @@ class GeoIndex:
             if len(hits) == k:
                 break
         return result(hits, ranking.near_m)
+
+    def _subject_pool(self, catalog: TileCatalog, subject: np.ndarray, eligible: np.ndarray, k: int
+                      ) -> np.ndarray | None:
+        """Catalog positions of the subject phrase's nearest tiles by the vector index, in indexes of
+        :data:`RELATIONAL_POOL_ROWS` tiles or more; None (score every tile) below that, without an index, or
+        when the area/scene leave too few of them eligible."""
+        if len(catalog) < RELATIONAL_POOL_ROWS or not self._has_vector_index():
+            return None
+        found = self._vector_search(subject, RELATIONAL_POOL, ["tile_id"], refine=False).to_arrow()
+        pool = np.array([catalog.index_of[t] for t in found["tile_id"].to_pylist()], dtype=int)
+        return pool if eligible[pool].sum() >= max(200, 20 * k) else None
 
     def _scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
