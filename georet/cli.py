@@ -278,9 +278,21 @@ def info(db, as_json) -> None:
                        f"scenes: {meta['scenes']}]")
         else:
             click.echo(f"source   {source}  [{meta['tiles']} tiles]")
+        if meta.get("stac"):
+            click.echo(f"         STAC item {meta['stac']['stac_item']} ({meta['stac'].get('collection') or '-'}, "
+                       f"{meta['stac'].get('datetime') or 'no datetime'})")
+        if meta.get("area"):
+            click.echo(f"         within {_bounds_text(meta['area'])}")
         if meta["state"] != "complete":
             click.echo(f"         {meta['state']}: {meta['reason']}")
     click.echo(f"scenes   {', '.join(summary['scenes']) or '-'}")
+
+
+def _bounds_text(wkt: str) -> str:
+    """The lon/lat bounds of an area the manifest keeps as WKT, for people."""
+    import shapely
+
+    return "bbox " + ",".join(f"{v:.5f}" for v in shapely.from_wkt(wkt).bounds)
 
 
 @main.command()

@@ -56,6 +56,8 @@ def test_a_cog_over_http_is_read_only_where_the_area_is_and_gives_the_local_tile
 
     manifest = TileStore.open(tmp_path / "remote.db").manifest["sources"][url]
     assert shapely.from_wkt(manifest["area"]).equals(area)
+    assert "         within bbox 3.00450,52.32650,3.00750,52.32900\n" in invoke_cli(
+        "info", "--db", tmp_path / "remote.db", check=True).stdout
     again = invoke_cli("index", url, "--db", tmp_path / "remote.db", "--bbox", AREA_BBOX, "--tile-size", "128",
                        "-q", *TINY, check=True)  # the area is covered: nothing read, nothing written
     assert "0 tiles from 1 raster(s)" in again.stderr and f"{len(expected)} already indexed" in again.stderr
@@ -80,6 +82,9 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
         np.testing.assert_allclose(vector, indexed[(visual, col, row)], atol=1e-5)
     tile_ids = TileStore.open(db).table.to_arrow()["tile_id"].to_pylist()
     assert sum(t.startswith("scene-bands-") for t in tile_ids) == 16
+    shown = invoke_cli("info", "--db", db, check=True).stdout
+    assert f"source   {bands}  [EPSG:32631, 16 tiles of 256 px, scenes: zero-shot]\n" \
+           "         STAC item scene-bands (test-s2, 2024-07-01T10:00:00Z)\n" in shown
 
     picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",
                         "--tile-size", "512", "-q", *TINY)
