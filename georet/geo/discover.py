@@ -16,7 +16,7 @@ STAC_SUFFIXES = {".json", ".geojson"}
 def discover_rasters(inputs: Sequence[str | Path | RasterRef], asset: str | None = None) -> list[RasterRef]:
     """Files, directories (searched recursively), URLs and STAC JSON (file or URL) → rasters, in order.
 
-    ``asset`` picks the asset of STAC items (see :func:`georet.geo.stac.item_rasters`); it is an
+    ``asset`` picks the asset of STAC items (see :func:`georet.geo.stac.item_raster`); it is an
     error when no input is STAC.
     """
     found: list[RasterRef] = []

@@ -19,21 +19,20 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
 
 import numpy as np
 import pyproj
 import rasterio.windows
 import shapely
+import shapely.prepared
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
-import shapely.prepared
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
-from georet.geo.sources import RASTER_SUFFIXES, is_url
+from georet.geo.sources import RASTER_SUFFIXES, is_url, name_part
 
 _FOOTPRINT_VERTICES_PER_EDGE = 8
 _METRES_PER_DEGREE = 111_320.0
@@ -123,11 +122,13 @@ def grid_offsets(length: int, tile: int, stride: int) -> list[int]:
 
 
 def name_stem(name: str) -> str:
-    """The readable start of a raster's tile ids: the file stem, for a path or a URL alike."""
+    """The readable start of a raster's tile ids: the file stem of a path; for a URL or STAC name, its last
+    part without a raster suffix (STAC item ids may hold dots)."""
+    part = name_part(name)
     if is_url(name) or name.startswith("stac://"):
-        last = PurePosixPath(urlsplit(name).path).name
-        return last[: -len(PurePosixPath(last).suffix)] if PurePosixPath(last).suffix.lower() in RASTER_SUFFIXES else last
-    return Path(name).stem
+        suffix = PurePosixPath(part).suffix
+        return part[: -len(suffix)] if suffix.lower() in RASTER_SUFFIXES else part
+    return Path(part).stem
 
 
 def tile_size_in_pixels(tile_size: int | str, transform: Affine, crs: CRS, mid_latitude: float) -> int:

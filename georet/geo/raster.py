@@ -12,7 +12,7 @@ import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -253,9 +253,8 @@ class RasterSource:
         """The windows to tile: all of them, or those touching ``area``."""
         return self.grid.windows(self.area)
 
-    def iter_tiles(self, skip_ids: set[str] = frozenset()) -> Iterator[Tile]:
-        """Tiles in grid order, skipping ``skip_ids``; GDAL options scoped to the reading thread."""
+    def iter_tiles(self, windows: Sequence[Window] | None = None) -> Iterator[Tile]:
+        """The tiles of ``windows`` (default: :meth:`windows`), in order; GDAL options scoped to the reading thread."""
         with gdal_env(self.ref.remote):
-            for window in self.windows():
-                if self.grid.tile_id(window) not in skip_ids:
-                    yield self.read(window)
+            for window in self.windows() if windows is None else windows:
+                yield self.read(window)

@@ -66,9 +66,15 @@ class RasterRef:
     @property
     def display_name(self) -> str:
         """The last part of the name, for messages and progress bars."""
-        if is_url(self.name) or self.name.startswith("stac://"):
-            return PurePosixPath(urlsplit(self.name).path).name or self.name
-        return Path(self.name).name
+        return name_part(self.name)
+
+
+def name_part(name: str) -> str:
+    """The last part of a raster's name: a file name, the last segment of a URL's path (no query), or a
+    STAC item id."""
+    if is_url(name) or name.startswith("stac://"):
+        return PurePosixPath(urlsplit(name).path).name or name
+    return Path(name).name
 
 
 def as_ref(raster: RasterRef | str | Path) -> RasterRef:

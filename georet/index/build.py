@@ -21,11 +21,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import shapely
-
+from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
-
 from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, is_url,
                         open_landcover, read_classes)
 from georet.index.rows import Labels, tile_rows
@@ -64,11 +63,11 @@ class _Batch:
     windows_done: int
 
 
-def _batches(source: RasterSource, model: EmbeddingModel, skip_ids: set[str], batch_size: int,
+def _batches(source: RasterSource, model: EmbeddingModel, windows: list[Window], batch_size: int,
              min_valid: float, report: IndexReport) -> Iterator[_Batch]:
     tiles: list[Tile] = []
     windows_done = 0
-    for tile in source.iter_tiles(skip_ids):
+    for tile in source.iter_tiles(windows):
         windows_done += 1
         if tile.valid_fraction < min_valid or tile.valid_fraction == 0.0:
             report.below_min_valid += 1
@@ -306,19 +305,28 @@ def _one_line(exc: BaseException) -> str:
     return first if isinstance(exc, GeoretError) else f"{type(exc).__name__}: {first}"
 
 
+def _plan(source: RasterSource, store: TileStore, reindex: bool, report: IndexReport) -> list[Window]:
+    """The windows of ``source`` still to embed (all of them with ``reindex``); the rest count as already indexed.
+
+    Both engines plan here, so they skip, resume and report alike.
+    """
+    skip = set() if reindex else store.existing_ids(source.ref.name)
+    windows = source.windows()
+    todo = [w for w in windows if source.grid.tile_id(w) not in skip]
+    report.already_indexed += len(windows) - len(todo)
+    return todo
+
+
 def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
                   batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport,
                   on_progress: Callable[[str, int, int], None] | None) -> None:
-    skip = set() if reindex else store.existing_ids(source.ref.name)
-    windows = source.windows()
-    already = sum(1 for w in windows if source.grid.tile_id(w) in skip)
-    report.already_indexed += already
+    todo = _plan(source, store, reindex, report)
     pending: list[pa.Table] = []
     pending_rows = 0
     source_crs = source.crs.to_string()
-    total, done = len(windows) - already, 0
+    total, done = len(todo), 0
     with _progress(total, source.ref.display_name, show) as bar:
-        for batch in _prefetch(_batches(source, model, skip, batch_size, tiling.min_valid, report)):
+        for batch in _prefetch(_batches(source, model, todo, batch_size, tiling.min_valid, report)):
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
                 labels = labeler.label(batch.tiles, vectors)
@@ -341,7 +349,9 @@ def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: Til
                          on_progress: Callable[[str, int, int], None] | None) -> None:
     from georet.index.ray_engine import index_source_on_ray
 
-    report.already_indexed += 0 if reindex else len(store.existing_ids(source.ref.name))
+    if reindex:  # appended fragments cannot replace rows: they go first (the source's entry says incomplete)
+        store.table.delete(f"source = {sql_string(source.ref.name)}")
+    todo = _plan(source, store, False, report)
     done = 0
 
     def committed(planned: int, written: int, total: int) -> None:
@@ -352,7 +362,7 @@ def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: Til
         if on_progress:
             on_progress(source.ref.name, done, total)
 
-    index_source_on_ray(source, store, model.spec, model.identity, model.dim, labels, tiling, batch_size, reindex,
+    index_source_on_ray(source, store, todo, model.spec, model.identity, model.dim, labels, tiling, batch_size,
                         show, address, committed)
 
 

@@ -128,14 +128,13 @@ def connect(address: str | None) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def index_source_on_ray(source: RasterSource, store: TileStore, spec: ModelSpec, identity: dict, dim: int,
-                        labels: Labels, tiling: TilingParams, batch_size: int, reindex: bool, show: bool,
+def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Window], spec: ModelSpec,
+                        identity: dict, dim: int, labels: Labels, tiling: TilingParams, batch_size: int, show: bool,
                         address: str | None, on_committed: Callable[[int, int, int], None]) -> None:
-    """Embed the missing tiles of ``source`` on Ray and append them to ``store``'s table.
+    """Embed the planned ``windows`` of ``source`` (tiles not in the table yet) on Ray and append them to
+    ``store``'s table.
 
     ``on_committed(planned, written, total)`` is called after every commit.
-    With ``reindex`` the source's rows are deleted first (its manifest entry
-    already says *incomplete*), since appended fragments cannot replace rows.
     """
     resources = connect(address)
     import lance_ray
@@ -143,10 +142,6 @@ def index_source_on_ray(source: RasterSource, store: TileStore, spec: ModelSpec,
 
     threads = _threads_per_worker(resources.get("CPU", 1.0))
     name = source.ref.name
-    if reindex:
-        store.table.delete(f"source = {sql_string(name)}")
-    skip = store.existing_ids(name)
-    windows = [w for w in source.windows() if source.grid.tile_id(w) not in skip]
     gpus = resources.get("GPU", 0.0)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = show

@@ -419,6 +419,11 @@ class ObjectStoreTileStore(TileStore):
         dataset = cls._dataset(uri)
         if dataset is None:
             raise GeoretError(f"no georet index at {uri} (build one with `georet index RASTER --db {uri}`)")
+        return cls._of(uri, dataset)
+
+    @classmethod
+    def _of(cls, uri: str, dataset) -> "ObjectStoreTileStore":
+        """The store of an opened tiles dataset; an error if it carries no georet manifest."""
         text = dataset.config().get(MANIFEST_KEY)
         if text is None:
             raise GeoretError(f"{uri} is not a georet index (its {TABLE_NAME} table has no georet manifest)")
@@ -436,13 +441,14 @@ class ObjectStoreTileStore(TileStore):
     def open_for_writing(cls, uri: str, model_identity: dict[str, Any],
                          model_spec: dict[str, Any]) -> Iterator["ObjectStoreTileStore"]:
         uri = uri.rstrip("/")
-        if cls.exists(uri):
-            store = cls.open(uri)
+        dataset = cls._dataset(uri)
+        if dataset is not None and MANIFEST_KEY not in dataset.config():
+            raise GeoretError(f"{uri} holds a Lance table that is not a georet index; refusing to write into it")
+        if dataset is not None:
+            store = cls._of(uri, dataset)
             problem = describe_mismatch(store.model_identity, model_identity)
             if problem:
                 raise GeoretError(f"cannot add to {uri}: {problem}; use a new --db")
-        elif cls._dataset(uri) is not None:
-            raise GeoretError(f"{uri} holds a Lance table that is not a georet index; refusing to write into it")
         else:
             store = cls(uri, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                               "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
@@ -455,12 +461,12 @@ class ObjectStoreTileStore(TileStore):
         yield store
 
     def refresh(self) -> None:
-        if self._table is not None:
-            self._table.checkout_latest()
-        dataset = self._dataset(self.path)
-        if dataset is not None and dataset.version != self._manifest_stamp:
-            self.manifest = _parse(dataset.config().get(MANIFEST_KEY, "{}"), self.path)
-            self._manifest_stamp = dataset.version
+        """Catch up with the latest table version, and with the manifest committed in it when that changed."""
+        table = self.table
+        table.checkout_latest()
+        if table.version != self._manifest_stamp:
+            self.manifest = _parse(table.to_lance().config().get(MANIFEST_KEY, "{}"), self.path)
+            self._manifest_stamp = table.version
 
     def save_manifest(self) -> None:
         """Commit the manifest as a new table version (the table itself must exist)."""

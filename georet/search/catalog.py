@@ -83,6 +83,10 @@ class TileCatalog:
     geometry: TileGeometry
     dataset: object = None  # the Lance dataset at ``version``: row i of the catalog is its row i
 
+    def positions(self, tile_ids: Sequence[str]) -> np.ndarray:
+        """Catalog positions of tiles by id (ids a search of the same table version returned)."""
+        return np.array([self.index_of[t] for t in tile_ids], dtype=int)
+
     def rows(self, positions: Sequence[int], columns: Sequence[str]) -> dict[int, dict]:
         """Stored columns of some catalog rows, by position: a random-access read of k rows, where a
         filter on tile ids would scan the whole id column (100+ ms at a million tiles)."""

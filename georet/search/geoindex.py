@@ -31,7 +31,7 @@ from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search.catalog import TileCatalog
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
-                                     rank_relational, scene_prior_boost)
+                                     rank_relational, scene_prior_boost, subject_candidates)
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
 
 _WIDEN_FACTOR = 4
@@ -217,7 +217,7 @@ class GeoIndex:
             # the catalog's positions give the rows (selecting every column in the search costs 2.5× the ids)
             catalog = self.catalog()
             found = self._vector_search(query, k, ["tile_id", "_distance"]).to_arrow()
-            positions = [catalog.index_of[t] for t in found["tile_id"].to_pylist()]
+            positions = catalog.positions(found["tile_id"].to_pylist())
             rows = catalog.rows(positions, ROW_COLUMNS)
             return _with_kind(to_frame([{**rows[p], "score": 1.0 - d}
                                         for p, d in zip(positions, found["_distance"].to_pylist())]), "text")
@@ -403,8 +403,8 @@ class GeoIndex:
         if len(catalog) < RELATIONAL_POOL_ROWS or not self._has_vector_index():
             return None
         found = self._vector_search(subject, RELATIONAL_POOL, ["tile_id"], refine=False).to_arrow()
-        pool = np.array([catalog.index_of[t] for t in found["tile_id"].to_pylist()], dtype=int)
-        return pool if eligible[pool].sum() >= max(200, 20 * k) else None
+        pool = catalog.positions(found["tile_id"].to_pylist())
+        return pool if eligible[pool].sum() >= subject_candidates(k) else None
 
     def _scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""

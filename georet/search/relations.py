@@ -235,6 +235,11 @@ class RelationalRanking:
     partner_gap_m: np.ndarray  # footprint gap to the best partner; NaN where there is none
 
 
+def subject_candidates(k: int) -> int:
+    """How many of the best subject tiles are checked for partners when ``k`` hits are asked for."""
+    return max(200, 20 * k)
+
+
 def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np.ndarray, k: int,
                     near_m: float | None = None, eligible: np.ndarray | None = None,
                     prior_boost: np.ndarray | None = None, candidates: int | None = None,
@@ -245,7 +250,7 @@ def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np
     ``eligible`` (bool per tile) restricts the subjects, partners may lie anywhere;
     ``prior_boost`` (2, tiles) is added to the subject and partner z-scores (the
     weighted scene prior). Only the best ``candidates`` subjects (default
-    max(200, 20k)) are scored. ``subject_pool`` (tile positions, e.g. a vector
+    :func:`subject_candidates`) are scored. ``subject_pool`` (tile positions, e.g. a vector
     index's nearest tiles to the subject phrase) limits the subjects considered,
     and then z-scores are computed only where needed, normalised over
     :attr:`TileCatalog.stats_vectors` (:class:`SampledZ`).
@@ -266,7 +271,7 @@ def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np
     pool = np.arange(n) if subject_pool is None else np.unique(subject_pool)
     if eligible is not None:
         pool = pool[eligible[pool]]
-    limit = min(len(pool), candidates or max(200, 20 * k))
+    limit = min(len(pool), candidates or subject_candidates(k))
     pool_z = z_subject[pool]
     if limit < len(pool):  # a partial sort: at a million tiles a full one costs ~100 ms
         best = np.argpartition(-pool_z, limit - 1)[:limit]
