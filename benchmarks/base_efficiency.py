@@ -31,17 +31,17 @@ def worker(method: str, batch_size: int, steps: int, data: Path) -> dict:
     import psutil
     import torch
 
-    from georet.models.factory import tower_config
+    from georet.models.identity import tower_config
     from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
     from georet.training.data import load_karpathy
     from georet.training.tower_trainer import EvalSet, LiveImages, LiveTexts, Pairs, Schedule, train
-    from georet.models import Preprocess
+    from georet.models.preprocess import tower_preprocess
 
     cfg = dataclasses.replace(TowerCLIPConfig.from_dict(tower_config("georet-base")), method=method)
     model = TowerCLIP(cfg)
     model.load_backbones()
     split = load_karpathy(data, "train").subset(range(batch_size * (steps + 1)))
-    preprocess = Preprocess((cfg.image_size,) * 2, (0.5,) * 3, (0.5,) * 3)
+    preprocess = tower_preprocess(cfg.image_size)
     images = LiveImages(model, split.images, preprocess)
     texts = LiveTexts(model, model.text.tokenizer()(split.captions))
     pairs = Pairs(np.asarray(split.caption_image), np.arange(len(split.captions)))

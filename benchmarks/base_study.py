@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from georet.geo import ZeroShotScenes, classes_for_labels, default_prompt_words
-from georet.models import Preprocess
+from georet.models.preprocess import tower_preprocess
 from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
 from georet.training.data import SCENE_TEMPLATE, RetrievalSplit, load_karpathy
 from georet.training.feature_cache import FeatureCache, cache_images, cache_texts
@@ -51,10 +51,6 @@ DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
 PRIOR = 0.1
 BASE_CONFIG = ROOT / "georet" / "models" / "configs" / "georet-base.json"
 VAL_FRACTION, VAL_SEED = 0.1, 1234
-
-
-def tower_preprocess(size: int) -> Preprocess:
-    return Preprocess(size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
 
 
 @dataclasses.dataclass

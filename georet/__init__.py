@@ -12,8 +12,9 @@ Subpackages, imports flowing one way (see docs/architecture.md):
 ``cli``, ``demo`` and ``doctor`` sit on top and nothing imports them.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+
+from georet.lazy import lazy_exports
 
 try:
     __version__ = version("georet")
@@ -21,21 +22,12 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+src"
 
 _EXPORTS = {
-    "open_index": "georet.search",
-    "GeoIndex": "georet.search",
-    "index_raster": "georet.index",
-    "IndexReport": "georet.index",
-    "remove_sources": "georet.index",
-    "TilingParams": "georet.geo",
-    "ModelSpec": "georet.models",
-    "load_model": "georet.models",
-    "GeoretError": "georet.errors",
+    "georet.search": ("open_index", "GeoIndex"),
+    "georet.index": ("index_raster", "IndexReport", "remove_sources"),
+    "georet.geo": ("TilingParams",),
+    "georet.models": ("ModelSpec", "load_model"),
+    "georet.errors": ("GeoretError",),
 }
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'georet' has no attribute {name!r}")
+__all__ = ["__version__", *(n for names in _EXPORTS.values() for n in names)]

@@ -2,33 +2,28 @@
 
 Public surface: :class:`ModelSpec`, :func:`load_model`, :class:`EmbeddingModel`,
 :class:`Preprocess`, the remote-sensing CLIP registry (:mod:`~georet.models.zoo`), the pretrained-tower models (:class:`TowerCLIP`, georet-base),
+the torch-free query encoder (:func:`load_query_encoder`),
 the training methods (:class:`AdapterConfig`,
 :class:`AdaptedCLIP`) and checkpoints (:func:`save_checkpoint`,
 :func:`read_checkpoint`). Depends on nothing else in georet but
-:mod:`georet.errors`.
+:mod:`georet.errors`. Names whose modules import torch load on first use
+(:mod:`georet.lazy`), so a text query can run without torch.
 """
 
-import georet.models.zoo as zoo
-from georet.models.adapters import METHODS, AdaptedCLIP, AdapterConfig
-from georet.models.checkpoint import CHECKPOINT_FORMAT, Checkpoint, file_sha256, read_checkpoint, save_checkpoint
-from georet.models.factory import (
-    BUNDLED_TAG,
-    BUNDLED_WEIGHTS,
-    DEFAULT_ARCH,
-    DEFAULT_PRETRAINED,
-    EmbeddingModel,
-    ModelSpec,
-    list_architectures,
-    load_model,
-    open_clip_module,
-    pretrained_tags,
-    resolve_device,
-)
+from georet.lazy import lazy_exports
+from georet.models.identity import BUNDLED_TAG, BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED, file_sha256
 from georet.models.preprocess import Preprocess
-from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights, save_tower_weights
+from georet.models.text_query import QueryTextEncoder, load_query_encoder
 
-__all__ = ["zoo", "METHODS", "AdaptedCLIP", "AdapterConfig", "CHECKPOINT_FORMAT", "Checkpoint", "file_sha256",
-           "read_checkpoint", "save_checkpoint", "BUNDLED_TAG", "BUNDLED_WEIGHTS", "DEFAULT_ARCH",
-           "DEFAULT_PRETRAINED", "EmbeddingModel", "ModelSpec", "list_architectures", "load_model",
-           "open_clip_module", "pretrained_tags", "resolve_device", "Preprocess", "TowerCLIP", "TowerCLIPConfig",
-           "load_tower_weights", "save_tower_weights"]
+_TORCH_MODULES = {
+    "georet.models.zoo": ("zoo",),
+    "georet.models.adapters": ("METHODS", "AdaptedCLIP", "AdapterConfig"),
+    "georet.models.checkpoint": ("CHECKPOINT_FORMAT", "Checkpoint", "read_checkpoint", "save_checkpoint"),
+    "georet.models.factory": ("EmbeddingModel", "ModelSpec", "list_architectures", "load_model", "open_clip_module",
+                              "pretrained_tags", "resolve_device"),
+    "georet.models.tower_clip": ("TowerCLIP", "TowerCLIPConfig", "load_tower_weights", "save_tower_weights"),
+}
+__getattr__ = lazy_exports(__name__, _TORCH_MODULES)
+
+__all__ = ["BUNDLED_TAG", "BUNDLED_WEIGHTS", "DEFAULT_ARCH", "DEFAULT_PRETRAINED", "file_sha256", "Preprocess",
+           "QueryTextEncoder", "load_query_encoder", *(n for names in _TORCH_MODULES.values() for n in names)]

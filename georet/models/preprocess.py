@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Preprocess:
         for ``resize_mode='shortest'``; tiles are square in practice, so this is
         a plain resize. Runs in torch so it can overlap the model in a thread.
         """
+        import torch  # here, not at the top: query text is encoded without torch (georet.models.text_query)
+        import torch.nn.functional as F
+
         x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
         out_h, out_w = self.size
         in_h, in_w = x.shape[-2:]
@@ -60,3 +64,8 @@ class Preprocess:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std
+
+
+def tower_preprocess(image_size: int) -> Preprocess:
+    """The input of georet's tower models (georet-base): square, scaled to [-1, 1], bicubic."""
+    return Preprocess(size=(image_size, image_size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

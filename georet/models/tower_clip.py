@@ -30,7 +30,6 @@ the same code.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -42,8 +41,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from georet.errors import GeoretError
-from georet.models.checkpoint import file_sha256
+from georet.models import backbones
 from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
+from georet.models.identity import TOWER_WEIGHTS_FORMAT
 from georet.models.minilm import MiniLMTower
 
 TowerMethod = Literal["lit", "full", "mrs", "focus"]
@@ -255,9 +255,6 @@ class TowerCLIP(nn.Module):
         return self.embed_text(*self.text_features(ids))
 
 
-TOWER_WEIGHTS_FORMAT = "georet-tower-weights/1"
-
-
 def save_tower_weights(path: str | Path, model: TowerCLIP, record: dict[str, Any] | None = None) -> None:
     """Write the trained parameters (float16), the model config and the backbone files' sha256s, atomically.
 
@@ -278,18 +275,7 @@ def save_tower_weights(path: str | Path, model: TowerCLIP, record: dict[str, Any
 
 def backbone_ids(model: TowerCLIP) -> dict[str, str]:
     """``{"image": "<file name>:<sha256>", "text": ...}`` of the installed backbone weight files."""
-    return {tower: f"{p.name}:{_sha256_cached(p)}"
-            for tower, p in (("image", model.visual.variant.weights_path()), ("text", model.text.weights_path()))}
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
-def _sha256_cached(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_of(path, stat.st_size, stat.st_mtime_ns)
+    return backbones.backbone_ids({"image": model.visual.variant.weights_path(), "text": model.text.weights_path()})
 
 
 def load_tower_weights(model: TowerCLIP, path: str | Path) -> None:

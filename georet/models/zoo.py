@@ -224,7 +224,7 @@ def _download(url: str, target: Path, progress: bool) -> None:
 def _verified(path: Path, entry: ZooWeights) -> Path:
     """Check the file against the registry's sha256 where the project publishes one."""
     if entry.sha256:
-        from georet.models.checkpoint import file_sha256
+        from georet.models.identity import file_sha256
 
         actual = file_sha256(path)
         if actual != entry.sha256:

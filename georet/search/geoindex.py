@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -27,12 +27,15 @@ from georet.errors import GeoretError
 from georet.geo import RasterSource, ZeroShotScenes, search_area
 from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, AUTO_VECTOR_INDEX_ROWS, LabelSet, TileStore, delete_labels,
                           describe_mismatch, label_sets, read_labels, save_labels, sql_string)
-from georet.models import EmbeddingModel, ModelSpec, load_model
+from georet.models import QueryTextEncoder, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
                                      rank_relational, scene_prior_boost, subject_candidates)
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
+
+if TYPE_CHECKING:
+    from georet.models import EmbeddingModel
 
 _WIDEN_FACTOR = 4
 #: From this many tiles (with a vector index) relational queries take their subjects from the
@@ -55,6 +58,7 @@ class GeoIndex:
         self._device = device
         self._overrides = {"pretrained": pretrained, "checkpoint": checkpoint}
         self._model = model
+        self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
         self._vector_index: bool = False
@@ -77,19 +81,39 @@ class GeoIndex:
     def model(self) -> EmbeddingModel:
         """The model the index was built with, loaded on first use."""
         if self._model is None:
-            spec = dict(self.store.model_spec)
-            spec.update({k: v for k, v in self._overrides.items() if v})
-            for key in ("pretrained", "checkpoint"):
-                value = spec.get(key)
-                if value and Path(value).suffix and not Path(value).is_file():
-                    raise GeoretError(f"this index was built with {key} file {value}, which is gone; "
-                                      f"pass its new location (--{key} FILE)")
-            model = load_model(ModelSpec(**spec), device=self._device)
+            from georet.models import ModelSpec, load_model
+
+            model = load_model(ModelSpec(**self._model_spec()), device=self._device)
             self._check_model(model)
             self._model = model
         return self._model
 
-    def _check_model(self, model: EmbeddingModel) -> None:
+    @property
+    def text_model(self) -> EmbeddingModel | QueryTextEncoder:
+        """What encodes query text: the torch-free encoder when the index's model has one
+        (:mod:`georet.models.text_query`: a cold query skips importing torch), else :attr:`model`."""
+        if self._model is not None:
+            return self._model
+        if self._text_encoder is None:
+            spec = self._model_spec()
+            encoder = load_query_encoder(spec["arch"], spec.get("pretrained"), spec.get("checkpoint"))
+            if encoder is None:
+                return self.model
+            self._check_model(encoder)
+            self._text_encoder = encoder
+        return self._text_encoder
+
+    def _model_spec(self) -> dict[str, Any]:
+        spec = dict(self.store.model_spec)
+        spec.update({k: v for k, v in self._overrides.items() if v})
+        for key in ("pretrained", "checkpoint"):
+            value = spec.get(key)
+            if value and Path(value).suffix and not Path(value).is_file():
+                raise GeoretError(f"this index was built with {key} file {value}, which is gone; "
+                                  f"pass its new location (--{key} FILE)")
+        return spec
+
+    def _check_model(self, model: EmbeddingModel | QueryTextEncoder) -> None:
         problem = describe_mismatch(self.store.model_identity, model.identity)
         if problem:
             raise GeoretError(f"cannot query {self.path}: {problem}")
@@ -203,7 +227,7 @@ class GeoIndex:
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
-        query = self.model.encode_text([text])[0]
+        query = self.text_model.encode_text([text])[0]
         if self._catalog_is_current() and not self._has_vector_index():  # warm (a server), below the index size:
             # exact search over the vectors in memory is faster than any index there
             catalog = self.catalog()
@@ -257,7 +281,7 @@ class GeoIndex:
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
-        query = self.model.encode_text([text])[0] if text else None
+        query = self.text_model.encode_text([text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
         eligible = self._eligible(catalog, area, scene)
         for tile_id in positive_ids | negative_ids:
@@ -302,7 +326,7 @@ class GeoIndex:
                 pixels.append(_as_pixels(item))
         for image in pixels:  # one at a time: example images may differ in size
             vectors.append(self.model.encode_images(self.model.preprocess.apply(image[None]))[0])
-        dim = catalog.vectors.shape[1] if len(catalog) else self.model.dim
+        dim = catalog.vectors.shape[1] if len(catalog) else self.text_model.dim
         return (np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim), tile_ids)
 
     @staticmethod
@@ -369,7 +393,7 @@ class GeoIndex:
         catalog = self.catalog()
         if len(catalog) == 0 or (area is not None and area.is_empty):
             return result([], near_m or 0.0)
-        phrases = self.model.encode_text([relation.subject, relation.partner, relation.text])
+        phrases = self.text_model.encode_text([relation.subject, relation.partner, relation.text])
         boost = prior_weight * self._scene_prior(phrases[:2], catalog) if prior_weight else None
         eligible = self._eligible(catalog, area, scene)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
@@ -413,7 +437,7 @@ class GeoIndex:
             return np.zeros((len(phrases), len(catalog)))
         key = tuple(c.label for c in classes)
         if key not in self._zero_shot:  # class prompts are encoded once per model and label set
-            self._zero_shot[key] = ZeroShotScenes(self.model, classes)
+            self._zero_shot[key] = ZeroShotScenes(self.text_model, classes)
         return scene_prior_boost(self._zero_shot[key].probabilities(phrases), catalog.scene_codes)
 
     def catalog(self) -> TileCatalog:

@@ -59,12 +59,12 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
     lock = threading.Lock()  # one search at a time: the model and the catalog cache are shared
 
     def warm() -> None:
-        """Load the model and read the catalog before the first request needs them."""
+        """Load the query encoder and read the catalog before the first request needs them."""
         with lock:
             if state["index"] is None:
                 state["index"] = open_index(db, device=device)
             current = state["index"]
-            current.model  # noqa: B018 - loads the model
+            current.text_model  # noqa: B018 - loads the query encoder (torch only if the model has no numpy one)
             current.catalog()
             state["ready"] = True
 
