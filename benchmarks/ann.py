@@ -216,7 +216,7 @@ def serve(as_json: bool) -> None:
                                                    seed=start, vectors=chunk, first_id=start,
                                                    grid_side=int(np.ceil(np.sqrt(size)))))
                 store.optimize()
-        index = GeoIndex(TileStore.open(db), model=model)
+        index = GeoIndex(TileStore.open(db))  # as the server opens it: query text through the numpy encoder
         entry: dict = {"rows": size}
         for label in ("exact_lance", "index"):  # the catalog is not read yet: plain search goes to LanceDB
             if label == "index" and index.store.vector_index() is None:

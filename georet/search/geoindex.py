@@ -240,11 +240,10 @@ class GeoIndex:
         if self._catalog_is_current() and where is None:  # warm, past the index size: the index gives ids,
             # the catalog's positions give the rows (selecting every column in the search costs 2.5× the ids)
             catalog = self.catalog()
-            found = self._vector_search(query, k, ["tile_id", "_distance"]).to_arrow()
-            positions = catalog.positions(found["tile_id"].to_pylist())
-            rows = catalog.rows(positions, ROW_COLUMNS)
-            return _with_kind(to_frame([{**rows[p], "score": 1.0 - d}
-                                        for p, d in zip(positions, found["_distance"].to_pylist())]), "text")
+            positions, distances = catalog.nearest(query, k)
+            rows = catalog.rows(positions)
+            return _with_kind(to_frame([{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]),
+                              "text")
 
         limit = k
         while True:
@@ -265,14 +264,12 @@ class GeoIndex:
             self._check_scene(scene)
         return _with_kind(to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]), "text")
 
-    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str], refine: bool = True):
-        """A LanceDB nearest-neighbour search: through the vector index (its probes, and an exact re-rank
-        unless ``refine`` is off) when the table has one, else an exact scan."""
+    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str]):
+        """A LanceDB nearest-neighbour search: through the vector index (its probes and an exact re-rank)
+        when the table has one, else an exact scan."""
         search = self.store.table.search(query).distance_type("cosine").limit(limit).select(columns)
         if self._has_vector_index():
-            search = search.nprobes(ANN_NPROBES)
-            if refine:
-                search = search.refine_factor(ANN_REFINE_FACTOR)
+            search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
         return search
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
@@ -302,7 +299,7 @@ class GeoIndex:
         hits: list[dict] = []
         for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
             chunk = order[start:start + 4 * k]
-            rows = catalog.rows(chunk, ROW_COLUMNS)
+            rows = catalog.rows(chunk)
             for i in chunk:
                 row = rows[int(i)]
                 if area is None or shapely.intersects(shapely.from_wkb(row["geometry"]), area):
@@ -400,7 +397,7 @@ class GeoIndex:
                                   subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
         wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
-        rows = catalog.rows(wanted, ROW_COLUMNS)
+        rows = catalog.rows(wanted)
         hits = []
         for i, tile in enumerate(ranking.tiles):
             row = rows[int(tile)]
@@ -426,8 +423,7 @@ class GeoIndex:
         when the area/scene leave too few of them eligible."""
         if len(catalog) < RELATIONAL_POOL_ROWS or not self._has_vector_index():
             return None
-        found = self._vector_search(subject, RELATIONAL_POOL, ["tile_id"], refine=False).to_arrow()
-        pool = catalog.positions(found["tile_id"].to_pylist())
+        pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
 
     def _scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
