@@ -43,21 +43,18 @@ def _device() -> dict[str, Any]:
 
 
 def _default_model() -> dict[str, Any]:
-    from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED
-
     from georet.errors import GeoretError
-    from georet.models.factory import tower_config
+    from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED
+    from georet.models.backbones import backbone_files
+    from georet.models.identity import tower_config
 
     weights = BUNDLED_WEIGHTS[DEFAULT_ARCH]
     found = weights.is_file()
     hint = None if found else f"bundled weights missing at {weights}: reinstall georet"
-    if found and tower_config(DEFAULT_ARCH):  # the pretrained backbones come from their own packages
-        from georet.models.efficientnet_lite import LITE_VARIANTS
-        from georet.models.minilm import minilm_folder
-
+    config = tower_config(DEFAULT_ARCH)
+    if found and config:  # the pretrained backbones come from their own packages
         try:
-            LITE_VARIANTS[tower_config(DEFAULT_ARCH)["image_tower"]].weights_path()
-            minilm_folder()
+            backbone_files(config["image_tower"])
         except GeoretError as exc:
             found, hint = False, str(exc)
     return {"name": f"{DEFAULT_ARCH}/{DEFAULT_PRETRAINED}", "available_offline": found,
