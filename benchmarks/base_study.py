@@ -195,22 +195,28 @@ STUDY = {  # name: (model config overrides, schedule overrides)
 }
 
 
+def feature_caches(data: Data, base: TowerCLIPConfig, views: int, cache_dir: Path) -> tuple[FeatureCache, FeatureCache]:
+    """The frozen towers' image features (``views`` per image) and text features, computed on first use."""
+    frozen = TowerCLIP(dataclasses.replace(base, method="lit"))
+    frozen.load_backbones()
+    frozen.eval()
+    tag = f"{base.image_tower}-{base.image_size}"
+    images = cached(cache_dir / f"{tag}-views{views}-n{len(data.paths)}",
+                    {"variant": base.image_tower, "size": base.image_size, "n": len(data.paths), "views": views,
+                     "taps": list(base.image_taps)},
+                    lambda: cache_images(frozen, data.paths, tower_preprocess(base.image_size), views=views))
+    texts = cached(cache_dir / f"text-n{len(data.texts)}", {"n": len(data.texts), "taps": list(base.text_taps),
+                                                          "context": base.text_context_length},
+                   lambda: cache_texts(frozen, data.texts))
+    return images, texts
+
+
 def stage_study(args) -> dict:
     data = Data.load(args.train_images)
     base = dataclasses.replace(TowerCLIPConfig.from_dict(json.loads(BASE_CONFIG.read_text())),
                                image_tower=args.tower, image_size=args.size)
-    frozen = TowerCLIP(dataclasses.replace(base, method="lit"))
-    frozen.load_backbones()
-    frozen.eval()
-    tag = f"{args.tower}-{args.size}"
-    images = cached(args.cache_dir / f"{tag}-views{args.views}-n{len(data.paths)}",
-                    {"variant": args.tower, "size": args.size, "n": len(data.paths), "views": args.views,
-                     "taps": list(base.image_taps)},
-                    lambda: cache_images(frozen, data.paths, tower_preprocess(args.size), views=args.views))
-    texts = cached(args.cache_dir / f"text-n{len(data.texts)}", {"n": len(data.texts), "taps": list(base.text_taps),
-                                                   "context": base.text_context_length},
-                   lambda: cache_texts(frozen, data.texts))
-    text_ids = frozen.text.tokenizer()(data.texts)
+    images, texts = feature_caches(data, base, args.views, args.cache_dir)
+    text_ids = TowerCLIP(dataclasses.replace(base, method="lit")).text.tokenizer()(data.texts)
     if args.side_width:
         base = dataclasses.replace(base, image_side=dataclasses.replace(base.image_side, width=args.side_width),
                                    text_side=dataclasses.replace(base.text_side, width=args.side_width))

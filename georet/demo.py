@@ -11,6 +11,8 @@ class is known, the demo also reports how many hits are right.
 from __future__ import annotations
 
 import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +28,7 @@ from rasterio.windows import Window
 from georet.errors import GeoretError
 from georet.geo import TilingParams
 from georet.geo.mosaic import mosaic_cells
-from georet.index import index_raster
+from georet.index import TileStore, describe_mismatch, index_raster
 from georet.models import EmbeddingModel, ModelSpec, load_model
 from georet.search import GeoIndex, open_index
 
@@ -63,13 +65,26 @@ class DemoReport:
                 "found": {q: {"right": r, "relevant": n} for q, (r, n) in self.found.items()}, "hits": len(self.hits)}
 
 
+def _drop_index_of_another_model(db: Path, model: EmbeddingModel) -> None:
+    """Delete the demo's own index when another model built it (only a georet index of the demo raster)."""
+    if not TileStore.exists(db):
+        return
+    store = TileStore.open(db)
+    sources = {Path(name).name for name in store.manifest.get("sources", {})}
+    if describe_mismatch(store.model_identity, model.identity) and sources <= {DEMO_RASTER.name}:
+        print(f"the demo index {db} was built with another model; rebuilding it", file=sys.stderr)
+        shutil.rmtree(db)
+
+
 def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_RASTER, k: int = 5,
              queries: dict[str, Sequence[str]] | None = None, model: EmbeddingModel | ModelSpec | None = None,
              device: str = "auto", progress: bool | None = None) -> DemoReport:
     """Index ``raster`` into ``out_dir/index``, search ``queries`` and draw the results.
 
     Tiles are 150 px so that they line up with the mosaic's chips. Re-running
-    reuses the index (indexing is idempotent).
+    reuses the index (indexing is idempotent); an index the demo built with
+    another model (an earlier georet) is its own scratch data, rebuilt rather
+    than refused.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +92,7 @@ def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_R
     if not isinstance(model, EmbeddingModel):
         model = load_model(model or ModelSpec(), device=device)
     db = out_dir / "index"
+    _drop_index_of_another_model(db, model)
     index_raster([raster], db, tiling=TilingParams(tile_size=150), model=model, progress=progress)
     index = open_index(db, model=model)
 

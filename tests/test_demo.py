@@ -89,3 +89,26 @@ def test_words_outside_the_caption_vocabulary(tmp_path):
     report = run_demo(tmp_path / "demo", k=3, queries=UNSEEN_WORDING, device="cpu", progress=False)
     for query, (right, relevant) in report.found.items():
         assert relevant >= 2 and right >= 1, f"{query!r}: none of the top 3 is a {UNSEEN_WORDING[query]} chip"
+
+
+def test_demo_rebuilds_its_own_index_when_the_model_changed(tmp_path, tiny_model, capsys, rasters):
+    """After an upgrade the demo folder holds an index of another model: the demo rebuilds it, not refuses."""
+    from georet.demo import run_demo
+    from georet.index import TileStore
+    from georet.models import ModelSpec, load_model
+
+    run_demo(tmp_path / "demo", model=tiny_model, k=2, progress=False)
+    small = load_model(ModelSpec("georet-small", "bundled"), device="cpu")
+    report = run_demo(tmp_path / "demo", model=small, k=2, progress=False)
+    assert "was built with another model; rebuilding it" in capsys.readouterr().err
+    assert TileStore.open(tmp_path / "demo" / "index").model_identity == small.identity
+    assert report.found["airport"][1] == 2
+    # an index of other rasters in that place is not the demo's to delete
+    from georet import TilingParams, index_raster
+
+    other = tmp_path / "other"
+    index_raster([rasters["utm"]], other / "index", tiling=TilingParams(tile_size=64), model=tiny_model,
+                 progress=False)
+    with pytest.raises(GeoretError, match=r"was built with model georet-tiny .*: arch differs; use a new --db$"):
+        run_demo(other, model=small, k=2, progress=False)
+    assert TileStore.open(other / "index").model_identity == tiny_model.identity

@@ -216,3 +216,20 @@ def test_tower_trainer_restores_the_best_validation_state_and_trains_with_hmmc()
     with pytest.raises(GeoretError, match="unknown loss 'triplet'"):
         train(TowerCLIP(cfg), CachedFeatures(image_cache), CachedFeatures(text_cache), pairs, val,
               Schedule(steps=1, loss="triplet"), progress=False)
+
+
+def test_image_views_average_the_quarter_turns(lit_model):
+    """georet-base embeds an image as the mean over its quarter turns (aerial imagery has no up)."""
+    turned = TowerCLIP(dataclasses.replace(lit_model.cfg, image_views=4))
+    turned.load_backbones()
+    turned.load_state_dict(lit_model.state_dict())
+    turned.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.stack([lit_model.encode_image(torch.rot90(images, k, dims=(2, 3))) for k in range(4)]).mean(0)
+        np.testing.assert_allclose(turned.encode_image(images).numpy(), expected.numpy(), atol=1e-5)
+        # the embedding no longer depends on which way is up
+        np.testing.assert_allclose(turned.encode_image(torch.rot90(images, 1, dims=(2, 3))).numpy(),
+                                   turned.encode_image(images).numpy(), atol=1e-5)
+    with pytest.raises(GeoretError, match="image_views must be 1, 2 or 4 quarter turns, got 3"):
+        TowerCLIPConfig(image_views=3)

@@ -1,0 +1,286 @@
+"""Two attempts to lift the bundled georet-base past heads-only training, measured on real rsicd_aid.
+
+All start from the bundled heads and the feature cache of ``base_study.py``
+(built on first use); selection is on the validation split, test is scored once.
+
+``views``
+    Test-time views: each image embedded in several orientations (quarter
+    turns, mirror images, a centre crop) and the embeddings averaged. The view
+    set is chosen on validation among those that keep ``georet index`` at
+    >= 25 tiles/s (at most 4 forward passes a tile on 2 cores); test mR and
+    zero-shot scene accuracy are reported for every set.
+``qbnorm``
+    Query-bank normalisation (inverted softmax; Bogolin et al., CVPR 2022) at
+    query time: each gallery item's score is lowered by its log-sum-exp
+    similarity to a bank of *training* queries (train captions for text→image,
+    train images for image→text), which demotes "hub" items that match
+    everything. β is chosen on validation.
+``top-stages``
+    Fine-tune the image tower's last two stages and head conv (stages 5-6 of
+    EfficientNet-Lite0, 3.4 M parameters) with both heads, over the cached
+    stage-4 maps (the CMER tap, so no new cache), InfoNCE, batch 128, BN
+    statistics kept from ImageNet: the part of full fine-tuning that 2 CPU
+    cores can afford (0.6 s a step).
+
+    python benchmarks/base_probes.py views --out benchmarks/results/base_views.json
+    python benchmarks/base_probes.py qbnorm
+    python benchmarks/base_probes.py top-stages --steps 1000 --lr 1e-4 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from base_study import BASE_CONFIG, ROOT, Data, feature_caches  # noqa: E402
+
+from georet.geo import ZeroShotScenes, classes_for_labels  # noqa: E402
+from georet.models import BUNDLED_WEIGHTS  # noqa: E402
+from georet.models.backbones import minilm_folder  # noqa: E402
+from georet.models.preprocess import tower_preprocess  # noqa: E402
+from georet.models.text_query import NumpyMiniLM, WordPiece  # noqa: E402
+from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights  # noqa: E402
+from georet.training.data import load_image  # noqa: E402
+from georet.training.metrics import retrieval_recalls  # noqa: E402
+
+PRIOR = 0.1
+BATCH = 128
+
+
+#: view sets of the ``views`` stage: r<k> = k quarter turns, f<k> = the same mirrored, crop = the centre 75 %
+VIEW_SETS = {"plain": ["r0"], "0° + 180°": ["r0", "r2"], "plain + mirror": ["r0", "f0"],
+             "4 quarter turns": ["r0", "r1", "r2", "r3"], "0°, 180° and mirrors": ["r0", "f0", "r2", "f2"],
+             "8 turns and mirrors": [f"{m}{k}" for m in "rf" for k in range(4)], "plain + crop": ["r0", "crop"],
+             "4 turns + crop": ["r0", "r1", "r2", "r3", "crop"],
+             "8 turns and mirrors + crop": [f"{m}{k}" for m in "rf" for k in range(4)] + ["crop"]}
+#: forward passes a tile may cost and still index >= 25 tiles/s on 2 cores (measured: 4 turns, 36 tiles/s)
+MAX_VIEWS = 4
+
+
+def bundled() -> TowerCLIP:
+    model = TowerCLIP(TowerCLIPConfig.from_dict(json.loads(BASE_CONFIG.read_text())))  # probes run the parts
+    model.load_backbones()
+    load_tower_weights(model, BUNDLED_WEIGHTS["georet-base"])
+    model.eval()
+    model.visual(torch.zeros(1, 3, 150, 150))  # builds the (lazy) image trunk
+    return model
+
+
+class Probe:
+    """The bundled model over the cached features: embeddings of any split, with a trainable image top."""
+
+    def __init__(self, cache_dir: Path):
+        self.data = Data.load()
+        self.model = bundled()
+        images, texts = feature_caches(self.data, self.model.cfg, 3, cache_dir)
+        self.stage4 = images.taps[0]  # (views, images, 100 positions, 112 channels)
+        self.text_pooled = torch.from_numpy(np.asarray(texts.pooled[0], dtype=np.float32))
+        self.trunk = self.model.visual.trunk
+
+    def image_top(self, maps: torch.Tensor) -> torch.Tensor:
+        """Cached stage-4 maps (B, 100, 112) → the tower's pooled feature, through stages 5-6 and the head conv."""
+        t = self.trunk
+        x = maps.transpose(1, 2).reshape(len(maps), -1, 10, 10)
+        return t.bn2(t.conv_head(t.blocks[6](t.blocks[5](x)))).mean(dim=(2, 3))
+
+    def embed(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            self.trunk.eval()
+            pooled = torch.cat([self.image_top(torch.from_numpy(np.asarray(self.stage4[0, rows.image[s:s + 256]],
+                                                                             dtype=np.float32)))
+                                for s in range(0, len(rows.image), 256)])
+            images = F.normalize(self.model.image_head(pooled), dim=-1).numpy()
+            texts = F.normalize(self.model.text_head(self.text_pooled[torch.from_numpy(rows.text)]), dim=-1).numpy()
+        return images, texts
+
+    def test_scores(self, images: np.ndarray | None = None) -> dict[str, float]:
+        """Test mR, with the query-time scene prior, and zero-shot scene accuracy (``images``: test image
+        embeddings to use instead of the plain view's)."""
+        test = self.data.rows(self.data.test)
+        plain, texts = self.embed(test)
+        images = plain if images is None else images
+        sims = images @ texts.T
+        classes = classes_for_labels(self.data.test.scenes)
+        zero_shot = ZeroShotScenes(_TextSide(self.model), classes)
+        column = {c.label: k for k, c in enumerate(classes)}
+        truth = np.array([column[s] for s in self.data.test.scenes])
+        prior = zero_shot.probabilities(texts)[:, truth].T
+        return {"test_mR": retrieval_recalls(sims, test.caption_image)["mR"],
+                "test_mR_prior": retrieval_recalls(sims + PRIOR * prior, test.caption_image)["mR"],
+                "scene_acc": float(100 * np.mean(zero_shot.probabilities(images).argmax(1) == truth))}
+
+
+class _TextSide:
+    """Class prompts through MiniLM (numpy) and the model's current text head, for :class:`ZeroShotScenes`."""
+
+    def __init__(self, model: TowerCLIP):
+        self.model, self.minilm = model, NumpyMiniLM(minilm_folder())
+        self.tokenizer = WordPiece(minilm_folder(), model.cfg.text_context_length)
+        self.logit_scale = float(model.logit_scale.detach().exp())
+
+    def encode_text(self, texts):
+        with torch.no_grad():
+            pooled = torch.from_numpy(self.minilm(self.tokenizer.ids(list(texts))))
+            return F.normalize(self.model.text_head(pooled), dim=-1).numpy()
+
+
+def _view_features(probe: Probe, split) -> dict[str, torch.Tensor]:
+    """Pooled image-tower features of every image of ``split`` in every view of :data:`VIEW_SETS`."""
+    preprocess = tower_preprocess(probe.model.cfg.image_size)
+    size = probe.model.cfg.image_size
+    margin = round(size * 0.125)
+    features: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for start in range(0, len(split.images), 32):
+            x = preprocess.apply(np.stack([load_image(p) for p in split.images[start:start + 32]]))
+            views = {}
+            for k in range(4):
+                views[f"r{k}"] = torch.rot90(x, k, dims=(2, 3))
+                views[f"f{k}"] = torch.flip(views[f"r{k}"], dims=(3,))
+            views["crop"] = F.interpolate(x[:, :, margin:size - margin, margin:size - margin], size=(size, size),
+                                          mode="bicubic", align_corners=False)
+            for name, view in views.items():
+                features.setdefault(name, []).append(probe.model.visual(view)[1])
+    return {name: torch.cat(parts) for name, parts in features.items()}
+
+
+def views(probe: Probe) -> dict:
+    texts = {}
+    per_split = {}
+    for split in ("val", "test"):
+        rows = probe.data.rows(getattr(probe.data, split))
+        features = _view_features(probe, getattr(probe.data, split))
+        with torch.no_grad():
+            texts[split] = F.normalize(probe.model.text_head(probe.text_pooled[torch.from_numpy(rows.text)]),
+                                       dim=-1).numpy()
+            per_split[split] = {name: F.normalize(probe.model.image_head(torch.stack([features[m] for m in members])
+                                                                         .mean(0)), dim=-1).numpy()
+                                for name, members in VIEW_SETS.items()}
+    out = {}
+    for name, members in VIEW_SETS.items():
+        val = probe.data.rows(probe.data.val)
+        out[name] = {"views": len(members),
+                     "val_mR": retrieval_recalls(per_split["val"][name] @ texts["val"].T, val.caption_image)["mR"],
+                     **probe.test_scores(per_split["test"][name])}
+    affordable = [n for n in out if out[n]["views"] <= MAX_VIEWS]
+    chosen = max(affordable, key=lambda n: out[n]["val_mR"])
+    print(f"{'views':30s} {'n':>2s} {'val mR':>7s} {'test mR':>8s} {'+ prior':>8s} {'scene acc':>10s}")
+    for name, r in out.items():
+        print(f"{name:30s} {r['views']:2d} {r['val_mR']:7.2f} {r['test_mR']:8.2f} {r['test_mR_prior']:8.2f} "
+              f"{r['scene_acc']:9.1f}%")
+    print(f"chosen on validation among sets of <= {MAX_VIEWS} views: {chosen}")
+    return {"sets": out, "chosen": chosen}
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def qbnorm(probe: Probe, betas=(10.0, 20.0, 30.0, 50.0)) -> dict:
+    train = probe.data.rows(probe.data.train)
+    bank_images, bank_texts = probe.embed(dataclasses.replace(train, image=np.unique(train.image),
+                                                              text=np.unique(train.text)))
+    out = {}
+    for split in ("val", "test"):
+        rows = probe.data.rows(getattr(probe.data, split))
+        images, texts = probe.embed(rows)
+        sims = images @ texts.T
+        out[split] = {"plain": retrieval_recalls(sims, rows.caption_image)["mR"]}
+        for beta in betas:
+            t2i = retrieval_recalls(sims - _logsumexp(beta * bank_texts @ images.T, 0)[:, None] / beta,
+                                    rows.caption_image)
+            i2t = retrieval_recalls(sims - _logsumexp(beta * bank_images @ texts.T, 0)[None, :] / beta,
+                                    rows.caption_image)
+            out[split][f"beta={beta:g}"] = float(np.mean([i2t[f"i2t_r{k}"] for k in (1, 5, 10)]
+                                                         + [t2i[f"t2i_r{k}"] for k in (1, 5, 10)]))
+    chosen = max((k for k in out["val"] if k != "plain"), key=lambda k: out["val"][k])
+    out["chosen_on_val"] = chosen
+    print(f"plain: val {out['val']['plain']:.2f} test {out['test']['plain']:.2f}")
+    for key in out["val"]:
+        if key != "plain":
+            print(f"{key}: val {out['val'][key]:.2f} test {out['test'][key]:.2f}")
+    print(f"chosen on validation: {chosen} → test {out['test'][chosen]:.2f}")
+    return out
+
+
+def top_stages(probe: Probe, steps: int, lr: float, seed: int) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model, trunk = probe.model, probe.trunk
+    top_params = [p for m in (trunk.blocks[5], trunk.blocks[6], trunk.conv_head, trunk.bn2) for p in m.parameters()]
+    head_params = [*model.image_head.parameters(), *model.text_head.parameters(), model.logit_scale]
+    groups = [{"params": top_params, "lr": lr}, {"params": head_params, "lr": 1e-4}]
+    base_lrs = [g["lr"] for g in groups]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    pairs, val = probe.data.pairs(), probe.data.rows(probe.data.val)
+
+    def val_mR() -> float:
+        return retrieval_recalls(np.matmul(*(lambda e: (e[0], e[1].T))(probe.embed(val))), val.caption_image)["mR"]
+
+    best = (val_mR(), 0, {k: v.clone() for k, v in model.state_dict().items()})
+    print(f"start: val {best[0]:.2f}", flush=True)
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        scale = min(1.0, step / 30) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group, base_lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base_lr * scale
+        pick = rng.choice(len(pairs.image), BATCH, replace=False)
+        images = pairs.image[pick]
+        trunk.train()
+        for module in trunk.modules():  # ImageNet's BN statistics: batches of 128 aerial chips are one domain
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        maps = torch.from_numpy(np.asarray(probe.stage4[rng.integers(0, 3, BATCH), images], dtype=np.float32))
+        image_emb = F.normalize(model.image_head(probe.image_top(maps)), dim=-1)
+        text_emb = F.normalize(model.text_head(probe.text_pooled[torch.from_numpy(pairs.text[pick])]), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * image_emb @ text_emb.T
+        sibling = torch.from_numpy(images[:, None] == images[None, :]) & ~torch.eye(BATCH, dtype=torch.bool)
+        logits = logits.masked_fill(sibling, -1e4)  # another caption of the same image is no negative
+        target = torch.arange(BATCH)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == steps:
+            score = val_mR()
+            print(f"step {step}: loss {loss.item():.3f} val {score:.2f} "
+                  f"({(time.perf_counter() - started) / step:.2f} s/step)", flush=True)
+            if score > best[0]:
+                best = (score, step, {k: v.clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[2])
+    result = {"seed": seed, "steps": steps, "lr": lr, "best_step": best[1], "val_mR": best[0],
+              "s_per_step": (time.perf_counter() - started) / steps, **probe.test_scores()}
+    print(json.dumps(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["views", "qbnorm", "top-stages"])
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "feature_cache")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the image tower's top stages")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    probe = Probe(args.cache_dir)
+    result = {"views": lambda: views(probe), "qbnorm": lambda: qbnorm(probe),
+              "top-stages": lambda: top_stages(probe, args.steps, args.lr, args.seed)}[args.stage]()
+    if args.out:
+        args.out.write_text(json.dumps({"stage": args.stage, "argv": sys.argv[1:], "result": result}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
