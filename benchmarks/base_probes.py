@@ -9,6 +9,12 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     set is chosen on validation among those that keep ``georet index`` at
     >= 25 tiles/s (at most 4 forward passes a tile on 2 cores); test mR and
     zero-shot scene accuracy are reported for every set.
+``turn-heads``
+    LiT heads retrained for the embedding georet-base now makes (the mean
+    over 4 quarter turns): each training sample's image side is one of 8
+    views (the turn mean, each single turn, the cache's 3 augmented views);
+    validation and test use the turn mean. ``--seeds``, best on validation
+    exported with ``--export``.
 ``qbnorm``
     Query-bank normalisation (inverted softmax; Bogolin et al., CVPR 2022) at
     query time: each gallery item's score is lowered by its log-sum-exp
@@ -23,6 +29,7 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     cores can afford (0.6 s a step).
 
     python benchmarks/base_probes.py views --out benchmarks/results/base_views.json
+    python benchmarks/base_probes.py turn-heads --seeds 0,1,2 --export georet/models/weights/georet-base.pt
     python benchmarks/base_probes.py qbnorm
     python benchmarks/base_probes.py top-stages --steps 1000 --lr 1e-4 --seed 0
 """
@@ -49,9 +56,10 @@ from georet.models import BUNDLED_WEIGHTS  # noqa: E402
 from georet.models.backbones import minilm_folder  # noqa: E402
 from georet.models.preprocess import tower_preprocess  # noqa: E402
 from georet.models.text_query import NumpyMiniLM, WordPiece  # noqa: E402
-from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights  # noqa: E402
+from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights, save_tower_weights  # noqa: E402
 from georet.training.data import load_image  # noqa: E402
 from georet.training.metrics import retrieval_recalls  # noqa: E402
+from georet.training.tower_trainer import CachedFeatures, Schedule, train  # noqa: E402
 
 PRIOR = 0.1
 BATCH = 128
@@ -83,6 +91,7 @@ class Probe:
         self.data = Data.load()
         self.model = bundled()
         images, texts = feature_caches(self.data, self.model.cfg, 3, cache_dir)
+        self.images = images
         self.stage4 = images.taps[0]  # (views, images, 100 positions, 112 channels)
         self.text_pooled = torch.from_numpy(np.asarray(texts.pooled[0], dtype=np.float32))
         self.trunk = self.model.visual.trunk
@@ -182,6 +191,64 @@ def views(probe: Probe) -> dict:
     return {"sets": out, "chosen": chosen}
 
 
+def turn_features(probe: Probe, cache_dir: Path) -> np.ndarray:
+    """Pooled image-tower features of every image in its 4 quarter turns, (4, images, 1280) float16, cached."""
+    cfg = probe.model.cfg
+    path = cache_dir / f"{cfg.image_tower}-{cfg.image_size}-turns4-n{len(probe.data.paths)}.npy"
+    if not path.is_file():
+        preprocess = tower_preprocess(cfg.image_size)
+        out = np.zeros((4, len(probe.data.paths), probe.model.visual.pooled_dim), np.float16)
+        with torch.no_grad():
+            for start in range(0, len(probe.data.paths), 32):
+                x = preprocess.apply(np.stack([load_image(p) for p in probe.data.paths[start:start + 32]]))
+                for k in range(4):
+                    out[k, start:start + 32] = probe.model.visual(torch.rot90(x, k, dims=(2, 3)))[1].numpy()
+        np.save(path, out)
+    return np.load(path, mmap_mode="r")
+
+
+@dataclasses.dataclass
+class _PooledViews:
+    """Pooled features in several views; training draws a random view, evaluation takes view 0."""
+
+    pooled: np.ndarray  # (views, images, dim)
+    rng: np.random.Generator
+
+    def features(self, items: np.ndarray, train: bool = False):
+        views = self.rng.integers(len(self.pooled), size=len(items)) if train else 0
+        return [], torch.from_numpy(np.ascontiguousarray(self.pooled[views, items])).float()
+
+
+def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps: int, export: Path | None) -> dict:
+    turns = turn_features(probe, cache_dir)
+    turn_mean = np.asarray(turns, dtype=np.float32).mean(0)
+    _, texts = feature_caches(probe.data, probe.model.cfg, 3, cache_dir)
+    views = np.concatenate([turn_mean[None].astype(np.float16), turns, np.asarray(probe.images.pooled)])
+    test_images = probe.data.rows(probe.data.test).image
+    runs, best = [], None
+    for seed in seeds:
+        torch.manual_seed(seed)
+        heads = TowerCLIP(dataclasses.replace(probe.model.cfg, method="lit"))
+        result = train(heads, _PooledViews(views, np.random.default_rng(seed)), CachedFeatures(texts),
+                       probe.data.pairs(), probe.data.rows(probe.data.val),
+                       Schedule(steps=steps, eval_every=steps // 12, lr=lr, seed=seed), progress=False)
+        probe.model.load_state_dict(result.state, strict=False)
+        with torch.no_grad():
+            images = F.normalize(probe.model.image_head(torch.from_numpy(turn_mean[test_images])), dim=-1).numpy()
+        run = {"seed": seed, "val_mR": result.best_val["mR"], "best_step": result.best_step,
+               **probe.test_scores(images)}
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+        if export and (best is None or run["val_mR"] > best["val_mR"]):
+            best = run
+            save_tower_weights(export, probe.model, {"study": "turn-heads", "seed": seed, "lr": lr, "steps": steps,
+                                                     "val": result.best_val, "test": run})
+    summary = {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+               for key in ("val_mR", "test_mR", "test_mR_prior", "scene_acc")}
+    print(" ".join(f"{key} {v['mean']:.2f} ± {v['std']:.2f}" for key, v in summary.items()))
+    return {"runs": runs, "summary": summary, "exported_seed": best["seed"] if best else None}
+
+
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     top = x.max(axis=axis, keepdims=True)
     return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)
@@ -267,16 +334,20 @@ def top_stages(probe: Probe, steps: int, lr: float, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["views", "qbnorm", "top-stages"])
+    parser.add_argument("stage", choices=["views", "turn-heads", "qbnorm", "top-stages"])
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--export", type=Path, default=None, help="turn-heads: write the best-on-validation weights")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "feature_cache")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the image tower's top stages")
+    parser.add_argument("--steps", type=int, default=None, help="top-stages: 1000; turn-heads: 1500")
+    parser.add_argument("--lr", type=float, default=None, help="top-stages (its top stages): 1e-4; turn-heads: 3e-4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     probe = Probe(args.cache_dir)
     result = {"views": lambda: views(probe), "qbnorm": lambda: qbnorm(probe),
-              "top-stages": lambda: top_stages(probe, args.steps, args.lr, args.seed)}[args.stage]()
+              "turn-heads": lambda: turn_heads(probe, args.cache_dir, args.seeds, args.lr or 3e-4, args.steps or 1500,
+                                               args.export),
+              "top-stages": lambda: top_stages(probe, args.steps or 1000, args.lr or 1e-4, args.seed)}[args.stage]()
     if args.out:
         args.out.write_text(json.dumps({"stage": args.stage, "argv": sys.argv[1:], "result": result}, indent=1))
     return 0
