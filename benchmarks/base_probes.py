@@ -49,19 +49,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from base_study import BASE_CONFIG, ROOT, Data, feature_caches  # noqa: E402
+from base_study import BASE_CONFIG, ROOT, Data, embedding_scores, feature_caches  # noqa: E402
 
-from georet.geo import ZeroShotScenes, classes_for_labels  # noqa: E402
 from georet.models import BUNDLED_WEIGHTS  # noqa: E402
-from georet.models.backbones import minilm_folder  # noqa: E402
 from georet.models.preprocess import tower_preprocess  # noqa: E402
-from georet.models.text_query import NumpyMiniLM, WordPiece  # noqa: E402
 from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights, save_tower_weights  # noqa: E402
 from georet.training.data import load_image  # noqa: E402
 from georet.training.metrics import retrieval_recalls  # noqa: E402
 from georet.training.tower_trainer import CachedFeatures, Schedule, train  # noqa: E402
 
-PRIOR = 0.1
 BATCH = 128
 
 
@@ -80,7 +76,8 @@ def bundled() -> TowerCLIP:
     model.load_backbones()
     load_tower_weights(model, BUNDLED_WEIGHTS["georet-base"])
     model.eval()
-    model.visual(torch.zeros(1, 3, 150, 150))  # builds the (lazy) image trunk
+    size = model.cfg.image_size
+    model.visual(torch.zeros(1, 3, size, size))  # builds the (lazy) image trunk
     return model
 
 
@@ -115,51 +112,27 @@ class Probe:
     def test_scores(self, images: np.ndarray | None = None) -> dict[str, float]:
         """Test mR, with the query-time scene prior, and zero-shot scene accuracy (``images``: test image
         embeddings to use instead of the plain view's)."""
-        test = self.data.rows(self.data.test)
-        plain, texts = self.embed(test)
-        images = plain if images is None else images
-        sims = images @ texts.T
-        classes = classes_for_labels(self.data.test.scenes)
-        zero_shot = ZeroShotScenes(_TextSide(self.model), classes)
-        column = {c.label: k for k, c in enumerate(classes)}
-        truth = np.array([column[s] for s in self.data.test.scenes])
-        prior = zero_shot.probabilities(texts)[:, truth].T
-        return {"test_mR": retrieval_recalls(sims, test.caption_image)["mR"],
-                "test_mR_prior": retrieval_recalls(sims + PRIOR * prior, test.caption_image)["mR"],
-                "scene_acc": float(100 * np.mean(zero_shot.probabilities(images).argmax(1) == truth))}
+        plain, texts = self.embed(self.data.rows(self.data.test))
+        scores = embedding_scores(self.model, plain if images is None else images, texts, self.data)
+        return {"test_mR": scores["mR"], "test_mR_prior": scores["mR_prior"], "scene_acc": scores["scene_acc"]}
 
 
-class _TextSide:
-    """Class prompts through MiniLM (numpy) and the model's current text head, for :class:`ZeroShotScenes`."""
-
-    def __init__(self, model: TowerCLIP):
-        self.model, self.minilm = model, NumpyMiniLM(minilm_folder())
-        self.tokenizer = WordPiece(minilm_folder(), model.cfg.text_context_length)
-        self.logit_scale = float(model.logit_scale.detach().exp())
-
-    def encode_text(self, texts):
-        with torch.no_grad():
-            pooled = torch.from_numpy(self.minilm(self.tokenizer.ids(list(texts))))
-            return F.normalize(self.model.text_head(pooled), dim=-1).numpy()
-
-
-def _view_features(probe: Probe, split) -> dict[str, torch.Tensor]:
-    """Pooled image-tower features of every image of ``split`` in every view of :data:`VIEW_SETS`."""
-    preprocess = tower_preprocess(probe.model.cfg.image_size)
+def _view_features(probe: Probe, paths, names) -> dict[str, torch.Tensor]:
+    """Pooled image-tower features of the images at ``paths`` in the named views (r<k>, f<k>, crop)."""
     size = probe.model.cfg.image_size
-    margin = round(size * 0.125)
-    features: dict[str, list[torch.Tensor]] = {}
+    preprocess, margin = tower_preprocess(size), round(size * 0.125)
+    features: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with torch.no_grad():
-        for start in range(0, len(split.images), 32):
-            x = preprocess.apply(np.stack([load_image(p) for p in split.images[start:start + 32]]))
-            views = {}
-            for k in range(4):
-                views[f"r{k}"] = torch.rot90(x, k, dims=(2, 3))
-                views[f"f{k}"] = torch.flip(views[f"r{k}"], dims=(3,))
-            views["crop"] = F.interpolate(x[:, :, margin:size - margin, margin:size - margin], size=(size, size),
-                                          mode="bicubic", align_corners=False)
-            for name, view in views.items():
-                features.setdefault(name, []).append(probe.model.visual(view)[1])
+        for start in range(0, len(paths), 32):
+            x = preprocess.apply(np.stack([load_image(p) for p in paths[start:start + 32]]))
+            for name in names:
+                if name == "crop":
+                    view = F.interpolate(x[:, :, margin:size - margin, margin:size - margin], size=(size, size),
+                                         mode="bicubic", align_corners=False)
+                else:
+                    view = torch.rot90(x, int(name[1]), dims=(2, 3))
+                    view = torch.flip(view, dims=(3,)) if name[0] == "f" else view
+                features[name].append(probe.model.visual(view)[1])
     return {name: torch.cat(parts) for name, parts in features.items()}
 
 
@@ -168,7 +141,8 @@ def views(probe: Probe) -> dict:
     per_split = {}
     for split in ("val", "test"):
         rows = probe.data.rows(getattr(probe.data, split))
-        features = _view_features(probe, getattr(probe.data, split))
+        features = _view_features(probe, getattr(probe.data, split).images,
+                                  sorted({view for members in VIEW_SETS.values() for view in members}))
         with torch.no_grad():
             texts[split] = F.normalize(probe.model.text_head(probe.text_pooled[torch.from_numpy(rows.text)]),
                                        dim=-1).numpy()
@@ -196,14 +170,8 @@ def turn_features(probe: Probe, cache_dir: Path) -> np.ndarray:
     cfg = probe.model.cfg
     path = cache_dir / f"{cfg.image_tower}-{cfg.image_size}-turns4-n{len(probe.data.paths)}.npy"
     if not path.is_file():
-        preprocess = tower_preprocess(cfg.image_size)
-        out = np.zeros((4, len(probe.data.paths), probe.model.visual.pooled_dim), np.float16)
-        with torch.no_grad():
-            for start in range(0, len(probe.data.paths), 32):
-                x = preprocess.apply(np.stack([load_image(p) for p in probe.data.paths[start:start + 32]]))
-                for k in range(4):
-                    out[k, start:start + 32] = probe.model.visual(torch.rot90(x, k, dims=(2, 3)))[1].numpy()
-        np.save(path, out)
+        turns = _view_features(probe, probe.data.paths, [f"r{k}" for k in range(4)])
+        np.save(path, torch.stack(list(turns.values())).half().numpy())
     return np.load(path, mmap_mode="r")
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -38,6 +39,8 @@ import numpy as np
 import torch
 
 from georet.geo import ZeroShotScenes, classes_for_labels, default_prompt_words
+from georet.models.backbones import minilm_folder
+from georet.models.minilm import WordPieceTokenizer
 from georet.models.preprocess import tower_preprocess
 from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
 from georet.training.data import SCENE_TEMPLATE, RetrievalSplit, load_karpathy
@@ -124,8 +127,13 @@ class _TextOnly:
 
 def test_scores(model: TowerCLIP, images, texts, data: Data) -> dict[str, float]:
     """Test mR without and with the query-time scene prior, and zero-shot scene accuracy on test images."""
+    return embedding_scores(model, *embed(model, images, texts, data.rows(data.test)), data)
+
+
+def embedding_scores(model: TowerCLIP, image_feats: np.ndarray, text_feats: np.ndarray, data: Data
+                     ) -> dict[str, float]:
+    """:func:`test_scores` of given test embeddings (unit length; images and captions in split order)."""
     test = data.rows(data.test)
-    image_feats, text_feats = embed(model, images, texts, test)
     sims = image_feats @ text_feats.T
     classes = classes_for_labels(data.test.scenes)
     zero_shot = ZeroShotScenes(_TextOnly(model), classes)
@@ -197,17 +205,21 @@ STUDY = {  # name: (model config overrides, schedule overrides)
 
 def feature_caches(data: Data, base: TowerCLIPConfig, views: int, cache_dir: Path) -> tuple[FeatureCache, FeatureCache]:
     """The frozen towers' image features (``views`` per image) and text features, computed on first use."""
-    frozen = TowerCLIP(dataclasses.replace(base, method="lit"))
-    frozen.load_backbones()
-    frozen.eval()
+
+    @functools.cache
+    def frozen() -> TowerCLIP:  # built only when a cache is missing
+        model = TowerCLIP(dataclasses.replace(base, method="lit"))
+        model.load_backbones()
+        return model.eval()
+
     tag = f"{base.image_tower}-{base.image_size}"
     images = cached(cache_dir / f"{tag}-views{views}-n{len(data.paths)}",
                     {"variant": base.image_tower, "size": base.image_size, "n": len(data.paths), "views": views,
                      "taps": list(base.image_taps)},
-                    lambda: cache_images(frozen, data.paths, tower_preprocess(base.image_size), views=views))
+                    lambda: cache_images(frozen(), data.paths, tower_preprocess(base.image_size), views=views))
     texts = cached(cache_dir / f"text-n{len(data.texts)}", {"n": len(data.texts), "taps": list(base.text_taps),
                                                           "context": base.text_context_length},
-                   lambda: cache_texts(frozen, data.texts))
+                   lambda: cache_texts(frozen(), data.texts))
     return images, texts
 
 
@@ -216,7 +228,7 @@ def stage_study(args) -> dict:
     base = dataclasses.replace(TowerCLIPConfig.from_dict(json.loads(BASE_CONFIG.read_text())),
                                image_tower=args.tower, image_size=args.size)
     images, texts = feature_caches(data, base, args.views, args.cache_dir)
-    text_ids = TowerCLIP(dataclasses.replace(base, method="lit")).text.tokenizer()(data.texts)
+    text_ids = WordPieceTokenizer(minilm_folder(), base.text_context_length)(data.texts)
     if args.side_width:
         base = dataclasses.replace(base, image_side=dataclasses.replace(base.image_side, width=args.side_width),
                                    text_side=dataclasses.replace(base.text_side, width=args.side_width))

