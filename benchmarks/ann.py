@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
 WORK = ROOT / "runs" / "ann"
+#: the identity of the model that embedded vectors.npy and queries.npy (written by ``embed``)
+VECTORS_MODEL = WORK / "vectors.model.json"
 VIEWS = 10
 QUERIES = 500
 
@@ -76,6 +79,7 @@ def embed() -> None:
     captions = [s["raw"] if isinstance(s, dict) else s for i in images if i["split"] == "test"
                 for s in i["sentences"][:1]][:QUERIES]
     np.save(WORK / "queries.npy", model.encode_text(captions))
+    VECTORS_MODEL.write_text(json.dumps(model.identity))
     print(f"{len(images) * VIEWS} vectors, {len(captions)} queries -> {WORK}")
 
 
@@ -190,12 +194,18 @@ def serve(as_json: bool) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from query_latency import synthetic_rows
 
-    from georet.index import TileStore
+    from georet.index import TileStore, describe_mismatch
     from georet.models import load_model
     import georet.search.geoindex as geoindex
     from georet.search import GeoIndex
 
     model = load_model(device="cpu")
+    if not VECTORS_MODEL.is_file() or json.loads(VECTORS_MODEL.read_text()) != model.identity:
+        # the tables carry this model's identity, and their vectors must be its own: otherwise the queries it
+        # encodes search another space, and the candidate stage's agreement means nothing
+        raise SystemExit(f"{WORK / 'vectors.npy'} was not embedded by the installed {model.spec.arch} "
+                         "(other weights, or before this script recorded which): "
+                         "re-run `python benchmarks/ann.py embed` first")
     vectors = np.load(WORK / "vectors.npy")
     rng = np.random.default_rng(0)
     plain = ["airport", "a river with green banks", "dense residential area", "storage tanks", "beach",
@@ -207,6 +217,8 @@ def serve(as_json: bool) -> None:
     previous = json.loads(results.read_text()) if results.exists() else {}
     for size in (100_000, 1_000_000):
         db = WORK / f"grid-{size}"
+        if TileStore.exists(db) and describe_mismatch(TileStore.open(db).model_identity, model.identity):
+            shutil.rmtree(db)  # made for another model (earlier bundled weights): rebuilt for this one's identity
         if not (db / "tiles.lance").is_dir():
             data = scaled(vectors, size, rng)
             with TileStore.open_for_writing(db, model.identity, dict(model.spec.__dict__)) as store:
