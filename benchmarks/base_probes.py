@@ -7,14 +7,18 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     Test-time views: each image embedded in several orientations (quarter
     turns, mirror images, a centre crop) and the embeddings averaged. The view
     set is chosen on validation among those that keep ``georet index`` at
-    >= 25 tiles/s (at most 4 forward passes a tile on 2 cores); test mR and
+    >= 25 tiles/s (at most 5 forward passes a tile on 2 cores); test mR and
     zero-shot scene accuracy are reported for every set.
 ``turn-heads``
-    LiT heads retrained for the embedding georet-base now makes (the mean
-    over 4 quarter turns): each training sample's image side is one of 8
-    views (the turn mean, each single turn, the cache's 3 augmented views);
-    validation and test use the turn mean. ``--seeds``, best on validation
-    exported with ``--export``.
+    LiT heads retrained for the embedding georet-base makes (the head reads
+    the mean of the views' pooled features): each training sample's image
+    side is the view mean, one single view or one of the cache's 3
+    augmented views; validation and test use the view mean. ``--head-hidden`` gives the heads
+    a residual MLP of that width (the bundled 1024; 0 = linear heads),
+    ``--scene-aug`` prefixes that share of captions with their scene (CMER's
+    scene label augmentation), ``--crop-view yes`` adds the centre 75 % crop
+    to the views averaged (as ``centre_crop_view`` in the config).
+    ``--seeds``, best on validation exported with ``--export``.
 ``qbnorm``
     Query-bank normalisation (inverted softmax; Bogolin et al., CVPR 2022) at
     query time: each gallery item's score is lowered by its log-sum-exp
@@ -29,7 +33,8 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     cores can afford (0.6 s a step).
 
     python benchmarks/base_probes.py views --out benchmarks/results/base_views.json
-    python benchmarks/base_probes.py turn-heads --seeds 0,1,2 --export georet/models/weights/georet-base.pt
+    python benchmarks/base_probes.py turn-heads --seeds 0,1,2 --head-hidden 1024 --scene-aug 0.3 --crop-view yes \
+        --export georet/models/weights/georet-base.pt
     python benchmarks/base_probes.py qbnorm
     python benchmarks/base_probes.py top-stages --steps 1000 --lr 1e-4 --seed 0
 """
@@ -53,7 +58,8 @@ from base_study import BASE_CONFIG, ROOT, Data, embedding_scores, feature_caches
 
 from georet.models import BUNDLED_WEIGHTS  # noqa: E402
 from georet.models.preprocess import tower_preprocess  # noqa: E402
-from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights, save_tower_weights  # noqa: E402
+from georet.models.tower_clip import (TowerCLIP, TowerCLIPConfig, centre_crop_view, load_tower_weights,  # noqa: E402
+                                      save_tower_weights)
 from georet.training.data import load_image  # noqa: E402
 from georet.training.metrics import retrieval_recalls  # noqa: E402
 from georet.training.tower_trainer import CachedFeatures, Schedule, train  # noqa: E402
@@ -61,14 +67,17 @@ from georet.training.tower_trainer import CachedFeatures, Schedule, train  # noq
 BATCH = 128
 
 
-#: view sets of the ``views`` stage: r<k> = k quarter turns, f<k> = the same mirrored, crop = the centre 75 %
+#: the ``crop`` view: the centre 75 % of the side
+CROP_FRACTION = 0.75
+#: view sets of the ``views`` stage: r<k> = k quarter turns, f<k> = the same mirrored, crop = the centre crop
 VIEW_SETS = {"plain": ["r0"], "0° + 180°": ["r0", "r2"], "plain + mirror": ["r0", "f0"],
              "4 quarter turns": ["r0", "r1", "r2", "r3"], "0°, 180° and mirrors": ["r0", "f0", "r2", "f2"],
              "8 turns and mirrors": [f"{m}{k}" for m in "rf" for k in range(4)], "plain + crop": ["r0", "crop"],
              "4 turns + crop": ["r0", "r1", "r2", "r3", "crop"],
              "8 turns and mirrors + crop": [f"{m}{k}" for m in "rf" for k in range(4)] + ["crop"]}
-#: forward passes a tile may cost and still index >= 25 tiles/s on 2 cores (measured: 4 turns, 36 tiles/s)
-MAX_VIEWS = 4
+#: forward passes a tile may cost and still index >= 25 tiles/s on 2 cores (measured with the folded
+#: BatchNorms: 4 turns + crop, 34.7 tiles/s; before folding, 4 turns ran 36.1 and 5 views 22.6-24.0)
+MAX_VIEWS = 5
 
 
 def bundled() -> TowerCLIP:
@@ -120,15 +129,14 @@ class Probe:
 def _view_features(probe: Probe, paths, names) -> dict[str, torch.Tensor]:
     """Pooled image-tower features of the images at ``paths`` in the named views (r<k>, f<k>, crop)."""
     size = probe.model.cfg.image_size
-    preprocess, margin = tower_preprocess(size), round(size * 0.125)
+    preprocess = tower_preprocess(size)
     features: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, len(paths), 32):
             x = preprocess.apply(np.stack([load_image(p) for p in paths[start:start + 32]]))
             for name in names:
                 if name == "crop":
-                    view = F.interpolate(x[:, :, margin:size - margin, margin:size - margin], size=(size, size),
-                                         mode="bicubic", align_corners=False)
+                    view = centre_crop_view(x, CROP_FRACTION)
                 else:
                     view = torch.rot90(x, int(name[1]), dims=(2, 3))
                     view = torch.flip(view, dims=(3,)) if name[0] == "f" else view
@@ -165,14 +173,20 @@ def views(probe: Probe) -> dict:
     return {"sets": out, "chosen": chosen}
 
 
-def turn_features(probe: Probe, cache_dir: Path) -> np.ndarray:
-    """Pooled image-tower features of every image in its 4 quarter turns, (4, images, 1280) float16, cached."""
+def model_view_features(probe: Probe, cache_dir: Path, crop: bool) -> np.ndarray:
+    """Pooled image-tower features of every image in the views georet-base embeds, float16, cached:
+    its 4 quarter turns and, with ``crop``, the centre crop; (views, images, 1280)."""
     cfg = probe.model.cfg
-    path = cache_dir / f"{cfg.image_tower}-{cfg.image_size}-turns4-n{len(probe.data.paths)}.npy"
-    if not path.is_file():
-        turns = _view_features(probe, probe.data.paths, [f"r{k}" for k in range(4)])
-        np.save(path, torch.stack(list(turns.values())).half().numpy())
-    return np.load(path, mmap_mode="r")
+    stem = f"{cfg.image_tower}-{cfg.image_size}"
+    parts = [("turns4", [f"r{k}" for k in range(4)])] + ([(f"crop{CROP_FRACTION:g}", ["crop"])] if crop else [])
+    arrays = []
+    for name, views in parts:
+        path = cache_dir / f"{stem}-{name}-n{len(probe.data.paths)}.npy"
+        if not path.is_file():
+            features = _view_features(probe, probe.data.paths, views)
+            np.save(path, torch.stack(list(features.values())).half().numpy())
+        arrays.append(np.load(path))
+    return np.concatenate(arrays)
 
 
 @dataclasses.dataclass
@@ -187,30 +201,37 @@ class _PooledViews:
         return [], torch.from_numpy(np.ascontiguousarray(self.pooled[views, items])).float()
 
 
-def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps: int, export: Path | None) -> dict:
-    turns = turn_features(probe, cache_dir)
-    turn_mean = np.asarray(turns, dtype=np.float32).mean(0)
+def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps: int, head_hidden: int,
+               scene_aug: float, crop: bool, export: Path | None) -> dict:
+    per_view = model_view_features(probe, cache_dir, crop)
+    view_mean = per_view.astype(np.float32).mean(0)
     _, texts = feature_caches(probe.data, probe.model.cfg, 3, cache_dir)
-    views = np.concatenate([turn_mean[None].astype(np.float16), turns, np.asarray(probe.images.pooled)])
-    test_images = probe.data.rows(probe.data.test).image
+    views = np.concatenate([view_mean[None].astype(np.float16), per_view, np.asarray(probe.images.pooled)])
+    test = probe.data.rows(probe.data.test)
     runs, best = [], None
     for seed in seeds:
         torch.manual_seed(seed)
-        heads = TowerCLIP(dataclasses.replace(probe.model.cfg, method="lit"))
+        heads = TowerCLIP(dataclasses.replace(probe.model.cfg, method="lit", head_hidden=head_hidden,
+                                              centre_crop_view=CROP_FRACTION if crop else None))
+        heads.visual, heads.text = probe.model.visual, probe.model.text  # the loaded towers, for prompts and export
         result = train(heads, _PooledViews(views, np.random.default_rng(seed)), CachedFeatures(texts),
                        probe.data.pairs(), probe.data.rows(probe.data.val),
-                       Schedule(steps=steps, eval_every=steps // 12, lr=lr, seed=seed), progress=False)
-        probe.model.load_state_dict(result.state, strict=False)
+                       Schedule(steps=steps, eval_every=steps // 12, lr=lr, scene_aug_p=scene_aug, seed=seed),
+                       progress=False)
+        heads.eval()
         with torch.no_grad():
-            images = F.normalize(probe.model.image_head(torch.from_numpy(turn_mean[test_images])), dim=-1).numpy()
+            images = F.normalize(heads.image_head(torch.from_numpy(view_mean[test.image])), dim=-1).numpy()
+            captions = F.normalize(heads.text_head(probe.text_pooled[torch.from_numpy(test.text)]), dim=-1).numpy()
+        scores = embedding_scores(heads, images, captions, probe.data)
         run = {"seed": seed, "val_mR": result.best_val["mR"], "best_step": result.best_step,
-               **probe.test_scores(images)}
+               "test_mR": scores["mR"], "test_mR_prior": scores["mR_prior"], "scene_acc": scores["scene_acc"]}
         print(json.dumps(run), flush=True)
         runs.append(run)
         if export and (best is None or run["val_mR"] > best["val_mR"]):
             best = run
-            save_tower_weights(export, probe.model, {"study": "turn-heads", "seed": seed, "lr": lr, "steps": steps,
-                                                     "val": result.best_val, "test": run})
+            save_tower_weights(export, heads, {"study": "turn-heads", "seed": seed, "lr": lr, "steps": steps,
+                                               "head_hidden": head_hidden, "scene_aug": scene_aug, "crop": crop,
+                                               "val": result.best_val, "test": run})
     summary = {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
                for key in ("val_mR", "test_mR", "test_mR_prior", "scene_acc")}
     print(" ".join(f"{key} {v['mean']:.2f} ± {v['std']:.2f}" for key, v in summary.items()))
@@ -309,12 +330,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="top-stages: 1000; turn-heads: 1500")
     parser.add_argument("--lr", type=float, default=None, help="top-stages (its top stages): 1e-4; turn-heads: 3e-4")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head-hidden", type=int, default=None,
+                        help="turn-heads: width of the heads' residual MLP (0: linear; default: the bundled config's)")
+    parser.add_argument("--crop-view", choices=["yes", "no"], default=None,
+                        help="turn-heads: add the centre-crop view to the 4 turns (default: as the bundled config)")
+    parser.add_argument("--scene-aug", type=float, default=0.3,
+                        help="turn-heads: share of captions given their scene prefix in training")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     probe = Probe(args.cache_dir)
     result = {"views": lambda: views(probe), "qbnorm": lambda: qbnorm(probe),
               "turn-heads": lambda: turn_heads(probe, args.cache_dir, args.seeds, args.lr or 3e-4, args.steps or 1500,
-                                               args.export),
+                                               probe.model.cfg.head_hidden if args.head_hidden is None
+                                               else args.head_hidden, args.scene_aug,
+                                               probe.model.cfg.centre_crop_view is not None if args.crop_view is None
+                                               else args.crop_view == "yes", args.export),
               "top-stages": lambda: top_stages(probe, args.steps or 1000, args.lr or 1e-4, args.seed)}[args.stage]()
     if args.out:
         args.out.write_text(json.dumps({"stage": args.stage, "argv": sys.argv[1:], "result": result}, indent=1))

@@ -50,7 +50,7 @@ def test_declared_stage_widths_are_timms(variant):
     assert tuple(built) == LITE_VARIANTS[variant].stage_channels and tower.trunk.num_features == tower.pooled_dim
 
 
-def test_lazy_image_tower_builds_on_its_first_image_and_matches_the_eager_one(lit_model):
+def test_lazy_image_tower_builds_on_its_first_image_folded_and_matches_the_eager_one(lit_model):
     from georet.models import load_model
 
     model = load_model(device="cpu")  # georet-base through the factory: lazy image trunk
@@ -60,6 +60,7 @@ def test_lazy_image_tower_builds_on_its_first_image_and_matches_the_eager_one(li
     images = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(1))
     got = model.encode_images(images)
     assert model.model.visual.built and not model.model.visual.trunk.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.model.visual.trunk.modules())
     from georet.models import BUNDLED_WEIGHTS
 
     eager = TowerCLIP(model.model.cfg)  # built at once, as training builds it
@@ -68,6 +69,21 @@ def test_lazy_image_tower_builds_on_its_first_image_and_matches_the_eager_one(li
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(eager.eval().encode_image(images), dim=-1).numpy()
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_folding_batch_norm_keeps_the_taps_and_pooled_feature(lit_model):
+    tower = EfficientNetLiteTower("efficientnet-lite0", taps=(2, 4, 6))
+    tower.load_pretrained()
+    tower.eval()
+    images = torch.rand(3, 3, 150, 150, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        taps, pooled = tower(images)
+        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in tower.trunk.modules())
+        tower.fold_batch_norm()
+        folded_taps, folded_pooled = tower(images)
+    assert norms == 49 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.trunk.modules())
+    for tap, folded in zip([*taps, pooled], [*folded_taps, folded_pooled]):
+        torch.testing.assert_close(folded, tap, atol=1e-4, rtol=1e-4)
 
 
 def test_minilm_tower_reproduces_sentence_transformers():
@@ -130,6 +146,24 @@ def test_config_is_strict():
         TowerCLIPConfig.from_dict({"image_side": {"keep": 0.5}})
     with pytest.raises(GeoretError, match="unknown image tower 'efficientnet-lite9'"):
         TowerCLIPConfig.from_dict({"image_tower": "efficientnet-lite9"})
+
+
+def test_mlp_heads_start_as_the_linear_heads_whose_weights_they_load():
+    linear = TowerCLIP(TowerCLIPConfig(method="lit"))
+    with_mlp = TowerCLIP(TowerCLIPConfig(method="lit", head_hidden=32))
+    missing, unexpected = with_mlp.load_state_dict(linear.state_dict(), strict=False)
+    assert sorted(missing) == sorted(f"{side}_head.{layer}.{p}" for side in ("image", "text")
+                                     for layer in ("hidden", "out") for p in ("weight", "bias"))
+    assert unexpected == []
+    pooled = torch.randn(3, linear.visual.pooled_dim)
+    with torch.no_grad():
+        assert torch.equal(with_mlp.image_head(pooled), linear.image_head(pooled))
+        torch.nn.init.normal_(with_mlp.image_head.out.weight)
+        mlp = with_mlp.image_head.out(torch.nn.functional.gelu(with_mlp.image_head.hidden(pooled)))
+        assert torch.allclose(with_mlp.eval().image_head(pooled), linear.image_head(pooled) + mlp, atol=1e-5)
+        assert not torch.allclose(with_mlp.image_head(pooled), linear.image_head(pooled), atol=1e-2)
+    with pytest.raises(GeoretError, match="head_hidden must be >= 0"):
+        TowerCLIPConfig(head_hidden=-1)
 
 
 def test_weights_file_round_trip_and_refusals(tmp_path, lit_model):
@@ -218,7 +252,7 @@ def test_tower_trainer_restores_the_best_validation_state_and_trains_with_hmmc()
               Schedule(steps=1, loss="triplet"), progress=False)
 
 
-def test_image_views_average_the_quarter_turns(lit_model):
+def test_image_views_average_the_quarter_turns_and_the_centre_crop(lit_model):
     """georet-base embeds an image as the mean over its quarter turns (aerial imagery has no up)."""
     turned = TowerCLIP(dataclasses.replace(lit_model.cfg, image_views=4))
     turned.load_backbones()
@@ -231,5 +265,30 @@ def test_image_views_average_the_quarter_turns(lit_model):
         # the embedding no longer depends on which way is up
         np.testing.assert_allclose(turned.encode_image(torch.rot90(images, 1, dims=(2, 3))).numpy(),
                                    turned.encode_image(images).numpy(), atol=1e-5)
+    # an MLP head reads the turn mean of the pooled features, as it was trained to (not the mean of embeddings)
+    with_mlp = TowerCLIP(dataclasses.replace(lit_model.cfg, image_views=4, head_hidden=16))
+    with_mlp.load_backbones()
+    with_mlp.load_state_dict(lit_model.state_dict(), strict=False)
+    with_mlp.eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(with_mlp.image_head.out.weight)
+        turn_mean = torch.stack([lit_model.image_features(torch.rot90(images, k, dims=(2, 3)))[1]
+                                 for k in range(4)]).mean(0)
+        np.testing.assert_allclose(with_mlp.encode_image(images).numpy(), with_mlp.image_head(turn_mean).numpy(),
+                                   atol=1e-5)
+        per_turn = torch.stack([with_mlp.image_head(lit_model.image_features(torch.rot90(images, k, dims=(2, 3)))[1])
+                                for k in range(4)]).mean(0)
+        assert not torch.allclose(with_mlp.encode_image(images), per_turn, atol=1e-3)
+        # the centre-crop view joins the mean: the middle 48 of 64 px, upsampled back
+        with_crop = TowerCLIP(dataclasses.replace(with_mlp.cfg, centre_crop_view=0.75))
+        with_crop.load_state_dict(with_mlp.state_dict())
+        with_crop.eval()
+        crop = torch.nn.functional.interpolate(images[..., 8:56, 8:56], size=(64, 64), mode="bicubic",
+                                               align_corners=False)
+        view_mean = (4 * turn_mean + lit_model.image_features(crop)[1]) / 5
+        np.testing.assert_allclose(with_crop.encode_image(images).numpy(), with_mlp.image_head(view_mean).numpy(),
+                                   atol=1e-5)
+    with pytest.raises(GeoretError, match="centre_crop_view must lie in"):
+        TowerCLIPConfig(centre_crop_view=1.0)
     with pytest.raises(GeoretError, match="image_views must be 1, 2 or 4 quarter turns, got 3"):
         TowerCLIPConfig(image_views=3)

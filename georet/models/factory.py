@@ -341,6 +341,8 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
             raise GeoretError(f"weights file not found: {weights_file}"
                               + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
         load_tower_weights(model, weights_file)
+    if cfg.method != "full":  # the image tower only runs frozen from here on
+        model.visual.fold_batch_norm()
     weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
     return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
                           backbones=backbone_ids(model))

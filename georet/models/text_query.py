@@ -1,12 +1,12 @@
 """The text side of georet-base in numpy: queries are encoded without importing torch.
 
-A ``georet query`` is one sentence through MiniLM and a linear head, yet
+A ``georet query`` is one sentence through MiniLM and the text head, yet
 importing torch alone costs ~1.3 s of a cold run. For tower models trained
 heads-only (``method: lit``, the bundled georet-base) the whole text path is
-six BERT layers and one matrix, which numpy runs in a few milliseconds. The
-same weights are read (MiniLM's safetensors, the trained head from georet's
-weights file) and the same identity is built as by the torch model, and a test
-holds the two to 1e-5. Anything else (side branches or adapters on the text
+six BERT layers and the head (a matrix and a small MLP beside it), which
+numpy runs in a few milliseconds. The same weights are read (MiniLM's
+safetensors, the trained head from georet's weights file) and the same
+identity is built as by the torch model, and a test holds the two to 1e-5. Anything else (side branches or adapters on the text
 side, open_clip models, checkpoints) returns None from
 :func:`load_query_encoder` and the caller uses the torch model.
 """
@@ -168,6 +168,12 @@ class NumpyMiniLM:
         return (x * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
 
 
+def _dense(state: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """A torch ``nn.Linear``'s (weight transposed for ``x @ w``, bias) as float32."""
+    return (np.ascontiguousarray(state[f"{prefix}.weight"].astype(np.float32).T),
+            state[f"{prefix}.bias"].astype(np.float32))
+
+
 class QueryTextEncoder:
     """Encodes query text like the torch georet-base model does: ``encode_text``, ``logit_scale``, ``identity``."""
 
@@ -175,16 +181,21 @@ class QueryTextEncoder:
                  state: dict[str, np.ndarray], text_folder: Path, backbones: dict[str, str]):
         self.tokenizer = WordPiece(text_folder, config["text_context_length"])
         self.minilm = NumpyMiniLM(text_folder)
-        self.head_weight = np.ascontiguousarray(state["text_head.weight"].astype(np.float32).T)
-        self.head_bias = state["text_head.bias"].astype(np.float32)
+        self.head = _dense(state, "text_head")
+        self.head_mlp = (_dense(state, "text_head.hidden"), _dense(state, "text_head.out")) \
+            if "text_head.hidden.weight" in state else None
         self.logit_scale = float(np.exp(np.float32(state["logit_scale"])))
-        self.dim = int(self.head_weight.shape[1])
+        self.dim = int(self.head[0].shape[1])
         self.identity = model_identity(arch, pretrained, cached_sha256(weights_file), None, self.dim,
                                        tower_preprocess(config["image_size"]).to_dict(), backbones)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> float32 (N, dim), unit length."""
-        feats = self.minilm(self.tokenizer.ids(list(texts))) @ self.head_weight + self.head_bias
+        pooled = self.minilm(self.tokenizer.ids(list(texts)))
+        feats = pooled @ self.head[0] + self.head[1]
+        if self.head_mlp is not None:
+            (w1, b1), (w2, b2) = self.head_mlp
+            feats = feats + _gelu(pooled @ w1 + b1) @ w2 + b2
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
 
