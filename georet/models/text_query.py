@@ -6,9 +6,10 @@ heads-only (``method: lit``, the bundled georet-base) the whole text path is
 six BERT layers and the head (a matrix and a small MLP beside it), which
 numpy runs in a few milliseconds. The same weights are read (MiniLM's
 safetensors, the trained head from georet's weights file) and the same
-identity is built as by the torch model, and a test holds the two to 1e-5. Anything else (side branches or adapters on the text
-side, open_clip models, checkpoints) returns None from
-:func:`load_query_encoder` and the caller uses the torch model.
+identity is built as by the torch model, and a test holds the two to 1e-5.
+Anything else (side branches or adapters on the text side, open_clip models,
+checkpoints) returns None from :func:`load_query_encoder` and the caller uses
+the torch model.
 """
 
 from __future__ import annotations
