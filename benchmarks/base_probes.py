@@ -25,6 +25,11 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     similarity to a bank of *training* queries (train captions for text→image,
     train images for image→text), which demotes "hub" items that match
     everything. β is chosen on validation.
+``caption-prior``
+    The query-time scene prior from a caption→scene classifier trained on the
+    train captions (logistic regression on the bundled text embeddings)
+    against the zero-shot class prompts; weights and forms chosen on
+    validation.
 ``top-stages``
     Fine-tune the image tower's last two stages and head conv (stages 5-6 of
     EfficientNet-Lite0, 3.4 M parameters) with both heads, over the cached
@@ -36,6 +41,7 @@ All start from the bundled heads and the feature cache of ``base_study.py``
     python benchmarks/base_probes.py turn-heads --seeds 0,1,2 --head-hidden 1024 --scene-aug 0.3 --crop-view yes \
         --export georet/models/weights/georet-base.pt
     python benchmarks/base_probes.py qbnorm
+    python benchmarks/base_probes.py caption-prior --out benchmarks/results/base_caption_prior.json
     python benchmarks/base_probes.py top-stages --steps 1000 --lr 1e-4 --seed 0
 """
 
@@ -54,15 +60,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from base_study import BASE_CONFIG, ROOT, Data, embedding_scores, feature_caches  # noqa: E402
+from base_study import BASE_CONFIG, ROOT, Data, _TextOnly, embedding_scores, feature_caches  # noqa: E402
 
+from georet.geo import ZeroShotScenes, classes_for_labels  # noqa: E402
 from georet.models import BUNDLED_WEIGHTS  # noqa: E402
 from georet.models.preprocess import tower_preprocess  # noqa: E402
 from georet.models.tower_clip import (TowerCLIP, TowerCLIPConfig, centre_crop_view, load_tower_weights,  # noqa: E402
                                       save_tower_weights)
 from georet.training.data import load_image  # noqa: E402
 from georet.training.metrics import retrieval_recalls  # noqa: E402
-from georet.training.tower_trainer import CachedFeatures, Schedule, train  # noqa: E402
+from georet.training.tower_trainer import CachedFeatures, EvalSet, Schedule, train  # noqa: E402
 
 BATCH = 128
 
@@ -238,6 +245,61 @@ def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps
     return {"runs": runs, "summary": summary, "exported_seed": best["seed"] if best else None}
 
 
+def caption_prior(probe: Probe, cache_dir: Path) -> dict:
+    """The query-time scene prior with a *trained* caption→scene classifier instead of zero-shot prompts.
+
+    A logistic regression on the bundled model's text embeddings of the train
+    captions (labels: their image's scene); each family's weight and form
+    (β·p, or β·log p) chosen on validation, test scored once.
+    """
+    cfg = probe.model.cfg
+    view_mean = model_view_features(probe, cache_dir, cfg.centre_crop_view is not None).astype(np.float32).mean(0)
+    classes = classes_for_labels(probe.data.test.scenes)
+    index = {c.label: k for k, c in enumerate(classes)}
+    zero_shot = ZeroShotScenes(_TextOnly(probe.model), classes)
+
+    def embeddings(split) -> tuple[EvalSet, np.ndarray, np.ndarray, np.ndarray]:
+        rows = probe.data.rows(split)
+        with torch.no_grad():
+            images = F.normalize(probe.model.image_head(torch.from_numpy(view_mean[rows.image])), dim=-1).numpy()
+            texts = F.normalize(probe.model.text_head(probe.text_pooled[torch.from_numpy(rows.text)]), dim=-1)
+        return rows, images, texts.numpy(), np.array([index[s] for s in split.scenes])
+
+    rows, _, train_texts, train_scenes = embeddings(probe.data.train)
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(train_texts.shape[1], len(classes))
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=0.05, weight_decay=1e-2)
+    x, y = torch.from_numpy(train_texts), torch.from_numpy(train_scenes[rows.caption_image])
+    for _ in range(300):  # full batch: 40k captions x 256 dims
+        optimizer.zero_grad()
+        F.cross_entropy(classifier(x), y).backward()
+        optimizer.step()
+    priors = {f"zero-shot, {b:g}·p": ("zero-shot", lambda p, b=b: b * p) for b in (0.05, 0.1, 0.2)}
+    priors |= {f"trained, {b:g}·p": ("trained", lambda p, b=b: b * p) for b in (0.05, 0.1, 0.2, 0.3)}
+    priors |= {f"trained, {b:g}·log p": ("trained", lambda p, b=b: b * np.log(p + 1e-4)) for b in (0.02, 0.05, 0.1)}
+    out: dict = {}
+    for split in ("val", "test"):
+        rows, images, texts, scenes = embeddings(getattr(probe.data, split))
+        with torch.no_grad():
+            probs = {"zero-shot": zero_shot.probabilities(texts),
+                     "trained": F.softmax(classifier(torch.from_numpy(texts)), dim=-1).numpy()}
+        sims = images @ texts.T
+        caption_scene = scenes[rows.caption_image]
+        out[split] = {"no prior": retrieval_recalls(sims, rows.caption_image)["mR"],
+                      **{f"caption scene acc, {k}": float(100 * np.mean(v.argmax(1) == caption_scene))
+                         for k, v in probs.items()},
+                      **{name: retrieval_recalls(sims + form(probs[source][:, scenes].T), rows.caption_image)["mR"]
+                         for name, (source, form) in priors.items()}}
+    chosen = {source: max((n for n in priors if priors[n][0] == source), key=lambda n: out["val"][n])
+              for source in ("zero-shot", "trained")}
+    for source, name in chosen.items():
+        print(f"{source:10s} prior chosen on validation: {name:22s} val {out['val'][name]:.2f}  "
+              f"test {out['test'][name]:.2f}  (caption scene acc on test "
+              f"{out['test'][f'caption scene acc, {source}']:.1f} %)")
+    print(f"no prior: val {out['val']['no prior']:.2f}  test {out['test']['no prior']:.2f}")
+    return {"splits": out, "chosen": chosen}
+
+
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     top = x.max(axis=axis, keepdims=True)
     return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)
@@ -323,7 +385,7 @@ def top_stages(probe: Probe, steps: int, lr: float, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["views", "turn-heads", "qbnorm", "top-stages"])
+    parser.add_argument("stage", choices=["views", "turn-heads", "qbnorm", "top-stages", "caption-prior"])
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--export", type=Path, default=None, help="turn-heads: write the best-on-validation weights")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "feature_cache")
@@ -340,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     probe = Probe(args.cache_dir)
     result = {"views": lambda: views(probe), "qbnorm": lambda: qbnorm(probe),
+              "caption-prior": lambda: caption_prior(probe, args.cache_dir),
               "turn-heads": lambda: turn_heads(probe, args.cache_dir, args.seeds, args.lr or 3e-4, args.steps or 1500,
                                                probe.model.cfg.head_hidden if args.head_hidden is None
                                                else args.head_hidden, args.scene_aug,
