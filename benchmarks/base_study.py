@@ -265,8 +265,12 @@ def stage_study(args) -> dict:
                 model.load_state_dict(warm_heads(seed), strict=False)
                 sched = dataclasses.replace(sched, warmup_steps=min(sched.warmup_steps, args.steps // 10),
                                             queue_warmup_steps=min(sched.queue_warmup_steps, args.steps // 6))
-            if cfg.method == "full":
+            if cfg.method == "full" and args.full_ft_budget == "samples":  # as many samples as CMER's steps saw
+                cmer_batch = dataclasses.replace(Schedule(), **STUDY["CMER"][1]).batch_size
+                sched = dataclasses.replace(sched, steps=args.steps * cmer_batch // sched.batch_size)
+            elif cfg.method == "full":
                 sched = dataclasses.replace(sched, time_budget_s=cmer_seconds or args.full_budget_s)
+            if cfg.method == "full":
                 img_src = LiveImages(model, data.paths, tower_preprocess(args.size), np.random.default_rng(seed))
                 txt_src = LiveTexts(model, text_ids)
             elif cfg.method == "mrs":
@@ -322,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--full-budget-s", type=float, default=900.0,
                         help="full FT's training time when CMER was not run first (else CMER's)")
+    parser.add_argument("--full-ft-budget", choices=["wall-clock", "samples"], default="wall-clock",
+                        help="full FT gets CMER's training time, or as many samples as CMER's --steps")
     parser.add_argument("--methods", type=lambda s: s.split(";"), default=list(STUDY))
     parser.add_argument("--export", type=Path, default=None, help="write the best-on-validation model's weights here")
     parser.add_argument("--progress", action="store_true")
