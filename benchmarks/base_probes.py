@@ -121,8 +121,15 @@ class Probe:
             pooled = torch.cat([self.image_top(torch.from_numpy(np.asarray(self.stage4[0, rows.image[s:s + 256]],
                                                                              dtype=np.float32)))
                                 for s in range(0, len(rows.image), 256)])
-            images = F.normalize(self.model.image_head(pooled), dim=-1).numpy()
-            texts = F.normalize(self.model.text_head(self.text_pooled[torch.from_numpy(rows.text)]), dim=-1).numpy()
+        return self.head_embeddings(self.model, pooled, rows.text)
+
+    def head_embeddings(self, model: TowerCLIP, pooled: np.ndarray | torch.Tensor, text_rows: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-length embeddings, through ``model``'s heads (in eval mode), of pooled image features and of
+        the cached captions at ``text_rows``."""
+        with torch.no_grad():
+            images = F.normalize(model.image_head(torch.as_tensor(pooled)), dim=-1).numpy()
+            texts = F.normalize(model.text_head(self.text_pooled[torch.from_numpy(text_rows)]), dim=-1).numpy()
         return images, texts
 
     def test_scores(self, images: np.ndarray | None = None) -> dict[str, float]:
@@ -225,11 +232,8 @@ def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps
                        probe.data.pairs(), probe.data.rows(probe.data.val),
                        Schedule(steps=steps, eval_every=steps // 12, lr=lr, scene_aug_p=scene_aug, seed=seed),
                        progress=False)
-        heads.eval()
-        with torch.no_grad():
-            images = F.normalize(heads.image_head(torch.from_numpy(view_mean[test.image])), dim=-1).numpy()
-            captions = F.normalize(heads.text_head(probe.text_pooled[torch.from_numpy(test.text)]), dim=-1).numpy()
-        scores = embedding_scores(heads, images, captions, probe.data)
+        scores = embedding_scores(heads, *probe.head_embeddings(heads.eval(), view_mean[test.image], test.text),
+                                  probe.data)
         run = {"seed": seed, "val_mR": result.best_val["mR"], "best_step": result.best_step,
                "test_mR": scores["mR"], "test_mR_prior": scores["mR_prior"], "scene_acc": scores["scene_acc"]}
         print(json.dumps(run), flush=True)
@@ -260,10 +264,8 @@ def caption_prior(probe: Probe, cache_dir: Path) -> dict:
 
     def embeddings(split) -> tuple[EvalSet, np.ndarray, np.ndarray, np.ndarray]:
         rows = probe.data.rows(split)
-        with torch.no_grad():
-            images = F.normalize(probe.model.image_head(torch.from_numpy(view_mean[rows.image])), dim=-1).numpy()
-            texts = F.normalize(probe.model.text_head(probe.text_pooled[torch.from_numpy(rows.text)]), dim=-1)
-        return rows, images, texts.numpy(), np.array([index[s] for s in split.scenes])
+        images, texts = probe.head_embeddings(probe.model, view_mean[rows.image], rows.text)
+        return rows, images, texts, np.array([index[s] for s in split.scenes])
 
     rows, _, train_texts, train_scenes = embeddings(probe.data.train)
     torch.manual_seed(0)

@@ -265,12 +265,12 @@ def stage_study(args) -> dict:
                 model.load_state_dict(warm_heads(seed), strict=False)
                 sched = dataclasses.replace(sched, warmup_steps=min(sched.warmup_steps, args.steps // 10),
                                             queue_warmup_steps=min(sched.queue_warmup_steps, args.steps // 6))
-            if cfg.method == "full" and args.full_ft_budget == "samples":  # as many samples as CMER's steps saw
-                cmer_batch = dataclasses.replace(Schedule(), **STUDY["CMER"][1]).batch_size
-                sched = dataclasses.replace(sched, steps=args.steps * cmer_batch // sched.batch_size)
-            elif cfg.method == "full":
-                sched = dataclasses.replace(sched, time_budget_s=cmer_seconds or args.full_budget_s)
             if cfg.method == "full":
+                if args.full_ft_budget == "samples":  # as many samples as CMER's steps saw
+                    cmer_batch = dataclasses.replace(Schedule(), **STUDY["CMER"][1]).batch_size
+                    sched = dataclasses.replace(sched, steps=args.steps * cmer_batch // sched.batch_size)
+                else:
+                    sched = dataclasses.replace(sched, time_budget_s=cmer_seconds or args.full_budget_s)
                 img_src = LiveImages(model, data.paths, tower_preprocess(args.size), np.random.default_rng(seed))
                 txt_src = LiveTexts(model, text_ids)
             elif cfg.method == "mrs":

@@ -289,7 +289,7 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
         return False
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
-        raise GeoretError(f"cannot add to {db}: {problem}" + ("" if "new --db" in problem else "; use a new --db"))
+        raise GeoretError(f"cannot add to {db}: {problem}; use a new --db")
     if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
         return False
     counts = store.source_counts()

@@ -105,12 +105,16 @@ def now() -> str:
 
 
 def describe_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """A sentence naming the first identity field that differs, or None if compatible."""
+    """A sentence naming the first identity field that differs, or None if compatible.
+
+    Only the mismatch: each caller adds what to do about it (a writer: use a
+    new --db; a query: re-index).
+    """
     for key in IDENTITY_KEYS:
         if stored.get(key) != current.get(key):
             if (stored.get("arch"), stored.get("pretrained")) == (current.get("arch"), current.get("pretrained")):
                 return (f"this index was built with other {stored.get('pretrained')} weights of {stored.get('arch')} "
-                        f"(an earlier georet release or a changed file: {key} differs); re-index into a new --db")
+                        f"(an earlier georet release or a changed file: {key} differs)")
             return (f"this index was built with model {stored.get('arch')} ({stored.get('pretrained')}), "
                     f"not {current.get('arch')} ({current.get('pretrained')}): {key} differs")
     return None

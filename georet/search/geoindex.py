@@ -116,7 +116,7 @@ class GeoIndex:
     def _check_model(self, model: EmbeddingModel | QueryTextEncoder) -> None:
         problem = describe_mismatch(self.store.model_identity, model.identity)
         if problem:
-            raise GeoretError(f"cannot query {self.path}: {problem}")
+            raise GeoretError(f"cannot query {self.path}: {problem}; re-index into a new --db")
 
     def info(self) -> dict[str, Any]:
         """Summary of the index: tile count, model, sources, scenes."""
