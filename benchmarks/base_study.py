@@ -65,21 +65,24 @@ class Data:
     test: RetrievalSplit
     paths: list[Path]
     texts: list[str]
+    min_distinct_captions: int = 1
 
     @classmethod
-    def load(cls, train_images: int | None = None) -> "Data":
+    def load(cls, train_images: int | None = None, min_distinct_captions: int = 1) -> "Data":
+        """``min_distinct_captions`` > 1: validation only among images with that many distinct captions,
+        like the test split (:meth:`RetrievalSplit.split_validation`)."""
         full_train = load_karpathy(DATA, "train")
         if train_images:
             keep = np.random.default_rng(0).permutation(len(full_train.images))[:train_images]
             full_train = full_train.subset(sorted(keep))
-        train_split, val = full_train.split_validation(VAL_FRACTION, VAL_SEED)
+        # the random split fixes the row order of the feature caches, whichever validation is used
+        cache_train, cache_val = full_train.split_validation(VAL_FRACTION, VAL_SEED)
+        train_split, val = full_train.split_validation(VAL_FRACTION, VAL_SEED, min_distinct_captions)
         test = load_karpathy(DATA, "test")
-        paths = list(dict.fromkeys([*train_split.images, *val.images, *test.images]))
-        words = default_prompt_words()
-        scene_texts = [SCENE_TEMPLATE.format(words.get(s, s), c)
-                       for c, s in zip(train_split.captions, (train_split.scenes[i] for i in train_split.caption_image))]
-        texts = list(dict.fromkeys([*train_split.captions, *scene_texts, *val.captions, *test.captions]))
-        return cls(train_split, val, test, paths, texts)
+        paths = list(dict.fromkeys([*cache_train.images, *cache_val.images, *test.images]))
+        texts = list(dict.fromkeys([*cache_train.captions, *scene_texts(cache_train), *cache_val.captions,
+                                    *test.captions, *scene_texts(train_split)]))
+        return cls(train_split, val, test, paths, texts, min_distinct_captions)
 
     def rows(self, split: RetrievalSplit) -> EvalSet:
         image_row = {p: i for i, p in enumerate(self.paths)}
@@ -87,12 +90,24 @@ class Data:
         return EvalSet(np.array([image_row[p] for p in split.images]), np.array([text_row[c] for c in split.captions]),
                        np.asarray(split.caption_image))
 
-    def pairs(self) -> Pairs:
+    def pairs(self, distinct: bool = False) -> Pairs:
+        """The train pairs; ``distinct``: each (image, caption) once, not an image's identical captions 5 times."""
         rows = self.rows(self.train)
-        words, text_row = default_prompt_words(), {t: i for i, t in enumerate(self.texts)}
-        scene = [text_row[SCENE_TEMPLATE.format(words.get(s, s), c)]
-                 for c, s in zip(self.train.captions, (self.train.scenes[i] for i in self.train.caption_image))]
-        return Pairs(rows.image[rows.caption_image], rows.text, np.array(scene))
+        text_row = {t: i for i, t in enumerate(self.texts)}
+        pairs = Pairs(rows.image[rows.caption_image], rows.text,
+                      np.array([text_row[t] for t in scene_texts(self.train)]))
+        if not distinct:
+            return pairs
+        _, first = np.unique(np.stack([pairs.image, pairs.text]), axis=1, return_index=True)
+        keep = np.sort(first)
+        return Pairs(pairs.image[keep], pairs.text[keep], pairs.scene_text[keep])
+
+
+def scene_texts(split: RetrievalSplit) -> list[str]:
+    """Each caption of ``split`` prefixed with its image's scene (CMER's scene label augmentation)."""
+    words = default_prompt_words()
+    return [SCENE_TEMPLATE.format(words.get(s, s), c)
+            for c, s in zip(split.captions, (split.scenes[i] for i in split.caption_image))]
 
 
 def cached(folder: Path, meta: dict, make) -> FeatureCache:

@@ -15,6 +15,7 @@ from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
 from georet.models.minilm import MiniLMTower
 from georet.models.tower_clip import (SideBranch, SideConfig, TowerCLIP, TowerCLIPConfig, load_tower_weights,
                                       save_tower_weights)
+from georet.training.ensemble import assemble_heads
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,33 @@ def test_mlp_heads_start_as_the_linear_heads_whose_weights_they_load():
         assert not torch.allclose(with_mlp.image_head(pooled), linear.image_head(pooled), atol=1e-2)
     with pytest.raises(GeoretError, match="head_hidden must be >= 0"):
         TowerCLIPConfig(head_hidden=-1)
+
+
+def test_head_ensemble_turns_members_trained_apart_into_one_space():
+    """A member that is another member turned by an orthogonal matrix (the freedom seeds leave a contrastive head)
+    is turned back exactly: the assembled ensemble embeds as that member alone."""
+    torch.manual_seed(0)
+    cfg = TowerCLIPConfig(method="lit", embed_dim=16, head_hidden=8)
+    first, turned = TowerCLIP(cfg), TowerCLIP(cfg)
+    for head in (first.image_head, first.text_head):
+        torch.nn.init.normal_(head.out.weight, std=0.1)
+    turned.load_state_dict(first.state_dict())
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]
+    images, texts = torch.randn(40, first.visual.pooled_dim), torch.randn(40, first.text.pooled_dim)
+    with torch.no_grad():
+        for head in (turned.image_head, turned.text_head):
+            head.rotate_output(rotation)
+        assert torch.allclose(turned.eval().image_head(images), first.eval().image_head(images) @ rotation, atol=1e-5)
+        ensemble = assemble_heads([first, turned], images, texts)
+        assert ensemble.cfg.head_members == 2 and ensemble.visual is first.visual
+        expected = torch.nn.functional.normalize(first.image_head(images), dim=-1)
+        assert torch.allclose(ensemble.image_head(images), expected, atol=1e-5)
+        assert torch.allclose(ensemble.text_head(texts), torch.nn.functional.normalize(first.text_head(texts), dim=-1),
+                              atol=1e-5)
+    with pytest.raises(GeoretError, match="single-head lit models of one config"):
+        assemble_heads([first, TowerCLIP(dataclasses.replace(cfg, embed_dim=8))], images, texts)
+    with pytest.raises(GeoretError, match="head_members must be >= 1"):
+        TowerCLIPConfig(head_members=0)
 
 
 def test_weights_file_round_trip_and_refusals(tmp_path, lit_model):

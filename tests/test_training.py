@@ -216,6 +216,21 @@ def test_karpathy_and_precomp_give_the_same_split(mini):
     assert len(train_part) + len(val_part) == 15 and not set(train_part.images) & set(val_part.images)
 
 
+def test_validation_can_be_drawn_like_a_test_split_of_images_with_distinct_captions(mini):
+    split = load_retrieval_data(mini, "train")
+    same = {0, 4, 7, 9, 12}  # these images get 5 identical captions, like half of RSICD's train images
+    split.captions = [f"the same words for image {i}" if i in same else c
+                      for c, i in zip(split.captions, split.caption_image.tolist())]
+    for seed in range(5):
+        train_part, val_part = split.split_validation(0.2, seed, min_distinct_captions=2)
+        assert len(val_part) == 3 and len(train_part) == 12
+        assert not {split.images.index(p) for p in val_part.images} & same
+        assert set(train_part.images) | set(val_part.images) == set(split.images)
+        assert len(train_part.captions) + len(val_part.captions) == len(split.captions)
+    with pytest.raises(GeoretError, match="only 10 images have 2 distinct captions; validation needs 11"):
+        split.split_validation(0.75, 0, min_distinct_captions=2)
+
+
 def test_scene_label_augmentation(mini):
     model = load_model(ModelSpec("georet-tiny", None), device="cpu")
     split = load_retrieval_data(mini, "train")

@@ -175,6 +175,26 @@ def _dense(state: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.nd
             state[f"{prefix}.bias"].astype(np.float32))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class _Head:
+    """georet's ``Projection`` at ``prefix``: a linear map plus, when trained with one, the residual MLP."""
+
+    def __init__(self, state: dict[str, np.ndarray], prefix: str):
+        self.linear = _dense(state, prefix)
+        self.mlp = (_dense(state, f"{prefix}.hidden"), _dense(state, f"{prefix}.out")) \
+            if f"{prefix}.hidden.weight" in state else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.linear[0] + self.linear[1]
+        if self.mlp is not None:
+            (w1, b1), (w2, b2) = self.mlp
+            y = y + _gelu(x @ w1 + b1) @ w2 + b2
+        return y
+
+
 class QueryTextEncoder:
     """Encodes query text like the torch georet-base model does: ``encode_text``, ``logit_scale``, ``identity``."""
 
@@ -182,22 +202,19 @@ class QueryTextEncoder:
                  state: dict[str, np.ndarray], text_folder: Path, backbones: dict[str, str]):
         self.tokenizer = WordPiece(text_folder, config["text_context_length"])
         self.minilm = NumpyMiniLM(text_folder)
-        self.head = _dense(state, "text_head")
-        self.head_mlp = (_dense(state, "text_head.hidden"), _dense(state, "text_head.out")) \
-            if "text_head.hidden.weight" in state else None
+        members = config.get("head_members", 1)
+        self.heads = [_Head(state, "text_head" if members == 1 else f"text_head.members.{k}") for k in range(members)]
         self.logit_scale = float(np.exp(np.float32(state["logit_scale"])))
-        self.dim = int(self.head[0].shape[1])
+        self.dim = int(self.heads[0].linear[0].shape[1])
         self.identity = model_identity(arch, pretrained, cached_sha256(weights_file), None, self.dim,
                                        tower_preprocess(config["image_size"]).to_dict(), backbones)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> float32 (N, dim), unit length."""
         pooled = self.minilm(self.tokenizer.ids(list(texts)))
-        feats = pooled @ self.head[0] + self.head[1]
-        if self.head_mlp is not None:
-            (w1, b1), (w2, b2) = self.head_mlp
-            feats = feats + _gelu(pooled @ w1 + b1) @ w2 + b2
-        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        if len(self.heads) == 1:
+            return _unit(self.heads[0](pooled))
+        return _unit(np.mean([_unit(head(pooled)) for head in self.heads], axis=0))  # as HeadEnsemble
 
 
 def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None = None) -> QueryTextEncoder | None:

@@ -92,6 +92,40 @@ class Projection(nn.Linear):
             return y
         return y + self.out(F.dropout(F.gelu(self.hidden(x)), self.dropout, self.training))
 
+    @torch.no_grad()
+    def rotate_output(self, rotation: torch.Tensor) -> None:
+        """Make this head output ``head(x) @ rotation`` (an orthogonal (out, out) matrix), exactly, by
+        turning the weights of its output layers: how :class:`HeadEnsemble` puts its members in one space."""
+        for layer in (self, self.out):
+            if layer is not None:
+                layer.weight.copy_(rotation.T @ layer.weight)
+                layer.bias.copy_(layer.bias @ rotation)
+
+
+class HeadEnsemble(nn.Module):
+    """Several heads trained apart (other seeds), in one space: the mean of their unit-length outputs.
+
+    Heads trained from different seeds agree on which pairs match but each
+    has its own rotation of the joint space; the members are turned into the
+    first one's space when assembled (Procrustes on training embeddings,
+    :func:`georet.training.ensemble.assemble_heads`), so the ensemble keeps
+    ``embed_dim`` and the index keeps its size. Only this head is repeated:
+    the towers run once.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, hidden: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.members = nn.ModuleList(Projection(in_dim, out_dim, hidden, dropout) for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.normalize(member(x), dim=-1) for member in self.members]).mean(0)
+
+
+def _head(cfg: "TowerCLIPConfig", in_dim: int) -> nn.Module:
+    if cfg.head_members == 1:
+        return Projection(in_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dropout)
+    return HeadEnsemble(cfg.head_members, in_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dropout)
+
 
 @dataclass(frozen=True)
 class TowerCLIPConfig:
@@ -122,11 +156,15 @@ class TowerCLIPConfig:
     #: what it cannot map (validation mR 26.4 -> 28.7 at 1024; benchmarks/base_probes.py turn-heads)
     head_hidden: int = 0
     head_dropout: float = 0.2
+    #: heads per tower: > 1 is an ensemble of heads trained from that many seeds (:class:`HeadEnsemble`)
+    head_members: int = 1
 
     def __post_init__(self) -> None:
         if self.head_hidden < 0 or not 0.0 <= self.head_dropout < 1.0:
             raise GeoretError(f"head_hidden must be >= 0 and head_dropout in [0, 1), got {self.head_hidden}, "
                               f"{self.head_dropout}")
+        if self.head_members < 1:
+            raise GeoretError(f"head_members must be >= 1, got {self.head_members}")
         if self.image_views not in (1, 2, 4):
             raise GeoretError(f"image_views must be 1, 2 or 4 quarter turns, got {self.image_views}")
         if self.centre_crop_view is not None and not 0.0 < self.centre_crop_view < 1.0:
@@ -250,8 +288,8 @@ class TowerCLIP(nn.Module):
             if cfg.method == "focus" else None
         self.text_side = SideBranch(self.text.tap_dims, self.text.pooled_dim, cfg.text_side) \
             if cfg.method == "focus" else None
-        self.image_head = Projection(self.visual.pooled_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dropout)
-        self.text_head = Projection(self.text.pooled_dim, cfg.embed_dim, cfg.head_hidden, cfg.head_dropout)
+        self.image_head = _head(cfg, self.visual.pooled_dim)
+        self.text_head = _head(cfg, self.text.pooled_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     # -- weights -----------------------------------------------------------------------
@@ -286,11 +324,11 @@ class TowerCLIP(nn.Module):
 
     def _fused_image_feature(self, taps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         """The pooled feature the image head reads: the tower's, plus the side branch's rewrite."""
-        pooled = pooled.to(self.image_head.weight.dtype)
+        pooled = pooled.to(self.logit_scale.dtype)
         return pooled + self.image_side(taps) if self.image_side is not None else pooled
 
     def embed_text(self, taps: list[torch.Tensor], mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        pooled = pooled.to(self.text_head.weight.dtype)
+        pooled = pooled.to(self.logit_scale.dtype)
         if self.text_side is not None:
             pooled = pooled + self.text_side(taps, mask)
         return self.text_head(pooled)
