@@ -253,6 +253,12 @@ def _config(mini, out, method, **train):
     return overrides
 
 
+def test_training_config_reaches_the_validation_split(mini, tmp_path):
+    # every mini image has 5 distinct captions: asking for 6 leaves no image eligible for validation
+    with pytest.raises(GeoretError, match="only 0 images have 6 distinct captions; validation needs 3"):
+        train(load_config(None, _config(mini, tmp_path, "focus") + ["data.val_min_distinct_captions=6"]))
+
+
 @pytest.mark.parametrize("method,loss", [("focus", "infonce"), ("mrs", "hmmc"), ("full", "infonce")])
 def test_training_steps_write_plug_in_checkpoints(mini, tmp_path, method, loss):
     overrides = _config(mini, tmp_path / method, method) + [f"loss.name={loss}", "loss.queue_size=16",

@@ -63,6 +63,9 @@ class DataConfig:
     train_split: str = "train"
     #: fraction of the training images held out for model selection
     val_fraction: float = 0.1
+    #: draw validation images only among those with at least this many distinct captions (2: like the
+    #: RSICD/RSITMD test splits, where images rarely repeat one caption; see RetrievalSplit.split_validation)
+    val_min_distinct_captions: int = 1
     #: keep only images of these scene classes
     scenes: tuple[str, ...] | None = None
     #: ... or tiled scenes of your own region: a raster plus a land-cover layer

@@ -85,7 +85,7 @@ def _load_data(config: TrainConfig, out_dir: Path):
         raise GeoretError("set data.path (a Karpathy .json file or a precomp folder) or data.raster + data.landcover")
     if data_cfg.scenes:
         data = data.where_scene(set(data_cfg.scenes))
-    return data.split_validation(data_cfg.val_fraction, config.train.seed)
+    return data.split_validation(data_cfg.val_fraction, config.train.seed, data_cfg.val_min_distinct_captions)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
