@@ -98,6 +98,11 @@ VIEW_SETS = {"plain": ["r0"], "0° + 180°": ["r0", "r2"], "plain + mirror": ["r
 MAX_VIEWS = 5
 
 
+def mean_recall(images: np.ndarray, texts: np.ndarray, rows: EvalSet) -> float:
+    """mR of unit-length image and caption embeddings of an evaluation set."""
+    return retrieval_recalls(images @ texts.T, rows.caption_image)["mR"]
+
+
 def bundled() -> TowerCLIP:
     model = TowerCLIP(TowerCLIPConfig.from_dict(json.loads(BASE_CONFIG.read_text())))  # probes run the parts
     model.load_backbones()
@@ -238,8 +243,7 @@ def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps
               "crop": crop, "distinct_pairs": distinct_pairs, "val_min_distinct_captions": probe.data.min_distinct_captions}
 
     def scores(model: TowerCLIP) -> dict[str, float]:
-        val_mR = retrieval_recalls(np.matmul(*(lambda e: (e[0], e[1].T))(
-            probe.head_embeddings(model, view_mean[val.image], val.text))), val.caption_image)["mR"]
+        val_mR = mean_recall(*probe.head_embeddings(model, view_mean[val.image], val.text), val)
         test_scores = embedding_scores(model, *probe.head_embeddings(model, view_mean[test.image], test.text),
                                        probe.data)
         return {"val_mR": val_mR, "test_mR": test_scores["mR"], "test_mR_prior": test_scores["mR_prior"],
@@ -274,7 +278,7 @@ def turn_heads(probe: Probe, cache_dir: Path, seeds: list[int], lr: float, steps
     print(f"chosen on validation: {chosen} ({json.dumps(candidates[chosen][0])})")
     if export:
         save_tower_weights(export, candidates[chosen][1], {**record, "chosen": chosen, **candidates[chosen][0]})
-    return {"runs": runs, "summary": summary, "ensembles": [c for n, (c, _) in candidates.items() if "members" in c],
+    return {"runs": runs, "summary": summary, "ensembles": [c for c, _ in candidates.values() if "members" in c],
             "chosen": chosen}
 
 
@@ -375,7 +379,7 @@ def top_stages(probe: Probe, steps: int, lr: float, seed: int) -> dict:
     pairs, val = probe.data.pairs(), probe.data.rows(probe.data.val)
 
     def val_mR() -> float:
-        return retrieval_recalls(np.matmul(*(lambda e: (e[0], e[1].T))(probe.embed(val))), val.caption_image)["mR"]
+        return mean_recall(*probe.embed(val), val)
 
     best = (val_mR(), 0, {k: v.clone() for k, v in model.state_dict().items()})
     print(f"start: val {best[0]:.2f}", flush=True)
