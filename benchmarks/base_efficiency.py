@@ -29,7 +29,6 @@ def worker(method: str, batch_size: int, steps: int, data: Path) -> dict:
 
     import numpy as np
     import psutil
-    import torch
 
     from georet.models.identity import tower_config
     from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig

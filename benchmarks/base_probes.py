@@ -320,11 +320,16 @@ def caption_prior(probe: Probe, cache_dir: Path) -> dict:
                      "trained": F.softmax(classifier(torch.from_numpy(texts)), dim=-1).numpy()}
         sims = images @ texts.T
         caption_scene = scenes[rows.caption_image]
+        predicted = zero_shot.probabilities(images).argmax(1)  # an image query's scene, as georet eval has it
+
+        def with_prior(p: np.ndarray, form) -> float:
+            return retrieval_recalls(sims + form(p[:, predicted].T), rows.caption_image,
+                                     caption_query_similarity=sims + form(p[:, scenes].T))["mR"]
+
         out[split] = {"no prior": retrieval_recalls(sims, rows.caption_image)["mR"],
                       **{f"caption scene acc, {k}": float(100 * np.mean(v.argmax(1) == caption_scene))
                          for k, v in probs.items()},
-                      **{name: retrieval_recalls(sims + form(probs[source][:, scenes].T), rows.caption_image)["mR"]
-                         for name, (source, form) in priors.items()}}
+                      **{name: with_prior(probs[source], form) for name, (source, form) in priors.items()}}
     chosen = {source: max((n for n in priors if priors[n][0] == source), key=lambda n: out["val"][n])
               for source in ("zero-shot", "trained")}
     for source, name in chosen.items():

@@ -44,6 +44,7 @@ from georet.models.minilm import WordPieceTokenizer
 from georet.models.preprocess import tower_preprocess
 from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
 from georet.training.data import SCENE_TEMPLATE, RetrievalSplit, load_karpathy
+from georet.training.evaluate import scene_prior_matrices
 from georet.training.feature_cache import FeatureCache, cache_images, cache_texts
 from georet.training.metrics import retrieval_recalls
 from georet.training.tower_trainer import (CachedFeatures, EvalSet, LiveImages, LiveTexts, Pairs, Schedule, embed,
@@ -147,18 +148,19 @@ def test_scores(model: TowerCLIP, images, texts, data: Data) -> dict[str, float]
 
 def embedding_scores(model: TowerCLIP, image_feats: np.ndarray, text_feats: np.ndarray, data: Data
                      ) -> dict[str, float]:
-    """:func:`test_scores` of given test embeddings (unit length; images and captions in split order)."""
+    """:func:`test_scores` of given test embeddings (unit length; images and captions in split order), with
+    the prior as ``georet eval`` applies it (no query image's label read)."""
     test = data.rows(data.test)
     sims = image_feats @ text_feats.T
+    text_model = _TextOnly(model)
+    image_queries, caption_queries = scene_prior_matrices(text_model, data.test, image_feats, text_feats)
     classes = classes_for_labels(data.test.scenes)
-    zero_shot = ZeroShotScenes(_TextOnly(model), classes)
-    index = {c.label: k for k, c in enumerate(classes)}
-    truth = np.array([index[s] for s in data.test.scenes])
-    caption_probs = zero_shot.probabilities(text_feats)
-    prior = caption_probs[:, truth].T
+    truth = np.array([[c.label for c in classes].index(s) for s in data.test.scenes])
     return {"mR": retrieval_recalls(sims, test.caption_image)["mR"],
-            "mR_prior": retrieval_recalls(sims + PRIOR * prior, test.caption_image)["mR"],
-            "scene_acc": float(100 * np.mean(zero_shot.probabilities(image_feats).argmax(1) == truth))}
+            "mR_prior": retrieval_recalls(sims + PRIOR * image_queries, test.caption_image,
+                                          caption_query_similarity=sims + PRIOR * caption_queries)["mR"],
+            "scene_acc": float(100 * np.mean(ZeroShotScenes(text_model, classes).probabilities(image_feats)
+                                             .argmax(1) == truth))}
 
 
 def summarise(runs: list[dict]) -> dict:

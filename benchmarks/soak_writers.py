@@ -90,7 +90,6 @@ def main() -> None:
         for round_no in range(args.rounds):
             rasters = [write_raster(work / f"r{round_no}-{i}.tif", args.side, seed=100 * round_no + i)
                        for i in range(args.rasters)]
-            planned_now = {str(r.resolve()): (args.side // TILE_PX) ** 2 for r in rasters}
             started = time.perf_counter()
             procs = [subprocess.Popen(index_command(rng.sample(rasters, len(rasters)), db),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from georet.errors import GeoretError
 from georet.models import AdaptedCLIP, AdapterConfig, ModelSpec, file_sha256, load_model, open_clip_module
 from georet.training import evaluate, load_config, train
 from georet.training.data import CaptionPairs, load_retrieval_data
+from georet.training.evaluate import embed_split, scene_prior_matrices
 from georet.training.losses import FeatureQueues, hmmc_loss, info_nce
 from georet.training.metrics import retrieval_recalls
 
@@ -72,6 +74,32 @@ def test_perfect_and_reversed_rankings():
     assert retrieval_recalls(perfect, caption_image)["mR"] == 100
     worst = retrieval_recalls(-perfect, caption_image)
     assert worst["i2t_r10"] == 0 and worst["t2i_r10"] == 0
+
+
+def test_caption_queries_can_rank_with_their_own_scores():
+    # 2 images × 2 captions. Image queries read `sims` (both right); caption queries read `flipped`
+    # (both wrong), as a query-time prior that depends on which side asks does.
+    sims = np.array([[0.9, 0.1], [0.1, 0.9]])
+    flipped = sims[::-1]
+    m = retrieval_recalls(sims, np.array([0, 1]), caption_query_similarity=flipped)
+    assert (m["i2t_r1"], m["t2i_r1"], m["t2i_r5"]) == (100.0, 0.0, 100.0)
+    assert m["mR"] == pytest.approx(500 / 6)
+    with pytest.raises(ValueError, match="needs the shape of similarity"):
+        retrieval_recalls(sims, np.array([0, 1]), caption_query_similarity=sims[:1])
+
+
+def test_scene_prior_reads_no_query_image_label(mini):
+    test = load_retrieval_data(mini, "test")
+    model = load_model(ModelSpec("georet-tiny", None), device="cpu")
+    image_feats, text_feats = embed_split(model, test)
+    image_queries, caption_queries = scene_prior_matrices(model, test, image_feats, text_feats)
+    relabelled = dataclasses.replace(test, scenes=test.scenes[3:] + test.scenes[:3])  # every label wrong
+    wrong_image_queries, wrong_caption_queries = scene_prior_matrices(model, relabelled, image_feats, text_feats)
+    # image queries: scenes predicted from pixels, whatever the metadata says
+    np.testing.assert_array_equal(wrong_image_queries, image_queries)
+    # the gallery reads its metadata: image i's row is the captions' probability of its (shifted) label
+    np.testing.assert_array_equal(wrong_caption_queries, np.roll(caption_queries, -3, axis=0))
+    assert not np.allclose(wrong_caption_queries, caption_queries)
 
 
 # -- losses -------------------------------------------------------------------------------
