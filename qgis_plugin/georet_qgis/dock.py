@@ -46,7 +46,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import runner
-from .server import ServerProcess, error_of, search_query
+from .server import ServerProcess, error_of
 from .results_layer import build_layer, build_partner_layer, parse_geojson, replace_results_layer
 
 ANY_SCENE = "(any scene)"
@@ -257,8 +257,8 @@ class GeoretDock(QDockWidget):
                        scene=None if scene == ANY_SCENE else scene, like=self.like, unlike=self.unlike,
                        min_score=threshold / _SLIDER_STEPS if threshold else None,
                        dissolve=self.dissolve_check.isChecked())
-        args = runner.query_args(db, text, self.k_spin.value(), **options)
-        query = search_query(text, self.k_spin.value(), **options)
+        search = runner.Search(text, self.k_spin.value(), **options)
+        args, query = search.cli_args(db), search.query_string()
         self._cancelled = False
         self.search_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -126,10 +126,10 @@ class SearchTilesAlgorithm(_GeoretAlgorithm):
         if parameters.get(self.EXTENT):
             box = self.parameterAsExtent(parameters, self.EXTENT, context, wgs84)
             bbox = [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
-        args = runner.query_args(self.parameterAsString(parameters, self.DB, context),
-                                 self.parameterAsString(parameters, self.QUERY, context),
-                                 self.parameterAsInt(parameters, self.K, context), bbox=bbox,
-                                 scene=self.parameterAsString(parameters, self.SCENE, context) or None)
+        search = runner.Search(self.parameterAsString(parameters, self.QUERY, context),
+                               self.parameterAsInt(parameters, self.K, context), bbox=bbox,
+                               scene=self.parameterAsString(parameters, self.SCENE, context) or None)
+        args = search.cli_args(self.parameterAsString(parameters, self.DB, context))
         geojson = self._run(args, feedback)
         fields = QgsJsonUtils.stringToFields(geojson)
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields,

@@ -12,7 +12,9 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
+from urllib.parse import urlencode
 
 from qgis.core import QgsSettings
 from qgis.PyQt.QtCore import QProcess, QProcessEnvironment
@@ -47,23 +49,44 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
 
 
-def query_args(db: str, text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None,
-               like: Sequence[str] = (), unlike: Sequence[str] = (), min_score: float | None = None,
-               dissolve: bool = False) -> list[str]:
-    """``georet query`` arguments; the text may be empty when there are examples to search with."""
-    args = ["query", *([text] if text.strip() else []), "--db", db, "-k", str(int(k)), "--format", "geojson"]
-    if bbox is not None:
-        args += ["--bbox", ",".join(repr(float(v)) for v in bbox)]
-    if scene:
-        args += ["--scene", scene]
-    for flag, tiles in (("--like", like), ("--unlike", unlike)):
-        for tile_id in tiles:
-            args += [flag, tile_id]
-    if min_score is not None:
-        args += ["--min-score", repr(float(min_score))]
-    if dissolve:
-        args.append("--dissolve")
-    return args
+@dataclass(frozen=True)
+class Search:
+    """One search as the panel or the Processing algorithm asks it, written once for both ways of running it:
+    ``georet query`` arguments and the ``/search`` query string of ``georet serve``. The text may be empty
+    when there are examples to search with."""
+
+    text: str
+    k: int
+    bbox: Sequence[float] | None = None
+    scene: str | None = None
+    like: Sequence[str] = ()
+    unlike: Sequence[str] = ()
+    min_score: float | None = None
+    dissolve: bool = False
+
+    def _options(self) -> list[tuple[str, str | None]]:
+        """(name, value) of every option set, in order; value None = a switch that is on."""
+        options: list[tuple[str, str | None]] = [("k", str(int(self.k)))]
+        if self.bbox is not None:
+            options.append(("bbox", ",".join(repr(float(v)) for v in self.bbox)))
+        if self.scene:
+            options.append(("scene", self.scene))
+        options += [("like", t) for t in self.like] + [("unlike", t) for t in self.unlike]
+        if self.min_score is not None:
+            options.append(("min_score", repr(float(self.min_score))))
+        if self.dissolve:
+            options.append(("dissolve", None))
+        return options
+
+    def cli_args(self, db: str) -> list[str]:
+        args = ["query", *([self.text] if self.text.strip() else []), "--db", db, "--format", "geojson"]
+        for name, value in self._options():
+            args += ["-k" if name == "k" else "--" + name.replace("_", "-"), *([] if value is None else [value])]
+        return args
+
+    def query_string(self) -> str:
+        text = [("q", self.text)] if self.text.strip() else []
+        return urlencode(text + [(name, "true" if value is None else value) for name, value in self._options()])
 
 
 def label_args(db: str, name: str, positive: Sequence[str], negative: Sequence[str]) -> list[str]:

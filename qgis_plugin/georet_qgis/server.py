@@ -9,8 +9,7 @@ unloads, and falls back to the CLI when it cannot start.
 from __future__ import annotations
 
 import json
-from typing import Callable, Sequence
-from urllib.parse import urlencode
+from typing import Callable
 
 from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QObject, QProcess, QTimer, QUrl, pyqtSignal
@@ -21,25 +20,6 @@ from . import runner
 #: How long a starting server may take to answer /health before the panel uses the CLI instead.
 START_TIMEOUT_MS = 120_000
 _POLL_MS = 200
-
-
-def search_query(text: str, k: int, bbox: Sequence[float] | None = None, scene: str | None = None,
-                 like: Sequence[str] = (), unlike: Sequence[str] = (), min_score: float | None = None,
-                 dissolve: bool = False) -> str:
-    """The ``/search`` query string for the same search :func:`runner.query_args` gives the CLI."""
-    params: list[tuple[str, str]] = [("k", str(int(k)))]
-    if text.strip():
-        params.append(("q", text))
-    if bbox is not None:
-        params.append(("bbox", ",".join(repr(float(v)) for v in bbox)))
-    if scene:
-        params.append(("scene", scene))
-    params += [("like", t) for t in like] + [("unlike", t) for t in unlike]
-    if min_score is not None:
-        params.append(("min_score", repr(float(min_score))))
-    if dissolve:
-        params.append(("dissolve", "true"))
-    return urlencode(params)
 
 
 class ServerProcess(QObject):

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import processing
 import pytest
@@ -229,6 +230,20 @@ def test_relational_search_draws_partners_apart(plugin, env):
     dock.search()
     assert wait_for(dock.searchFinished) == [True]
     assert QgsProject.instance().mapLayersByName(PARTNER_LAYER_NAME) == []
+
+
+def test_one_search_reads_the_same_to_the_cli_and_the_server():
+    search = runner.Search("airport near river", 7, bbox=(1, 2.5, 3, 4), scene="airport", like=("a#1", "b#2"),
+                           unlike=("c#3",), min_score=0.25, dissolve=True)
+    assert search.cli_args("x.db") == [
+        "query", "airport near river", "--db", "x.db", "--format", "geojson", "-k", "7", "--bbox", "1.0,2.5,3.0,4.0",
+        "--scene", "airport", "--like", "a#1", "--like", "b#2", "--unlike", "c#3", "--min-score", "0.25", "--dissolve"]
+    assert parse_qsl(search.query_string()) == [
+        ("q", "airport near river"), ("k", "7"), ("bbox", "1.0,2.5,3.0,4.0"), ("scene", "airport"), ("like", "a#1"),
+        ("like", "b#2"), ("unlike", "c#3"), ("min_score", "0.25"), ("dissolve", "true")]
+    examples_only = runner.Search("  ", 3, like=("a#1",))  # no text: the examples are the query
+    assert examples_only.cli_args("x.db")[:2] == ["query", "--db"]
+    assert parse_qsl(examples_only.query_string()) == [("k", "3"), ("like", "a#1")]
 
 
 def test_hostile_query_reaches_georet_literally(plugin, env):
