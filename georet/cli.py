@@ -421,7 +421,7 @@ def train(config_path, overrides, as_json) -> None:
 @click.option("--model", "arch", help="open_clip architecture [default: the checkpoint's, else georet's default].")
 @click.option("--pretrained", help="'bundled', a remote-sensing CLIP name, an open_clip tag, a weights file or 'none'.")
 @click.option("--scene-prior", default=0.0, show_default=True, type=float,
-              help="Weight of the query-time scene prior (0 = off; 0.05 chosen on validation for georet-base). "
+              help="Weight of the query-time scene prior (0 = off; 0.02-0.05 best on validation for georet-base). "
                    "An image query's scene is predicted from its pixels, never read from its label.")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
