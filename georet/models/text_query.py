@@ -212,9 +212,8 @@ class QueryTextEncoder:
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> float32 (N, dim), unit length."""
         pooled = self.minilm(self.tokenizer.ids(list(texts)))
-        if len(self.heads) == 1:
-            return _unit(self.heads[0](pooled))
-        return _unit(np.mean([_unit(head(pooled)) for head in self.heads], axis=0))  # as HeadEnsemble
+        # as HeadEnsemble: the mean of the members' unit vectors (one member: its own unit vector)
+        return _unit(np.mean([_unit(head(pooled)) for head in self.heads], axis=0))
 
 
 def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None = None) -> QueryTextEncoder | None:
