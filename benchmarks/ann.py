@@ -191,13 +191,11 @@ def scaled(vectors: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
 
 
 def serve(as_json: bool) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from query_latency import synthetic_rows
-
+    import georet.search.geoindex as geoindex
     from georet.index import TileStore, describe_mismatch
     from georet.models import load_model
-    import georet.search.geoindex as geoindex
     from georet.search import GeoIndex
+    from georet.testing.tables import synthetic_rows
 
     model = load_model(device="cpu")
     if not VECTORS_MODEL.is_file() or json.loads(VECTORS_MODEL.read_text()) != model.identity:

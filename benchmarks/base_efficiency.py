@@ -1,12 +1,13 @@
 """georet-base training memory and throughput per method, towers run live (no feature cache).
 
-Each method trains a few steps of the real trainer (``georet.training.tower_trainer.train``)
+Each method trains a few steps of the real training loop (``georet.training.fit``)
 on the same batch size and real rsicd_aid images, in a fresh process; the peak
 RSS above the loaded model (sampled every 5 ms; on CUDA, peak allocated memory)
 is training memory, optimiser state included. Frozen towers keep no
 activations for backward: nothing before the side branches needs gradients.
 
-    python benchmarks/base_efficiency.py [--batch-size 64] [--steps 3] [--json]
+    python benchmarks/base_efficiency.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json \
+        [--batch-size 64] [--steps 3] [--json]
 """
 
 from __future__ import annotations
@@ -19,32 +20,37 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
-METHODS = ("lit", "focus", "mrs", "full")
+METHODS = ("frozen", "focus", "mrs", "full")
 
 
 def worker(method: str, batch_size: int, steps: int, data: Path) -> dict:
     import dataclasses
 
-    import numpy as np
     import psutil
+    import torch
 
     from georet.models.identity import tower_config
-    from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
-    from georet.training.data import load_karpathy
-    from georet.training.tower_trainer import EvalSet, LiveImages, LiveTexts, Pairs, Schedule, train
     from georet.models.preprocess import tower_preprocess
+    from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig
+    from georet.training import fit, load_config
+    from georet.training.data import load_karpathy
+    from georet.training.encoders import LiveImages, LiveTexts, TowerEncoder
+    from georet.training.pairs import PairTable
 
-    cfg = dataclasses.replace(TowerCLIPConfig.from_dict(tower_config("georet-base")), method=method)
+    cfg = dataclasses.replace(TowerCLIPConfig.from_dict(tower_config("georet-base")), method=method, head_members=1)
     model = TowerCLIP(cfg)
     model.load_backbones()
+    for name, param in model.named_parameters():
+        param.requires_grad_(model.is_trainable(name))
     split = load_karpathy(data, "train").subset(range(batch_size * (steps + 1)))
-    preprocess = tower_preprocess(cfg.image_size)
-    images = LiveImages(model, split.images, preprocess)
-    texts = LiveTexts(model, model.text.tokenizer()(split.captions))
-    pairs = Pairs(np.asarray(split.caption_image), np.arange(len(split.captions)))
-    val = EvalSet(np.arange(4), np.arange(4), np.arange(4))
+    table = PairTable.build(split, load_karpathy(data, "train").subset(range(batch_size * (steps + 1),
+                                                                               batch_size * (steps + 1) + 4)))
+    cpu = torch.device("cpu")
+    encoder = TowerEncoder(model, LiveImages(table.paths, tower_preprocess(cfg.image_size), cpu),
+                           LiveTexts(model.text.tokenizer()(list(table.texts)), cpu), cpu)
+    config = load_config(None, [f"train.max_steps={steps + 1}", f"train.batch_size={batch_size}",
+                                "train.eval_every_steps=1000000", "train.progress=false", "loss.queue_warmup_steps=0",
+                                f"loss.queue_size={4096 if method == 'focus' else 0}", f"method.name={method}"])
     process = psutil.Process()
     baseline = process.memory_info().rss
     peak, stop = [baseline], threading.Event()
@@ -56,9 +62,7 @@ def worker(method: str, batch_size: int, steps: int, data: Path) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     # one extra step: the first allocates optimiser state and is not timed apart (samples/s over all steps)
-    result = train(model, images, texts, pairs, val,
-                   Schedule(steps=steps + 1, batch_size=batch_size, eval_every=10**9,
-                            queue_size=4096 if method == "focus" else 0, queue_warmup_steps=0), progress=False)
+    result = fit(encoder, table.pairs(), table.rows(table.val), table.val, config, seed=0)
     stop.set()
     trainable = sum(p.numel() for n, p in model.named_parameters() if model.is_trainable(n))
     return {"peak_mem_mb": round((peak[0] - baseline) / 2**20, 1), "samples_per_s": round(result.samples_per_s, 2),
@@ -69,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, required=True, help="Karpathy JSON of real image-caption pairs")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -35,8 +35,7 @@ from georet.geo import TilingParams, classes_for_labels
 from georet.geo.mosaic import mosaic_cells, write_mosaic
 from georet.index import index_raster
 from georet.models import load_model
-from georet.search import open_index
-from georet.search import feedback
+from georet.search import feedback, open_index
 from georet.training.data import load_retrieval_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +21,10 @@ import lancedb  # noqa: F401  imported up front: library start-up is not indexin
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
-from make_rasters import write_raster  # noqa: E402
-
 from georet import TilingParams, index_raster  # noqa: E402
-from georet.models import ModelSpec, load_model  # noqa: E402
 from georet.geo import RasterSource  # noqa: E402
+from georet.models import ModelSpec, load_model  # noqa: E402
+from georet.testing.rasters import write_raster  # noqa: E402
 
 
 def main() -> None:

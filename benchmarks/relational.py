@@ -22,22 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from georet.index import index_raster
-from georet.models import ModelSpec, load_model
-from georet.geo.mosaic import mosaic_cells, write_mosaic
-from georet.search import GeoIndex, open_index
-from georet.index import TileStore
 from georet.geo import TilingParams
-
-sys.path.insert(0, str(Path(__file__).parent))
-from query_latency import percentiles, synthetic_rows  # noqa: E402
+from georet.geo.mosaic import mosaic_cells, write_mosaic
+from georet.index import TileStore, index_raster
+from georet.models import ModelSpec, load_model
+from georet.search import GeoIndex, open_index
+from georet.testing.tables import percentiles, synthetic_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"

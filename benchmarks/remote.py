@@ -3,7 +3,7 @@ local engine against the Ray engine in local mode on the same raster.
 
 Stage ``bytes``: the real Sentinel-2 scene of ../shared/data (1933×1947 px, 10 m), upsampled 4× to a
 7732×7788 px COG (deflate, 512-px blocks, internal overviews: how providers publish), served by the
-loopback range server of tests/loopback.py, which counts every byte it sends. ``georet index URL
+loopback range server of georet.testing.loopback, which counts every byte it sends. ``georet index URL
 --bbox`` over a ~1.3 km box then reads what the window needs: header, one overview for the
 contrast stretch (uint8 here, so not even that), and the tiles' blocks.
 
@@ -34,7 +34,6 @@ WORK = ROOT / "runs" / "remote"
 GEORET = str(Path(sys.executable).parent / "georet")
 #: ~1.3 km × 1.1 km on the Eastern Shore of Virginia, inside the scene.
 BBOX = "-75.690,37.720,-75.675,37.730"
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def large_cog() -> Path:
@@ -66,7 +65,7 @@ def georet(*args: str, env: dict | None = None) -> tuple[float, str]:
 
 
 def measure_bytes() -> dict:
-    from loopback import range_server
+    from georet.testing.loopback import range_server
 
     cog = large_cog()
     with range_server(WORK) as server, tempfile.TemporaryDirectory() as tmp:

@@ -32,8 +32,10 @@ def worker(name: str, arch: str, batch_size: int, steps: int, device_name: str) 
     import torch
 
     from georet.models import AdaptedCLIP, AdapterConfig, open_clip_module, resolve_device
-    from georet.training import TrainingStep, make_optimizer
+    from georet.training import contrastive_loss, make_optimizer
     from georet.training.config import LossConfig
+    from georet.training.losses import FeatureQueues
+    from georet.training.trainer import MAX_LOGIT_SCALE
 
     method, loss_name, queue_size = METHODS[name]
     device = resolve_device(device_name)
@@ -47,13 +49,22 @@ def worker(name: str, arch: str, batch_size: int, steps: int, device_name: str) 
     tokens[:, -1] = 49407  # EOT
     ids = torch.arange(batch_size, device=device)
     optimizer = make_optimizer(model, lr=1e-5, weight_decay=0.0)
-    # the trainer's own step; the queue joins from the first step so that its cost is measured
-    training_step = TrainingStep(model, LossConfig(name=loss_name, queue_size=queue_size),
-                                 model.clip.text_projection.shape[1], device, amp=True)
+    # the trainer's own loss; the queue joins from the first step so that its cost is measured
+    loss_config = LossConfig(name=loss_name, queue_size=queue_size, queue_warmup_steps=0)
+    queues = FeatureQueues(queue_size, model.clip.text_projection.shape[1]).to(device) if queue_size else None
     counter = iter(range(10**9))
 
     def step() -> None:
-        training_step(optimizer, images, tokens, ids, next(counter))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            image, text = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+            loss = contrastive_loss(image, text, model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE), ids, loss_config,
+                                    queues, next(counter), lambda: (model.encode_image(images, True, 0.2),
+                                                                    model.encode_text(tokens, True, 0.2)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if queues is not None:
+            queues.push(image.detach().float(), text.detach().float(), ids)
 
     process = psutil.Process()
     if device.type == "cuda":

@@ -167,7 +167,8 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     With --like/--unlike/--labels the text (optional then) is combined with
     the examples, and the examples themselves are never returned.
     """
-    from georet.search import explain as explain_hits, open_index, parse_distance
+    from georet.search import explain as explain_hits
+    from georet.search import open_index, parse_distance
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
@@ -401,7 +402,8 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train(config_path, overrides, as_json) -> None:
     """Adapt a model to image–caption data (CMER Focus-Adapter, MRS-Adapter, full fine-tuning)."""
-    from georet.training import load_config, train as run_training
+    from georet.training import load_config
+    from georet.training import train as run_training
 
     summary = run_training(load_config(config_path, overrides))
     if as_json:

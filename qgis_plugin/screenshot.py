@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import Interface  # noqa: E402
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
 from qgis.PyQt.QtCore import QEventLoop, QTimer  # noqa: E402
 
 import georet_qgis  # noqa: E402
 from georet_qgis import runner  # noqa: E402
-from harness import Interface  # noqa: E402
 
 
 def main() -> None:

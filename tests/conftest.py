@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from make_rasters import write_all  # noqa: E402,F401
+from georet.testing.rasters import write_all  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = ["--model", "georet-tiny", "--device", "cpu"]

@@ -3,17 +3,12 @@ used by searches, refused on indexes too small to train it."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-
 from conftest import invoke_cli
+
 from georet.index import TileStore
 from georet.search import GeoIndex
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from query_latency import synthetic_rows  # noqa: E402
+from georet.testing.tables import synthetic_rows
 
 
 def clustered_unit_vectors(n: int, dim: int, clusters: int = 60, seed: int = 0) -> np.ndarray:

@@ -18,6 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "georet"
 ALLOWED = {
     "errors": set(),
     "lazy": set(),
+    "files": set(),
+    "provenance": set(),
+    "testing": {"geo", "index"},
     "models": {"errors"},
     "geo": {"errors"},
     "index": {"errors", "geo", "models"},
@@ -32,8 +35,8 @@ ALLOWED = {
 }
 
 
-#: base utilities every layer may import: the error type and the lazy-export helper
-OPEN = {"errors", "lazy"}
+#: base utilities every layer may import: the error type, the lazy-export helper, atomic writes
+OPEN = {"errors", "lazy", "files"}
 
 
 def module_name(path: Path) -> str:

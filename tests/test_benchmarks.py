@@ -14,11 +14,13 @@ from pathlib import Path
 
 from make_captions import write_dataset
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(script: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--json"],
+    """Run ``benchmarks/SCRIPT`` (or a path under the repository) with ``--json``; its report."""
+    path = ROOT / script if "/" in script else ROOT / "benchmarks" / script
+    proc = subprocess.run([sys.executable, str(path), *args, "--json"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
@@ -43,11 +45,11 @@ def test_train_efficiency_measures_every_method():
     assert ratios["focus_throughput_vs_mrs"] == round(methods["focus"]["samples_per_s"] / methods["mrs"]["samples_per_s"], 2)
 
 
-def test_train_quality_reports_every_variant_and_resumes(tmp_path):
+def test_cmer_transfer_study_reports_every_variant_and_resumes(tmp_path):
     data = write_dataset(tmp_path / "captions")
     args = ("--data", str(data), "--seeds", "0", "--pretrain-steps", "2", "--steps", "2",
             "--batch-size", "4", "--workdir", str(tmp_path / "work"))
-    report = run_benchmark("train_quality.py", *args)
+    report = run_benchmark("experiments/cmer_transfer/run.py", *args)
     protocol = report["protocol"]
     assert protocol["source_classes"] and protocol["target_classes"]
     assert not set(protocol["source_classes"]) & set(protocol["target_classes"])
@@ -62,6 +64,6 @@ def test_train_quality_reports_every_variant_and_resumes(tmp_path):
     # a second call finds every run finished in the kept workdir: nothing retrains, the figures stay
     checkpoints = sorted((tmp_path / "work").glob("*/best.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
-    again = run_benchmark("train_quality.py", *args)
+    again = run_benchmark("experiments/cmer_transfer/run.py", *args)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert again["results"] == report["results"]

@@ -12,9 +12,9 @@ import time
 import geopandas as gpd
 import lancedb
 import pytest
-
 from conftest import GEORET_EXE, SHARED_DATA, TINY, invoke_cli, run_cli
-from make_rasters import write_raster
+
+from georet.testing.rasters import write_raster
 
 
 @pytest.fixture(scope="module")

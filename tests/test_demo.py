@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from georet.demo import DEMO_QUERIES, DEMO_RASTER
 from georet.errors import GeoretError
 from georet.geo.mosaic import SYNTHETIC_NOTE, mosaic_cells, write_mosaic

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-
 from conftest import run_cli
+
 from georet.doctor import markdown, report
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from conftest import invoke_cli
 from PIL import Image
 from rasterio.windows import Window
 
-from conftest import invoke_cli
 from georet.errors import GeoretError
 from georet.search import open_index
 from georet.search.feedback import Examples, probe_weights, rocchio_query, score_tiles, touching_groups

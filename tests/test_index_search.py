@@ -17,8 +17,8 @@ from rasterio.transform import from_origin
 import georet
 from georet import TilingParams, index_raster, open_index
 from georet.errors import GeoretError
-from georet.models import ModelSpec, load_model
 from georet.index import TileStore
+from georet.models import ModelSpec, load_model
 
 
 def _table(db):
@@ -258,8 +258,8 @@ def test_vrt_input_gives_the_same_tiles_as_its_source(tmp_path, rasters, tiny_mo
 
 def test_export_writes_geoparquet_with_embeddings(built_index, tiny_model, tmp_path):
     import pyarrow.parquet as pq
-
     from conftest import invoke_cli
+
     from georet.search import open_index
 
     out = tmp_path / "tiles.parquet"

@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import GEORET_EXE, TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ written as Lance fragments by the workers; resumes and re-runs like the local en
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import AREA_BBOX, TINY, run_cli, touching
+
 from georet.index import TileStore
 
 RAY = ("--engine", "ray")

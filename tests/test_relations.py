@@ -6,12 +6,18 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from georet.errors import GeoretError
 from georet.search.catalog import TileCatalog, TileGeometry
-from georet.search.relations import (Relation, parse_distance, parse_query, rank_relational, scene_prior_boost,
-                                     score_relation)
+from georet.search.relations import (
+    Relation,
+    parse_distance,
+    parse_query,
+    rank_relational,
+    scene_prior_boost,
+    score_relation,
+)
 
 
 # -- parsing -------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import lancedb
 import pytest
-
 from conftest import GEORET_EXE, TINY, invoke_cli, run_cli
-from make_rasters import write_raster
+
+from georet.testing.rasters import write_raster
 
 TILING = ["--tile-size", "64", "--batch-size", "16", "--quiet", *TINY]
 

@@ -10,11 +10,12 @@ import boto3
 import numpy as np
 import pytest
 import shapely
-
 from conftest import AREA_BBOX, TINY, Server, invoke_cli, touching
+
 from georet.geo import search_area
 from georet.index import TileStore
-from loopback import range_server, s3_server
+from georet.testing.loopback import range_server, s3_server
+
 
 @pytest.fixture(scope="module")
 def server(stac_dir):

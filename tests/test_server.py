@@ -13,9 +13,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY, Server, invoke_cli, run_cli
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -11,16 +11,16 @@ import torch
 
 from georet.errors import GeoretError
 from georet.models import ModelSpec, file_sha256, load_model
+from georet.models.adapters import SideBranch, SideConfig
 from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
 from georet.models.minilm import MiniLMTower
-from georet.models.tower_clip import (SideBranch, SideConfig, TowerCLIP, TowerCLIPConfig, load_tower_weights,
-                                      save_tower_weights)
+from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, load_tower_weights, save_tower_weights
 from georet.training.ensemble import assemble_heads
 
 
 @pytest.fixture(scope="module")
 def lit_model() -> TowerCLIP:
-    model = TowerCLIP(TowerCLIPConfig(method="lit"))
+    model = TowerCLIP(TowerCLIPConfig(method="frozen"))
     model.load_backbones()
     return model.eval()
 
@@ -122,7 +122,7 @@ def test_focus_branch_starts_equal_to_heads_only_and_keeps_the_top_fraction(lit_
         taps, _ = focus.image_features(images)
         tokens = sum(t.shape[1] for t in taps)  # 10x10 + 5x5 positions at 150 px
         z = focus.image_side.norm_in(torch.cat([p(t) for p, t in zip(focus.image_side.inputs, taps)], 1))
-        kept, valid, weights = focus.image_side._focus(z, torch.ones(z.shape[:2], dtype=torch.bool))
+        kept, valid, weights = focus.image_side.focus(z, torch.ones(z.shape[:2], dtype=torch.bool))
     assert tokens == 125
     assert kept.shape[1] == math.ceil(0.5 * tokens) and bool(valid.all())
     saliency = torch.sigmoid(focus.image_side.score(z).squeeze(-1))
@@ -130,12 +130,13 @@ def test_focus_branch_starts_equal_to_heads_only_and_keeps_the_top_fraction(lit_
 
 
 def test_only_the_methods_parameters_train():
-    for method, trains_text_tower in (("focus", False), ("lit", False), ("mrs", True)):
+    for method, extra in (("focus", "image_side."), ("frozen", None), ("mrs", "mrs.")):
         model = TowerCLIP(TowerCLIPConfig(method=method))
         trained = {n for n, _ in model.named_parameters() if model.is_trainable(n)}
-        assert not any(n.startswith("visual.") for n in trained)
-        assert any(n.startswith("text.") for n in trained) == trains_text_tower
+        assert not any(n.startswith(("visual.", "text.")) for n in trained)
         assert "image_head.weight" in trained and "logit_scale" in trained
+        assert {n.split(".")[0] + "." for n in trained} - {"image_head.", "text_head.", "logit_scale."} == \
+            ({extra, "text_side."} if method == "focus" else {extra} if extra else set())
     full = TowerCLIP(TowerCLIPConfig(method="full"))
     assert all(full.is_trainable(n) for n, _ in full.named_parameters())
 
@@ -150,8 +151,8 @@ def test_config_is_strict():
 
 
 def test_mlp_heads_start_as_the_linear_heads_whose_weights_they_load():
-    linear = TowerCLIP(TowerCLIPConfig(method="lit"))
-    with_mlp = TowerCLIP(TowerCLIPConfig(method="lit", head_hidden=32))
+    linear = TowerCLIP(TowerCLIPConfig(method="frozen"))
+    with_mlp = TowerCLIP(TowerCLIPConfig(method="frozen", head_hidden=32))
     missing, unexpected = with_mlp.load_state_dict(linear.state_dict(), strict=False)
     assert sorted(missing) == sorted(f"{side}_head.{layer}.{p}" for side in ("image", "text")
                                      for layer in ("hidden", "out") for p in ("weight", "bias"))
@@ -171,7 +172,7 @@ def test_head_ensemble_turns_members_trained_apart_into_one_space():
     """A member that is another member turned by an orthogonal matrix (the freedom seeds leave a contrastive head)
     is turned back exactly: the assembled ensemble embeds as that member alone."""
     torch.manual_seed(0)
-    cfg = TowerCLIPConfig(method="lit", embed_dim=16, head_hidden=8)
+    cfg = TowerCLIPConfig(method="frozen", embed_dim=16, head_hidden=8)
     first, turned = TowerCLIP(cfg), TowerCLIP(cfg)
     for head in (first.image_head, first.text_head):
         torch.nn.init.normal_(head.out.weight, std=0.1)
@@ -188,7 +189,7 @@ def test_head_ensemble_turns_members_trained_apart_into_one_space():
         assert torch.allclose(ensemble.image_head(images), expected, atol=1e-5)
         assert torch.allclose(ensemble.text_head(texts), torch.nn.functional.normalize(first.text_head(texts), dim=-1),
                               atol=1e-5)
-    with pytest.raises(GeoretError, match="single-head lit models of one config"):
+    with pytest.raises(GeoretError, match="single-head frozen-tower models of one config"):
         assemble_heads([first, TowerCLIP(dataclasses.replace(cfg, embed_dim=8))], images, texts)
     with pytest.raises(GeoretError, match="head_members must be >= 1"):
         TowerCLIPConfig(head_members=0)
@@ -250,34 +251,44 @@ def _synthetic_caches(rng: np.random.Generator, images: int = 12, captions_per_i
     return image_cache, text_cache
 
 
-def test_tower_trainer_restores_the_best_validation_state_and_trains_with_hmmc():
-    from georet.training.tower_trainer import CachedFeatures, EvalSet, Pairs, Schedule, evaluate, train
+def test_the_one_loop_restores_the_best_validation_state_and_trains_tower_heads_with_hmmc():
+    from georet.training import fit, load_config
+    from georet.training.data import RetrievalSplit
+    from georet.training.encoders import CachedImages, CachedTexts, TowerEncoder, embed_rows
+    from georet.training.pairs import EvalSet, Pairs
 
     image_cache, text_cache = _synthetic_caches(np.random.default_rng(0))
     caption_image = np.repeat(np.arange(12), 2)
     # training pairs every caption with the wrong image, so validation (the true pairs) gets worse as it trains
     # and the state to keep is an early one, not the last
-    pairs = Pairs(np.repeat((np.arange(12) + 5) % 12, 2), np.arange(24))
+    pairs = Pairs(np.repeat((np.arange(12) + 5) % 12, 2), np.arange(24), np.arange(24))
     val = EvalSet(np.arange(12), np.arange(24), caption_image)
-    cfg = TowerCLIPConfig(method="lit", image_size=64)
+    val_split = RetrievalSplit([f"{i}.jpg" for i in range(12)], [str(j) for j in range(24)], caption_image,
+                               [None] * 12)
+    cfg = TowerCLIPConfig(method="frozen", image_size=64)
     heads = {}
     for loss in ("infonce", "hmmc"):
+        config = load_config(None, ["train.max_steps=6", "train.batch_size=8", "train.lr=3e-2",
+                                    "train.warmup_steps=1", "train.eval_every_steps=2", f"loss.name={loss}",
+                                    "train.progress=false"])
         torch.manual_seed(0)
         model = TowerCLIP(cfg)
-        schedule = Schedule(steps=6, batch_size=8, lr=1e-2, warmup_steps=1, eval_every=2, loss=loss)
-        result = train(model, CachedFeatures(image_cache), CachedFeatures(text_cache), pairs, val, schedule,
-                       progress=False)
-        assert [h["step"] for h in result.history] == [2, 4, 6]
-        assert result.best_val["mR"] == max(h["mR"] for h in result.history) > result.history[-1]["mR"]
-        assert result.best_step == next(h["step"] for h in result.history if h["mR"] == result.best_val["mR"])
+        for name, param in model.named_parameters():
+            param.requires_grad_(model.is_trainable(name))
+        encoder = TowerEncoder(model, CachedImages(image_cache, torch.device("cpu")),
+                               CachedTexts(text_cache, torch.device("cpu")), torch.device("cpu"))
+        result = fit(encoder, pairs, val, val_split, config, seed=0)
+        assert [h["step"] for h in result.history] == [2, 4, 6], result.history
+        assert result.best["mR"] == max(h["mR"] for h in result.history)
+        if loss == "infonce":  # the wrong pairs win: the best state is an early one
+            assert result.best["mR"] > result.history[-1]["mR"]
+        assert result.best["step"] == next(h["step"] for h in result.history if h["mR"] == result.best["mR"])
         # the model holds the best-on-validation state, not the last one
-        assert evaluate(model, CachedFeatures(image_cache), CachedFeatures(text_cache), val)["mR"] == pytest.approx(
-            result.best_val["mR"])
+        images, texts = embed_rows(encoder, val)
+        from georet.training import retrieval_recalls
+        assert retrieval_recalls(images @ texts.T, caption_image)["mR"] == pytest.approx(result.best["mR"])
         heads[loss] = model.image_head.weight.detach().clone()
     assert not torch.allclose(heads["infonce"], heads["hmmc"])  # the intra-modal terms change the updates
-    with pytest.raises(GeoretError, match="unknown loss 'triplet'"):
-        train(TowerCLIP(cfg), CachedFeatures(image_cache), CachedFeatures(text_cache), pairs, val,
-              Schedule(steps=1, loss="triplet"), progress=False)
 
 
 def test_image_views_average_the_quarter_turns_and_the_centre_crop(lit_model):

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
 from make_captions import write_dataset
 
 from georet.errors import GeoretError
 from georet.models import AdaptedCLIP, AdapterConfig, ModelSpec, file_sha256, load_model, open_clip_module
 from georet.training import evaluate, load_config, train
-from georet.training.data import CaptionPairs, load_retrieval_data
+from georet.training.data import load_retrieval_data
 from georet.training.evaluate import embed_split, scene_prior_matrices
 from georet.training.losses import FeatureQueues, hmmc_loss, info_nce
 from georet.training.metrics import retrieval_recalls
+from georet.training.pairs import PairTable
 
 
 @pytest.fixture(scope="module")
@@ -189,15 +189,15 @@ def _backward(adapted):
 
 def test_focus_adapter_gradients_stay_in_the_side_branch():
     adapted = AdaptedCLIP(tiny_clip(), AdapterConfig("focus"))
-    with torch.no_grad():
-        adapted.image_side.gate.fill_(0.5)
-        adapted.text_side.gate.fill_(0.5)
+    with torch.no_grad():  # the side branches' zero-initialised outputs, opened
+        torch.nn.init.normal_(adapted.image_side.up.weight, std=0.1)
+        torch.nn.init.normal_(adapted.text_side.up.weight, std=0.1)
     grads = _backward(adapted)
     for name, grad in grads.items():
         if name.startswith("clip.") and not name.endswith("logit_scale"):
             assert grad is None, f"gradient reached the frozen backbone: {name}"
     side = {n: g for n, g in grads.items() if n.startswith(("image_side.", "text_side."))}
-    assert side and all(g is not None and g.abs().sum() > 0 for n, g in side.items() if "focus.norm" not in n)
+    assert side and all(g is not None and g.abs().sum() > 0 for n, g in side.items())
 
 
 def test_focus_backbone_runs_without_graph():
@@ -210,11 +210,15 @@ def test_focus_backbone_runs_without_graph():
 
 def test_focus_layer_keeps_the_salient_fraction():
     adapted = AdaptedCLIP(tiny_clip(), AdapterConfig("focus", focus_keep=0.25))
-    z = torch.randn(2, 1 + 16, adapted.image_side.inp.out_features)
-    kept, index, saliency = adapted.image_side.focus(z)
-    assert kept.shape[1] == 1 + 4 and index.shape == (2, 5) and (index[:, 0] == 0).all()
-    full = torch.sigmoid(adapted.image_side.focus.score(adapted.image_side.focus.norm(z[:, 1:]))).squeeze(-1)
+    side = adapted.image_side
+    z = torch.randn(2, 16, side.cfg.width)
+    valid = torch.ones(2, 16, dtype=torch.bool)
+    valid[1, 8:] = False  # padding never survives the focus layer
+    kept, kept_valid, saliency = side.focus(z, valid)
+    assert kept.shape == (2, 4, side.cfg.width) and bool(kept_valid[0].all())
+    full = torch.sigmoid(side.score(z)).squeeze(-1).masked_fill(~valid, 0.0)
     assert torch.allclose(saliency.sort(dim=1).values, full.topk(4, dim=1).values.sort(dim=1).values)
+    assert bool(kept_valid[1].all()) and (saliency[1] > 0).all()
 
 
 def test_mrs_adapter_trains_only_the_shared_adapter():
@@ -260,16 +264,16 @@ def test_validation_can_be_drawn_like_a_test_split_of_images_with_distinct_capti
 
 
 def test_scene_label_augmentation(mini):
-    model = load_model(ModelSpec("georet-tiny", None), device="cpu")
     split = load_retrieval_data(mini, "train")
-    always = CaptionPairs(split, model.preprocess, model.tokenizer, scene_aug_p=1.0)
-    never = CaptionPairs(split, model.preprocess, model.tokenizer, scene_aug_p=0.0)
-    evaluation = CaptionPairs(split, model.preprocess, model.tokenizer, train=False, scene_aug_p=1.0)
-    scene = split.scenes[int(split.caption_image[0])]
-    assert always.caption(0) == f"an aerial image of {scene}. {split.captions[0]}"
-    assert never.caption(0) == evaluation.caption(0) == split.captions[0]
-    image, tokens, image_index = always[0]
-    assert image.shape == (3, 64, 64) and tokens.ndim == 1 and image_index == 0
+    train_part, val_part = split.split_validation(0.2, seed=0)
+    table = PairTable.build(train_part, val_part)
+    pairs = table.pairs()
+    scene = train_part.scenes[int(train_part.caption_image[0])]
+    assert table.texts[pairs.text[0]] == train_part.captions[0]
+    assert table.texts[pairs.scene_text[0]] == f"an aerial image of {scene}. {train_part.captions[0]}"
+    assert len(pairs) == len(train_part.captions) and set(pairs.image) == set(table.rows(train_part).image)
+    # validation captions are never scene-prefixed: they are not even in the table that way
+    assert not any(t.startswith("an aerial image of") for t in (table.texts[r] for r in table.rows(val_part).text))
 
 
 # -- trainer ------------------------------------------------------------------------------
@@ -328,6 +332,7 @@ def test_training_resumes_where_it_stopped(mini, tmp_path):
     ("nonsense.key=1", "unknown key 'nonsense' (known: model, method, loss, scene_aug, data, train)"),
     ("train=3", "config train: expected a section (mapping), got 3"),
     ("train.lr", "--set takes key=value"),
+    ("method.name=lit", "config method.name: 'lit' is not one of frozen, full, mrs, focus"),
 ])
 def test_config_refuses_what_it_does_not_know(override, message):
     with pytest.raises(GeoretError) as err:
@@ -382,6 +387,45 @@ def test_checkpoints_are_verified(mini, tmp_path):
         load_model(ModelSpec("georet-small", "bundled", str(tmp_path / "run" / "best.pt")), device="cpu")
     with pytest.raises(GeoretError, match="--checkpoint applies to open_clip models; georet-base takes"):
         load_model(ModelSpec(checkpoint=str(tmp_path / "run" / "best.pt")), device="cpu")
+
+
+def test_tower_model_trains_a_head_ensemble_whose_weights_plug_in(mini, tmp_path):
+    out, cache = tmp_path / "base", tmp_path / "cache"
+    overrides = [f"data.path={mini}", "model.arch=georet-base", "model.pretrained=null", "method.name=frozen",
+                 "model.head_members=2", "train.batch_size=8", "train.max_steps=3", "train.warmup_steps=1",
+                 "train.eval_every_steps=3", f"train.out_dir={out}", f"train.cache_dir={cache}", "train.device=cpu",
+                 "data.val_fraction=0.2", "train.progress=false"]
+    summary = train(load_config(None, overrides))
+    assert [m["seed"] for m in summary["members"]] == [0, 1] and summary["steps"] == 6
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["images", "texts"]
+    # the weights file carries its config: the factory builds the 2-head ensemble it was trained as, and
+    # scores the validation split as training did (from float16 cached features: within rounding)
+    model = load_model(ModelSpec("georet-base", str(out / "best.pt")), device="cpu")
+    assert model.model.cfg.head_members == 2 and model.model.cfg.method == "frozen"
+    _, val = load_retrieval_data(mini, "train").split_validation(0.2, 0)
+    assert evaluate(model, val)["mR"] == pytest.approx(summary["best_val"]["mR"], abs=0.5)
+    plain = load_model(ModelSpec("georet-base", None), device="cpu")
+    assert not np.allclose(model.encode_text(["a river"]), plain.encode_text(["a river"]), atol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.arch=georet-tiny", "model.pretrained=null", "model.head_members=2"],
+     "model.head_members applies to tower models"),
+    (["model.arch=georet-base", "model.pretrained=null", "method.side_ratio=0.5"],
+     "method.side_ratio applies to open_clip models"),
+    (["model.arch=georet-base", "model.pretrained=bundled"], "model.pretrained must be null for georet-base"),
+    (["model.arch=georet-base", "model.pretrained=null", "method.name=full", "model.head_members=1",
+      "train.cache_features=true"],
+     "train.cache_features needs frozen towers: method full trains them"),
+    (["model.arch=georet-base", "model.pretrained=null", "method.name=focus"],
+     "a head ensemble (head_members 4) trains heads on cached frozen features"),
+])
+def test_training_refuses_options_of_the_other_family(mini, tmp_path, overrides, message):
+    base = [f"data.path={mini}", f"train.out_dir={tmp_path}", "train.device=cpu", "data.val_fraction=0.2",
+            f"train.cache_dir={tmp_path / 'cache'}", "train.max_steps=1", "train.batch_size=4", "train.progress=false"]
+    with pytest.raises(GeoretError) as err:
+        train(load_config(None, base + overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_train_and_eval_cli(mini, tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from georet.errors import GeoretError
 from georet.models import ModelSpec, file_sha256, load_model, zoo
 

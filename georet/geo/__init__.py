@@ -9,12 +9,18 @@ Depends on nothing else in georet but :mod:`georet.errors`; models are passed in
 """
 
 from georet.geo.areas import parse_bbox, search_area
+from georet.geo.discover import discover_rasters
 from georet.geo.grid import TileGrid, TilingParams, grid_offsets, parse_bands, parse_tile_size
 from georet.geo.landcover import open_landcover
 from georet.geo.raster import RasterSource, Tile
-from georet.geo.scenes import (SceneClass, SceneLabel, ZeroShotScenes, classes_for_labels, default_prompt_words,
-                               read_classes)
-from georet.geo.discover import discover_rasters
+from georet.geo.scenes import (
+                               SceneClass,
+                               SceneLabel,
+                               ZeroShotScenes,
+                               classes_for_labels,
+                               default_prompt_words,
+                               read_classes,
+)
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
 

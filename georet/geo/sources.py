@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import rasterio
 
-
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg"}
 URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
 #: GDAL's block cache defaults to 5 % of RAM and fills as a big mosaic streams past;

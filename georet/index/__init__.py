@@ -8,8 +8,18 @@ index does not import them.
 """
 
 from georet.index.labels import DEFAULT_SET, Label, LabelSet, delete_labels, label_sets, read_labels, save_labels
-from georet.index.store import (ANN_NPROBES, ANN_REFINE_FACTOR, AUTO_VECTOR_INDEX_ROWS, MANIFEST_NAME, TileStore,
-                                describe_mismatch, optimize_index, remove_sources, sql_string, tile_schema)
+from georet.index.store import (
+                                ANN_NPROBES,
+                                ANN_REFINE_FACTOR,
+                                AUTO_VECTOR_INDEX_ROWS,
+                                MANIFEST_NAME,
+                                TileStore,
+                                describe_mismatch,
+                                optimize_index,
+                                remove_sources,
+                                sql_string,
+                                tile_schema,
+)
 from georet.lazy import lazy_exports
 
 _HEAVY_MODULES = {"georet.index.build": ("IndexReport", "index_raster"),

@@ -25,8 +25,17 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError
-from georet.geo import (RasterRef, RasterSource, Tile, TilingParams, ZeroShotScenes, discover_rasters, is_url,
-                        open_landcover, read_classes)
+from georet.geo import (
+    RasterRef,
+    RasterSource,
+    Tile,
+    TilingParams,
+    ZeroShotScenes,
+    discover_rasters,
+    is_url,
+    open_landcover,
+    read_classes,
+)
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, describe_mismatch, sql_string
 from georet.models import EmbeddingModel, ModelSpec, load_model

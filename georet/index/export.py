@@ -10,14 +10,15 @@ file's metadata so a reader knows which model the vectors belong to.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from georet.errors import GeoretError
+from georet.files import atomic_write
 from georet.index.store import TileStore
 
 GEOPARQUET_VERSION = "1.1.0"
@@ -38,22 +39,20 @@ def export_geoparquet(db: str | Path, out: str | Path, thumbnails: bool = False)
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}
     metadata = {b"geo": json.dumps(geo).encode(),
                 b"georet": json.dumps({"model": store.model_identity, "embedding_column": "embedding"}).encode()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    rows, writer = 0, None
-    try:
-        for batch in store.table.to_lance().to_batches(columns=columns, batch_size=65_536):
-            table = pa.Table.from_batches([batch])
-            table = table.rename_columns(["embedding" if c == "vector" else c for c in table.schema.names])
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema.with_metadata(metadata), compression="zstd")
-            writer.write_table(table.replace_schema_metadata(metadata))
-            rows += table.num_rows
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        with contextlib.ExitStack() as stack:
+            writer = None
+            for batch in store.table.to_lance().to_batches(columns=columns, batch_size=65_536):
+                table = pa.Table.from_batches([batch])
+                table = table.rename_columns(["embedding" if c == "vector" else c for c in table.schema.names])
+                if writer is None:
+                    writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema.with_metadata(metadata),
+                                                                  compression="zstd"))
+                writer.write_table(table.replace_schema_metadata(metadata))
+                rows += table.num_rows
+
+    atomic_write(out, write)
     return rows

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from georet.errors import GeoretError
+from georet.files import atomic_write_text
 from georet.geo import is_url
 from georet.index.store import require_writable
 
@@ -109,11 +109,8 @@ def delete_labels(index: str | Path, name: str) -> None:
 
 
 def _write(path: Path, labels: LabelSet) -> None:
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"name": labels.name, "labels": [vars(label) for label in labels.labels]}, indent=1),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"name": labels.name, "labels": [vars(label) for label in labels.labels]},
+                                       indent=1))
 
 
 def _user() -> str:

@@ -1,36 +1,29 @@
-"""Trainable methods on an open_clip CLIP: the model side of training.
+"""The training methods, one set of modules for every model family.
 
-:class:`AdaptedCLIP` wraps a CLIP and exposes ``encode_image``/``encode_text``
-like open_clip does, so indexing and search use an adapted model exactly like
-a plain one. Methods:
+:class:`SideBranch` (CMER's Focus-Adapter) and :class:`MRSAdapter`
+(PE-RSITR's MRS-Adapter) serve both open_clip CLIPs (:class:`AdaptedCLIP`,
+here) and georet's pretrained-tower models (:class:`~georet.models.tower_clip.TowerCLIP`).
+Methods (one vocabulary, :data:`METHODS`):
 
 ``frozen``
-    nothing trains (zero-shot baseline).
+    the backbone stays as it is; only what it lacks trains (nothing on a CLIP,
+    the zero-shot baseline; the two heads on a tower model: LiT).
 ``full``
-    every CLIP parameter trains (full fine-tuning baseline).
+    every parameter trains (full fine-tuning baseline).
 ``mrs``
-    PE-RSITR's MRS-Adapter (methods.md §1.2–1.3): ONE adapter shared by every
+    PE-RSITR's MRS-Adapter (docs/methods.md, "PE-RSITR"): ONE adapter shared by every
     block of both towers, parallel to the MLP, ``x + MLP(LN(x)) + A(x)``;
     ``A(x) = concat(W_up^m h, W_up^s h)``, ``h = Dropout(ReLU(W_down^m x))``;
     up-projections start at zero. Backprop runs through the whole backbone.
 ``focus``
     CMER's Focus-Adapter, re-designed here (the paper's formulas are not
-    public, methods.md §2.3 B). A *side branch* reads hidden states of the
+    public; docs/methods.md, "CMER"). A *side branch* reads hidden states of the
     frozen backbone, computed under ``torch.no_grad()``, so no activation of the
-    backbone is kept for backward and nothing backpropagates through it:
-
-    * ``z₀ = W_in h₀`` (width r ≈ D/8); at every tapped layer l:
-      ``z ← z + MLP_r(LN(z + W_l h_l))``.
-    * **Focus layer** (image tower, after the first side block): a saliency
-      ``s_i = σ(wᵀ LN(z_i) + b)`` per patch token; only the top ``focus_keep``
-      fraction of patches goes on (background tokens are dropped, which also
-      cuts side-branch memory), each scaled by ``s_i`` so the scorer learns.
-    * Pooling: image ``p = z_CLS + Σ_i s_i z_i / Σ_i s_i`` over kept patches;
-      text: the EOT token.
-    * Gated fusion: ``f = f_frozen + g · W_out LN(p)`` with the scalar gate ``g``
-      starting at 0, so the adapted model starts equal to the frozen one.
-
-    The text tower gets the same side branch without the focus layer.
+    backbone is kept for backward and nothing backpropagates through it. Its
+    focus layer keeps the most salient tokens and drops the background; its
+    zero-initialised output is added to the frozen pooled feature, so the
+    adapted model starts equal to the frozen one. The text tower gets the same
+    branch without the focus layer.
 """
 
 from __future__ import annotations
@@ -38,12 +31,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from georet.errors import GeoretError
 
 Method = Literal["frozen", "full", "mrs", "focus"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -62,10 +57,8 @@ class AdapterConfig:
     tap_every: int = 2
     #: focus: side-branch width as a fraction of the backbone width
     side_ratio: float = 0.125
-    #: focus: fraction of patch tokens the focus layer keeps (1.0 keeps all, still saliency-weighted; None: no focus layer)
+    #: focus: fraction of tokens the focus layer keeps (1.0 keeps all, still saliency-weighted; None: no focus layer)
     focus_keep: float | None = 0.5
-    #: focus: hidden width of the side blocks' MLP relative to the side width
-    mlp_ratio: float = 2.0
     #: mrs: adapter bottleneck width, shared output channels and dropout
     bottleneck: int = 64
     shared: int = 64
@@ -138,19 +131,24 @@ def _eot_index(clip, tokens: torch.Tensor) -> torch.Tensor:
 
 # -- MRS-Adapter (PE-RSITR) ---------------------------------------------------------------
 class MRSAdapter(nn.Module):
-    """One adapter for both towers; the last ``shared`` output channels come from a shared up-projection."""
+    """One adapter shared by every block of the towers it serves (PE-RSITR's MRS-Adapter).
 
-    def __init__(self, vision_width: int, text_width: int, bottleneck: int = 64, shared: int = 64,
-                 dropout: float = 0.5):
+    ``widths`` names each modality's token width (``{"image": 768, "text": 512}``
+    for a CLIP; ``{"text": 384}`` for georet's MiniLM tower, where the CNN has
+    no MLP blocks to run beside). Each modality has its own down- and
+    up-projection; the last ``shared`` output channels come from one
+    up-projection shared by all modalities. Up-projections start at zero, so
+    an adapted model starts equal to its backbone.
+    """
+
+    def __init__(self, widths: dict[str, int], bottleneck: int = 64, shared: int = 64, dropout: float = 0.5):
         super().__init__()
-        shared = min(shared, vision_width // 2, text_width // 2)  # tiny test models are narrower than 2×64
+        shared = min(shared, *(w // 2 for w in widths.values()))  # tiny test models are narrower than 2×64
         self.dropout = dropout
-        self.down = nn.ModuleDict({"image": nn.Linear(vision_width, bottleneck),
-                                   "text": nn.Linear(text_width, bottleneck)})
-        self.up = nn.ModuleDict({"image": nn.Linear(bottleneck, vision_width - shared),
-                                 "text": nn.Linear(bottleneck, text_width - shared)})
+        self.down = nn.ModuleDict({m: nn.Linear(w, bottleneck) for m, w in widths.items()})
+        self.up = nn.ModuleDict({m: nn.Linear(bottleneck, w - shared) for m, w in widths.items()})
         self.up_shared = nn.Linear(bottleneck, shared)
-        for layer in (*self.down.values(),):
+        for layer in self.down.values():
             nn.init.zeros_(layer.bias)
         for layer in (*self.up.values(), self.up_shared):
             nn.init.zeros_(layer.weight)
@@ -168,74 +166,91 @@ def _mrs_block_forward(block, adapter: MRSAdapter, modality: str, q_x, k_x=None,
 
 
 # -- Focus-Adapter (CMER) -------------------------------------------------------------------
-class SideBlock(nn.Module):
-    def __init__(self, width: int, mlp_ratio: float = 2.0):
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.fc1 = nn.Linear(width, int(width * mlp_ratio))
-        self.fc2 = nn.Linear(int(width * mlp_ratio), width)
+@dataclass(frozen=True)
+class SideConfig:
+    """A side branch over tapped token maps."""
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(z))))
+    width: int = 192
+    heads: int = 4
+    depth: int = 1
+    #: fraction of valid tokens the focus layer keeps (None: no focus layer)
+    focus_keep: float | None = None
+    dropout: float = 0.1
 
-
-class FocusLayer(nn.Module):
-    """Keeps the most salient patch tokens (token 0 = CLS always stays) and scales them by saliency."""
-
-    def __init__(self, width: int, keep: float):
-        super().__init__()
-        self.keep = keep
-        self.norm = nn.LayerNorm(width)
-        self.score = nn.Linear(width, 1)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (kept tokens (B, 1+k, r), their indices in the full sequence (B, 1+k), patch saliency (B, k))."""
-        cls, patches = z[:, :1], z[:, 1:]
-        saliency = torch.sigmoid(self.score(self.norm(patches))).squeeze(-1)
-        k = max(1, math.ceil(self.keep * patches.shape[1]))
-        top = saliency.topk(k, dim=1).indices.sort(dim=1).values
-        kept_s = saliency.gather(1, top)
-        kept = patches.gather(1, top[..., None].expand(-1, -1, z.shape[-1])) * kept_s[..., None]
-        index = torch.cat([torch.zeros_like(top[:, :1]), top + 1], dim=1)
-        return torch.cat([cls, kept], dim=1), index, kept_s
+    def __post_init__(self) -> None:
+        if self.focus_keep is not None and not 0.0 < self.focus_keep <= 1.0:
+            raise GeoretError(f"focus_keep must lie in (0, 1], got {self.focus_keep}")
+        if self.width % self.heads:
+            raise GeoretError(f"side width {self.width} is not divisible by heads {self.heads}")
 
 
 class SideBranch(nn.Module):
-    def __init__(self, backbone_width: int, width: int, n_taps: int, out_dim: int,
-                 focus_keep: float | None = None, mlp_ratio: float = 2.0):
+    """CMER's side branch over tapped token maps of a frozen tower; the one Focus-Adapter of every model.
+
+    Every tap (ViT block outputs, CNN stage maps with one token per position,
+    BERT hidden states) is projected to the side width and tagged with a
+    learned level embedding; the tokens of all taps form one sequence. The
+    focus layer scores each token ``s = σ(wᵀ LN(z) + b)``, keeps the top
+    ``focus_keep`` fraction of valid tokens and scales them by ``s`` (so the
+    scorer gets gradient): background tokens are dropped, which also cuts the
+    branch's memory. Small pre-LN transformer blocks mix the kept tokens; a
+    saliency-weighted (or masked) mean pools them; a zero-initialised
+    up-projection returns a delta in the tower's pooled space, so the adapted
+    model starts equal to the frozen one.
+    """
+
+    def __init__(self, tap_dims: list[int], out_dim: int, cfg: SideConfig):
         super().__init__()
-        self.inp = nn.Linear(backbone_width, width)
-        self.taps = nn.ModuleList([nn.Linear(backbone_width, width, bias=False) for _ in range(n_taps)])
-        self.blocks = nn.ModuleList([SideBlock(width, mlp_ratio) for _ in range(n_taps)])
-        self.focus = FocusLayer(width, focus_keep) if focus_keep else None
-        self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, out_dim)
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.cfg = cfg
+        self.inputs = nn.ModuleList(nn.Linear(d, cfg.width) for d in tap_dims)
+        self.levels = nn.Parameter(torch.zeros(len(tap_dims), cfg.width))
+        self.norm_in = nn.LayerNorm(cfg.width)
+        self.score = nn.Linear(cfg.width, 1) if cfg.focus_keep is not None else None
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.width * 2, cfg.dropout, batch_first=True,
+                                       norm_first=True, activation="gelu")
+            for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(cfg.width)
+        self.up = nn.Linear(cfg.width, out_dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
 
-    def forward(self, hidden: list[torch.Tensor],
-                pool: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> torch.Tensor:
-        """``hidden`` = [embeddings, tapped block outputs...] of the frozen tower (no grad)."""
-        z = self.inp(hidden[0])
-        index = saliency = None
-        for i, (tap, block) in enumerate(zip(self.taps, self.blocks)):
-            h = hidden[i + 1]
-            if index is not None:
-                h = h.gather(1, index[..., None].expand(-1, -1, h.shape[-1]))
-            z = z + block(z + tap(h))
-            if i == 0 and self.focus is not None:
-                z, index, saliency = self.focus(z)
-        return self.gate * self.out(self.norm(pool(z, saliency)))
+    def forward(self, taps: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``taps``: (B, tokens, C_l) maps; ``mask``: (B, tokens) valid tokens, the same for every tap."""
+        tokens = torch.cat([proj(t.to(proj.weight.dtype)) + level
+                            for proj, t, level in zip(self.inputs, taps, self.levels)], dim=1)
+        if mask is None:
+            valid = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        else:
+            valid = mask.repeat(1, len(taps))
+        z = self.norm_in(tokens)
+        weights = valid.to(z.dtype)
+        if self.score is not None:
+            z, valid, weights = self.focus(z, valid)
+        for block in self.blocks:
+            z = block(z, src_key_padding_mask=~valid)
+        pooled = (self.norm_out(z) * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-6)
+        return self.up(pooled)
 
-
-def _pool_image(z: torch.Tensor, saliency: torch.Tensor | None) -> torch.Tensor:
-    if saliency is None:
-        return z[:, 0] + z[:, 1:].mean(dim=1)
-    return z[:, 0] + (saliency[..., None] * z[:, 1:]).sum(1) / saliency.sum(1, keepdim=True).clamp_min(1e-6)
+    def focus(self, z: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The focus layer: (kept tokens scaled by saliency, their validity, their saliency)."""
+        saliency = torch.sigmoid(self.score(z).squeeze(-1)).masked_fill(~valid, 0.0)
+        keep = max(1, math.ceil(self.cfg.focus_keep * z.shape[1]))
+        top = saliency.topk(keep, dim=1).indices
+        kept = z.gather(1, top.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+        kept_saliency = saliency.gather(1, top)
+        return kept * kept_saliency.unsqueeze(-1), valid.gather(1, top), kept_saliency
 
 
 def _taps(n_layers: int, every: int) -> list[int]:
     taps = list(range(every - 1, n_layers, every))
     return taps if taps and taps[-1] == n_layers - 1 else taps + [n_layers - 1]
+
+
+def _side_config(backbone_width: int, ratio: float, focus_keep: float | None) -> SideConfig:
+    """The side branch for a backbone ``backbone_width`` wide: ``ratio`` of it, 4 heads, at least 16."""
+    width = max(16, 4 * round(backbone_width * ratio / 4))
+    return SideConfig(width=width, heads=4, depth=1, focus_keep=focus_keep)
 
 
 # -- the wrapper ----------------------------------------------------------------------------
@@ -258,17 +273,18 @@ class AdaptedCLIP(nn.Module):
         embed_dim = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) \
             else clip.text_projection.out_features
         if method == "mrs":
-            self.mrs = MRSAdapter(vision_width, text_width, config.bottleneck, config.shared, config.adapter_dropout)
+            self.mrs = MRSAdapter({"image": vision_width, "text": text_width}, config.bottleneck, config.shared,
+                                  config.adapter_dropout)
             for modality, blocks in (("image", clip.visual.transformer.resblocks), ("text", clip.transformer.resblocks)):
                 for block in blocks:
                     block.forward = functools.partial(_mrs_block_forward, block, self.mrs, modality)
         elif method == "focus":
             self.image_taps = _taps(len(clip.visual.transformer.resblocks), config.tap_every)
             self.text_taps = _taps(len(clip.transformer.resblocks), config.tap_every)
-            self.image_side = SideBranch(vision_width, max(16, int(vision_width * config.side_ratio)),
-                                         len(self.image_taps), embed_dim, config.focus_keep, config.mlp_ratio)
-            self.text_side = SideBranch(text_width, max(16, int(text_width * config.side_ratio)),
-                                        len(self.text_taps), embed_dim, None, config.mlp_ratio)
+            self.image_side = SideBranch([vision_width] * (1 + len(self.image_taps)), embed_dim,
+                                         _side_config(vision_width, config.side_ratio, config.focus_keep))
+            self.text_side = SideBranch([text_width] * (1 + len(self.text_taps)), embed_dim,
+                                        _side_config(text_width, config.side_ratio, None))
         learn_scale = config.learn_logit_scale if config.learn_logit_scale is not None else method != "frozen"
         if learn_scale:
             clip.logit_scale.requires_grad_(True)
@@ -293,7 +309,7 @@ class AdaptedCLIP(nn.Module):
                 x0 = _image_embeds(clip, images, token_dropout)
                 x, hidden = _run_blocks(clip.visual.transformer.resblocks, x0, taps=set(self.image_taps))
                 frozen = _image_head(clip, x)
-            feats = frozen + self.image_side([x0, *hidden], _pool_image)
+            feats = frozen + self.image_side([x0, *hidden])
         else:
             x, _ = _run_blocks(clip.visual.transformer.resblocks, _image_embeds(clip, images, token_dropout),
                                checkpointing=self.grad_checkpointing)
@@ -308,8 +324,8 @@ class AdaptedCLIP(nn.Module):
                 x0 = _text_embeds(clip, tokens, token_dropout)
                 x, hidden = _run_blocks(clip.transformer.resblocks, x0, clip.attn_mask, set(self.text_taps))
                 frozen = _text_head(clip, x, tokens)
-            rows = torch.arange(len(tokens), device=tokens.device)
-            feats = frozen + self.text_side([x0, *hidden], lambda z, _s: z[rows, eot])
+            valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= eot[:, None]  # up to EOT
+            feats = frozen + self.text_side([x0, *hidden], valid)
         else:
             x, _ = _run_blocks(clip.transformer.resblocks, _text_embeds(clip, tokens, token_dropout), clip.attn_mask,
                                checkpointing=self.grad_checkpointing)

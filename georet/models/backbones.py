@@ -16,6 +16,7 @@ from pathlib import Path
 from georet.errors import GeoretError
 from georet.models.identity import cached_sha256
 
+
 @dataclass(frozen=True)
 class LiteVariant:
     """One EfficientNet-Lite size: where its weights live and what it was trained at."""

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from georet.errors import GeoretError
-from georet.models.identity import file_sha256
+from georet.files import atomic_write
 from georet.models.adapters import METHODS, AdaptedCLIP, AdapterConfig
+from georet.models.identity import file_sha256
 
 CHECKPOINT_FORMAT = "georet-checkpoint/1"
 
@@ -44,9 +45,7 @@ def save_checkpoint(path: str | Path, adapted: AdaptedCLIP, arch: str, pretraine
     payload = {"format": CHECKPOINT_FORMAT, "arch": arch, "pretrained": pretrained, "method": adapted.method,
                "method_config": adapted.config.options(), "state_dict": adapted.trainable_state_dict(),
                "preprocess": json.loads(json.dumps(preprocess)), **(extra or {})}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -20,7 +20,6 @@ import torch.nn as nn
 from georet.errors import GeoretError
 from georet.models.backbones import LITE_VARIANTS
 
-
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 #: block sub-modules: a depthwise-separable block (expansion 1) has no expand conv
 _SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}

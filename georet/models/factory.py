@@ -24,12 +24,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import georet.models.zoo as zoo
 from georet.errors import GeoretError
 from georet.models.checkpoint import apply_checkpoint, read_checkpoint
-import georet.models.zoo as zoo
-from georet.models.identity import (BUNDLED_TAG, BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED, MODEL_CONFIG_DIR,
-                                    RANDOM_INIT_SEED, describe_weights, file_sha256, is_file_reference,
-                                    model_identity, tower_config)
+from georet.models.identity import (
+    BUNDLED_TAG,
+    BUNDLED_WEIGHTS,
+    DEFAULT_ARCH,
+    DEFAULT_PRETRAINED,
+    MODEL_CONFIG_DIR,
+    RANDOM_INIT_SEED,
+    describe_weights,
+    file_sha256,
+    is_file_reference,
+    model_identity,
+    tower_config,
+)
 from georet.models.preprocess import Preprocess, tower_preprocess
 
 _NETWORK_PROBE_TIMEOUT_S = 3.0
@@ -325,21 +335,31 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
 def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device) -> EmbeddingModel:
     """A :class:`~georet.models.tower_clip.TowerCLIP`: backbones from their packages, trained parts from a file."""
-    from georet.models.tower_clip import TowerCLIP, TowerCLIPConfig, backbone_ids, load_tower_weights
+    from georet.models.tower_clip import (
+        TowerCLIP,
+        TowerCLIPConfig,
+        backbone_ids,
+        load_tower_weights,
+        tower_weights_config,
+    )
 
     if spec.checkpoint:
         raise GeoretError(f"--checkpoint applies to open_clip models; {spec.arch} takes its trained weights "
                           "with --pretrained FILE")
-    cfg = TowerCLIPConfig.from_dict(config)
-    torch.manual_seed(RANDOM_INIT_SEED)
-    model = TowerCLIP(cfg, lazy_image_tower=True)  # a text query never needs timm and the image trunk
-    model.load_backbones()
     weights_file = None
     if spec.pretrained is not None:
         weights_file = str(BUNDLED_WEIGHTS[spec.arch]) if spec.pretrained == BUNDLED_TAG else spec.pretrained
         if not Path(weights_file).is_file():
             raise GeoretError(f"weights file not found: {weights_file}"
                               + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
+    # a trained file carries its model config (method, heads, views: `georet train` writes them); the
+    # architecture's config file describes the bundled weights and random init
+    cfg = tower_weights_config(weights_file) if weights_file and spec.pretrained != BUNDLED_TAG \
+        else TowerCLIPConfig.from_dict(config)
+    torch.manual_seed(RANDOM_INIT_SEED)
+    model = TowerCLIP(cfg, lazy_image_tower=True)  # a text query never needs timm and the image trunk
+    model.load_backbones()
+    if weights_file is not None:
         load_tower_weights(model, weights_file)
     if cfg.method != "full":  # the image tower only runs frozen from here on
         model.visual.fold_batch_norm()

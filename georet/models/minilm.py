@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from georet.errors import GeoretError
 from georet.models.backbones import minilm_folder, minilm_weights
 from georet.models.text_query import WordPiece
+
 
 class WordPieceTokenizer(WordPiece):
     """:class:`~georet.models.text_query.WordPiece` ids as a torch tensor, as open_clip tokenizers return them."""
@@ -44,7 +46,7 @@ class _Attention(nn.Module):
 
 
 class _Layer(nn.Module):
-    """A post-LN BERT layer; ``adapter`` (MRS) runs parallel to the feed-forward part."""
+    """A post-LN BERT layer; ``adapter`` (MRS, owned by the model) runs parallel to the feed-forward part."""
 
     def __init__(self, width: int, heads: int, hidden: int, eps: float):
         super().__init__()
@@ -54,7 +56,7 @@ class _Layer(nn.Module):
         })
         self.intermediate = nn.ModuleDict({"dense": nn.Linear(width, hidden)})
         self.output = nn.ModuleDict({"dense": nn.Linear(hidden, width), "LayerNorm": nn.LayerNorm(width, eps=eps)})
-        self.adapter: nn.Module | None = None
+        self.adapter: Callable[[torch.Tensor], torch.Tensor] | None = None  # not a submodule: shared, owned above
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         out = self.attention["output"]
@@ -108,16 +110,15 @@ class MiniLMTower(nn.Module):
         # the position-id buffer and BERT's pooler are not used by sentence embeddings
         state = {k: v for k, v in load_file(str(path)).items()
                  if k != "embeddings.position_ids" and not k.startswith("pooler.")}
-        adapters = {k: v for k, v in self.state_dict().items() if ".adapter." in k}
-        missing, unexpected = self.load_state_dict({**state, **adapters}, strict=False)
+        missing, unexpected = self.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise GeoretError(f"{path} does not fit MiniLM-L6: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return path
 
-    def add_adapters(self, make_adapter) -> None:
-        """Give every layer an adapter parallel to its feed-forward part (PE-RSITR's MRS)."""
+    def use_adapter(self, adapter: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Run one adapter parallel to every layer's feed-forward part (PE-RSITR's shared MRS-Adapter)."""
         for layer in self.encoder["layer"]:
-            layer.adapter = make_adapter()
+            layer.adapter = adapter
 
     def forward(self, ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Token ids (B, L) -> (tapped hidden states [(B, L, W)], mask (B, L) bool, pooled (B, W))."""

@@ -2,7 +2,7 @@
 
 A ``georet query`` is one sentence through MiniLM and the text head, yet
 importing torch alone costs ~1.3 s of a cold run. For tower models trained
-heads-only (``method: lit``, the bundled georet-base) the whole text path is
+heads-only (``method: frozen``, the bundled georet-base) the whole text path is
 six BERT layers and the head (a matrix and a small MLP beside it), which
 numpy runs in a few milliseconds. The same weights are read (MiniLM's
 safetensors, the trained head from georet's weights file) and the same
@@ -24,10 +24,15 @@ import numpy as np
 
 from georet.errors import GeoretError
 from georet.models.backbones import backbone_files, backbone_ids, minilm_weights
-from georet.models.identity import (BUNDLED_TAG, BUNDLED_WEIGHTS, TOWER_WEIGHTS_FORMAT, cached_sha256, model_identity,
-                                   tower_config)
+from georet.models.identity import (
+    BUNDLED_TAG,
+    BUNDLED_WEIGHTS,
+    TOWER_WEIGHTS_FORMAT,
+    cached_sha256,
+    model_identity,
+    tower_config,
+)
 from georet.models.preprocess import tower_preprocess
-
 
 
 class WordPiece:
@@ -222,19 +227,23 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
     None also when anything does not line up (a changed backbone, another
     config): the torch loader then reports the problem in its own words.
     """
-    config = tower_config(arch)
-    if config is None or config.get("method") != "lit" or checkpoint or pretrained is None:
+    if tower_config(arch) is None or checkpoint or pretrained is None:
         return None
     weights_file = BUNDLED_WEIGHTS.get(arch) if pretrained == BUNDLED_TAG else Path(pretrained)
     if weights_file is None or not weights_file.is_file():
         return None
     try:
         payload = read_torch_file(weights_file)
-        files = backbone_files(config["image_tower"])
     except GeoretError:
         return None
-    if not isinstance(payload, dict) or payload.get("format") != TOWER_WEIGHTS_FORMAT \
-            or payload.get("config") != config:
+    # the file carries the config it was trained as ("lit": the name of frozen towers in older files)
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if not isinstance(config, dict) or payload.get("format") != TOWER_WEIGHTS_FORMAT \
+            or config.get("method") not in ("frozen", "lit"):
+        return None
+    try:
+        files = backbone_files(config["image_tower"])
+    except GeoretError:
         return None
     backbones = backbone_ids(files)
     if payload.get("backbones") != backbones:

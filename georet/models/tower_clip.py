@@ -2,27 +2,26 @@
 
 georet-base is built from this. Each tower runs frozen (except under full
 fine-tuning) and hands on *tapped* intermediate token maps and a pooled
-feature; what trains sits after the towers:
+feature; what trains sits after the towers. The methods are those of
+:mod:`georet.models.adapters`, with the same modules:
 
-``lit``
+``frozen``
     the two heads only (LiT: locked image tower, here both locked).
 ``full``
     both towers and the heads (full fine-tuning baseline).
 ``mrs``
-    PE-RSITR's MRS-Adapter inside the transformer tower (MiniLM; the CNN has
-    no blocks with an MLP to run parallel to) plus the heads.
+    PE-RSITR's MRS-Adapter (:class:`~georet.models.adapters.MRSAdapter`)
+    inside the transformer tower (MiniLM; the CNN has no blocks with an MLP to
+    run parallel to) plus the heads.
 ``focus``
-    CMER's Focus-Adapter generalised to any tower with token maps
-    (:class:`SideBranch`): CNN stage maps (each spatial position a token) and
-    BERT hidden states (with their padding mask). The focus layer ranks the
-    image positions by a learned saliency and keeps the top fraction, so the
-    background around small targets is dropped. The side branch's output is
-    added to the frozen pooled feature *before* the head ("fusion before the
-    projection"), so it can rewrite what the head sees, not only nudge the end
-    embedding.
+    CMER's Focus-Adapter (:class:`~georet.models.adapters.SideBranch`) over
+    CNN stage maps (each spatial position a token) and BERT hidden states
+    (with their padding mask). Its output is added to the frozen pooled
+    feature *before* the head ("fusion before the projection"), so it can
+    rewrite what the head sees, not only nudge the end embedding.
 
-Because nothing before the side branches trains under ``lit``/``focus``/``mrs``
-(image side), the tower outputs can be computed once and cached
+Because nothing before the side branches trains under ``frozen``/``focus``,
+the tower outputs can be computed once and cached
 (:mod:`georet.training.feature_cache`): :meth:`TowerCLIP.embed_image` and
 :meth:`TowerCLIP.embed_text` take those outputs, so training and inference run
 the same code.
@@ -30,42 +29,27 @@ the same code.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from georet.errors import GeoretError
+from georet.files import atomic_write
 from georet.models import backbones
+from georet.models.adapters import METHODS, Method, MRSAdapter, SideBranch, SideConfig
 from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
 from georet.models.identity import TOWER_WEIGHTS_FORMAT
 from georet.models.minilm import MiniLMTower
 
-TowerMethod = Literal["lit", "full", "mrs", "focus"]
-TOWER_METHODS: tuple[str, ...] = get_args(TowerMethod)
-
-
-@dataclass(frozen=True)
-class SideConfig:
-    """A side branch over tapped token maps."""
-
-    width: int = 192
-    heads: int = 4
-    depth: int = 1
-    #: fraction of valid tokens the focus layer keeps (None: no focus layer)
-    focus_keep: float | None = None
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.focus_keep is not None and not 0.0 < self.focus_keep <= 1.0:
-            raise GeoretError(f"focus_keep must lie in (0, 1], got {self.focus_keep}")
-        if self.width % self.heads:
-            raise GeoretError(f"side width {self.width} is not divisible by heads {self.heads}")
+#: the method name tower weights files written before the one vocabulary used for ``frozen``
+_LEGACY_METHODS = {"lit": "frozen"}
 
 
 class Projection(nn.Linear):
@@ -137,10 +121,11 @@ class TowerCLIPConfig:
     text_context_length: int = 32
     text_taps: tuple[int, ...] = (3, 6)
     embed_dim: int = 256
-    method: TowerMethod = "focus"
+    method: Method = "focus"
     image_side: SideConfig = field(default_factory=lambda: SideConfig(focus_keep=0.5))
     text_side: SideConfig = field(default_factory=SideConfig)
     mrs_bottleneck: int = 64
+    mrs_shared: int = 64
     mrs_dropout: float = 0.1
     #: quarter turns of each image embedded and averaged (1, 2: 0° and 180°, or 4). Aerial imagery has no
     #: "up", but ImageNet features do: the mean over turns is a steadier embedding (4 turns: rsicd_aid test
@@ -169,8 +154,8 @@ class TowerCLIPConfig:
             raise GeoretError(f"image_views must be 1, 2 or 4 quarter turns, got {self.image_views}")
         if self.centre_crop_view is not None and not 0.0 < self.centre_crop_view < 1.0:
             raise GeoretError(f"centre_crop_view must lie in (0, 1), got {self.centre_crop_view}")
-        if self.method not in TOWER_METHODS:
-            raise GeoretError(f"unknown tower method {self.method!r}; choose from {', '.join(TOWER_METHODS)}")
+        if self.method not in METHODS:
+            raise GeoretError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.image_tower not in LITE_VARIANTS:
             raise GeoretError(f"unknown image tower {self.image_tower!r} (known: {', '.join(LITE_VARIANTS)})")
 
@@ -178,6 +163,7 @@ class TowerCLIPConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TowerCLIPConfig":
         data = dict(data)
         data.pop("family", None)
+        data["method"] = _LEGACY_METHODS.get(data.get("method"), data.get("method", "focus"))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -198,75 +184,6 @@ class TowerCLIPConfig:
         return json.loads(json.dumps({"family": "tower-clip", **asdict(self)}))  # as stored: lists, not tuples
 
 
-class SideBranch(nn.Module):
-    """CMER's side branch over tapped token maps of a frozen tower.
-
-    Every tap is projected to the side width and tagged with a learned level
-    embedding; the tokens of all taps form one sequence. The focus layer scores
-    each token ``s = σ(wᵀ LN(z) + b)``, keeps the top ``focus_keep`` fraction
-    of valid tokens and scales them by ``s`` (so the scorer gets gradient).
-    Small pre-LN transformer blocks mix the kept tokens; a saliency-weighted
-    (or masked) mean pools them; a zero-initialised up-projection returns a
-    delta in the tower's pooled space, so the model starts equal to the
-    heads-only one.
-    """
-
-    def __init__(self, tap_dims: list[int], out_dim: int, cfg: SideConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.inputs = nn.ModuleList(nn.Linear(d, cfg.width) for d in tap_dims)
-        self.levels = nn.Parameter(torch.zeros(len(tap_dims), cfg.width))
-        self.norm_in = nn.LayerNorm(cfg.width)
-        self.score = nn.Linear(cfg.width, 1) if cfg.focus_keep is not None else None
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(cfg.width, cfg.heads, cfg.width * 2, cfg.dropout, batch_first=True,
-                                       norm_first=True, activation="gelu")
-            for _ in range(cfg.depth))
-        self.norm_out = nn.LayerNorm(cfg.width)
-        self.up = nn.Linear(cfg.width, out_dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, taps: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-        tokens = torch.cat([proj(t.to(proj.weight.dtype)) + level
-                            for proj, t, level in zip(self.inputs, taps, self.levels)], dim=1)
-        if mask is None:
-            valid = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        else:
-            valid = mask.repeat(1, len(taps))
-        z = self.norm_in(tokens)
-        weights = valid.to(z.dtype)
-        if self.score is not None:
-            z, valid, weights = self._focus(z, valid)
-        for block in self.blocks:
-            z = block(z, src_key_padding_mask=~valid)
-        pooled = (self.norm_out(z) * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-6)
-        return self.up(pooled)
-
-    def _focus(self, z: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        saliency = torch.sigmoid(self.score(z).squeeze(-1)).masked_fill(~valid, 0.0)
-        keep = max(1, math.ceil(self.cfg.focus_keep * z.shape[1]))
-        top = saliency.topk(keep, dim=1).indices
-        kept = z.gather(1, top.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
-        kept_saliency = saliency.gather(1, top)
-        return kept * kept_saliency.unsqueeze(-1), valid.gather(1, top), kept_saliency
-
-
-class _MRSAdapter(nn.Module):
-    """Bottleneck adapter parallel to a BERT layer's feed-forward part; starts at zero."""
-
-    def __init__(self, width: int, bottleneck: int, dropout: float):
-        super().__init__()
-        self.down = nn.Linear(width, bottleneck)
-        self.drop = nn.Dropout(dropout)
-        self.up = nn.Linear(bottleneck, width)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.drop(F.relu(self.down(x))))
-
-
 class TowerCLIP(nn.Module):
     """Two pretrained towers, optional side branches, two heads, one logit scale.
 
@@ -281,9 +198,10 @@ class TowerCLIP(nn.Module):
         self.cfg = cfg
         self.visual = EfficientNetLiteTower(cfg.image_tower, cfg.image_taps, lazy=lazy_image_tower)
         self.text = MiniLMTower(cfg.text_context_length, cfg.text_taps)
-        if cfg.method == "mrs":
-            width = self.text.pooled_dim
-            self.text.add_adapters(lambda: _MRSAdapter(width, cfg.mrs_bottleneck, cfg.mrs_dropout))
+        self.mrs = MRSAdapter({"text": self.text.pooled_dim}, cfg.mrs_bottleneck, cfg.mrs_shared, cfg.mrs_dropout) \
+            if cfg.method == "mrs" else None
+        if self.mrs is not None:
+            self.text.use_adapter(functools.partial(self.mrs, modality="text"))
         self.image_side = SideBranch(self.visual.tap_dims, self.visual.pooled_dim, cfg.image_side) \
             if cfg.method == "focus" else None
         self.text_side = SideBranch(self.text.tap_dims, self.text.pooled_dim, cfg.text_side) \
@@ -301,7 +219,7 @@ class TowerCLIP(nn.Module):
         """Whether a parameter trains under this model's method."""
         if self.cfg.method == "full":
             return True
-        return not name.startswith(("visual.", "text.")) or ".adapter." in name
+        return not name.startswith(("visual.", "text."))
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         trainable = {n for n, _ in self.named_parameters() if self.is_trainable(n)}
@@ -309,7 +227,7 @@ class TowerCLIP(nn.Module):
 
     def tower_modules_frozen(self) -> bool:
         """True when the towers' outputs do not change in training (features may be cached)."""
-        return self.cfg.method in ("lit", "focus")
+        return self.cfg.method in ("frozen", "focus")
 
     # -- frozen halves ------------------------------------------------------------------
     def image_features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -320,9 +238,9 @@ class TowerCLIP(nn.Module):
 
     # -- trained halves -----------------------------------------------------------------
     def embed_image(self, taps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self._fused_image_feature(taps, pooled))
+        return self.image_head(self.fused_image_feature(taps, pooled))
 
-    def _fused_image_feature(self, taps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
+    def fused_image_feature(self, taps: list[torch.Tensor], pooled: torch.Tensor) -> torch.Tensor:
         """The pooled feature the image head reads: the tower's, plus the side branch's rewrite."""
         pooled = pooled.to(self.logit_scale.dtype)
         return pooled + self.image_side(taps) if self.image_side is not None else pooled
@@ -334,23 +252,24 @@ class TowerCLIP(nn.Module):
         return self.text_head(pooled)
 
     # -- open_clip-compatible interface -------------------------------------------------
+    def views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The views of each image the model embeds: its quarter turns and, with ``centre_crop_view``, the crop."""
+        turns, crop = self.cfg.image_views, self.cfg.centre_crop_view
+        step = 4 // turns  # one forward per view: on CPU a 4x batch runs slower per image than the batch itself
+        views = [torch.rot90(images, k * step, dims=(2, 3)) if k else images for k in range(turns)]
+        return views + ([centre_crop_view(images, crop)] if crop is not None else [])
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B, 3, H, W) -> embeddings of the features averaged over the config's views.
 
-        The head reads the mean of the views' fused features, as in training
-        (benchmarks/base_probes.py turn-heads); with an MLP head, averaging the
-        per-view embeddings instead would be another function (test mR 21.57
-        against 21.82 for the same heads).
+        The head reads the mean of the views' fused features, as in training;
+        with an MLP head, averaging the per-view embeddings instead would be
+        another function (test mR 21.57 against 21.82 for the same heads).
         """
-        turns, crop = self.cfg.image_views, self.cfg.centre_crop_view
-        if turns == 1 and crop is None:
+        views = self.views(images)
+        if len(views) == 1:
             return self.embed_image(*self.image_features(images))
-        step = 4 // turns  # one forward per view: on CPU a 4x batch runs slower per image than the batch itself
-        views = [torch.rot90(images, k * step, dims=(2, 3)) for k in range(turns)]
-        if crop is not None:
-            views.append(centre_crop_view(images, crop))
-        features = [self._fused_image_feature(*self.image_features(view)) for view in views]
-        return self.image_head(torch.stack(features).mean(0))
+        return self.image_head(torch.stack([self.fused_image_feature(*self.image_features(v)) for v in views]).mean(0))
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embed_text(*self.text_features(ids))
@@ -377,9 +296,7 @@ def save_tower_weights(path: str | Path, model: TowerCLIP, record: dict[str, Any
                "state_dict": {k: v.half() if v.is_floating_point() else v
                               for k, v in model.trainable_state_dict().items()},
                "record": json.loads(json.dumps(record or {}))}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def backbone_ids(model: TowerCLIP) -> dict[str, str]:
@@ -387,15 +304,25 @@ def backbone_ids(model: TowerCLIP) -> dict[str, str]:
     return backbones.backbone_ids({"image": model.visual.variant.weights_path(), "text": model.text.weights_path()})
 
 
-def load_tower_weights(model: TowerCLIP, path: str | Path) -> None:
-    """Load trained parameters into ``model``, refusing any mismatch of config, backbones or keys."""
-    path = Path(path)
+def _read_tower_weights(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for a bad file
         raise GeoretError(f"{path} is not a readable torch file") from None
     if not isinstance(payload, dict) or payload.get("format") != TOWER_WEIGHTS_FORMAT:
         raise GeoretError(f"{path} is not a georet tower-model weights file ({TOWER_WEIGHTS_FORMAT})")
+    return payload
+
+
+def tower_weights_config(path: str | Path) -> TowerCLIPConfig:
+    """The model config a weights file was trained for (a run's method, heads and views travel with it)."""
+    return TowerCLIPConfig.from_dict(_read_tower_weights(Path(path))["config"])
+
+
+def load_tower_weights(model: TowerCLIP, path: str | Path) -> None:
+    """Load trained parameters into ``model``, refusing any mismatch of config, backbones or keys."""
+    path = Path(path)
+    payload = _read_tower_weights(path)
     if TowerCLIPConfig.from_dict(payload["config"]) != model.cfg:  # keys added since it was written take defaults
         raise GeoretError(f"{path} was trained for another model config than {model.cfg.image_tower} "
                           f"{model.cfg.method} @ {model.cfg.image_size} px")

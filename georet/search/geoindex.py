@@ -25,13 +25,32 @@ import shapely
 
 from georet.errors import GeoretError
 from georet.geo import RasterSource, ZeroShotScenes, search_area
-from georet.index import (ANN_NPROBES, ANN_REFINE_FACTOR, AUTO_VECTOR_INDEX_ROWS, LabelSet, TileStore, delete_labels,
-                          describe_mismatch, label_sets, read_labels, save_labels, sql_string)
+from georet.index import (
+    ANN_NPROBES,
+    ANN_REFINE_FACTOR,
+    AUTO_VECTOR_INDEX_ROWS,
+    LabelSet,
+    TileStore,
+    delete_labels,
+    describe_mismatch,
+    label_sets,
+    read_labels,
+    save_labels,
+    sql_string,
+)
 from georet.models import QueryTextEncoder, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
-from georet.search.relations import (RELATION_COLUMNS, SCENE_PRIOR_WEIGHT, Relation, parse_distance, parse_query,
-                                     rank_relational, scene_prior_boost, subject_candidates)
+from georet.search.relations import (
+    RELATION_COLUMNS,
+    SCENE_PRIOR_WEIGHT,
+    Relation,
+    parse_distance,
+    parse_query,
+    rank_relational,
+    scene_prior_boost,
+    subject_candidates,
+)
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
 
 if TYPE_CHECKING:

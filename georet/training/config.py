@@ -28,10 +28,14 @@ EXTENDS_KEY = "extends"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The base model: an open_clip architecture and its weights (tag, file, or null = random init)."""
+    """The base model: an open_clip architecture and its weights (tag, file, or null = random init), or a
+    tower model by its config name (``georet-base``; its towers come from their packages: pretrained null)."""
 
     arch: str = "ViT-B-32"
     pretrained: str | None = "openai"
+    #: tower models: heads per tower (null: the model config's). Above 1, one head is trained per seed
+    #: (train.seed, +1, ...) on the frozen towers and the heads are assembled into one ensemble
+    head_members: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class DataConfig:
     #: draw validation images only among those with at least this many distinct captions (2: like the
     #: RSICD/RSITMD test splits, where images rarely repeat one caption; see RetrievalSplit.split_validation)
     val_min_distinct_captions: int = 1
+    #: seed of the validation draw (null: train.seed); fixed apart from train.seed, runs of several seeds
+    #: (and the members of a head ensemble) select on one validation set
+    val_seed: int | None = None
+    #: train on each (image, caption) pair once: half the RSICD images repeat one caption five times
+    distinct_pairs: bool = False
     #: keep only images of these scene classes
     scenes: tuple[str, ...] | None = None
     #: ... or tiled scenes of your own region: a raster plus a land-cover layer
@@ -94,6 +103,14 @@ class LoopConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     #: progress bar: None = when stderr is a terminal
     progress: bool | None = None
+    #: stop after this many seconds of training (null: run every step), for equal-wall-clock baselines
+    time_budget_s: float | None = None
+    #: tower models with frozen towers (methods frozen, focus): compute the towers' outputs once into
+    #: cache_dir and train over them (null: whenever the method allows it)
+    cache_features: bool | None = None
+    cache_dir: str = "runs/feature_cache"
+    #: augmented views (flips, turns, crops) of each image in the cache, beside the model's own views
+    augmented_views: int = 2
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from georet.errors import GeoretError
@@ -181,39 +179,3 @@ def tiled_scenes(raster: str | Path, landcover: str | Path, out_dir: str | Path,
 def load_image(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
-
-
-class CaptionPairs(torch.utils.data.Dataset):
-    """One item per caption: (image tensor, caption tokens, image index).
-
-    ``scene_aug_p``: probability of prefixing the caption with its image's scene
-    (scene label augmentation at training time); ``scene_words`` maps labels
-    to prompt words (``denseresidential`` → ``dense residential area``).
-    """
-
-    def __init__(self, split: RetrievalSplit, preprocess, tokenizer, train: bool = True,
-                 scene_aug_p: float = 0.0, scene_words: dict[str, str] | None = None, seed: int = 0):
-        self.split, self.preprocess, self.tokenizer = split, preprocess, tokenizer
-        self.train, self.scene_aug_p, self.scene_words = train, scene_aug_p, scene_words or {}
-        self.rng = random.Random(seed)
-
-    def __len__(self) -> int:
-        return len(self.split.captions)
-
-    def caption(self, j: int) -> str:
-        text = self.split.captions[j]
-        scene = self.split.scenes[int(self.split.caption_image[j])]
-        if self.train and scene and self.scene_aug_p > 0 and self.rng.random() < self.scene_aug_p:
-            return SCENE_TEMPLATE.format(self.scene_words.get(scene, scene), text)
-        return text
-
-    def __getitem__(self, j: int):
-        image_index = int(self.split.caption_image[j])
-        pixels = load_image(self.split.images[image_index])
-        if self.train:
-            if self.rng.random() < 0.5:
-                pixels = pixels[:, ::-1]
-            if self.rng.random() < 0.5:
-                pixels = pixels[::-1]
-        image = self.preprocess.apply(pixels[None].copy())[0]
-        return image, self.tokenizer([self.caption(j)])[0], image_index

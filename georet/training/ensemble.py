@@ -7,7 +7,7 @@ the orthogonal Procrustes rotation that best maps its embeddings of training
 images and captions onto the first's; the rotation is folded into the
 member's weights, so the assembled model is an ordinary ``TowerCLIP`` with the
 same ``embed_dim``. On rsicd_aid, 3 seeds: test mR 22.3 for one head, 23.0 for
-the ensemble (``benchmarks/base_probes.py turn-heads --ensemble``).
+the ensemble (docs/models/georet-base.md).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ def procrustes_rotation(source: torch.Tensor, target: torch.Tensor) -> torch.Ten
 @torch.no_grad()
 def assemble_heads(models: Sequence[TowerCLIP], image_features: torch.Tensor,
                    text_features: torch.Tensor) -> TowerCLIP:
-    """One model whose heads are the ensemble of ``models``' heads (same config, method ``lit``).
+    """One model whose heads are the ensemble of ``models``' heads (same config, method ``frozen``).
 
     ``image_features``/``text_features`` are pooled tower features of training
     images and captions, the points the rotations are fitted on. The towers
     are those of ``models[0]``; the logit scale is the members' mean.
     """
     first = models[0]
-    if any(m.cfg != first.cfg for m in models) or first.cfg.method != "lit" or first.cfg.head_members != 1:
-        raise GeoretError("assemble_heads needs single-head lit models of one config")
+    if any(m.cfg != first.cfg for m in models) or first.cfg.method != "frozen" or first.cfg.head_members != 1:
+        raise GeoretError("assemble_heads needs single-head frozen-tower models of one config")
 
     def embeddings(model: TowerCLIP) -> torch.Tensor:
         return torch.cat([F.normalize(model.image_head(image_features), dim=-1),

@@ -7,7 +7,7 @@ of the image)``. Which scene the image has depends on its side: as a gallery
 item (text→image) it carries its scene as metadata (file-name label; a
 zero-shot prediction when unlabelled), as a query (image→text) its scene is
 predicted from its pixels. The ground-truth scene of a query is never used
-(methods.md D2: that leaks and inflates recall; before this was split, the
+(docs/methods.md, "Protocol": that leaks and inflates recall; before this was split, the
 image→text half used it, worth +0.6 mR on the georet-base test split).
 """
 
@@ -51,14 +51,25 @@ def scene_prior_matrices(model, split: RetrievalSplit, image_feats: np.ndarray, 
     return caption_probs[:, predicted].T, caption_probs[:, labelled].T
 
 
-def evaluate(model, split: RetrievalSplit, scene_prior: float = 0.0, batch_size: int = 64,
-             progress: bool = False) -> dict[str, float]:
-    """i2t/t2i R@1/5/10 and mR (percent) of ``model`` on ``split``."""
-    with torch.inference_mode():
-        image_feats, text_feats = embed_split(model, split, batch_size, progress)
+def retrieval_scores(image_feats: np.ndarray, text_feats: np.ndarray, split: RetrievalSplit, scene_prior: float = 0.0,
+                     text_model=None) -> dict[str, float]:
+    """i2t/t2i R@1/5/10 and mR (percent) of unit-length embeddings of ``split``'s images and captions.
+
+    With ``scene_prior`` > 0, ``text_model`` (``encode_text`` and ``logit_scale``)
+    scores the zero-shot scene prompts. The one scoring of ``georet eval`` and of
+    validation during training.
+    """
     sims = image_feats @ text_feats.T
     if not scene_prior:
         return retrieval_recalls(sims, split.caption_image)
-    image_queries, caption_queries = scene_prior_matrices(model, split, image_feats, text_feats)
+    image_queries, caption_queries = scene_prior_matrices(text_model, split, image_feats, text_feats)
     return retrieval_recalls(sims + scene_prior * image_queries, split.caption_image,
                              caption_query_similarity=sims + scene_prior * caption_queries)
+
+
+def evaluate(model, split: RetrievalSplit, scene_prior: float = 0.0, batch_size: int = 64,
+             progress: bool = False) -> dict[str, float]:
+    """i2t/t2i R@1/5/10 and mR (percent) of an embedding model on ``split``."""
+    with torch.inference_mode():
+        image_feats, text_feats = embed_split(model, split, batch_size, progress)
+    return retrieval_scores(image_feats, text_feats, split, scene_prior, model)

@@ -4,9 +4,11 @@ Under ``lit`` and ``focus`` nothing before the side branches trains, so the
 towers' outputs (tapped token maps and pooled features) are the same at every
 step. Computing them once, in float16 on disk, and training the side branches
 and heads over the cache for many epochs turns hours of backbone passes into
-minutes. A few augmented views per image (flips, 90° turns, crops: aerial
-imagery has no "up") keep the image side from seeing the same features every
-epoch; view 0 is always the plain image, used for validation and test.
+minutes. Each image is cached in the views the model itself embeds (its
+quarter turns and centre crop, :meth:`TowerCLIP.views`: validation averages
+them as inference does) and then a few augmented views (flips, 90° turns,
+crops: aerial imagery has no "up"), so training batches do not see the same
+features every epoch.
 
 Layout of a cache folder: one ``.npy`` per array (memory-mapped on load) and
 ``meta.json`` naming the model config, the image size and the views, so a
@@ -32,11 +34,15 @@ from georet.training.data import load_image
 
 @dataclass
 class FeatureCache:
-    """Tower outputs: ``taps[k]`` (views, items, tokens, C), ``pooled`` (views, items, P); text adds ``mask``."""
+    """Tower outputs: ``taps[k]`` (views, items, tokens, C), ``pooled`` (views, items, P); text adds ``mask``.
+
+    The first ``model_views`` views are the model's own (what inference averages).
+    """
 
     taps: list[np.ndarray]
     pooled: np.ndarray
     mask: np.ndarray | None = None
+    model_views: int = 1
 
     @property
     def views(self) -> int:
@@ -72,7 +78,7 @@ class FeatureCache:
             raise GeoretError(f"feature cache {folder} was made for another model or data; delete it to rebuild")
         taps = [np.load(p, mmap_mode="r") for p in sorted(folder.glob("tap*.npy"))]
         mask = np.load(folder / "mask.npy") if (folder / "mask.npy").is_file() else None
-        return cls(taps, np.load(folder / "pooled.npy", mmap_mode="r"), mask)
+        return cls(taps, np.load(folder / "pooled.npy", mmap_mode="r"), mask, int(meta.get("model_views", 1)))
 
 
 def augment_view(pixels: np.ndarray, rng: np.random.Generator, min_crop: float = 0.6) -> np.ndarray:
@@ -94,32 +100,33 @@ def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess, views: int = 1,
+def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess, augmented: int = 0,
                  seed: int = 0, batch_size: int = 64, pooled_only: bool = False,
                  progress: bool = True) -> FeatureCache:
-    """Image tower outputs for ``views`` views of every image (view 0 plain), float16."""
+    """Image tower outputs, float16: the model's own views of every image, then ``augmented`` random views."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)
-    first = load_image(paths[0])
-    bar = tqdm(total=views * len(paths), desc="image features", unit="img", disable=not progress)
-    per_view = []
-    for view in range(views):
-        chunks = []
-        for start in range(0, len(paths), batch_size):
-            pixels = [load_image(p) for p in paths[start:start + batch_size]]
-            if view:
-                pixels = [resize_square(augment_view(p, rng), first.shape[0]) for p in pixels]
-            taps, pooled = model.image_features(preprocess.apply(np.stack(pixels)))
-            chunks.append(([] if pooled_only else [t.half().numpy() for t in taps], pooled.half().numpy()))
-            bar.update(len(pixels))
-        per_view.append(chunks)
+    bar = tqdm(total=len(paths), desc="image features", unit="img", disable=not progress)
+    chunks = []  # per batch: ([per view: taps], [per view: pooled])
+    model_views = None
+    for start in range(0, len(paths), batch_size):
+        pixels = [load_image(p) for p in paths[start:start + batch_size]]
+        views = model.views(preprocess.apply(np.stack(pixels)))
+        model_views = len(views)
+        for _ in range(augmented):
+            views.append(preprocess.apply(np.stack([resize_square(augment_view(p, rng), p.shape[0]) for p in pixels])))
+        outputs = [model.image_features(view) for view in views]
+        chunks.append(([[] if pooled_only else [t.half().numpy() for t in taps] for taps, _ in outputs],
+                       [pooled.half().numpy() for _, pooled in outputs]))
+        bar.update(len(pixels))
     bar.close()
-    taps_out = [] if pooled_only else [
-        np.stack([np.concatenate([c[0][k] for c in chunks]) for chunks in per_view])
-        for k in range(len(per_view[0][0][0]))]
-    pooled_out = np.stack([np.concatenate([c[1] for c in chunks]) for chunks in per_view])
-    return FeatureCache(taps_out, pooled_out)
+    n_views = len(chunks[0][1])
+    pooled = np.stack([np.concatenate([c[1][v] for c in chunks]) for v in range(n_views)])
+    taps = [] if pooled_only else [
+        np.stack([np.concatenate([c[0][v][k] for c in chunks]) for v in range(n_views)])
+        for k in range(len(chunks[0][0][0]))]
+    return FeatureCache(taps, pooled, None, model_views)
 
 
 @torch.inference_mode()

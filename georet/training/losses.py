@@ -51,7 +51,7 @@ def intra_modal_nce(clean: torch.Tensor, augmented: torch.Tensor, logit_scale: t
 def hmmc_loss(image: torch.Tensor, text: torch.Tensor, image_aug: torch.Tensor, text_aug: torch.Tensor,
               logit_scale: torch.Tensor | float, image_ids: torch.Tensor,
               weight_image: float = 1.0, weight_text: float = 1.0) -> torch.Tensor:
-    """HMMC as re-implemented here (the paper's formula is not public, methods.md §1.4):
+    """HMMC as re-implemented here (the paper's formula is not public; docs/methods.md, "PE-RSITR"):
 
         L = L_cm(I, T) + λ_v · L_intra(I, I_aug) + λ_t · L_intra(T, T_aug)
 

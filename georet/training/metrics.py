@@ -1,6 +1,6 @@
 """Text–image retrieval recall, exactly as the RS retrieval literature computes it.
 
-(methods.md §4.3: HVSA/GaLR ``acc_i2t``/``acc_t2i``.) ``similarity`` is
+(docs/methods.md, "Protocol": HVSA/GaLR ``acc_i2t``/``acc_t2i``.) ``similarity`` is
 N_images × N_captions; ``caption_image[j]`` is the image index of caption j.
 
 * i2t: each image ranks all captions; its rank is the best (lowest) rank among

@@ -46,8 +46,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import runner
-from .server import ServerProcess, error_of
 from .results_layer import build_layer, build_partner_layer, parse_geojson, replace_results_layer
+from .server import ServerProcess, error_of
 
 ANY_SCENE = "(any scene)"
 MORE_LIKE_THIS, NOT_THIS = "More like this", "Not this"

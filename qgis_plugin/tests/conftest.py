@@ -17,9 +17,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the folder holding georet_qgis/
 sys.path.append("/usr/share/qgis/python/plugins")  # QGIS's own Processing plugin
 
-from qgis.core import QgsApplication, QgsProject  # noqa: E402
-
 from harness import Interface  # noqa: E402
+from qgis.core import QgsApplication, QgsProject  # noqa: E402
 
 _APP = QgsApplication([], True)
 _APP.initQgis()

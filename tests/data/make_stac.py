@@ -16,8 +16,7 @@ from pathlib import Path
 import rasterio
 from rasterio.warp import transform_bounds
 
-sys.path.insert(0, str(Path(__file__).parent))
-from make_rasters import split_bands, write_cog  # noqa: E402
+from georet.testing.rasters import split_bands, write_cog
 
 
 def item(item_id: str, assets: dict[str, dict], bbox: list[float], when: str, collection: str = "test-s2") -> dict:

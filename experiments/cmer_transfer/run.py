@@ -1,7 +1,7 @@
 """Which CMER components help? A transfer protocol on real data that fits 2 CPU cores.
 
 No pretrained image encoder can be had offline, so the "pretrained CLIP" is
-made here: a small CLIP (``benchmarks/georet-bench.json``: ViT 64 px/patch 8,
+made here: a small CLIP (``georet-bench.json`` beside this script: ViT 64 px/patch 8,
 6 layers, width 192; text 4 layers) is trained from scratch on the *train*
 images of the first 15 scene classes of ``rsicd_aid`` (stage 1). Stage 2
 adapts it to the other 15 classes (their train images) with each method and
@@ -12,7 +12,8 @@ zero-shot (frozen) · full fine-tuning (also with the query scene prior) · MRS-
 layer (keep all patches) · without the queue · without training-time scene
 augmentation · without the query-time scene prior.
 
-    python benchmarks/train_quality.py [--seeds 0,1,2] [--batch-size 64] [--json] [--out benchmarks/results/train_quality.json]
+    python experiments/cmer_transfer/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json \
+        [--seeds 0,1,2] [--batch-size 64] [--json] [--out experiments/cmer_transfer/results/train_quality.json]
 
 Sweeps reuse a kept ``--workdir`` (the pretrained stage is trained once), e.g.
 ``--workdir W --seeds 0 --variants CMER --set train.lr=3e-3``.
@@ -30,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from georet.models import ModelSpec, load_model, open_clip_module
+from georet.provenance import write_results
+from georet.training import load_config, train
 from georet.training.data import load_retrieval_data
 from georet.training.evaluate import evaluate
-from georet.models import ModelSpec, load_model, open_clip_module
-from georet.training import load_config, train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
 ARCH = "georet-bench"
 PRIOR = 0.1
 
@@ -113,7 +113,7 @@ def run(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, required=True, help="Karpathy JSON with scene labels (rsicd_aid)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=150)
@@ -131,7 +131,7 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     report = run(args)
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        write_results(args.out, report)
     if args.json:
         print(json.dumps(report, indent=2))
         return
