@@ -7,15 +7,17 @@ set ``GEORET_DEBUG=1`` to see tracebacks of unexpected failures.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from georet import __version__
-from georet.errors import GeoretError
+from georet.errors import GeoretError, InputError
 
 OUTPUT_SUFFIXES = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet": "parquet"}
 
@@ -26,6 +28,8 @@ class _GeoretGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except InputError as exc:  # the library names its parameter; a CLI user typed a flag
+            raise click.ClickException(f"{_flag(exc.param)}: {exc.problem}") from None
         except GeoretError as exc:
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
@@ -38,10 +42,31 @@ class _GeoretGroup(click.Group):
                 f"unexpected {type(exc).__name__}: {first_line} (set GEORET_DEBUG=1 for a traceback)") from None
 
 
+def _flag(param: str) -> str:
+    """The command-line spelling of a library parameter: ``bbox_crs`` → ``--bbox-crs``."""
+    return {"k": "-k", "text": "TEXT", "labels": "--labels"}.get(param, "--" + param.replace("_", "-"))
+
+
 @click.group(cls=_GeoretGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="georet")
 def main() -> None:
     """Search satellite and aerial imagery with words."""
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' own chatter off stderr, where the CLI prints one line per outcome.
+
+    Set by the command line for its own process (a library import changes no global state): Lance's
+    Rust logger prints WARN lines (retried commits) and Ray Data each execution and its progress;
+    Ray starts its workers with fork+exec, which Lance's fork warnings cannot tell from a bare fork.
+    Setting the variables yourself shows their output again.
+    """
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    os.environ.setdefault("LANCE_LOG", "error")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*(lance is not fork-safe|lancedb fork support)")
 
 
 device_option = click.option("--device", default="auto", show_default=True,
@@ -167,22 +192,17 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     With --like/--unlike/--labels the text (optional then) is combined with
     the examples, and the examples themselves are never returned.
     """
+    from georet.search import SearchRequest, open_index
     from georet.search import explain as explain_hits
-    from georet.search import open_index, parse_distance
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
-    if text is not None and not text.strip():
-        raise GeoretError("the query text is empty")
-    if text is None and not (like or label_set):
-        raise GeoretError("give a query TEXT, or examples with --like or --labels")
     if explain and (dissolve or like or unlike or label_set):
         raise GeoretError("--explain describes text and relational searches; leave out the examples and --dissolve")
-    near_m = parse_distance(near) if near is not None else None
+    request = SearchRequest(text, k, bbox, bbox_crs, within, scene, not plain, near, None, like, unlike, label_set,
+                            min_score, dissolve, scorer)
     index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
-    hits = index.search(text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene,
-                        relational=not plain, near=near_m, like=like, unlike=unlike, labels=label_set,
-                        min_score=min_score, dissolve=dissolve, scorer=scorer)
+    hits = index.run(request)
     text = text or "(examples)"
     if explain:
         click.echo(explain_hits(hits), err=fmt != "table" or output is not None)

@@ -98,7 +98,7 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
         (("query", "   ", "--db", cli_index), "query text is empty"),
         (("query", "x", "--db", cli_index, "--scene", "volcano"), "unknown scene 'volcano'; known scenes:"),
         (("query", "x", "--db", cli_index, "--bbox", "1,2,3"), "--bbox"),
-        (("query", "x", "--db", cli_index, "--bbox-crs", "EPSG:3857"), "--bbox-crs needs --bbox"),
+        (("query", "x", "--db", cli_index, "--bbox-crs", "EPSG:3857"), "--bbox-crs: says in which CRS the bounding box is given; give the box too"),
         (("query", "x", "--db", cli_index, "-o", tmp_path / "hits.csv"), "--output must end in"),
         (("query", "x", "--db", tmp_path), "not a georet index"),
         (("info", "--db", tmp_path / "nope"), "no georet index"),

@@ -158,4 +158,4 @@ def test_cli_examples_threshold_and_regions(built_index, index):
     empty = invoke_cli("query", "water", "--db", built_index, "--min-score", "2", check=True).stdout
     assert empty.strip() == "no matching tiles"
     none = invoke_cli("query", "--db", built_index)
-    assert none.returncode == 1 and "give a query TEXT, or examples with --like or --labels" in none.stderr
+    assert none.returncode == 1 and "TEXT: nothing to search for: give a query text or examples of what you want" in none.stderr

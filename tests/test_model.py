@@ -106,8 +106,12 @@ def test_default_model_is_bundled_and_offline(monkeypatch):
     assert identity["weights_id"] == file_sha256(BUNDLED_WEIGHTS["georet-base"])
     shipped = torch.load(BUNDLED_WEIGHTS["georet-base"], map_location="cpu", weights_only=True)["state_dict"]
     assert {key.split(".")[0] for key in shipped} == {"image_head", "text_head", "logit_scale"}  # no backbone
-    vectors = model.encode_text(["airport", "an airport with runways", "a dense forest"])
-    assert vectors @ vectors[1] @ [1, 0, -1] > 0  # trained, not random: airport is closer to airport
+    # trained, not random: each scene word is nearest to the one description of it among six (chance: 1/720)
+    words = model.encode_text(["airport", "forest", "beach", "river", "farmland", "stadium"])
+    descriptions = model.encode_text(["many planes parked near a runway", "dense green trees",
+                                      "waves breaking on a sandy shore", "a river winding through the land",
+                                      "fields of crops in rows", "a sports field surrounded by seats"])
+    assert list((words @ descriptions.T).argmax(axis=1)) == [0, 1, 2, 3, 4, 5]
     with pytest.raises(GeoretError, match="name the weights for georet-tiny"):
         ModelSpec("georet-tiny", "bundled")
 

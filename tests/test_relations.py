@@ -236,4 +236,4 @@ def test_cli_explain_and_geojson(built_index):
     assert {"partners", "partner_distance_m", "partner_wkt", "relation"} <= set(features[0]["properties"])
     assert "parsed:" in proc.stderr
     bad = run_cli("query", "water near houses", "--db", built_index, "--near", "close")
-    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("Error: not a distance")
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("Error: --near: not a distance")

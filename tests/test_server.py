@@ -57,10 +57,11 @@ def test_bad_requests_get_one_line_json_errors(served):
         "/search?q=x&k=5000": (400, "k: Input should be less than or equal to 1000"),
         "/search?q=x&like=/etc/passwd": (400, "like/unlike take tile ids of this index; '/etc/passwd' is not one"),
         "/search?q=x&labels=../../etc": (400, "label set name '../../etc': use letters, digits"),
-        "/search": (400, "give a query text (q) or examples (like, labels)"),
+        "/search": (400, "q: nothing to search for: give a query text or examples of what you want"),
         "/search?q=" + "a" * 600: (400, "q: String should have at most 500 characters"),
-        "/search?q=x&bbox=1,2": (400, "--bbox must be four numbers"),
+        "/search?q=x&bbox=1,2": (400, "bbox: must be four numbers"),
         "/tiles/nope/thumbnail.png": (404, "no tile 'nope' in"),
+        "/search?q=x&labels=missing": (404, "no label set 'missing' in"),
     }
     for path, (status, message) in cases.items():
         got, body = server.get(path)

@@ -331,3 +331,28 @@ def test_image_views_average_the_quarter_turns_and_the_centre_crop(lit_model):
         TowerCLIPConfig(centre_crop_view=1.0)
     with pytest.raises(GeoretError, match="image_views must be 1, 2 or 4 quarter turns, got 3"):
         TowerCLIPConfig(image_views=3)
+
+
+def test_feature_cache_keeps_the_models_own_views_apart_from_the_augmented_ones(tmp_path, lit_model):
+    """Validation averages the views inference embeds; the cache must say how many of its views those are."""
+    import rasterio
+    from PIL import Image
+
+    from georet.models.preprocess import tower_preprocess
+    from georet.testing.rasters import write_raster
+    from georet.training.feature_cache import FeatureCache, cache_images
+
+    chips = []
+    for i in range(2):
+        with rasterio.open(write_raster(tmp_path / f"r{i}.tif", size=(64, 64), seed=i)) as src:
+            Image.fromarray(src.read().transpose(1, 2, 0)).save(tmp_path / f"c{i}.png")
+        chips.append(tmp_path / f"c{i}.png")
+    model = TowerCLIP(dataclasses.replace(lit_model.cfg, image_size=64, image_views=4, centre_crop_view=0.75))
+    model.visual, model.text = lit_model.visual, lit_model.text
+    cache = cache_images(model.eval(), chips, tower_preprocess(64), augmented=2, pooled_only=True, progress=False)
+    assert cache.views == 7 and cache.model_views == 5
+    cache.save(tmp_path / "cache", {"n": 2})
+    loaded = FeatureCache.load(tmp_path / "cache", {"n": 2})
+    assert loaded.model_views == 5 and np.array_equal(np.asarray(loaded.pooled), cache.pooled)
+    with pytest.raises(GeoretError, match="made for another model or data"):
+        FeatureCache.load(tmp_path / "cache", {"n": 3})

@@ -12,7 +12,7 @@ import pyproj
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import GeoretError
+from georet.errors import InputError, NotFoundError
 
 
 def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]:
@@ -20,12 +20,12 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
     try:
         values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except (TypeError, ValueError):
-        raise GeoretError(f"--bbox must be minx,miny,maxx,maxy numbers; got {text!r}") from None
+        raise InputError("bbox", f"must be minx,miny,maxx,maxy numbers; got {text!r}") from None
     if len(values) != 4 or not all(np.isfinite(values)):
-        raise GeoretError(f"--bbox must be four numbers minx,miny,maxx,maxy; got {text!r}")
+        raise InputError("bbox", f"must be four numbers minx,miny,maxx,maxy; got {text!r}")
     minx, miny, maxx, maxy = values
     if minx >= maxx or miny >= maxy:
-        raise GeoretError(f"--bbox must have minx < maxx and miny < maxy; got {text!r}")
+        raise InputError("bbox", f"must have minx < maxx and miny < maxy; got {text!r}")
     return minx, miny, maxx, maxy
 
 
@@ -33,7 +33,7 @@ def _crs(value: str) -> pyproj.CRS:
     try:
         return pyproj.CRS.from_user_input(value)
     except pyproj.exceptions.CRSError:
-        raise GeoretError(f"not a CRS: {value!r} (use e.g. EPSG:3857)") from None
+        raise InputError("bbox_crs", f"not a CRS: {value!r} (use e.g. EPSG:3857)") from None
 
 
 def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str | None = None,
@@ -44,14 +44,14 @@ def search_area(bbox: str | Sequence[float] | None = None, bbox_crs: str | None 
     """
     areas: list[BaseGeometry] = []
     if bbox is None and bbox_crs is not None:
-        raise GeoretError("--bbox-crs needs --bbox (it says in which CRS the box is given)")
+        raise InputError("bbox_crs", "says in which CRS the bounding box is given; give the box too")
     if bbox is not None:
         box = shapely.box(*parse_bbox(bbox))
         crs = _crs(bbox_crs or "EPSG:4326")
         if crs.is_geographic:
             minx, miny, maxx, maxy = box.bounds
             if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
-                raise GeoretError(f"--bbox {bbox!r} is outside lon/lat range; for projected coordinates pass --bbox-crs")
+                raise InputError("bbox", f"{bbox!r} is outside lon/lat range; for projected coordinates give its CRS too")
         areas.append(_to_lonlat(box, crs))
     if within is not None:
         areas.append(_read_area(within))
@@ -78,7 +78,7 @@ def _to_lonlat(box: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
         if clipped.is_empty or not _round_trips(clipped, crs, forward):
             where = f" (x {domain.bounds[0]:.0f}…{domain.bounds[2]:.0f}, y {domain.bounds[1]:.0f}…{domain.bounds[3]:.0f})" \
                 if domain is not None else ""
-            raise GeoretError(f"--bbox lies outside the area where {crs.to_string()} is defined{where}")
+            raise InputError("bbox", f"lies outside the area where {crs.to_string()} is defined{where}")
         box = clipped
     return shapely.make_valid(shapely.transform(_dense(box), lambda xy: np.column_stack(forward.transform(xy[:, 0], xy[:, 1]))))
 
@@ -116,15 +116,15 @@ def _read_area(within) -> BaseGeometry:
     else:
         path = Path(within).expanduser()
         if not path.exists():
-            raise GeoretError(f"--within: no such file: {path}")
+            raise NotFoundError(f"within: no such file: {path}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 frame = gpd.read_file(path)
         except Exception:
-            raise GeoretError(f"--within: {path} is not a readable vector file") from None
+            raise InputError("within", f"{path} is not a readable vector file") from None
     if frame.crs is None:
-        raise GeoretError("--within: the vector layer has no CRS")
+        raise InputError("within", "the vector layer has no CRS")
     if frame.empty:
-        raise GeoretError("--within: the vector layer has no features")
+        raise InputError("within", "the vector layer has no features")
     return shapely.make_valid(frame.to_crs(4326).geometry.union_all())

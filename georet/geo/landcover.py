@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.geo.scenes import SceneLabel
 
 
@@ -140,7 +140,7 @@ def open_landcover(path: str | Path, field: str | None, dataset, crs) -> VectorL
     grid; anything else is read as vector polygons. Close it after use.
     """
     if not Path(path).exists():
-        raise GeoretError(f"land-cover file not found: {path}")
+        raise NotFoundError(f"land-cover file not found: {path}")
     if Path(path).suffix.lower() in _RASTER_SUFFIXES:
         return RasterLandcover(path, dataset, crs)
     return VectorLandcover(path, field, crs, dataset.bounds)

@@ -18,7 +18,7 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 
 DEFAULT_CLASSES_FILE = Path(__file__).resolve().parents[1] / "data" / "scene_classes.txt"
 PROMPT_TEMPLATE = "an aerial image of {}"
@@ -50,7 +50,7 @@ def read_classes(path: str | Path | None = None) -> list[SceneClass]:
     """Parse a class vocabulary file (default: the shipped 30 AID/RSICD scene classes)."""
     path = Path(path) if path else DEFAULT_CLASSES_FILE
     if not path.is_file():
-        raise GeoretError(f"classes file not found: {path}")
+        raise NotFoundError(f"classes file not found: {path}")
     classes: list[SceneClass] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()

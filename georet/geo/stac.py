@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.geo.sources import RasterRef, gdal_env, is_url
 
 DEFAULT_ASSET = "visual"
@@ -42,7 +42,7 @@ def read_stac(location: str) -> dict[str, Any]:
     except urllib.error.URLError as exc:
         raise GeoretError(f"{location}: cannot fetch ({exc.reason})") from None
     except FileNotFoundError:
-        raise GeoretError(f"no such file: {location}") from None
+        raise NotFoundError(f"no such file: {location}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise GeoretError(f"{location}: cannot read ({exc})") from None
     try:

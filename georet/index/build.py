@@ -24,7 +24,7 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import GeoretError
+from georet.errors import ConflictError, GeoretError, NotFoundError
 from georet.geo import (
     RasterRef,
     RasterSource,
@@ -205,7 +205,7 @@ def index_raster(
         raise GeoretError("the area (--bbox/--within) touches none of the rasters; nothing to index")
     scene_classes = None if landcover else read_classes(classes)
     if landcover and not Path(landcover).exists():
-        raise GeoretError(f"land-cover file not found: {landcover}")
+        raise NotFoundError(f"land-cover file not found: {landcover}")
     if not isinstance(model, EmbeddingModel):
         model = load_model(model, device=device)
     spec = {"arch": model.spec.arch,
@@ -298,7 +298,7 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
         return False
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
-        raise GeoretError(f"cannot add to {db}: {problem}; use a new --db")
+        raise ConflictError(f"cannot add to {db}: {problem}; use a new --db")
     if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
         return False
     counts = store.source_counts()

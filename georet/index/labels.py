@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Literal
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.files import atomic_write_text
 from georet.geo import is_url
 from georet.index.store import require_writable
@@ -70,7 +70,7 @@ def read_labels(index: str | Path, name: str = DEFAULT_SET) -> LabelSet:
     path = _path(index, name)
     if not path.is_file():
         known = label_sets(index)
-        raise GeoretError(f"no label set {name!r} in {index} (saved sets: {', '.join(known) or 'none'}; "
+        raise NotFoundError(f"no label set {name!r} in {index} (saved sets: {', '.join(known) or 'none'}; "
                           f"make one with `georet label --db {index} --set {name} --positive TILE_ID`)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

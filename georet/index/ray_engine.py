@@ -16,10 +16,8 @@ scheduler of its own: placement, back-pressure and retries are Ray's.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -104,17 +102,8 @@ def _embed_windows(batch: dict[str, np.ndarray], **worker: object) -> pa.Table:
     return _Worker.for_task(**worker).rows(batch)
 
 
-def _quiet_ray() -> None:
-    """Keep Ray's chatter off stderr, where georet prints one summary line (set the variables to see it)."""
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # each execution and its progress, at INFO/WARNING
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    # Ray starts its workers with fork+exec, which Lance's fork warnings cannot tell from a bare fork.
-    warnings.filterwarnings("ignore", message=r".*(lance is not fork-safe|lancedb fork support)")
-
-
 def connect(address: str | None) -> dict[str, float]:
     """Join the Ray cluster at ``address`` (or start Ray on this machine) and say what it offers."""
-    _quiet_ray()
     import ray
 
     if not ray.is_initialized():

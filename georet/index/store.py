@@ -47,14 +47,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from georet.errors import GeoretError
+from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyError
 from georet.geo import is_url
 from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
-
-# Lance's Rust logger prints WARN lines (e.g. about retried commits) straight to stderr,
-# past the CLI's one-line errors; keep its errors only unless the user asked for more.
-os.environ.setdefault("LANCEDB_LOG", "error")
-os.environ.setdefault("LANCE_LOG", "error")
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
@@ -143,7 +138,7 @@ class TileStore:
         if not path.exists():
             raise GeoretError(f"no georet index at {path} (build one with `georet index RASTER --db {path}`)")
         if not manifest_path.is_file():
-            raise GeoretError(f"{path} is not a georet index (no {MANIFEST_NAME})")
+            raise NotFoundError(f"{path} is not a georet index (no {MANIFEST_NAME})")
         return cls(path, _read_manifest(path))
 
     @classmethod
@@ -167,7 +162,7 @@ class TileStore:
         # our lock file; under the lock because another writer may have created the index meanwhile.
         if path.is_dir() and not (path / MANIFEST_NAME).is_file() and not (path / LOCK_NAME).exists() \
                 and any(path.iterdir()):
-            raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
+            raise ConflictError(f"{path} exists and is not a georet index; refusing to write into it")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -178,9 +173,9 @@ class TileStore:
                 store = cls.open(path)
                 problem = describe_mismatch(store.model_identity, model_identity)
                 if problem:
-                    raise GeoretError(f"cannot add to {path}: {problem}; use a new --db")
+                    raise ConflictError(f"cannot add to {path}: {problem}; use a new --db")
             elif any(p.name != LOCK_NAME for p in path.iterdir()):
-                raise GeoretError(f"{path} exists and is not a georet index; refusing to write into it")
+                raise ConflictError(f"{path} exists and is not a georet index; refusing to write into it")
             else:
                 store = cls(path, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                                    "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
@@ -430,7 +425,7 @@ class ObjectStoreTileStore(TileStore):
         """The store of an opened tiles dataset; an error if it carries no georet manifest."""
         text = dataset.config().get(MANIFEST_KEY)
         if text is None:
-            raise GeoretError(f"{uri} is not a georet index (its {TABLE_NAME} table has no georet manifest)")
+            raise NotFoundError(f"{uri} is not a georet index (its {TABLE_NAME} table has no georet manifest)")
         store = cls(uri, _parse(text, uri))
         store._manifest_stamp = dataset.version
         return store
@@ -447,12 +442,12 @@ class ObjectStoreTileStore(TileStore):
         uri = uri.rstrip("/")
         dataset = cls._dataset(uri)
         if dataset is not None and MANIFEST_KEY not in dataset.config():
-            raise GeoretError(f"{uri} holds a Lance table that is not a georet index; refusing to write into it")
+            raise ConflictError(f"{uri} holds a Lance table that is not a georet index; refusing to write into it")
         if dataset is not None:
             store = cls._of(uri, dataset)
             problem = describe_mismatch(store.model_identity, model_identity)
             if problem:
-                raise GeoretError(f"cannot add to {uri}: {problem}; use a new --db")
+                raise ConflictError(f"cannot add to {uri}: {problem}; use a new --db")
         else:
             store = cls(uri, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                               "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
@@ -558,7 +553,7 @@ def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:
 def require_writable(path: Path) -> None:
     """A one-line error before any write to an index on a read-only folder or file system."""
     if not os.access(path, os.W_OK):
-        raise GeoretError(f"{path} is read-only; georet can query it but not change it (copy the folder to extend it)")
+        raise ReadOnlyError(f"{path} is read-only; georet can query it but not change it (copy the folder to extend it)")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.files import atomic_write
 from georet.models.adapters import METHODS, AdaptedCLIP, AdapterConfig
 from georet.models.identity import file_sha256
@@ -52,7 +52,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """Load and verify a checkpoint; every defect is a :class:`GeoretError` naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GeoretError(f"checkpoint not found: {path}")
+        raise NotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for a bad file

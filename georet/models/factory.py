@@ -12,20 +12,21 @@ that a query is never answered by vectors from another model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import georet.models.zoo as zoo
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.models.checkpoint import apply_checkpoint, read_checkpoint
 from georet.models.identity import (
     BUNDLED_TAG,
@@ -287,7 +288,7 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
     if spec.pretrained is not None:
         if is_file_reference(spec.pretrained) or Path(spec.pretrained).is_file():
             if not Path(spec.pretrained).is_file():
-                raise GeoretError(f"weights file not found: {spec.pretrained}")
+                raise NotFoundError(f"weights file not found: {spec.pretrained}")
             weights_file = spec.pretrained
             zoo_entry = zoo.recognise_file(weights_file)
             if zoo_entry and zoo_entry.arch != spec.arch.removesuffix("-quickgelu"):
@@ -304,16 +305,13 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     preprocess_override = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
     torch.manual_seed(RANDOM_INIT_SEED)
-    logging.getLogger().disabled, was_disabled = True, logging.getLogger().disabled  # open_clip's "randomly initialised" warning
-    try:
+    with _without_open_clip_records():  # its "randomly initialised" warning: georet loads the weights next
         model = open_clip.create_model(
             spec.arch,
             pretrained=None,
             force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
             force_preprocess_cfg=preprocess_override or None,
         )
-    finally:
-        logging.getLogger().disabled = was_disabled
     if weights_file is not None and not open_clip_tag:  # a local or zoo file: every key must fit
         zoo.load_strictly(model, zoo.read_state_dict(weights_file, trusted=zoo_entry is not None),
                           weights_file, spec.arch)
@@ -350,7 +348,7 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     if spec.pretrained is not None:
         weights_file = str(BUNDLED_WEIGHTS[spec.arch]) if spec.pretrained == BUNDLED_TAG else spec.pretrained
         if not Path(weights_file).is_file():
-            raise GeoretError(f"weights file not found: {weights_file}"
+            raise NotFoundError(f"weights file not found: {weights_file}"
                               + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
     # a trained file carries its model config (method, heads, views: `georet train` writes them); the
     # architecture's config file describes the bundled weights and random init
@@ -366,3 +364,19 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
     return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
                           backbones=backbone_ids(model))
+
+
+@contextlib.contextmanager
+def _without_open_clip_records() -> Iterator[None]:
+    """Drop the log records open_clip's own code writes to the root logger, for the duration only
+    (other libraries' and threads' records pass; no logger is disabled)."""
+    root = logging.getLogger()
+
+    def from_elsewhere(record: logging.LogRecord) -> bool:
+        return f"{os.sep}open_clip{os.sep}" not in record.pathname
+
+    root.addFilter(from_elsewhere)
+    try:
+        yield
+    finally:
+        root.removeFilter(from_elsewhere)

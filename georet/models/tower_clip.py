@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from georet.errors import GeoretError
+from georet.errors import ConflictError, GeoretError
 from georet.files import atomic_write
 from georet.models import backbones
 from georet.models.adapters import METHODS, Method, MRSAdapter, SideBranch, SideConfig
@@ -324,7 +324,7 @@ def load_tower_weights(model: TowerCLIP, path: str | Path) -> None:
     path = Path(path)
     payload = _read_tower_weights(path)
     if TowerCLIPConfig.from_dict(payload["config"]) != model.cfg:  # keys added since it was written take defaults
-        raise GeoretError(f"{path} was trained for another model config than {model.cfg.image_tower} "
+        raise ConflictError(f"{path} was trained for another model config than {model.cfg.image_tower} "
                           f"{model.cfg.method} @ {model.cfg.image_size} px")
     installed = backbone_ids(model)
     for tower, wanted in payload["backbones"].items():

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 
 ZOO_FILE = Path(__file__).with_name("zoo.json")
 #: open_clip's default (OpenAI CLIP) normalisation; every family in the registry uses it.
@@ -246,7 +246,7 @@ def read_state_dict(path: str | Path, trusted: bool = False, extract_dir: str | 
     """
     path = Path(path)
     if not path.is_file():
-        raise GeoretError(f"weights file not found: {path}")
+        raise NotFoundError(f"weights file not found: {path}")
     if _is_archive(path):
         path = _extract_archive(path, Path(extract_dir) if extract_dir else path.parent)
     state = state_dict_of(_torch_load(path, trusted))

@@ -1,7 +1,7 @@
 """Search: text (and relations between phrases) → ranked tiles as a GeoDataFrame.
 
-Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``info``,
-``thumbnail``), relational parsing (:func:`parse_query`, :func:`parse_distance`,
+Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``run``, ``info``,
+``thumbnail``), :class:`SearchRequest` (one search, validated once), relational parsing (:func:`parse_query`, :func:`parse_distance`,
 :func:`explain`) and search areas (:func:`search_area`, from :mod:`georet.geo`). Depends on
 :mod:`georet.index`, :mod:`georet.geo` and :mod:`georet.models`.
 """
@@ -9,7 +9,8 @@ Public surface: :func:`open_index` → :class:`GeoIndex` (``search``, ``info``,
 from georet.geo import parse_bbox, search_area
 from georet.search.geoindex import GeoIndex, open_index
 from georet.search.relations import Relation, explain, parse_distance, parse_query
+from georet.search.request import SearchRequest
 from georet.search.results import REGION_COLUMNS, RESULT_COLUMNS, to_geojson
 
 __all__ = ["parse_bbox", "search_area", "GeoIndex", "open_index", "Relation", "explain", "parse_distance",
-           "parse_query", "REGION_COLUMNS", "RESULT_COLUMNS", "to_geojson"]
+           "parse_query", "SearchRequest", "REGION_COLUMNS", "RESULT_COLUMNS", "to_geojson"]

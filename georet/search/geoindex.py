@@ -23,8 +23,8 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from georet.errors import GeoretError
-from georet.geo import RasterSource, ZeroShotScenes, search_area
+from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
+from georet.geo import RasterSource, ZeroShotScenes
 from georet.index import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
@@ -45,12 +45,12 @@ from georet.search.relations import (
     RELATION_COLUMNS,
     SCENE_PRIOR_WEIGHT,
     Relation,
-    parse_distance,
     parse_query,
     rank_relational,
     scene_prior_boost,
     subject_candidates,
 )
+from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ RELATIONAL_POOL = 1_000
 #: Tiles closer than this fraction of a tile side count as touching when hits are dissolved.
 _TOUCH_TOLERANCE = 0.01
 #: An example: a tile id of the index, an image file (PNG, JPEG, GeoTIFF chip), or pixels (array or PIL image).
-Example = Any
 
 
 class GeoIndex:
@@ -135,7 +134,7 @@ class GeoIndex:
     def _check_model(self, model: EmbeddingModel | QueryTextEncoder) -> None:
         problem = describe_mismatch(self.store.model_identity, model.identity)
         if problem:
-            raise GeoretError(f"cannot query {self.path}: {problem}; re-index into a new --db")
+            raise ConflictError(f"cannot query {self.path}: {problem}; re-index into a new --db")
 
     def info(self) -> dict[str, Any]:
         """Summary of the index: tile count, model, sources, scenes."""
@@ -159,43 +158,40 @@ class GeoIndex:
                min_score: float | None = None, dissolve: bool = False, scorer: Scorer = "auto") -> gpd.GeoDataFrame:
         """Tiles ranked by similarity to ``text`` and/or example tiles, optionally inside an area and of one scene.
 
-        Returns a GeoDataFrame in EPSG:4326 with columns :data:`RESULT_COLUMNS` + geometry;
+        The options are those of :class:`~georet.search.request.SearchRequest`
+        (checked there); :meth:`run` takes a request made elsewhere. Returns a
+        GeoDataFrame in EPSG:4326 with columns :data:`RESULT_COLUMNS` + geometry;
         ``frame.attrs["score_kind"]`` says what ``score`` means. For text alone it
-        is the cosine similarity between the query and the tile. A
-        relational query ("airport near river", see :mod:`georet.relations`) is
+        is the cosine similarity between the query and the tile. A relational
+        query ("airport near river", see :mod:`georet.search.relations`) is
         scored on the footprints instead, unless ``relational=False``; its hits
-        also carry their partner tiles and distances. ``near`` ("500m", or
-        metres) overrides the default "near" distance (half a tile side: the neighbouring tiles);
-        ``scene_prior`` the weight of the scene prior on its phrases (default 1, 0 = off).
-
-        ``like``/``unlike`` are examples of right and wrong tiles: tile ids,
-        image files or pixels; ``labels`` adds a saved label set's marks. With
-        examples the text is embedded as one sentence and combined with them
-        (``scorer``: Rocchio or a linear probe, see :mod:`georet.search.feedback`);
-        example tiles are never returned. ``min_score`` drops hits below it;
-        ``dissolve`` merges touching hits into regions (:data:`REGION_COLUMNS`).
+        also carry their partner tiles and distances. With examples the text is
+        embedded as one sentence and combined with them (``scorer``: Rocchio or
+        a linear probe, see :mod:`georet.search.feedback`); example tiles are
+        never returned. ``dissolve`` returns regions (:data:`REGION_COLUMNS`).
         """
-        text = (text or "").strip() or None
-        like, unlike = list(like or []), list(unlike or [])
-        if labels is not None:
-            saved = read_labels(self.path, labels)
+        return self.run(SearchRequest(text, k, bbox, bbox_crs, within, scene, relational, near, scene_prior,
+                                      like or (), unlike or (), labels, min_score, dissolve, scorer))
+
+    def run(self, request: SearchRequest) -> gpd.GeoDataFrame:
+        """The hits of a checked :class:`SearchRequest` (see :meth:`search`)."""
+        like, unlike = list(request.like), list(request.unlike)
+        if request.labels is not None:
+            saved = read_labels(self.path, request.labels)
             like, unlike = like + saved.positives, unlike + saved.negatives
-        if text is None and not like:
-            raise GeoretError("nothing to search for: give a query text or an example of what you want (like)")
+            if request.text is None and not like:
+                raise InputError("labels", f"label set {request.labels!r} marks no tile right: nothing to search for")
         self.store.refresh()  # rows other processes added since this index was opened
-        if k < 1:
-            raise GeoretError(f"-k must be at least 1, got {k}")
-        near_m = parse_distance(near) if isinstance(near, str) else near
-        area = search_area(bbox, bbox_crs, within)
         if like or unlike:
-            hits = self._example_search(text, like, unlike, k, area, scene, scorer)
+            hits = self._example_search(request.text, like, unlike, request.k, request.area, request.scene,
+                                        request.scorer)
         else:
-            hits = self._text_search(text, k, area, scene, relational, near_m, scene_prior)
-        if min_score is not None:  # scores fall with rank, so this cuts the tail
-            kept = hits[hits["score"] >= min_score].reset_index(drop=True)
+            hits = self._text_search(request)
+        if request.min_score is not None:  # scores fall with rank, so this cuts the tail
+            kept = hits[hits["score"] >= request.min_score].reset_index(drop=True)
             kept.attrs = dict(hits.attrs)
             hits = kept
-        return self._dissolve(hits) if dissolve else hits
+        return self._dissolve(hits) if request.dissolve else hits
 
     def similar(self, tile_id: str, k: int = 10, **options: Any) -> gpd.GeoDataFrame:
         """The ``k`` tiles most like one tile of the index (the tile itself is not among them)."""
@@ -207,7 +203,7 @@ class GeoIndex:
         known = {row["tile_id"] for row in self.fetch_rows([*positive, *negative])}  # those rows, not the catalog
         unknown = [t for t in [*positive, *negative] if t not in known]
         if unknown:
-            raise GeoretError(f"no tile {unknown[0]!r} in {self.path}")
+            raise NotFoundError(f"no tile {unknown[0]!r} in {self.path}")
         return save_labels(self.path, name, positive, negative, who=who)
 
     def label_sets(self) -> dict[str, LabelSet]:
@@ -229,41 +225,51 @@ class GeoIndex:
             geometry=shapely.from_wkb([rows[label.tile_id]["geometry"] for label in present]) if present else [],
             crs="EPSG:4326")
 
-    def _text_search(self, text: str, k: int, area, scene: str | None, relational: bool, near_m: float | None,
-                     scene_prior: float | None) -> gpd.GeoDataFrame:
-        relation = parse_query(text) if relational else None
+    def _text_search(self, request: SearchRequest) -> gpd.GeoDataFrame:
+        """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""
+        text, k, area, scene = request.text, request.k, request.area, request.scene
+        relation = parse_query(text) if request.relational else None
         if relation is not None:
             if scene is not None:
                 self._check_scene(scene)
-            return self._relational_search(relation, k, near_m, area, scene,
-                                           SCENE_PRIOR_WEIGHT if scene_prior is None else scene_prior)
-        clauses = []
-        if scene is not None:
-            clauses.append(f"scene = {sql_string(scene)}")
+            return self._relational_search(relation, k, request.near_m, area, scene,
+                                           SCENE_PRIOR_WEIGHT if request.scene_prior is None else request.scene_prior)
+        if area is not None and area.is_empty:
+            return _with_kind(to_frame([]), "text")
+        query = self.text_model.encode_text([text])[0]
+        if self._catalog_is_current() and not self._has_vector_index():
+            hits = self._scan_catalog(query, k, area, scene)
+        elif self._catalog_is_current() and area is None and scene is None:
+            hits = self._nearest_in_catalog(query, k)
+        else:
+            hits = self._search_table(query, k, area, scene)
+        if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
+            self._check_scene(scene)
+        return _with_kind(to_frame(hits), "text")
+
+    def _scan_catalog(self, query: np.ndarray, k: int, area, scene: str | None) -> list[dict]:
+        """Warm (a server), below the vector-index size: exact search over the vectors in memory is faster
+        than any index there."""
+        catalog = self.catalog()
+        cosines = catalog.vectors @ query
+        return self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene), k, area)
+
+    def _nearest_in_catalog(self, query: np.ndarray, k: int) -> list[dict]:
+        """Warm, past the vector-index size, no filter: the index gives ids, the catalog's positions give the
+        rows (selecting every column in the search costs 2.5× the ids)."""
+        catalog = self.catalog()
+        positions, distances = catalog.nearest(query, k)
+        rows = catalog.rows(positions)
+        return [{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]
+
+    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None) -> list[dict]:
+        """Cold: LanceDB's nearest neighbours with the scene and the area's bounds as a prefilter, the exact
+        area checked on the footprints, the limit widened until ``k`` hits survive."""
+        clauses = [f"scene = {sql_string(scene)}"] if scene is not None else []
         if area is not None:
-            if area.is_empty:
-                return _with_kind(to_frame([]), "text")
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         where = " AND ".join(clauses) or None
-        query = self.text_model.encode_text([text])[0]
-        if self._catalog_is_current() and not self._has_vector_index():  # warm (a server), below the index size:
-            # exact search over the vectors in memory is faster than any index there
-            catalog = self.catalog()
-            cosines = catalog.vectors @ query
-            hits = self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene), k, area)
-            if not hits and scene is not None:
-                self._check_scene(scene)
-            return _with_kind(to_frame(hits), "text")
-
-        if self._catalog_is_current() and where is None:  # warm, past the index size: the index gives ids,
-            # the catalog's positions give the rows (selecting every column in the search costs 2.5× the ids)
-            catalog = self.catalog()
-            positions, distances = catalog.nearest(query, k)
-            rows = catalog.rows(positions)
-            return _with_kind(to_frame([{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]),
-                              "text")
-
         limit = k
         while True:
             search = self._vector_search(query, limit, [*ROW_COLUMNS, "_distance"])
@@ -279,9 +285,7 @@ class GeoIndex:
             if len(kept) >= k or len(hits) < limit:
                 break
             limit *= _WIDEN_FACTOR
-        if not kept and scene is not None:  # checked only here: listing scenes reads a whole column
-            self._check_scene(scene)
-        return _with_kind(to_frame([{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]), "text")
+        return [{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]
 
     def _vector_search(self, query: np.ndarray, limit: int, columns: list[str]):
         """A LanceDB nearest-neighbour search: through the vector index (its probes and an exact re-rank)
@@ -474,7 +478,7 @@ class GeoIndex:
 
         rows = self.store.column("thumbnail", f"tile_id = {sql_string(tile_id)}").to_pylist()
         if not rows:
-            raise GeoretError(f"no tile {tile_id!r} in {self.path}")
+            raise NotFoundError(f"no tile {tile_id!r} in {self.path}")
         return Image.open(io.BytesIO(rows[0]))
 
 

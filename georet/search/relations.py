@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 
-from georet.errors import GeoretError
+from georet.errors import InputError
 from georet.search.catalog import TileCatalog, TileGeometry
 
 #: relation → the English phrases that express it, tried in this order
@@ -96,14 +96,14 @@ class Relation:
         return f"subject {self.subject!r} · relation {words}{limit} · partner {self.partner!r}"
 
 
-def parse_distance(text: str) -> float:
-    """``"500m"``, ``"2 km"``, ``"1.5km"`` → metres."""
+def parse_distance(text: str, param: str = "near") -> float:
+    """``"500m"``, ``"2 km"``, ``"1.5km"`` → metres; errors name ``param``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(km|m)\s*", str(text), re.IGNORECASE)
     if not match:
-        raise GeoretError(f"not a distance: {text!r} (use e.g. 500m or 2km)")
+        raise InputError(param, f"not a distance: {text!r} (use e.g. 500m or 2km)")
     value = float(match.group(1)) * (1000.0 if match.group(2).lower() == "km" else 1.0)
     if value <= 0:
-        raise GeoretError(f"distance must be positive, got {text!r}")
+        raise InputError(param, f"a distance must be positive, got {text!r}")
     return value
 
 
@@ -112,7 +112,7 @@ def parse_query(text: str) -> Relation | None:
     text = " ".join(text.split())
     match = _WITHIN.match(text)
     if match:
-        return Relation("within", match["a"], match["b"], text, parse_distance(match["d"]))
+        return Relation("within", match["a"], match["b"], text, parse_distance(match["d"], "text"))
     for kind, pattern in _PATTERNS:
         match = pattern.match(text)
         if match:

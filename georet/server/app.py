@@ -25,13 +25,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from georet.errors import GeoretError
+from georet.errors import ConflictError, GeoretError, InputError, NotFoundError, ReadOnlyError
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 1000
 MAX_QUERY_CHARS = 500
 MAX_EXAMPLES = 200
 LOOPBACK_HOSTS = {"localhost"}
+
+#: HTTP status of each kind of georet error; any other is the caller's bad input
+_STATUS = {NotFoundError: 404, ReadOnlyError: 403, ConflictError: 409}
+#: library parameters this API spells otherwise
+_QUERY_PARAMETERS = {"text": "q"}
 
 
 def is_loopback(host: str) -> bool:
@@ -53,7 +58,7 @@ def check_bind(host: str, token: str | None) -> None:
 
 def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None) -> FastAPI:
     """The FastAPI application serving one index (``index``: an already open GeoIndex, for tests)."""
-    from georet.search import open_index, to_geojson
+    from georet.search import SearchRequest, open_index, to_geojson
 
     state: dict[str, Any] = {"index": index, "ready": False}
     lock = threading.Lock()  # one search at a time: the model and the catalog cache are shared
@@ -96,7 +101,9 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
 
     @app.exception_handler(GeoretError)
     async def georet_error(_request, exc: GeoretError):
-        return error(404 if str(exc).startswith("no tile ") else 400, str(exc))
+        if isinstance(exc, InputError):  # the library's parameter, as this API spells it
+            return error(400, f"{_QUERY_PARAMETERS.get(exc.param, exc.param)}: {exc.problem}")
+        return error(_STATUS.get(type(exc), 400), str(exc))
 
     @app.get("/health", summary="200 once the model and the vectors are loaded")
     def health():
@@ -132,11 +139,8 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
             strangers = [t for t in [*like, *unlike] if t not in known]
             if strangers:  # never a path: examples over HTTP are tiles of this index
                 return error(400, f"like/unlike take tile ids of this index; {strangers[0]!r} is not one")
-            if not q.strip() and not (like or labels):
-                return error(400, "give a query text (q) or examples (like, labels)")
-            hits = current.search(q or None, k=k, bbox=bbox, bbox_crs=bbox_crs, scene=scene, relational=not plain,
-                                  near=near, like=like, unlike=unlike, labels=labels, min_score=min_score,
-                                  dissolve=dissolve, scorer=scorer)
+            hits = current.run(SearchRequest(q.strip() or None, k, bbox, bbox_crs, None, scene, not plain, near,
+                                             None, like, unlike, labels, min_score, dissolve, scorer))
         return JSONResponse(to_geojson(hits, q or "(examples)"), media_type="application/geo+json")
 
     @app.get("/tiles/{tile_id}/thumbnail.png", summary="The thumbnail stored with a tile")

@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.models import AdapterConfig
 
 EXTENDS_KEY = "extends"
@@ -153,7 +153,7 @@ def _read_recipe(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path in seen:
         raise GeoretError(f"{path}: recipes extend each other in a loop")
     if not path.is_file():
-        raise GeoretError(f"config not found: {path}")
+        raise NotFoundError(f"config not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

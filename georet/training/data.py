@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, NotFoundError
 from georet.geo import RasterSource, TilingParams, open_landcover
 
 SCENE_TEMPLATE = "an aerial image of {}. {}"
@@ -141,10 +141,10 @@ def load_retrieval_data(path: str | Path, split: str, image_root: str | Path | N
     elif path.is_dir():
         data = load_precomp(path, split, root)
     else:
-        raise GeoretError(f"no dataset at {path} (a Karpathy-style .json file or a precomp folder)")
+        raise NotFoundError(f"no dataset at {path} (a Karpathy-style .json file or a precomp folder)")
     missing = [p for p in data.images[:50] if not p.is_file()]
     if missing:
-        raise GeoretError(f"image not found: {missing[0]} (pass the image folder with --image-root)")
+        raise NotFoundError(f"image not found: {missing[0]} (pass the image folder with --image-root)")
     return data
 
 

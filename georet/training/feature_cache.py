@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from georet.errors import GeoretError
+from georet.errors import ConflictError, GeoretError
 from georet.models import Preprocess
 from georet.models.tower_clip import TowerCLIP
 from georet.training.data import load_image
@@ -66,7 +66,7 @@ class FeatureCache:
         np.save(folder / "pooled.npy", self.pooled)
         if self.mask is not None:
             np.save(folder / "mask.npy", self.mask)
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        (folder / "meta.json").write_text(json.dumps({**meta, "model_views": self.model_views}, indent=1))
 
     @classmethod
     def load(cls, folder: Path, expect_meta: dict) -> "FeatureCache":
@@ -74,11 +74,12 @@ class FeatureCache:
         if not meta_file.is_file():
             raise GeoretError(f"{folder} is not a feature cache (no meta.json)")
         meta = json.loads(meta_file.read_text())
-        if meta != json.loads(json.dumps(expect_meta)):
-            raise GeoretError(f"feature cache {folder} was made for another model or data; delete it to rebuild")
+        model_views = meta.pop("model_views", None)
+        if model_views is None or meta != json.loads(json.dumps(expect_meta)):
+            raise ConflictError(f"feature cache {folder} was made for another model or data; delete it to rebuild")
         taps = [np.load(p, mmap_mode="r") for p in sorted(folder.glob("tap*.npy"))]
         mask = np.load(folder / "mask.npy") if (folder / "mask.npy").is_file() else None
-        return cls(taps, np.load(folder / "pooled.npy", mmap_mode="r"), mask, int(meta.get("model_views", 1)))
+        return cls(taps, np.load(folder / "pooled.npy", mmap_mode="r"), mask, int(model_views))
 
 
 def augment_view(pixels: np.ndarray, rng: np.random.Generator, min_crop: float = 0.6) -> np.ndarray:
