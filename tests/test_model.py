@@ -60,7 +60,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
 
 def test_pretrained_tag_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # nothing cached
-    monkeypatch.setattr("georet.models.factory._host_reachable", lambda host, port=443: False)
+    monkeypatch.setattr("georet.models.factory.reachable", lambda url: False)
     started = time.perf_counter()
     with pytest.raises(GeoretError, match="--pretrained /path/to/weights"):
         load_model(ModelSpec("ViT-B-32", "openai"), device="cpu", cache_dir=str(tmp_path / "cache"))
@@ -99,7 +99,7 @@ def test_explicit_missing_device_is_an_error():
 def test_default_model_is_bundled_and_offline(monkeypatch):
     from georet.models import BUNDLED_WEIGHTS, DEFAULT_ARCH, file_sha256
 
-    monkeypatch.setattr("georet.models.factory._host_reachable", lambda host, port=443: pytest.fail("went to the network"))
+    monkeypatch.setattr("georet.models.factory.reachable", lambda url: pytest.fail("went to the network"))
     model = load_model(device="cpu")
     identity = model.identity
     assert identity["arch"] == DEFAULT_ARCH == "georet-base" and identity["pretrained"] == "bundled"

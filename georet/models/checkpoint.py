@@ -20,6 +20,7 @@ from georet.errors import GeoretError, NotFoundError
 from georet.files import atomic_write
 from georet.models.adapters import METHODS, AdaptedCLIP, AdapterConfig
 from georet.models.identity import file_sha256
+from georet.models.io import load_torch_file
 
 CHECKPOINT_FORMAT = "georet-checkpoint/1"
 
@@ -53,10 +54,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types for a bad file
-        raise GeoretError(f"{path} is not a readable torch checkpoint") from None
+    payload = load_torch_file(path, "torch checkpoint")
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise GeoretError(f"{path} is not a georet checkpoint (no 'state_dict')")
     if payload.get("format") != CHECKPOINT_FORMAT:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +40,9 @@ from georet.models.identity import (
     model_identity,
     tower_config,
 )
+from georet.models.io import load_torch_file, reachable
 from georet.models.preprocess import Preprocess, tower_preprocess
 
-_NETWORK_PROBE_TIMEOUT_S = 3.0
 _configs_registered = False
 
 
@@ -131,8 +130,8 @@ def _arch_of_weights(pretrained: str | None) -> str | None:
     if entry := zoo.recognise_file(pretrained):
         return entry.arch
     try:  # a file with another name: its shapes tell which open_clip architecture it fits
-        payload = torch.load(pretrained, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a plain torch zip file: leave it to the loader, which explains
+        payload = load_torch_file(pretrained, mmap=True)
+    except GeoretError:  # not a plain torch zip file: leave it to the loader, which explains
         return None
     if isinstance(payload, dict) and "format" in payload:  # georet's own weights files carry a format tag
         return None
@@ -209,14 +208,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _host_reachable(host: str, port: int = 443) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=_NETWORK_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
 def _cached_tag_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
     """Where a pretrained tag's weights already lie on disk, if anywhere."""
     hub = cfg.get("hf_hub")
@@ -257,7 +248,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     if cached:
         return cached, cfg
     host = "huggingface.co" if cfg.get("hf_hub") else urllib.parse.urlparse(cfg.get("url", "")).hostname
-    if not host or not _host_reachable(host):
+    if not host or not reachable(host):
         raise GeoretError(
             f"weights {arch}/{tag} are not cached and {host or 'the model hub'} cannot be reached; "
             f"download them where you are online and pass the file: --pretrained /path/to/weights.bin"

@@ -46,6 +46,7 @@ from georet.models import backbones
 from georet.models.adapters import METHODS, Method, MRSAdapter, SideBranch, SideConfig
 from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
 from georet.models.identity import TOWER_WEIGHTS_FORMAT
+from georet.models.io import load_torch_file
 from georet.models.minilm import MiniLMTower
 
 #: the method name tower weights files written before the one vocabulary used for ``frozen``
@@ -305,10 +306,7 @@ def backbone_ids(model: TowerCLIP) -> dict[str, str]:
 
 
 def _read_tower_weights(path: Path) -> dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types for a bad file
-        raise GeoretError(f"{path} is not a readable torch file") from None
+    payload = load_torch_file(path, "torch file")
     if not isinstance(payload, dict) or payload.get("format") != TOWER_WEIGHTS_FORMAT:
         raise GeoretError(f"{path} is not a georet tower-model weights file ({TOWER_WEIGHTS_FORMAT})")
     return payload

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import urllib.parse
 import urllib.request
 import zipfile
@@ -25,6 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from georet.errors import GeoretError, NotFoundError
+from georet.models.io import load_torch_file, reachable
 
 ZOO_FILE = Path(__file__).with_name("zoo.json")
 #: open_clip's default (OpenAI CLIP) normalisation; every family in the registry uses it.
@@ -32,7 +32,6 @@ OPENAI_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.2686
                      "interpolation": "bicubic", "resize_mode": "shortest"}
 PREPROCESS = {"openai": OPENAI_PREPROCESS}
 LAYOUTS = ("state_dict", "zip/training-checkpoint")
-_PROBE_TIMEOUT_S = 3.0
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin")
 
 
@@ -143,16 +142,6 @@ def _hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def _reachable(url: str) -> bool:
-    parts = urllib.parse.urlparse(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
 def _offline_error(entry: ZooWeights, why: str) -> GeoretError:
     return GeoretError(f"{entry.family} {entry.arch} weights are not cached and {why}; download {entry.source} "
                        f"where you are online and pass the file: --model {entry.arch} --pretrained "
@@ -188,7 +177,7 @@ def fetch(entry: ZooWeights, cache_dir: str | None = None, progress: bool = True
 
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
             raise _offline_error(entry, "HF_HUB_OFFLINE is set")
-        if not _reachable(_hf_endpoint()):
+        if not reachable(_hf_endpoint()):
             raise _offline_error(entry, f"{urllib.parse.urlparse(_hf_endpoint()).hostname} cannot be reached")
         try:
             path = hf_hub_download(entry.hf_hub, entry.file, cache_dir=cache_dir, endpoint=_hf_endpoint())
@@ -196,7 +185,7 @@ def fetch(entry: ZooWeights, cache_dir: str | None = None, progress: bool = True
             raise GeoretError(f"could not download {entry.source}: {str(exc).splitlines()[0]}") from None
         return _verified(Path(path), entry)
     target = _url_cache_dir(cache_dir) / entry.file_name
-    if not _reachable(str(entry.url)):
+    if not reachable(str(entry.url)):
         raise _offline_error(entry, f"{urllib.parse.urlparse(str(entry.url)).hostname} cannot be reached")
     _download(str(entry.url), target, progress)
     return _verified(target, entry)
@@ -249,7 +238,7 @@ def read_state_dict(path: str | Path, trusted: bool = False, extract_dir: str | 
         raise NotFoundError(f"weights file not found: {path}")
     if _is_archive(path):
         path = _extract_archive(path, Path(extract_dir) if extract_dir else path.parent)
-    state = state_dict_of(_torch_load(path, trusted))
+    state = state_dict_of(load_torch_file(path, trusted=trusted))
     if state is None:
         raise GeoretError(f"{path} holds no model weights (expected a state dict of tensors, "
                           "or a training checkpoint with one under 'state_dict')")
@@ -301,16 +290,6 @@ def _extract_archive(path: Path, extract_dir: Path) -> Path:
         return target
 
 
-def _torch_load(path: Path, trusted: bool) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad or non-weights file
-        if trusted and "weights_only" in str(exc):
-            return torch.load(path, map_location="cpu", weights_only=False)
-        if "weights_only" in str(exc):
-            raise GeoretError(f"{path} holds pickled Python objects besides weights, which georet does not "
-                              "unpickle from unknown files; save its state_dict on its own and pass that") from None
-        raise GeoretError(f"{path} is not a readable torch weights file") from None
 
 
 def load_strictly(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path,
