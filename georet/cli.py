@@ -44,7 +44,7 @@ class _GeoretGroup(click.Group):
 
 def _flag(param: str) -> str:
     """The command-line spelling of a library parameter: ``bbox_crs`` → ``--bbox-crs``."""
-    return {"k": "-k", "text": "TEXT", "labels": "--labels"}.get(param, "--" + param.replace("_", "-"))
+    return {"k": "-k", "text": "TEXT", "overrides": "--set"}.get(param, "--" + param.replace("_", "-"))
 
 
 @click.group(cls=_GeoretGroup, context_settings={"help_option_names": ["-h", "--help"]})

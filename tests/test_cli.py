@@ -90,7 +90,7 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
         (("index", tmp_path / "missing.tif", "--db", cli_index, *TINY), "no such file"),
         (("index", not_raster, "--db", cli_index, *TINY), "not a readable raster"),
         (("index", rasters["no_crs"], "--db", cli_index, *TINY), "has no CRS"),
-        (("index", rasters["utm"], "--db", cli_index, "--bands", "9,8,7", *TINY), "--bands asks for band 9"),
+        (("index", rasters["utm"], "--db", cli_index, "--bands", "9,8,7", *TINY), "utm_rgb.tif has 3 band(s); band 9 was asked for"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "big", *TINY), "tile size"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "4", *TINY), "tiles of 4 px are outside"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "100km", *TINY),

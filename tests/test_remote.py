@@ -202,14 +202,14 @@ def test_an_index_in_s3_is_built_queried_and_served_with_its_manifest_inside_the
 def test_remote_option_rules_are_one_line_errors(tmp_path, stac_dir, server):
     cog = stac_dir / "scene.tif"
     cases = {
-        (str(cog), "--asset", "visual"): "Error: --asset picks an asset of STAC items; none of the inputs is a STAC JSON",
+        (str(cog), "--asset", "visual"): "Error: --asset: picks an asset of STAC items; none of the inputs is a STAC JSON",
         (str(cog), "--collection", "s2"): "Error: --collection needs --stac API_URL",
         ("--stac", f"{server.url}/stac-api"): "Error: --stac needs --collection ID",
         ("--stac", f"{server.url}/stac-api", "--collection", "test-s2", "--max-items", "0"):
             "Error: --max-items must be positive, got 0",
         (): "Error: give RASTERS to index, or --stac API_URL --collection ID",
         (f"{server.url}/items.json", "--asset", "B04,B03"):
-            "Error: --asset takes one asset name or three (red,green,blue); got 'B04,B03'",
+            "Error: --asset: takes one asset name or three (red,green,blue); got 'B04,B03'",
         (str(cog), "--ray-address", "head:10001"): "Error: --ray-address needs --engine ray",
     }
     for args, message in cases.items():

@@ -331,7 +331,7 @@ def test_training_resumes_where_it_stopped(mini, tmp_path):
     ("method.focus_keep=2", "focus_keep must lie in (0, 1]"),
     ("nonsense.key=1", "unknown key 'nonsense' (known: model, method, loss, scene_aug, data, train)"),
     ("train=3", "config train: expected a section (mapping), got 3"),
-    ("train.lr", "--set takes key=value"),
+    ("train.lr", "overrides: take key=value"),
     ("method.name=lit", "config method.name: 'lit' is not one of frozen, full, mrs, focus"),
 ])
 def test_config_refuses_what_it_does_not_know(override, message):

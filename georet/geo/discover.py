@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 from urllib.parse import urlsplit
 
-from georet.errors import GeoretError, NotFoundError
+from georet.errors import GeoretError, InputError, NotFoundError
 from georet.geo.sources import RASTER_SUFFIXES, RasterRef, as_ref, is_url
 from georet.geo.stac import read_stac, stac_rasters
 
@@ -45,6 +45,6 @@ def discover_rasters(inputs: Sequence[str | Path | RasterRef], asset: str | None
             else:
                 raise NotFoundError(f"no such file or directory: {path}")
     if asset and not stac_seen:
-        raise GeoretError("--asset picks an asset of STAC items; none of the inputs is a STAC JSON")
+        raise InputError("asset", "picks an asset of STAC items; none of the inputs is a STAC JSON")
     unique = {ref.name: ref for ref in found}
     return [unique[name] for name in sorted(unique)]

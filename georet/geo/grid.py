@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, InputError
 from georet.geo.sources import RASTER_SUFFIXES, is_url, name_part
 
 _FOOTPRINT_VERTICES_PER_EDGE = 8
@@ -70,11 +70,11 @@ class TilingParams:
     def __post_init__(self) -> None:
         parse_tile_size(self.tile_size)
         if self.stride is not None and self.stride < 1:
-            raise GeoretError(f"--stride must be a positive number of pixels, got {self.stride}")
+            raise InputError("stride", f"must be a positive number of pixels, got {self.stride}")
         if not 0.0 <= self.min_valid <= 1.0:
-            raise GeoretError(f"--min-valid must lie in [0, 1], got {self.min_valid}")
+            raise InputError("min_valid", f"must lie in [0, 1], got {self.min_valid}")
         if self.bands is not None and len(self.bands) not in (1, 3):
-            raise GeoretError(f"--bands takes 1 or 3 band numbers, got {len(self.bands)}")
+            raise InputError("bands", f"takes 1 or 3 band numbers, got {len(self.bands)}")
 
     def to_dict(self) -> dict:
         return {"tile_size": self.tile_size, "stride": self.stride,
@@ -105,7 +105,7 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     try:
         bands = tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise GeoretError(f"--bands takes band numbers like 4,3,2; got {text!r}") from None
+        raise InputError("bands", f"takes band numbers like 4,3,2; got {text!r}") from None
     if any(b < 1 for b in bands):
         raise GeoretError(f"band numbers start at 1; got {text!r}")
     return bands

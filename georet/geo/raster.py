@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, InputError
 from georet.geo.grid import TileGrid, TilingParams, tile_size_in_pixels
 from georet.geo.sources import RasterRef, as_ref, gdal_env
 
@@ -142,7 +142,7 @@ class RasterSource:
             try:
                 self.crs = CRS.from_user_input(params.assume_crs)
             except Exception:
-                raise GeoretError(f"--assume-crs: not a CRS: {params.assume_crs!r}") from None
+                raise InputError("assume_crs", f"not a CRS: {params.assume_crs!r}") from None
         else:
             self.crs = ds.crs
         if ds.transform.is_identity:
@@ -159,7 +159,7 @@ class RasterSource:
         if self.params.bands:
             bad = [b for b in self.params.bands if b > ds.count]
             if bad:
-                raise GeoretError(f"{self.ref.name}: has {ds.count} band(s), --bands asks for band {bad[0]}")
+                raise InputError("bands", f"{self.ref.name} has {ds.count} band(s); band {bad[0]} was asked for")
             return self.params.bands
         interp = list(ds.colorinterp)
         rgb = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if c in interp]

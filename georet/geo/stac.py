@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from georet.errors import GeoretError, NotFoundError
+from georet.errors import GeoretError, InputError, NotFoundError
 from georet.geo.sources import RasterRef, gdal_env, is_url
 
 DEFAULT_ASSET = "visual"
@@ -94,7 +94,7 @@ def _pick_assets(item_id: str, assets: dict[str, Any], asset: str | None) -> lis
     if asset:
         wanted = [a.strip() for a in asset.split(",")]
         if len(wanted) not in (1, 3):
-            raise GeoretError(f"--asset takes one asset name or three (red,green,blue); got {asset!r}")
+            raise InputError("asset", f"takes one asset name or three (red,green,blue); got {asset!r}")
         missing = [a for a in wanted if a not in assets]
         if missing:
             raise GeoretError(f"STAC item {item_id} has no asset {missing[0]!r} (it has: {', '.join(sorted(assets))})")

@@ -24,7 +24,7 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import ConflictError, GeoretError, NotFoundError
+from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
     RasterRef,
     RasterSource,
@@ -181,13 +181,13 @@ def index_raster(
     started = time.perf_counter()
     tiling = tiling or TilingParams()
     if batch_size < 1:
-        raise GeoretError(f"--batch-size must be positive, got {batch_size}")
+        raise InputError("batch_size", f"must be positive, got {batch_size}")
     if classes and landcover:
         raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
     if landcover_field and not landcover:
         raise GeoretError("--landcover-field needs --landcover")
     if engine not in ENGINES:
-        raise GeoretError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        raise InputError("engine", f"must be one of {', '.join(ENGINES)}; got {engine!r}")
     if ray_address and engine != "ray":
         raise GeoretError("--ray-address needs --engine ray")
     if engine == "ray":

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from rasterio.windows import Window
 
-from georet.errors import GeoretError
+from georet.errors import GeoretError, InputError
 from georet.geo import RasterRef, RasterSource, TilingParams, gdal_env, open_landcover
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, sql_string, tile_schema
@@ -161,7 +161,7 @@ def _check_reachable(address: str | None) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except ValueError:
-        raise GeoretError(f"--ray-address must look like HOST:PORT, ray://HOST:PORT or auto; got {address!r}") from None
+        raise InputError("ray_address", f"must look like HOST:PORT, ray://HOST:PORT or auto; got {address!r}") from None
     except OSError as exc:
         raise GeoretError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 

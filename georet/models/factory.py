@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import georet.models.zoo as zoo
-from georet.errors import GeoretError, NotFoundError
+from georet.errors import GeoretError, InputError, NotFoundError
 from georet.models.checkpoint import apply_checkpoint, read_checkpoint
 from georet.models.identity import (
     BUNDLED_TAG,
@@ -200,9 +200,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if name == "cuda" and not cuda:
-        raise GeoretError("--device cuda asked for, but torch sees no CUDA GPU (is this a CPU-only torch build?)")
+        raise InputError("device", "cuda asked for, but torch sees no CUDA GPU (is this a CPU-only torch build?)")
     if name == "mps" and not mps:
-        raise GeoretError("--device mps asked for, but this torch has no Apple MPS backend")
+        raise InputError("device", "mps asked for, but this torch has no Apple MPS backend")
     if name not in {"cpu", "cuda", "mps"}:
         raise GeoretError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
     return torch.device(name)

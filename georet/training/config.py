@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from georet.errors import GeoretError, NotFoundError
+from georet.errors import GeoretError, InputError, NotFoundError
 from georet.models import AdapterConfig
 
 EXTENDS_KEY = "extends"
@@ -133,18 +133,18 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise GeoretError(f"--set takes key=value, got {item!r}")
+            raise InputError("overrides", f"take key=value, got {item!r}")
         node = raw
         *parents, leaf = key.strip().split(".")
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise GeoretError(f"--set {key}: {part!r} is not a section")
+                raise InputError("overrides", f"{key}: {part!r} is not a section")
             node = child
         try:
             node[leaf] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise GeoretError(f"--set {key}: cannot parse value {value!r}") from None
+            raise InputError("overrides", f"{key}: cannot parse value {value!r}") from None
     return build(TrainConfig, raw)
 
 
