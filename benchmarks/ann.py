@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from georet.provenance import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
 WORK = ROOT / "runs" / "ann"
@@ -56,19 +58,19 @@ def views(pixels: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def embed() -> None:
+def embed(data: Path) -> None:
     from PIL import Image
     from tqdm import tqdm
 
     from georet.models import load_model
 
     model = load_model(device="cpu")
-    images = json.loads(DATA.read_text())["images"]
+    images = json.loads(data.read_text())["images"]
     WORK.mkdir(parents=True, exist_ok=True)
     vectors, pending = [], []
     side = model.preprocess.size[0]
     for n, image in enumerate(tqdm(images, desc="chips"), start=1):
-        with Image.open(DATA.parent / "images" / image["filename"]) as chip:
+        with Image.open(data.parent / "images" / image["filename"]) as chip:
             pixels = np.asarray(chip.convert("RGB").resize((side, side), Image.BICUBIC))
         pending += [np.asarray(Image.fromarray(v).resize((side, side), Image.BILINEAR)) if v.shape[0] != side else v
                     for v in views(pixels)]
@@ -160,7 +162,7 @@ def bench(as_json: bool) -> None:
         entry["ann"] = {"num_partitions": partitions, "grid": grid}
         report[str(size)] = entry
         print(json.dumps(entry), file=sys.stderr)
-    (ROOT / "benchmarks" / "results" / "ann.json").write_text(json.dumps(report, indent=1))
+    write_results(ROOT / "benchmarks" / "results" / "ann.json", report)
     print(json.dumps(report, indent=1) if as_json else _table(report))
 
 
@@ -255,7 +257,7 @@ def serve(as_json: bool) -> None:
         entry["plain_index_warm"] = _pct(ms)
         report[str(size)] = {**previous.get(str(size), {}), **entry}  # keeps figures of stages not re-run
         print(json.dumps(entry), file=sys.stderr)
-    results.write_text(json.dumps(report, indent=1))
+    write_results(results, report)
     print(json.dumps(report, indent=1) if as_json else "\n".join(
         f"{int(k):,} rows: plain exact (LanceDB) p50 {v.get('plain_exact_lance', {}).get('p50_ms', '-')} ms, "
         f"plain with the vector index p50 {v['plain_index']['p50_ms']} ms (p95 {v['plain_index']['p95_ms']}; "
@@ -266,6 +268,7 @@ def serve(as_json: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stage", choices=["embed", "bench", "serve"])
+    parser.add_argument("--data", type=Path, default=DATA, help="Karpathy JSON of real chips (embed stage)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    {"embed": embed, "bench": lambda: bench(args.json), "serve": lambda: serve(args.json)}[args.stage]()
+    {"embed": lambda: embed(args.data), "bench": lambda: bench(args.json), "serve": lambda: serve(args.json)}[args.stage]()

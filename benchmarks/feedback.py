@@ -35,6 +35,7 @@ from georet.geo import TilingParams, classes_for_labels
 from georet.geo.mosaic import mosaic_cells, write_mosaic
 from georet.index import index_raster
 from georet.models import load_model
+from georet.provenance import write_results
 from georet.search import feedback, open_index
 from georet.training.data import load_retrieval_data
 
@@ -125,14 +126,15 @@ def evaluate(index, truth, seeds: int, scorers=("rocchio", "probe", "auto")) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=DATA, help="Karpathy JSON of real chips with scene labels")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model = load_model(device="cpu")
-    train = load_retrieval_data(DATA, "train")
+    train = load_retrieval_data(args.data, "train")
     _, val = train.split_validation(VAL_FRACTION, VAL_SEED)
-    test = load_retrieval_data(DATA, "test")
+    test = load_retrieval_data(args.data, "test")
     val_index, val_truth = build("validation", val.images, val.scenes, model)
     test_index, test_truth = build("test", test.images, test.scenes, model)
 
@@ -149,7 +151,7 @@ def main() -> None:
               "validation": {"probe_by_prior": {str(k): v for k, v in selection.items()}, "rocchio": val_rocchio},
               "test": test_results, "seconds": round(time.perf_counter() - started, 1)}
     out = ROOT / "benchmarks" / "results" / "feedback.json"
-    out.write_text(json.dumps(report, indent=1))
+    write_results(out, report)
     if args.json:
         print(json.dumps(report, indent=1))
         return

@@ -32,6 +32,7 @@ from georet.geo import TilingParams
 from georet.geo.mosaic import mosaic_cells, write_mosaic
 from georet.index import TileStore, index_raster
 from georet.models import ModelSpec, load_model
+from georet.provenance import write_results
 from georet.search import GeoIndex, open_index
 from georet.testing.tables import percentiles, synthetic_rows  # noqa: E402
 
@@ -171,7 +172,7 @@ def main() -> None:
         report = {"model": model.identity["arch"], "quality": quality(args.data, Path(tmp), model),
                   "latency": latency([int(s) for s in args.sizes.split(",")], model, Path(tmp))}
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+        write_results(args.out, report)
     if args.json:
         print(json.dumps(report, indent=2))
         return

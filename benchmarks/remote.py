@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from georet.provenance import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL2 = ROOT.parent / "shared" / "data" / "rasters" / "sentinel2_virginia_rgb_10m.tif"
 WORK = ROOT / "runs" / "remote"
@@ -36,7 +38,7 @@ GEORET = str(Path(sys.executable).parent / "georet")
 BBOX = "-75.690,37.720,-75.675,37.730"
 
 
-def large_cog() -> Path:
+def large_cog(raster: Path) -> Path:
     """The Sentinel-2 scene upsampled 4× (nearest) into a COG: a large remote raster made of real pixels."""
     import rasterio
     from rasterio.enums import Resampling
@@ -45,7 +47,7 @@ def large_cog() -> Path:
     if path.exists():
         return path
     WORK.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(SENTINEL2) as src:
+    with rasterio.open(raster) as src:
         height, width = src.height * 4, src.width * 4
         data = src.read(out_shape=(src.count, height, width), resampling=Resampling.nearest)
         profile = {"driver": "COG", "width": width, "height": height, "count": src.count, "dtype": "uint8",
@@ -64,10 +66,10 @@ def georet(*args: str, env: dict | None = None) -> tuple[float, str]:
     return time.perf_counter() - started, proc.stderr
 
 
-def measure_bytes() -> dict:
+def measure_bytes(raster: Path) -> dict:
     from georet.testing.loopback import range_server
 
-    cog = large_cog()
+    cog = large_cog(raster)
     with range_server(WORK) as server, tempfile.TemporaryDirectory() as tmp:
         seconds, log = georet("index", f"{server.url}/{cog.name}", "--bbox", BBOX, "--db", f"{tmp}/db", "-q")
         tiles = int(re.search(r"indexed (\d+) tiles", log).group(1))
@@ -76,13 +78,13 @@ def measure_bytes() -> dict:
                 "fraction_of_file": round(server.bytes_sent / cog.stat().st_size, 4), "seconds": round(seconds, 1)}
 
 
-def measure_engines() -> dict:
+def measure_engines(raster: Path) -> dict:
     import lance
 
     results = {}
     for engine in ("local", "ray"):
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, log = georet("index", str(large_cog()), "--db", f"{tmp}/db", "--engine", engine, "-q")
+            seconds, log = georet("index", str(large_cog(raster)), "--db", f"{tmp}/db", "--engine", engine, "-q")
             match = re.search(r"indexed (\d+) tiles .* in ([\d.]+) s \(([\d.]+) tiles/s\)", log)
             table = Path(tmp, "db", "tiles.lance")
             table_bytes = sum((table / "data" / data.path).stat().st_size  # the live version's files only
@@ -103,11 +105,12 @@ def measure_engines() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["bytes", "engines"])
+    parser.add_argument("--raster", type=Path, default=SENTINEL2, help="a real raster to upsample into the large COG")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
-    result = measure_bytes() if args.stage == "bytes" else measure_engines()
+    result = measure_bytes(args.raster) if args.stage == "bytes" else measure_engines(args.raster)
     out = ROOT / "benchmarks" / "results" / f"remote_{args.stage}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
