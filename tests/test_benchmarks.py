@@ -67,3 +67,24 @@ def test_cmer_transfer_study_reports_every_variant_and_resumes(tmp_path):
     again = run_benchmark("experiments/cmer_transfer/run.py", *args)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert again["results"] == report["results"]
+
+
+def test_cmer_towers_study_trains_every_variant_through_the_one_trainer(tmp_path):
+    data = write_dataset(tmp_path / "captions")
+    out = tmp_path / "study.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "cmer_towers" / "run.py"), "--data", str(data),
+                           "--seeds", "0", "--steps", "2", "--batch-size", "8", "--device", "cpu",
+                           "--variants", "LiT heads;CMER;MRS-Adapter + HMMC;full FT", "--workdir", str(tmp_path / "runs"),
+                           "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["provenance"]["command"].startswith("python ") and report["provenance"]["versions"]["torch"]
+    assert set(report["results"]) == {"LiT heads", "CMER", "MRS-Adapter + HMMC", "full FT"}
+    for name, entry in report["results"].items():
+        run = entry["runs"][0]
+        assert 0 <= run["mR"] <= 100 and entry["mR"] == {"mean": round(run["mR"], 2), "std": 0.0}, name
+        summary = json.loads((tmp_path / "runs" / f"{name.replace(' ', '_')}-0" / "summary.json").read_text())
+        assert summary["best_val"]["mR"] == run["val_mR"]
+    # full fine-tuning got as many samples as CMER: 2 steps of 8 are 2 steps of its own batch of 8
+    assert json.loads((tmp_path / "runs" / "full_FT-0" / "summary.json").read_text())["steps"] == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,9 @@ from georet.training.pairs import PairTable
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("mini"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_clip(seed: int = 0):
@@ -406,6 +411,13 @@ def test_tower_model_trains_a_head_ensemble_whose_weights_plug_in(mini, tmp_path
     assert evaluate(model, val)["mR"] == pytest.approx(summary["best_val"]["mR"], abs=0.5)
     plain = load_model(ModelSpec("georet-base", None), device="cpu")
     assert not np.allclose(model.encode_text(["a river"]), plain.encode_text(["a river"]), atol=1e-4)
+    # one command writes the package weights from the run (here to another file): the same model
+    exported = tmp_path / "exported.pt"
+    run = subprocess.run([sys.executable, str(ROOT / "training" / "export_default.py"), str(out / "best.pt"),
+                          "--out", str(exported)], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith(f"wrote {exported}"), run.stderr
+    again = load_model(ModelSpec("georet-base", str(exported)), device="cpu")
+    assert np.allclose(again.encode_text(["a river"]), model.encode_text(["a river"]), atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -447,7 +459,7 @@ def test_train_and_eval_cli(mini, tmp_path):
     assert err.returncode == 1 and err.stderr.startswith("Error: no dataset at")
 
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*_cmer.yaml"))
+RECIPES = sorted((ROOT / "training" / "configs").glob("*_cmer.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])

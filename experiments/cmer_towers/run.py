@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-ft-budget", choices=["samples", "wall-clock"], default="samples")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "cmer_towers",
                         help="runs go here; a finished run is skipped when the study is run again")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "feature_cache",
+                        help="frozen-tower features, computed once and shared by every run over the same data")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     test = load_retrieval_data(args.data, "test")
     common = [f"data.path={args.data}", "model.head_members=1", f"train.max_steps={args.steps}",
               f"train.batch_size={args.batch_size}", f"train.device={args.device}", "train.progress=false",
-              f"train.eval_every_steps={max(1, args.steps // 12)}"]
+              f"train.eval_every_steps={max(1, args.steps // 12)}", f"train.cache_dir={args.cache_dir}"]
     results, cmer_seconds = {}, None
     for name in args.variants:
         runs = []

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pyarrow as pa
 
 from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyError
+from georet.files import atomic_write_text
 from georet.geo import is_url
 from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
 
@@ -235,10 +235,7 @@ class TileStore:
     # -- manifest --------------------------------------------------------
     def save_manifest(self) -> None:
         self.manifest["updated"] = now()
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".georet-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.manifest, fh, indent=2)
-        os.replace(tmp, self.path / MANIFEST_NAME)
+        atomic_write_text(self.path / MANIFEST_NAME, json.dumps(self.manifest, indent=2))
         self._manifest_stamp = self._stamp()
 
     def begin_source(self, source: str, info: dict[str, Any]) -> None:

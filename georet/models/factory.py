@@ -346,7 +346,8 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     cfg = tower_weights_config(weights_file) if weights_file and spec.pretrained != BUNDLED_TAG \
         else TowerCLIPConfig.from_dict(config)
     torch.manual_seed(RANDOM_INIT_SEED)
-    model = TowerCLIP(cfg, lazy_image_tower=True)  # a text query never needs timm and the image trunk
+    # a text query never needs timm and the image trunk; a fully fine-tuned trunk is among the weights to load
+    model = TowerCLIP(cfg, lazy_image_tower=cfg.method != "full")
     model.load_backbones()
     if weights_file is not None:
         load_tower_weights(model, weights_file)

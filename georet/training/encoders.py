@@ -113,11 +113,12 @@ class CachedImages:
         pick = rng.integers(views + int(self.view_mean), size=len(rows))
         taps, pooled = self.cache.batch(rows, np.minimum(pick, views - 1), self.device)
         if self.view_mean:
-            mean = self._model_view_mean(rows)
+            mean = self.model_view_mean(rows)
             pooled = torch.where(torch.from_numpy(pick == views).to(self.device)[:, None], mean, pooled)
         return taps, pooled
 
-    def _model_view_mean(self, rows: np.ndarray) -> torch.Tensor:
+    def model_view_mean(self, rows: np.ndarray) -> torch.Tensor:
+        """The mean of the model's own views' pooled features: what a heads-only model's head reads."""
         return torch.stack([self.cache.batch(rows, v, self.device)[1]
                             for v in range(self.cache.model_views)]).mean(0)
 

@@ -401,7 +401,7 @@ def _train_head_ensemble(config: TrainConfig, cfg: TowerCLIPConfig, table: PairT
         member_summaries.append({"seed": seed, "steps": result.steps, "best_val": result.best})
     train_rows = table.rows(table.train)
     image_rows, text_rows = np.unique(train_rows.image), np.unique(train_rows.text)
-    fit_images = CachedImages(caches[0], device)._model_view_mean(image_rows)
+    fit_images = CachedImages(caches[0], device).model_view_mean(image_rows)
     fit_texts = caches[1].batch(text_rows, 0, device)[2]
     ensemble = assemble_heads(members, fit_images, fit_texts)
     encoder = TowerEncoder(ensemble, CachedImages(caches[0], device), CachedTexts(caches[1], device), device)
