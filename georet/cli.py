@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from georet import __version__
-from georet.errors import GeoretError, InputError
+from georet.errors import GeoretError
 
 OUTPUT_SUFFIXES = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet": "parquet"}
 
@@ -28,10 +28,8 @@ class _GeoretGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InputError as exc:  # the library names its parameter; a CLI user typed a flag
-            raise click.ClickException(f"{_flag(exc.param)}: {exc.problem}") from None
-        except GeoretError as exc:
-            raise click.ClickException(str(exc)) from None
+        except GeoretError as exc:  # the library names its parameters; a CLI user typed flags
+            raise click.ClickException(exc.render(_flag)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -44,7 +42,8 @@ class _GeoretGroup(click.Group):
 
 def _flag(param: str) -> str:
     """The command-line spelling of a library parameter: ``bbox_crs`` → ``--bbox-crs``."""
-    return {"k": "-k", "text": "TEXT", "overrides": "--set"}.get(param, "--" + param.replace("_", "-"))
+    return {"k": "-k", "text": "TEXT", "overrides": "--set", "arch": "--model", "db": "--db"}.get(
+        param, "--" + param.replace("_", "-"))
 
 
 @click.group(cls=_GeoretGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,11 +4,41 @@ The CLI prints the message as a single line and exits non-zero; anything else
 escaping the library is a bug and keeps its traceback (``GEORET_DEBUG=1``).
 The subclasses say what kind of problem it is, so a shell maps them without
 reading messages (the server: 404, 403, 409, else 400).
+
+A message that names an option writes it as ``{name}`` and lists it in
+``names``: the library spells it as its parameter (``bbox_crs``), the CLI as
+its flag (``--bbox-crs``) and the server as its query parameter, through
+:meth:`GeoretError.render`, so each user reads the name they typed.
 """
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
 
 
 class GeoretError(Exception):
     """A user-facing error: bad input, missing file, incompatible index..."""
+
+    def __init__(self, message: str = "", *, names: Sequence[str] = ()):
+        self.template, self.names = message, tuple(names)
+        super().__init__(self.render())
+
+    def render(self, spell: Callable[[str], str] = str) -> str:
+        """The message with each named option spelled by ``spell`` (default: the library's parameter name)."""
+        message = self.template
+        for name in self.names:
+            message = message.replace("{" + name + "}", spell(name))
+        return message
+
+    def __reduce__(self):  # errors cross processes (Ray workers): keep the template, not only the text
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> GeoretError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class NotFoundError(GeoretError):
@@ -24,14 +54,8 @@ class ConflictError(GeoretError):
 
 
 class InputError(GeoretError):
-    """A bad value for one named parameter.
+    """A bad value for one named parameter: ``bbox: must be four numbers`` (the CLI: ``--bbox: ...``)."""
 
-    The message names the parameter as the library spells it (``bbox: must be
-    four numbers``), which is also the HTTP query parameter; the CLI names the
-    flag instead (``--bbox: must be four numbers``), so each user reads the name
-    they typed.
-    """
-
-    def __init__(self, param: str, problem: str):
+    def __init__(self, param: str, problem: str, *, names: Sequence[str] = ()):
         self.param, self.problem = param, problem
-        super().__init__(f"{param}: {problem}")
+        super().__init__("{" + param + "}: " + problem, names=(param, *names))

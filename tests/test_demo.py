@@ -115,6 +115,6 @@ def test_demo_rebuilds_its_own_index_when_the_model_changed(tmp_path, tiny_model
     other = tmp_path / "other"
     index_raster([rasters["utm"]], other / "index", tiling=TilingParams(tile_size=64), model=tiny_model,
                  progress=False)
-    with pytest.raises(GeoretError, match=r"was built with model georet-tiny .*: arch differs; use a new --db$"):
+    with pytest.raises(GeoretError, match=r"was built with model georet-tiny .*: arch differs; use a new db$"):
         run_demo(other, model=small, k=2, progress=False)
     assert TileStore.open(other / "index").model_identity == tiny_model.identity

@@ -189,7 +189,7 @@ def test_scene_options_conflict_in_the_library(tmp_path, rasters, tiny_model):
     layer.write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(GeoretError, match="either --classes .* or --landcover"):
         index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, classes=classes, landcover=layer, progress=False)
-    with pytest.raises(GeoretError, match="--landcover-field needs --landcover"):
+    with pytest.raises(GeoretError, match="landcover_field: needs landcover"):
         index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, landcover_field="lc", progress=False)
     assert not (tmp_path / "db").exists()  # refused before anything was written
 

@@ -50,4 +50,4 @@ def test_ray_engine_errors_are_one_line_before_the_index_is_touched(tmp_path, st
     assert unreachable.stderr.strip() == "Error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused"
     assert not (tmp_path / "x.db").exists()
     local_only = run_cli("index", stac_dir / "scene.tif", "--db", tmp_path / "x.db", "--ray-address", "auto", *TINY)
-    assert local_only.stderr.strip() == "Error: --ray-address needs --engine ray"
+    assert local_only.stderr.strip() == "Error: --ray-address: needs --engine ray"

@@ -210,7 +210,7 @@ def test_remote_option_rules_are_one_line_errors(tmp_path, stac_dir, server):
         (): "Error: give RASTERS to index, or --stac API_URL --collection ID",
         (f"{server.url}/items.json", "--asset", "B04,B03"):
             "Error: --asset: takes one asset name or three (red,green,blue); got 'B04,B03'",
-        (str(cog), "--ray-address", "head:10001"): "Error: --ray-address needs --engine ray",
+        (str(cog), "--ray-address", "head:10001"): "Error: --ray-address: needs --engine ray",
     }
     for args, message in cases.items():
         result = invoke_cli("index", *args, "--db", tmp_path / "db", *TINY)

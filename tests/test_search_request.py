@@ -42,3 +42,18 @@ def test_the_cli_names_flags_where_the_library_names_parameters(built_index):
     assert bad_k.returncode == 1 and bad_k.stderr.strip() == "Error: -k: must be a whole number of at least 1, got 0"
     bad_near = invoke_cli("query", "a near b", "--db", built_index, "--near", "far")
     assert bad_near.stderr.strip().startswith("Error: --near: not a distance: 'far'")
+
+
+def test_errors_spell_options_for_each_shell_and_survive_a_process_boundary():
+    import pickle
+
+    from georet.errors import GeoretError
+
+    error = InputError("ray_address", "needs {engine} ray", names=("engine",))
+    assert str(error) == "ray_address: needs engine ray"
+    assert error.render(lambda n: "--" + n.replace("_", "-")) == "--ray-address: needs --engine ray"
+    hint = GeoretError("the area ({bbox}/{within}) touches no raster", names=("bbox", "within"))
+    for original in (error, hint):  # Ray workers send errors back pickled
+        copy = pickle.loads(pickle.dumps(original))
+        assert type(copy) is type(original) and str(copy) == str(original)
+        assert copy.render(str.upper) == original.render(str.upper)

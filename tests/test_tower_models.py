@@ -230,7 +230,7 @@ def test_factory_builds_tower_models_with_backbone_hashes_in_the_identity(tmp_pa
     assert identity["dim"] == 256 and identity["preprocess"]["size"] == [150, 150]
     vectors = model.encode_text(["airport near river", "a river"])
     assert vectors.shape == (2, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(GeoretError, match="--checkpoint applies to open_clip models"):
+    with pytest.raises(GeoretError, match="checkpoint applies to open_clip models"):
         load_model(dataclasses.replace(ModelSpec("georet-base", None), checkpoint=str(tmp_path / "c.pt")))
 
 

@@ -390,7 +390,7 @@ def test_checkpoints_are_verified(mini, tmp_path):
         load_model(ModelSpec("georet-tiny", None, str(tmp_path / "junk.pt")), device="cpu")
     with pytest.raises(GeoretError, match="trained on georet-tiny, not georet-small"):
         load_model(ModelSpec("georet-small", "bundled", str(tmp_path / "run" / "best.pt")), device="cpu")
-    with pytest.raises(GeoretError, match="--checkpoint applies to open_clip models; georet-base takes"):
+    with pytest.raises(GeoretError, match="checkpoint applies to open_clip models; georet-base takes its trained weights with pretrained FILE"):
         load_model(ModelSpec(checkpoint=str(tmp_path / "run" / "best.pt")), device="cpu")
 
 

@@ -108,7 +108,7 @@ def test_unknown_names_are_refused_listing_the_known_ones():
     with pytest.raises(GeoretError, match="remoteclip has no ViT-B-16 weights; it exists for RN50, ViT-B-32, "
                                           "ViT-L-14"):
         load_model(ModelSpec("ViT-B-16", "remoteclip"), device="cpu")
-    with pytest.raises(GeoretError, match="remoteclip exists for RN50, ViT-B-32, ViT-L-14: add --model"):
+    with pytest.raises(GeoretError, match="remoteclip exists for RN50, ViT-B-32, ViT-L-14: name one with arch"):
         ModelSpec.from_options(None, "remoteclip")
     assert ModelSpec.from_options(None, "georsclip-ret2") == ModelSpec(ARCH, "georsclip-ret2")
 

@@ -85,7 +85,7 @@ def _guess_class_field(frame, path: Path) -> str:
     candidates = [c for c in frame.columns if c != "geometry" and frame[c].dtype == object]
     if len(candidates) == 1:
         return candidates[0]
-    raise GeoretError(f"{path}: name the class field with --landcover-field (text fields: {', '.join(candidates) or 'none'})")
+    raise GeoretError(f"{path}: name the class field with {{landcover_field}} (text fields: {', '.join(candidates) or 'none'})", names=("landcover_field",))
 
 
 class RasterLandcover:

@@ -138,7 +138,7 @@ class RasterSource:
         ds, params = self.dataset, self.params
         if ds.crs is None:
             if not params.assume_crs:
-                raise GeoretError(f"{self.ref.name}: raster has no CRS; pass --assume-crs EPSG:xxxx if you know it")
+                raise GeoretError(f"{self.ref.name}: raster has no CRS; pass {{assume_crs}} EPSG:xxxx if you know it", names=("assume_crs",))
             try:
                 self.crs = CRS.from_user_input(params.assume_crs)
             except Exception:

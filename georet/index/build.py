@@ -183,16 +183,16 @@ def index_raster(
     if batch_size < 1:
         raise InputError("batch_size", f"must be positive, got {batch_size}")
     if classes and landcover:
-        raise GeoretError("use either --classes (zero-shot) or --landcover (your layer), not both")
+        raise InputError("classes", "use either {classes} (zero-shot) or {landcover} (your layer), not both", names=("landcover",))
     if landcover_field and not landcover:
-        raise GeoretError("--landcover-field needs --landcover")
+        raise InputError("landcover_field", "needs {landcover}", names=("landcover",))
     if engine not in ENGINES:
         raise InputError("engine", f"must be one of {', '.join(ENGINES)}; got {engine!r}")
     if ray_address and engine != "ray":
-        raise GeoretError("--ray-address needs --engine ray")
+        raise InputError("ray_address", "needs {engine} ray", names=("engine",))
     if engine == "ray":
         if not all(importlib.util.find_spec(m) for m in ("ray", "lance_ray")):
-            raise GeoretError("--engine ray needs Ray on this machine: pip install 'georet[ray]'")
+            raise InputError("engine", "ray needs Ray on this machine: pip install 'georet[ray]'")
         from georet.index.ray_engine import connect
 
         connect(ray_address)  # before the index is touched
@@ -202,7 +202,7 @@ def index_raster(
         with RasterSource(ref, tiling, area) as source:
             touched += len(source.windows()) if area is not None else 1
     if not touched:
-        raise GeoretError("the area (--bbox/--within) touches none of the rasters; nothing to index")
+        raise GeoretError("the area ({bbox}/{within}) touches none of the rasters; nothing to index", names=("bbox", "within"))
     scene_classes = None if landcover else read_classes(classes)
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
@@ -298,7 +298,7 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
         return False
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
-        raise ConflictError(f"cannot add to {db}: {problem}; use a new --db")
+        raise ConflictError(f"cannot add to {db}: {problem}; use a new {{db}}", names=("db",))
     if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
         return False
     counts = store.source_counts()

@@ -85,7 +85,7 @@ def save_labels(index: str | Path, name: str, positive: Iterable[str] = (), nega
     """Add marks to a set (created if new); a tile marked both ways in one call is an error."""
     positive, negative = list(dict.fromkeys(positive)), list(dict.fromkeys(negative))
     if both := sorted(set(positive) & set(negative)):
-        raise GeoretError(f"tile {both[0]} is marked both right (--positive) and wrong (--negative)")
+        raise GeoretError(f"tile {both[0]} is marked both right ({{positive}}) and wrong ({{negative}})", names=("positive", "negative"))
     path = _path(index, name)
     require_writable(Path(index))
     current = {label.tile_id: label for label in read_labels(index, name).labels} if path.is_file() else {}

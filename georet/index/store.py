@@ -136,7 +136,7 @@ class TileStore:
         path = Path(path).expanduser()
         manifest_path = path / MANIFEST_NAME
         if not path.exists():
-            raise GeoretError(f"no georet index at {path} (build one with `georet index RASTER --db {path}`)")
+            raise NotFoundError(f"no georet index at {path} (build one with `georet index RASTER --db {path}`)")
         if not manifest_path.is_file():
             raise NotFoundError(f"{path} is not a georet index (no {MANIFEST_NAME})")
         return cls(path, _read_manifest(path))
@@ -173,7 +173,7 @@ class TileStore:
                 store = cls.open(path)
                 problem = describe_mismatch(store.model_identity, model_identity)
                 if problem:
-                    raise ConflictError(f"cannot add to {path}: {problem}; use a new --db")
+                    raise ConflictError(f"cannot add to {path}: {problem}; use a new {{db}}", names=("db",))
             elif any(p.name != LOCK_NAME for p in path.iterdir()):
                 raise ConflictError(f"{path} exists and is not a georet index; refusing to write into it")
             else:
@@ -414,7 +414,7 @@ class ObjectStoreTileStore(TileStore):
         uri = uri.rstrip("/")
         dataset = cls._dataset(uri)
         if dataset is None:
-            raise GeoretError(f"no georet index at {uri} (build one with `georet index RASTER --db {uri}`)")
+            raise NotFoundError(f"no georet index at {uri} (build one with `georet index RASTER --db {uri}`)")
         return cls._of(uri, dataset)
 
     @classmethod
@@ -444,7 +444,7 @@ class ObjectStoreTileStore(TileStore):
             store = cls._of(uri, dataset)
             problem = describe_mismatch(store.model_identity, model_identity)
             if problem:
-                raise ConflictError(f"cannot add to {uri}: {problem}; use a new --db")
+                raise ConflictError(f"cannot add to {uri}: {problem}; use a new {{db}}", names=("db",))
         else:
             store = cls(uri, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                               "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})

@@ -122,8 +122,7 @@ def _arch_of_weights(pretrained: str | None) -> str | None:
     if pretrained in zoo.zoo_families():
         archs = [e.arch for e in zoo.zoo_entries() if e.family == pretrained]
         if len(archs) > 1:
-            raise GeoretError(f"{pretrained} exists for {', '.join(archs)}: add --model, "
-                              f"e.g. --model {archs[0]} --pretrained {pretrained}")
+            raise GeoretError(f"{pretrained} exists for {', '.join(archs)}: name one with {{arch}}", names=("arch",))
         return archs[0]
     if not Path(pretrained).is_file():
         return None
@@ -333,8 +332,8 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     )
 
     if spec.checkpoint:
-        raise GeoretError(f"--checkpoint applies to open_clip models; {spec.arch} takes its trained weights "
-                          "with --pretrained FILE")
+        raise GeoretError(f"{{checkpoint}} applies to open_clip models; {spec.arch} takes its trained weights "
+                          "with {pretrained} FILE", names=("checkpoint", "pretrained"))
     weights_file = None
     if spec.pretrained is not None:
         weights_file = str(BUNDLED_WEIGHTS[spec.arch]) if spec.pretrained == BUNDLED_TAG else spec.pretrained

@@ -134,7 +134,7 @@ class GeoIndex:
     def _check_model(self, model: EmbeddingModel | QueryTextEncoder) -> None:
         problem = describe_mismatch(self.store.model_identity, model.identity)
         if problem:
-            raise ConflictError(f"cannot query {self.path}: {problem}; re-index into a new --db")
+            raise ConflictError(f"cannot query {self.path}: {problem}; re-index into a new {{db}}", names=("db",))
 
     def info(self) -> dict[str, Any]:
         """Summary of the index: tile count, model, sources, scenes."""

@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from georet.errors import ConflictError, GeoretError, InputError, NotFoundError, ReadOnlyError
+from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyError
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 1000
@@ -52,8 +52,8 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to expose an index beyond this machine without a token."""
     if not is_loopback(host) and not token:
-        raise GeoretError(f"--host {host} makes the index reachable from other machines; pass --token TOKEN "
-                          "(clients send it as 'Authorization: Bearer TOKEN')")
+        raise GeoretError(f"{{host}} {host} makes the index reachable from other machines; pass {{token}} TOKEN "
+                          "(clients send it as 'Authorization: Bearer TOKEN')", names=("host", "token"))
 
 
 def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None) -> FastAPI:
@@ -101,9 +101,7 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
 
     @app.exception_handler(GeoretError)
     async def georet_error(_request, exc: GeoretError):
-        if isinstance(exc, InputError):  # the library's parameter, as this API spells it
-            return error(400, f"{_QUERY_PARAMETERS.get(exc.param, exc.param)}: {exc.problem}")
-        return error(_STATUS.get(type(exc), 400), str(exc))
+        return error(_STATUS.get(type(exc), 400), exc.render(lambda name: _QUERY_PARAMETERS.get(name, name)))
 
     @app.get("/health", summary="200 once the model and the vectors are loaded")
     def health():

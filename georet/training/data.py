@@ -144,7 +144,7 @@ def load_retrieval_data(path: str | Path, split: str, image_root: str | Path | N
         raise NotFoundError(f"no dataset at {path} (a Karpathy-style .json file or a precomp folder)")
     missing = [p for p in data.images[:50] if not p.is_file()]
     if missing:
-        raise NotFoundError(f"image not found: {missing[0]} (pass the image folder with --image-root)")
+        raise NotFoundError(f"image not found: {missing[0]} (pass the image folder with {{image_root}})", names=("image_root",))
     return data
 
 
