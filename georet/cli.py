@@ -91,6 +91,8 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 @click.option("--tile-size", default="256", show_default=True, help="Tile size: pixels (256) or ground distance (200m, 1.5km).")
 @click.option("--stride", type=int, help="Step between tiles in pixels [default: tile size, no overlap].")
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
+@click.option("--stretch", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
+              help="Per-raster 2-98 % band stretch of uint8 rasters: auto stretches hazy or flat ones (other dtypes are always stretched).")
 @click.option("--min-valid", default=0.5, show_default=True, type=float, help="Skip tiles with a smaller valid-pixel fraction.")
 @click.option("--assume-crs", help="CRS for rasters that have none, e.g. EPSG:32631.")
 @click.option("--model", "arch", help="Model: georet-base, georet-small or an open_clip architecture [default: georet-base with its bundled weights, offline].")
@@ -107,7 +109,7 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
               help='Progress as JSON lines on stderr ({"source", "done", "total"}), for GUIs such as the QGIS plugin.')
 def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, engine,
           ray_address, tile_size, stride,
-          bands, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
+          bands, stretch, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
           landcover_field, reindex, quiet, progress_json) -> None:
     """Tile RASTERS, embed the tiles and store them in --db.
 
@@ -120,7 +122,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     from georet.models import ModelSpec
 
     tiling = TilingParams(tile_size=tile_size if not tile_size.isdigit() else int(tile_size), stride=stride,
-                          bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs)
+                          bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs, stretch=stretch)
     area = search_area(bbox, bbox_crs, within) if bbox or bbox_crs or within else None
     inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)
     if not inputs:

@@ -192,3 +192,21 @@ def test_real_netherlands_orthophoto(tmp_path):
     for feature in hits["features"]:
         for lon, lat in feature["geometry"]["coordinates"][0]:
             assert 4.9 < lon < 5.1 and 51.8 < lat < 51.9  # near Gorinchem/Waal, NL
+
+
+def test_sources_indexed_before_the_stretch_option_are_not_redone(tmp_path, rasters):
+    """Their tiles kept their uint8 colours, as ``--stretch auto`` keeps well-exposed ones; --reindex redoes them."""
+    db = tmp_path / "old.db"
+    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    manifest_file = db / "georet.json"
+    manifest = json.loads(manifest_file.read_text())
+    for entry in manifest["sources"].values():
+        del entry["tiling"]["stretch"]  # as an index written before the option existed
+    manifest_file.write_text(json.dumps(manifest))
+    again = run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    assert "indexed 0 tiles" in again.stderr and "16 already indexed" in again.stderr, again.stderr
+    changed = run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", "--stretch", "always", "--reindex",
+                      *TINY, check=True)
+    assert "indexed 16 tiles" in changed.stderr, changed.stderr
+    tiling = json.loads(manifest_file.read_text())["sources"][str(rasters["utm"])]["tiling"]
+    assert tiling["stretch"] == "always"

@@ -178,3 +178,25 @@ def test_discover_directory_is_sorted_and_deduplicated(rasters):
     names = [ref.name for ref in discover_rasters([folder, rasters["utm"]])]
     assert names == sorted(names) and len(names) == len(set(names))
     assert str(rasters["utm"].resolve()) in names
+
+
+def test_hazy_uint8_rasters_are_stretched_and_well_exposed_ones_left_alone(tmp_path):
+    from georet.errors import InputError
+    from georet.testing.rasters import pattern, write_raster
+
+    crisp = pattern(3, 256, 256, seed=3)  # spans 0-255
+    hazy = (crisp * 0.5 + np.array([90, 100, 120])[:, None, None]).astype(np.uint8)  # lifted, bluish blacks
+    paths = {name: write_raster(tmp_path / f"{name}.tif", data=data) for name, data in (("crisp", crisp),
+                                                                                          ("hazy", hazy))}
+    expected = {("crisp", "auto"): False, ("hazy", "auto"): True, ("crisp", "always"): True,
+                ("hazy", "never"): False}
+    for (name, mode), stretched in expected.items():
+        with RasterSource(paths[name], TilingParams(tile_size=64, stretch=mode)) as source:
+            assert source.stretched == stretched, (name, mode)
+            pixels = source.read(source.windows()[0]).pixels
+            if name == "hazy" and stretched:  # the stretch spreads the hazy colours over the range again
+                assert pixels.min() < 40 and pixels.max() > 215
+            if name == "hazy" and not stretched:
+                assert pixels.min() >= 90
+    with pytest.raises(InputError, match="stretch: 'sometimes' is not one of auto, always, never"):
+        TilingParams(stretch="sometimes")

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import pyproj
@@ -53,12 +54,19 @@ def check_tile_px(tile_px: int, where: str = "") -> int:
     return tile_px
 
 
+#: how uint8 rasters are stretched (:class:`TilingParams`)
+STRETCH_MODES = ("auto", "always", "never")
+
+
 @dataclass(frozen=True)
 class TilingParams:
     """How rasters are cut into tiles; recorded in the index manifest.
 
     ``tile_size`` is pixels (``256``) or ground distance (``"200m"``, ``"1.5km"``);
-    ``stride`` is pixels and defaults to the tile size (no overlap).
+    ``stride`` is pixels and defaults to the tile size (no overlap). ``stretch`` says
+    whether uint8 rasters get the per-raster 2–98 % band stretch every other
+    dtype gets: ``auto`` when their colours are hazy or cast (see
+    :func:`georet.geo.raster.needs_stretch`), ``always`` or ``never``.
     """
 
     tile_size: int | str = 256
@@ -66,6 +74,7 @@ class TilingParams:
     bands: tuple[int, ...] | None = None
     min_valid: float = 0.5
     assume_crs: str | None = None
+    stretch: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self) -> None:
         parse_tile_size(self.tile_size)
@@ -75,11 +84,14 @@ class TilingParams:
             raise InputError("min_valid", f"must lie in [0, 1], got {self.min_valid}")
         if self.bands is not None and len(self.bands) not in (1, 3):
             raise InputError("bands", f"takes 1 or 3 band numbers, got {len(self.bands)}")
+        if self.stretch not in STRETCH_MODES:
+            raise InputError("stretch", f"{self.stretch!r} is not one of {', '.join(STRETCH_MODES)}")
 
     def to_dict(self) -> dict:
         return {"tile_size": self.tile_size, "stride": self.stride,
                 "bands": list(self.bands) if self.bands else None,
-                "min_valid": self.min_valid, "assume_crs": self.assume_crs, "edge_policy": "shift"}
+                "min_valid": self.min_valid, "assume_crs": self.assume_crs, "stretch": self.stretch,
+                "edge_policy": "shift"}
 
 
 def parse_tile_size(value: int | str) -> tuple[float, str]:

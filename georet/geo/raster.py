@@ -30,6 +30,12 @@ from georet.geo.sources import RasterRef, as_ref, gdal_env
 
 THUMBNAIL_PX = 64
 _STRETCH_PERCENTILES = (2.0, 98.0)
+#: ``stretch="auto"`` stretches a uint8 raster whose darkest 2 % of some band sit at or above this value
+#: (haze lifts the blacks) or whose bands' 2–98 % ranges span less than :data:`NARROW_RANGE` on average
+#: (flat, low-contrast colour); both chosen on hazy and clean mosaics of real chips
+#: (experiments/colour_stretch)
+HAZE_FLOOR = 40
+NARROW_RANGE = 150
 _STRETCH_SAMPLES_PER_AXIS = 8
 _STRETCH_SAMPLE_PX = 64
 #: A raster with overviews is stretched from the first overview at most this many px a side:
@@ -168,14 +174,25 @@ class RasterSource:
         return (1, 2, 3) if ds.count >= 3 else (1,)
 
     def _estimate_stretch(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per-band 2–98 % percentiles from a fixed grid of small sample windows.
+        """Per-band 2–98 % percentiles from a fixed grid of small sample windows (None: leave uint8 as is).
 
         One stretch per raster (not per tile) keeps tiles comparable; sampling
         keeps it cheap and bounded in memory for any raster size.
         """
-        ds = self.dataset
-        if all(ds.dtypes[b - 1] == "uint8" for b in self.bands):
+        uint8 = all(self.dataset.dtypes[b - 1] == "uint8" for b in self.bands)
+        if uint8 and self.params.stretch == "never":
             return None
+        stretch = self._percentiles()
+        if uint8 and self.params.stretch == "auto" and not needs_stretch(*stretch):
+            return None
+        return stretch
+
+    @property
+    def stretched(self) -> bool:
+        """Whether this raster's bands are stretched (always for non-uint8 data)."""
+        return self._stretch is not None
+
+    def _percentiles(self) -> tuple[np.ndarray, np.ndarray]:
         samples: list[list[np.ndarray]] = [[] for _ in self.bands]
         for data, valid in self._stretch_samples():
             for i in range(len(self.bands)):
@@ -258,3 +275,14 @@ class RasterSource:
         with gdal_env(self.ref.remote):
             for window in self.windows() if windows is None else windows:
                 yield self.read(window)
+
+
+def needs_stretch(lows: np.ndarray, highs: np.ndarray) -> bool:
+    """Whether a uint8 raster with these per-band 2–98 % percentiles is hazy or flat enough to stretch.
+
+    Well-exposed imagery (aerial orthophotos, the chips the models were
+    trained on) already spans most of 0–255 from near black; a stretch would
+    only shift its colours. Hazy or colour-cast products (Sentinel-2 and
+    Landsat "visual" files) have lifted blacks or narrow bands.
+    """
+    return bool(np.max(lows) >= HAZE_FLOOR or np.mean(highs - lows) < NARROW_RANGE)

@@ -282,7 +282,11 @@ def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, ar
                         reindex: bool) -> bool:
     """Complete with this tiling, over an area that covers the one asked for (no area: the whole raster)."""
     entry = manifest["sources"].get(ref.name)
-    if reindex or entry is None or entry.get("state", "complete") != "complete" or entry.get("tiling") != tiling.to_dict():
+    if reindex or entry is None or entry.get("state", "complete") != "complete":
+        return False
+    # sources indexed before `stretch` existed kept their uint8 colours, as "auto" keeps well-exposed ones:
+    # a plain re-run does not redo them (--reindex does)
+    if {"stretch": "auto", **entry.get("tiling", {})} != tiling.to_dict():
         return False
     done_area = entry.get("area")
     return done_area is None or (area is not None and shapely.from_wkt(done_area).covers(area))
