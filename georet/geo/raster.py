@@ -182,10 +182,13 @@ class RasterSource:
         uint8 = all(self.dataset.dtypes[b - 1] == "uint8" for b in self.bands)
         if uint8 and self.params.stretch == "never":
             return None
-        stretch = self._percentiles()
-        if uint8 and self.params.stretch == "auto" and not needs_stretch(*stretch):
-            return None
-        return stretch
+        if uint8 and self.params.stretch == "auto":
+            try:
+                stretch = self._percentiles()
+            except GeoretError:  # a damaged file: leave it as is here, its tiles fail (and say so) when read
+                return None
+            return stretch if needs_stretch(*stretch) else None
+        return self._percentiles()
 
     @property
     def stretched(self) -> bool:

@@ -39,9 +39,10 @@ def load_torch_file(path: str | Path, what: str = "torch weights file", trusted:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a bad or non-weights file
-        if trusted and "weights_only" in str(exc):
+        objects = "Unsupported global" in str(exc)  # a real pickle of Python objects, not a damaged file
+        if trusted and objects:
             return torch.load(path, map_location="cpu", weights_only=False)
-        if "weights_only" in str(exc):
+        if objects:
             raise GeoretError(f"{path} holds pickled Python objects besides weights, which georet does not "
                               "unpickle from unknown files; save its state_dict on its own and pass that") from None
         raise GeoretError(f"{path} is not a readable {what}") from None

@@ -248,5 +248,6 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
     backbones = backbone_ids(files)
     if payload.get("backbones") != backbones:
         return None
-    return QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], files["text"].parent,
-                            backbones)
+    encoder = QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], files["text"].parent,
+                               backbones)
+    return encoder if encoder.dim == config.get("embed_dim") else None  # weights that do not fit their config
