@@ -187,7 +187,7 @@ def test_scene_options_conflict_in_the_library(tmp_path, rasters, tiny_model):
     classes.write_text("water\nforest\n")
     layer = tmp_path / "lc.geojson"
     layer.write_text('{"type": "FeatureCollection", "features": []}')
-    with pytest.raises(GeoretError, match="either --classes .* or --landcover"):
+    with pytest.raises(GeoretError, match="classes: use either classes .* or landcover"):
         index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, classes=classes, landcover=layer, progress=False)
     with pytest.raises(GeoretError, match="landcover_field: needs landcover"):
         index_raster(rasters["utm"], tmp_path / "db", model=tiny_model, landcover_field="lc", progress=False)
@@ -278,3 +278,25 @@ def test_export_writes_geoparquet_with_embeddings(built_index, tiny_model, tmp_p
     assert json.loads(metadata[b"georet"])["model"]["arch"] == "georet-tiny"
     bad = invoke_cli("export", "--db", built_index, tmp_path / "tiles.csv")
     assert bad.returncode == 1 and "must end in .parquet" in bad.stderr and not (tmp_path / "tiles.csv").exists()
+
+
+def test_overlapping_tiles_return_each_place_once(tmp_path, rasters, tiny_model):
+    from georet import TilingParams, index_raster
+    from georet.search.results import SAME_PLACE_OVERLAP, collapse_overlaps
+
+    db = tmp_path / "overlap.db"
+    index_raster([rasters["utm"]], db, tiling=TilingParams(tile_size=64, stride=32), model=tiny_model,
+                 progress=False)
+    index = open_index(db, model=tiny_model)
+    assert len(index) == 49  # 7 x 7 tiles at half a tile's stride
+    hits = index.search("forest", k=5)
+    assert len(hits) == 5 and list(hits["rank"]) == [1, 2, 3, 4, 5]
+    geoms = list(hits.geometry)
+    for i in range(5):
+        for j in range(i):
+            shared = geoms[i].intersection(geoms[j]).area
+            assert shared < SAME_PLACE_OVERLAP * min(geoms[i].area, geoms[j].area)
+    # each hit is the best of its place: no better tile of the whole index overlaps it that much
+    everything = collapse_overlaps(index.search("forest", k=49), 49)
+    assert list(everything["tile_id"][:5]) == list(hits["tile_id"])
+    assert index.search("forest", k=5, dissolve=True)["tiles"].sum() == 5

@@ -17,7 +17,6 @@ leave the clean one alone.
 from __future__ import annotations
 
 import argparse
-import random
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 import rasterio
 
 from georet.geo import TilingParams, default_prompt_words
-from georet.geo.mosaic import mosaic_cells, write_mosaic
+from georet.geo.mosaic import mosaic_cells, random_grid, write_mosaic
 from georet.geo.raster import RasterSource, needs_stretch
 from georet.index import index_raster
 from georet.models import load_model
@@ -78,11 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     test = load_retrieval_data(args.data, "test")
-    order = list(range(len(test.images)))
-    random.Random(0).shuffle(order)
-    order = order[: args.side * args.side]
-    grid = [[test.images[order[r * args.side + c]] for c in range(args.side)] for r in range(args.side)]
-    scene_of = {test.images[i].name: test.scenes[i] for i in order}
+    grid = random_grid(test.images, args.side)
+    scene_of = {path.name: scene for path, scene in zip(test.images, test.scenes)}
     model = load_model(device="cpu")
     work = Path(tempfile.mkdtemp(prefix="georet-colour-"))
     results = {}
@@ -107,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
-        write_results(args.out, {"protocol": {"chips": len(order), "chip_px": CHIP, "k": K, "model": "georet-base"},
+        write_results(args.out, {"protocol": {"chips": args.side * args.side, "chip_px": CHIP, "k": K, "model": "georet-base"},
                                  "results": results})
     return 0
 

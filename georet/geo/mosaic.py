@@ -10,6 +10,7 @@ so the GeoTIFF says so in its metadata, together with the chip of every cell.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -68,3 +69,12 @@ def mosaic_cells(path: str | Path) -> list[list[str]]:
     if cells is None:
         raise GeoretError(f"{path} is not a georet mosaic (no GEORET_CELLS tag)")
     return json.loads(cells)
+
+
+def random_grid(images: Sequence[str | Path], side: int, seed: int = 0) -> list[list[str | Path]]:
+    """``side`` × ``side`` of ``images`` in a seeded random order: a mosaic layout with no structure to exploit."""
+    order = list(range(len(images)))
+    random.Random(seed).shuffle(order)
+    if len(order) < side * side:
+        raise GeoretError(f"a {side}x{side} mosaic needs {side * side} images, got {len(order)}")
+    return [[images[order[r * side + c]] for c in range(side)] for r in range(side)]

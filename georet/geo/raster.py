@@ -118,9 +118,11 @@ class RasterSource:
 
         Bands and contrast stretch are chosen as for tiles, so an example chip
         cut from a raster looks to the model like that raster's tiles; no
-        georeference is needed.
+        georeference is needed. A uint8 chip is left as it is: its own colours
+        say nothing about the raster it was cut from (whose tiles a chip of a
+        well-exposed raster must match).
         """
-        source = cls(as_ref(path), TilingParams(bands=bands))
+        source = cls(as_ref(path), TilingParams(bands=bands, stretch="never"))
         with gdal_env(source.ref.remote), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:

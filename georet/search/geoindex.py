@@ -15,6 +15,7 @@ candidates run out.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -51,12 +52,14 @@ from georet.search.relations import (
     subject_candidates,
 )
 from georet.search.request import Example, SearchRequest
-from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, to_frame
+from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
 
 _WIDEN_FACTOR = 4
+#: an index with overlapping tiles is asked for this many times k hits before each place's best is kept
+OVERLAP_FETCH = 4
 #: From this many tiles (with a vector index) relational queries take their subjects from the
 #: :data:`RELATIONAL_POOL` nearest tiles to the subject phrase instead of scoring every tile
 #: (benchmarks/ann.py serve measures both and their agreement).
@@ -182,11 +185,16 @@ class GeoIndex:
             if request.text is None and not like:
                 raise InputError("labels", f"label set {request.labels!r} marks no tile right: nothing to search for")
         self.store.refresh()  # rows other processes added since this index was opened
+        overlapping, k = self._tiles_overlap(), request.k
+        if overlapping:  # neighbours show the same place: ask for more, keep the best of each place
+            request = dataclasses.replace(request, k=k * OVERLAP_FETCH)
         if like or unlike:
             hits = self._example_search(request.text, like, unlike, request.k, request.area, request.scene,
                                         request.scorer)
         else:
             hits = self._text_search(request)
+        if overlapping:
+            hits = collapse_overlaps(hits, k)
         if request.min_score is not None:  # scores fall with rank, so this cuts the tail
             kept = hits[hits["score"] >= request.min_score].reset_index(drop=True)
             kept.attrs = dict(hits.attrs)
@@ -384,6 +392,15 @@ class GeoIndex:
         frame = gpd.GeoDataFrame([{"region": i + 1, **r} for i, r in enumerate(regions)],
                                  columns=[*REGION_COLUMNS, "geometry"], geometry="geometry", crs="EPSG:4326")
         return _with_kind(frame, kind)
+
+    def _tiles_overlap(self) -> bool:
+        """Whether any source was tiled with a stride below its tile size (neighbouring tiles overlap)."""
+        for entry in self.store.manifest.get("sources", {}).values():
+            tiling = entry.get("tiling") or {}
+            stride, size = tiling.get("stride"), tiling.get("tile_size")
+            if stride is not None and not (isinstance(size, int) and stride >= size):
+                return True
+        return False
 
     def _has_vector_index(self) -> bool:
         """Whether the table (at its current version) has an approximate vector index; asked once per version."""

@@ -6,6 +6,7 @@ import json
 from typing import Any, Sequence
 
 import geopandas as gpd
+import numpy as np
 import shapely
 
 #: Columns of every result, in order (plus ``geometry``); relational results add ``RELATION_COLUMNS``.
@@ -24,6 +25,41 @@ def to_frame(hits: list[dict], extra_columns: Sequence[str] = ()) -> gpd.GeoData
                for i, h in enumerate(hits)]
     geometry = shapely.from_wkb([h["geometry"] for h in hits]) if hits else []
     return gpd.GeoDataFrame(records, columns=columns, geometry=geometry, crs="EPSG:4326")
+
+
+#: a hit sharing at least this share of its footprint (or of a better hit's) with a better hit shows the
+#: same place: an index tiled with overlap (a stride below the tile size) would return one place several times
+SAME_PLACE_OVERLAP = 0.25
+
+
+def collapse_overlaps(hits: gpd.GeoDataFrame, k: int) -> gpd.GeoDataFrame:
+    """Best-first non-maximum suppression over footprints: of hits showing the same place (see
+    :data:`SAME_PLACE_OVERLAP`) only the best stays; then the first ``k``, ranks renumbered.
+
+    Tiles of a grid without overlap only touch, so this changes nothing there.
+    """
+    geometry = hits.geometry.values
+    if len(hits) < 2:
+        return hits.head(k)
+    first, second = shapely.STRtree(geometry).query(geometry, predicate="intersects")
+    pairs = first < second  # each intersecting pair once, the better (earlier) hit first
+    first, second = first[pairs], second[pairs]
+    shared = shapely.area(shapely.intersection(geometry[first], geometry[second]))
+    smaller = np.minimum(shapely.area(geometry[first]), shapely.area(geometry[second]))
+    same = shared >= SAME_PLACE_OVERLAP * smaller
+    better_of = {}
+    for a, b in zip(first[same], second[same]):
+        better_of.setdefault(int(b), []).append(int(a))
+    kept: list[int] = []
+    for i in range(len(hits)):  # best first: a hit goes when a better one of the same place stays
+        if set(kept).isdisjoint(better_of.get(i, ())):
+            kept.append(i)
+            if len(kept) == k:
+                break
+    out = hits.iloc[kept].reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    out.attrs = dict(hits.attrs)
+    return out
 
 
 def to_geojson(hits: gpd.GeoDataFrame, query: str) -> dict[str, Any]:
