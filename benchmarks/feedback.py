@@ -3,7 +3,7 @@
 Two mosaics of rsicd_aid chips the bundled model never trained on, laid out
 in random order (one chip per 150 px tile, synthetic georeference):
 
-* **validation**: the 10 % of train that ``base_study.py`` holds out (seed 1234);
+* **validation**: the 10 % of train that the georet-base selection study held out (seed 1234);
   the probe's prior strength and the ``auto`` switch are chosen here;
 * **test**: the test split (1,024 of its 1,027 chips), on which the table is reported.
 
@@ -42,7 +42,7 @@ from georet.training.data import load_retrieval_data
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "rsicd_aid" / "dataset_rsicd_aid.json"
 WORK = ROOT / "runs" / "feedback"
-VAL_FRACTION, VAL_SEED = 0.1, 1234  # as base_study.py: these train images were held out of training
+VAL_FRACTION, VAL_SEED = 0.1, 1234  # as the georet-base selection study: these train images were held out of training
 CHIP, K, ROUNDS = 150, 10, 3
 PRIOR_STRENGTHS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 

@@ -131,15 +131,15 @@ class TowerCLIPConfig:
     #: quarter turns of each image embedded and averaged (1, 2: 0° and 180°, or 4). Aerial imagery has no
     #: "up", but ImageNet features do: the mean over turns is a steadier embedding (4 turns: rsicd_aid test
     #: mR 17.5 -> 20.0, chosen on validation among the view sets that keep indexing >= 25 tiles/s; see
-    #: benchmarks/base_probes.py views). The heads read the mean of the views' pooled features.
+    #: docs/research/georet-base-selection.md). The heads read the mean of the views' pooled features.
     image_views: int = 1
     #: also embed the centre crop of this fraction of the side, upsampled back to the input size, as one
     #: more view in the mean (None: no crop view). A closer look at the middle of the tile: validation mR
-    #: 29.3 against 28.8 for the turns alone, at 5 forward passes a tile (benchmarks/base_probes.py turn-heads)
+    #: 29.3 against 28.8 for the turns alone, at 5 forward passes a tile (docs/research/georet-base-selection.md)
     centre_crop_view: float | None = None
     #: width of the residual MLP beside each linear head (0: linear heads). Frozen ImageNet and MiniLM
     #: features are not linearly aligned; a zero-initialised MLP starts equal to the linear head and learns
-    #: what it cannot map (validation mR 26.4 -> 28.7 at 1024; benchmarks/base_probes.py turn-heads)
+    #: what it cannot map (validation mR 26.4 -> 28.7 at 1024; docs/research/georet-base-selection.md)
     head_hidden: int = 0
     head_dropout: float = 0.2
     #: heads per tower: > 1 is an ensemble of heads trained from that many seeds (:class:`HeadEnsemble`)

@@ -78,7 +78,7 @@ class RetrievalSplit:
         captions occur in train), while half the train images carry 5
         identical captions: a validation set drawn from all of them (42 % of
         its captions occur in train) rewards memorised captions and ranks
-        models unlike the test does (benchmarks/base_probes.py turn-heads).
+        models unlike the test does (docs/research/georet-base-selection.md).
         """
         n_val = max(1, int(round(fraction * len(self.images)))) if fraction > 0 else 0
         if min_distinct_captions <= 1:
