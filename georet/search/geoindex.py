@@ -15,7 +15,6 @@ candidates run out.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -67,8 +66,6 @@ RELATIONAL_POOL_ROWS = AUTO_VECTOR_INDEX_ROWS
 RELATIONAL_POOL = 1_000
 #: Tiles closer than this fraction of a tile side count as touching when hits are dissolved.
 _TOUCH_TOLERANCE = 0.01
-#: An example: a tile id of the index, an image file (PNG, JPEG, GeoTIFF chip), or pixels (array or PIL image).
-
 
 class GeoIndex:
     """A georet index opened for searching. Get one with :func:`open_index`."""
@@ -185,16 +182,16 @@ class GeoIndex:
             if request.text is None and not like:
                 raise InputError("labels", f"label set {request.labels!r} marks no tile right: nothing to search for")
         self.store.refresh()  # rows other processes added since this index was opened
-        overlapping, k = self._tiles_overlap(), request.k
-        if overlapping:  # neighbours show the same place: ask for more, keep the best of each place
-            request = dataclasses.replace(request, k=k * OVERLAP_FETCH)
+        overlapping = self._tiles_overlap()
+        # neighbours of an overlapping index show the same place: ask for more, keep the best of each place
+        fetch = request.k * OVERLAP_FETCH if overlapping else request.k
         if like or unlike:
-            hits = self._example_search(request.text, like, unlike, request.k, request.area, request.scene,
+            hits = self._example_search(request.text, like, unlike, fetch, request.area, request.scene,
                                         request.scorer)
         else:
-            hits = self._text_search(request)
+            hits = self._text_search(request, fetch)
         if overlapping:
-            hits = collapse_overlaps(hits, k)
+            hits = collapse_overlaps(hits, request.k)
         if request.min_score is not None:  # scores fall with rank, so this cuts the tail
             kept = hits[hits["score"] >= request.min_score].reset_index(drop=True)
             kept.attrs = dict(hits.attrs)
@@ -233,9 +230,9 @@ class GeoIndex:
             geometry=shapely.from_wkb([rows[label.tile_id]["geometry"] for label in present]) if present else [],
             crs="EPSG:4326")
 
-    def _text_search(self, request: SearchRequest) -> gpd.GeoDataFrame:
+    def _text_search(self, request: SearchRequest, k: int) -> gpd.GeoDataFrame:
         """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""
-        text, k, area, scene = request.text, request.k, request.area, request.scene
+        text, area, scene = request.text, request.area, request.scene
         relation = parse_query(text) if request.relational else None
         if relation is not None:
             if scene is not None:

@@ -19,8 +19,9 @@ from georet.geo import search_area
 from georet.search.feedback import Scorer
 from georet.search.relations import parse_distance
 
-#: an example of what the user wants: a tile id of the index, an image file, or (H, W, 3) uint8 pixels
-Example = str | np.ndarray
+#: an example of what the user wants: a tile id of the index, an image file (PNG, JPEG, GeoTIFF chip), or
+#: pixels (an (H, W, 3) uint8 array or a PIL image)
+Example = Any
 
 
 @dataclass(frozen=True)
