@@ -88,8 +88,10 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="Where tiles are read and embedded: this process, or a Ray cluster (writes Lance fragments from the workers).")
 @click.option("--ray-address", metavar="ADDR", help="Ray cluster to join (ray://host:10001, or 'auto') [default: start Ray on this machine].")
-@click.option("--tile-size", default="256", show_default=True, help="Tile size: pixels (256) or ground distance (200m, 1.5km).")
-@click.option("--stride", type=int, help="Step between tiles in pixels [default: tile size, no overlap].")
+@click.option("--tile-size", default="auto", show_default=True,
+              help="Tile size: auto (the model's ground scale from each raster's pixel size, see docs/search.md), "
+                   "pixels (256) or ground distance (200m, 1.5km).")
+@click.option("--stride", help="Step between tiles: pixels (200) or a fraction of the tile (2/3) [default: the tile, no overlap].")
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
 @click.option("--stretch", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
               help="Per-raster 2-98 % band stretch of uint8 rasters: auto stretches hazy or flat ones (other dtypes are always stretched).")
@@ -121,7 +123,8 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     from georet.index import index_raster
     from georet.models import ModelSpec
 
-    tiling = TilingParams(tile_size=tile_size if not tile_size.isdigit() else int(tile_size), stride=stride,
+    tiling = TilingParams(tile_size=int(tile_size) if tile_size.isdigit() else tile_size,
+                          stride=int(stride) if stride and stride.isdigit() else stride,
                           bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs, stretch=stretch)
     area = search_area(bbox, bbox_crs, within) if bbox or bbox_crs or within else None
     inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)
@@ -296,8 +299,12 @@ def info(db, as_json) -> None:
     click.echo(f"updated  {summary['updated']}")
     for source, meta in summary["sources"].items():
         if "crs" in meta:
-            click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tiles of {meta['tile_px']} px, "
-                       f"scenes: {meta['scenes']}]")
+            ground = f" ({_metres_text(meta['tile_m'])})" if meta.get("tile_m") else ""
+            step = (f", every {meta['stride_px']} px" if meta.get("stride_px", meta["tile_px"]) < meta["tile_px"]
+                    else "")
+            click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tile{'s' * (meta['tiles'] != 1)} of "
+                       f"{meta['tile_px']} px{ground}"
+                       f"{step}, scenes: {meta['scenes']}]")
         else:
             click.echo(f"source   {source}  [{meta['tiles']} tiles]")
         if meta.get("stac"):
@@ -308,6 +315,10 @@ def info(db, as_json) -> None:
         if meta["state"] != "complete":
             click.echo(f"         {meta['state']}: {meta['reason']}")
     click.echo(f"scenes   {', '.join(summary['scenes']) or '-'}")
+
+
+def _metres_text(metres: float) -> str:
+    return f"{metres / 1000:.3g} km" if metres >= 1000 else f"{metres:.3g} m"
 
 
 def _bounds_text(wkt: str) -> str:

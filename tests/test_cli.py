@@ -194,6 +194,32 @@ def test_real_netherlands_orthophoto(tmp_path):
             assert 4.9 < lon < 5.1 and 51.8 < lat < 51.9  # near Gorinchem/Waal, NL
 
 
+def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp_path):
+    """No --tile-size: 300 m tiles on the 0.25 m orthophoto, clamped to its 1000 px (250 m); another tiling
+    of an indexed raster is refused in one line, index untouched, and --reindex replaces the old grid
+    instead of mixing two."""
+    raster = SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif"
+    db = tmp_path / "nl.db"
+    run_cli("index", raster, "--db", db, *TINY, check=True)
+    entry = json.loads((db / "georet.json").read_text())["sources"][str(raster)]
+    assert (entry["tile_px"], entry["stride_px"], entry["tile_m"]) == (1000, 667, 250.0)
+    assert entry["tiling"]["tile_size"] == "auto" and entry["tiling"]["scale"]["metres"] == 300.0
+    assert f"source   {raster}  [EPSG:28992, 1 tile of 1000 px (250 m), every 667 px, scenes: zero-shot]" in \
+        invoke_cli("info", "--db", db, check=True).stdout
+    before = _state(db)
+    _assert_one_line_error(invoke_cli("index", raster, "--db", db, "--tile-size", "50m", *TINY),
+                           "is indexed with other tiling (1000 px tiles every 667 px, from tile size auto); repeat those "
+                           "options to add to this index, or re-tile it with --reindex")
+    assert _state(db) == before
+    run_cli("index", raster, "--db", db, "--tile-size", "50m", "--stride", "2/3", "--reindex", *TINY, check=True)
+    entry = json.loads((db / "georet.json").read_text())["sources"][str(raster)]
+    assert (entry["tile_px"], entry["stride_px"]) == (200, 133)
+    widths = lancedb.connect(str(db)).open_table("tiles").to_arrow()["width"].to_pylist()
+    assert widths == [200] * 64  # 8 x 8 overlapping tiles; none of the 800 px grid left
+    _assert_one_line_error(invoke_cli("index", raster, "--db", db, "--stride", "3/2", *TINY),
+                           "--stride: takes pixels (200) or a fraction of the tile")
+
+
 def test_sources_indexed_before_the_stretch_option_are_not_redone(tmp_path, rasters):
     """Their tiles kept their uint8 colours, as ``--stretch auto`` keeps well-exposed ones; --reindex redoes them."""
     db = tmp_path / "old.db"

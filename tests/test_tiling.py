@@ -5,11 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 import pytest
+import rasterio
+import rasterio.transform
 import shapely
 from rasterio.windows import Window
 
 from georet.errors import GeoretError
-from georet.geo import RasterSource, TilingParams, discover_rasters, grid_offsets, parse_tile_size
+from georet.geo import (
+    DEFAULT_GROUND_SCALE,
+    GroundScale,
+    RasterSource,
+    TilingParams,
+    discover_rasters,
+    grid_offsets,
+    parse_stride,
+    parse_tile_size,
+)
+from georet.geo.raster import MAX_READ_PX
+from georet.testing.rasters import write_raster
 
 
 def test_grid_offsets_cover_every_pixel_with_full_tiles():
@@ -115,6 +128,60 @@ def test_stride_gives_overlapping_tiles(rasters):
     with RasterSource(rasters["utm"], TilingParams(tile_size=128, stride=64)) as src:
         assert [int(w.col_off) for w in src.grid.windows()[:3]] == [0, 64, 128]
         assert len(src.grid.windows()) == 9
+
+
+@pytest.mark.parametrize("value,expected", [(200, (200, "px")), ("64", (64, "px")), ("2/3", (2 / 3, "tile")),
+                                            ("0.5", (0.5, "tile")), (0.5, (0.5, "tile"))])
+def test_parse_stride(value, expected):
+    assert parse_stride(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [0, "0", "-3", "3/2", "1.5", "2/0", "half"])
+def test_parse_stride_rejects_nonsense(bad):
+    with pytest.raises(GeoretError, match="stride: takes pixels"):
+        TilingParams(stride=bad)
+
+
+def test_stride_as_a_share_of_the_tile(rasters):
+    with RasterSource(rasters["utm"], TilingParams(tile_size=96, stride="2/3")) as src:
+        assert src.grid.stride_px == 64
+        assert [int(w.col_off) for w in src.grid.windows()[:4]] == [0, 64, 128, 160]
+
+
+@pytest.mark.parametrize("pixel_m,expected_px", [(0.25, 1200), (1.0, 300), (10.0, 150), (300.0, 150)])
+def test_auto_tiles_cover_the_model_ground_or_its_input(tmp_path, pixel_m, expected_px):
+    """Fine pixels: tiles of the model's ground (300 m), ⅔ of a tile apart; coarse ones: never fewer pixels
+    than its input."""
+    path = write_raster(tmp_path / "r.tif", size=(1200, 1200))
+    with rasterio.open(path, "r+") as dst:
+        dst.transform = rasterio.transform.from_origin(500_000, 5_800_000, pixel_m, pixel_m)
+    with RasterSource(path, TilingParams()) as src:
+        assert (src.grid.tile_px, src.grid.stride_px) == (expected_px, round(expected_px * 2 / 3))
+        assert src.metres_per_pixel == pytest.approx(pixel_m)
+    scale = GroundScale(metres=100.0, min_px=64, stride=1.0)
+    with RasterSource(path, TilingParams(scale=scale)) as src:
+        assert src.grid.tile_px == src.grid.stride_px == max(64, round(100 / pixel_m))
+    with RasterSource(path, TilingParams(scale=scale, stride=32)) as src:  # an explicit stride wins
+        assert src.grid.stride_px == 32
+
+
+def test_auto_tiles_fit_a_small_raster_and_refuse_a_scale_with_fixed_sizes(rasters):
+    with RasterSource(rasters["mercator"], TilingParams()) as src:  # 128 px raster: whole tiles, no padding
+        assert src.grid.tile_px == 128
+    with pytest.raises(GeoretError, match="tile_size: is 256: a ground scale applies to tile size auto"):
+        TilingParams(tile_size=256, scale=DEFAULT_GROUND_SCALE)
+
+
+def test_large_tiles_are_read_averaged_down(tmp_path):
+    """A 1,200-px tile reaches the model as MAX_READ_PX a side, its mean colour and valid share kept."""
+    data = np.zeros((3, 1200, 1200), np.uint8)
+    data[:, :, 600:] = 200  # right half bright
+    path = write_raster(tmp_path / "big.tif", size=(1200, 1200), data=data, nodata=0)
+    with RasterSource(path, TilingParams(tile_size=1200, stretch="never")) as src:
+        tile = src.read(src.grid.windows()[0])
+    assert tile.pixels.shape == (MAX_READ_PX, MAX_READ_PX, 3)
+    assert tile.valid_fraction == pytest.approx(0.5, abs=0.01)
+    assert tile.pixels[:, MAX_READ_PX // 2 + 2:].min() == 200
 
 
 def test_uint16_single_band_is_stretched_to_grey_rgb(rasters):

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from georet.errors import GeoretError
+from georet.geo import GroundScale
+from georet.index.build import model_scale
 from georet.models import ModelSpec, file_sha256, load_model
 from georet.models.adapters import SideBranch, SideConfig
 from georet.models.efficientnet_lite import LITE_VARIANTS, EfficientNetLiteTower
@@ -232,6 +234,13 @@ def test_factory_builds_tower_models_with_backbone_hashes_in_the_identity(tmp_pa
     assert vectors.shape == (2, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(GeoretError, match="checkpoint applies to open_clip models"):
         load_model(dataclasses.replace(ModelSpec("georet-base", None), checkpoint=str(tmp_path / "c.pt")))
+    # `georet index` cuts tiles at the scene-chip scale, never below the model's input; a config may declare its own
+    assert model_scale(model) == GroundScale(metres=300.0, min_px=150)
+    declared = TowerCLIPConfig.from_dict({"image_size": 224, "tile_ground_m": 500})
+    model.tile_ground_m = declared.tile_ground_m
+    assert model_scale(model) == GroundScale(metres=500.0, min_px=150)
+    with pytest.raises(GeoretError, match="tile_ground_m must be positive"):
+        TowerCLIPConfig(tile_ground_m=0)
 
 
 def _synthetic_caches(rng: np.random.Generator, images: int = 12, captions_per_image: int = 2):

@@ -10,7 +10,16 @@ Depends on nothing else in georet but :mod:`georet.errors`; models are passed in
 
 from georet.geo.areas import parse_bbox, search_area
 from georet.geo.discover import discover_rasters
-from georet.geo.grid import TileGrid, TilingParams, grid_offsets, parse_bands, parse_tile_size
+from georet.geo.grid import (
+    DEFAULT_GROUND_SCALE,
+    GroundScale,
+    TileGrid,
+    TilingParams,
+    grid_offsets,
+    parse_bands,
+    parse_stride,
+    parse_tile_size,
+)
 from georet.geo.landcover import open_landcover
 from georet.geo.raster import RasterSource, Tile
 from georet.geo.scenes import (
@@ -24,7 +33,7 @@ from georet.geo.scenes import (
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
 
-__all__ = ["parse_bbox", "search_area", "TileGrid", "TilingParams", "grid_offsets", "parse_bands", "parse_tile_size",
+__all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size",
            "open_landcover", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
            "search_stac_api", "SceneClass", "SceneLabel", "ZeroShotScenes", "classes_for_labels",
            "default_prompt_words", "read_classes"]

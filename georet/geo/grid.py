@@ -56,30 +56,82 @@ def check_tile_px(tile_px: int, where: str = "") -> int:
 
 #: how uint8 rasters are stretched (:class:`TilingParams`)
 STRETCH_MODES = ("auto", "always", "never")
+#: ``tile_size`` that asks for the model's ground scale (:class:`GroundScale`)
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class GroundScale:
+    """The scale a model sees scenes at: tiles of ``metres`` of ground, never fewer than ``min_px`` pixels,
+    a ``stride`` share of a tile apart.
+
+    Scene models learn from chips that each show a few hundred metres of ground
+    (AID: 600 px at 0.5–8 m). Cut at that ground size, a tile of any raster shows
+    what the model knows, whatever the sensor's pixel size: a fixed pixel count
+    shows one roof at 0.25 m and a whole town at 10 m. On coarse imagery, where
+    that ground is only a few pixels, the tile grows to ``min_px`` (the model's
+    input size), since upsampling invents no detail. Tiles overlap because real
+    scenes do not line up with any grid: a tile that straddles two scenes
+    matches neither, and a neighbour shifted by a third of a tile catches the
+    scene whole. The rule and its figures: docs/search.md#tile-size.
+    """
+
+    metres: float
+    min_px: int
+    stride: float = 2 / 3
+
+    def __post_init__(self) -> None:
+        if not self.metres > 0 or self.min_px < MIN_TILE_PX or not 0.0 < self.stride <= 1.0:
+            raise GeoretError(f"a ground scale needs metres > 0, min_px >= {MIN_TILE_PX} and a stride in (0, 1]; "
+                              f"got {self.metres}, {self.min_px}, {self.stride}")
+
+    def tile_px(self, metres_per_pixel: float, width: int, height: int) -> int:
+        """Tile side in pixels of a raster with this pixel size and shape.
+
+        Never larger than the raster's shorter side (a small raster gives whole
+        tiles, not one padded tile) nor :data:`MAX_TILE_PX`.
+        """
+        px = max(self.min_px, round(self.metres / metres_per_pixel))
+        return max(MIN_TILE_PX, min(px, MAX_TILE_PX, width, height))
+
+
+#: The scale of the scene chips remote-sensing text-image models learn from (AID, RSICD, RSITMD,
+#: UCM: a few hundred metres at 0.3-8 m) and of georet's default input size; a model whose config
+#: declares another ground size overrides the metres. 300 m tiles every 200 m were chosen on layouts
+#: of validation chips, on and off the grid: docs/search.md#tile-size.
+DEFAULT_GROUND_SCALE = GroundScale(metres=300.0, min_px=150, stride=2 / 3)
 
 
 @dataclass(frozen=True)
 class TilingParams:
     """How rasters are cut into tiles; recorded in the index manifest.
 
-    ``tile_size`` is pixels (``256``) or ground distance (``"200m"``, ``"1.5km"``);
-    ``stride`` is pixels and defaults to the tile size (no overlap). ``stretch`` says
+    ``tile_size`` is ``"auto"`` (each raster's tiles cover the model's ground
+    ``scale``, from its pixel size; :class:`GroundScale`, filled in by
+    :func:`georet.index.index_raster` from the model), pixels (``256``) or ground
+    distance (``"200m"``, ``"1.5km"``). ``stride`` is pixels or a fraction of the
+    tile (``"2/3"``, ``0.5``); None is the scale's stride for ``auto`` tiles and
+    the tile size (no overlap) for the others. ``stretch`` says
     whether uint8 rasters get the per-raster 2–98 % band stretch every other
     dtype gets: ``auto`` when their colours are hazy or cast (see
     :func:`georet.geo.raster.needs_stretch`), ``always`` or ``never``.
     """
 
-    tile_size: int | str = 256
-    stride: int | None = None
+    tile_size: int | str = AUTO
+    stride: int | float | str | None = None
     bands: tuple[int, ...] | None = None
     min_valid: float = 0.5
     assume_crs: str | None = None
     stretch: Literal["auto", "always", "never"] = "auto"
+    scale: GroundScale | None = None
 
     def __post_init__(self) -> None:
-        parse_tile_size(self.tile_size)
-        if self.stride is not None and self.stride < 1:
-            raise InputError("stride", f"must be a positive number of pixels, got {self.stride}")
+        if self.tile_size != AUTO:
+            parse_tile_size(self.tile_size)
+            if self.scale is not None:
+                raise InputError("tile_size", f"is {self.tile_size!r}: a ground scale applies to tile size auto")
+        if self.stride is not None:
+            parse_stride(self.stride)
         if not 0.0 <= self.min_valid <= 1.0:
             raise InputError("min_valid", f"must lie in [0, 1], got {self.min_valid}")
         if self.bands is not None and len(self.bands) not in (1, 3):
@@ -88,10 +140,40 @@ class TilingParams:
             raise InputError("stretch", f"{self.stretch!r} is not one of {', '.join(STRETCH_MODES)}")
 
     def to_dict(self) -> dict:
-        return {"tile_size": self.tile_size, "stride": self.stride,
-                "bands": list(self.bands) if self.bands else None,
-                "min_valid": self.min_valid, "assume_crs": self.assume_crs, "stretch": self.stretch,
-                "edge_policy": "shift"}
+        """As the manifest records it (a re-run with equal params finds its sources complete)."""
+        params = {"tile_size": self.tile_size, "stride": self.stride,
+                  "bands": list(self.bands) if self.bands else None,
+                  "min_valid": self.min_valid, "assume_crs": self.assume_crs, "stretch": self.stretch,
+                  "edge_policy": "shift"}
+        if self.scale is not None:
+            params["scale"] = {"metres": self.scale.metres, "min_px": self.scale.min_px, "stride": self.scale.stride}
+        return params
+
+
+def parse_stride(value: int | float | str) -> tuple[float, str]:
+    """``200`` → (200, 'px'); ``"2/3"`` → (0.667, 'tile'); ``0.5`` → (0.5, 'tile').
+
+    Whole numbers are pixels; fractions (``a/b`` or a decimal) in (0, 1] are a
+    share of the tile, so one stride suits rasters whose tiles differ in pixels.
+    """
+    text = str(value).strip()
+    if re.fullmatch(r"\d+", text) and int(text) >= 1:
+        return float(text), "px"
+    ratio = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
+    decimal = re.fullmatch(r"\d*\.\d+", text)
+    share = (int(ratio.group(1)) / int(ratio.group(2)) if ratio and int(ratio.group(2)) else
+             float(text) if decimal else 0.0)
+    if not 0.0 < share <= 1.0:
+        raise InputError("stride", f"takes pixels (200) or a fraction of the tile in (0, 1] (2/3, 0.5); got {value!r}")
+    return share, "tile"
+
+
+def stride_in_pixels(stride: int | float | str | None, tile_px: int) -> int:
+    """The step between tiles in pixels: the tile size when None."""
+    if stride is None:
+        return tile_px
+    number, unit = parse_stride(stride)
+    return int(number) if unit == "px" else max(1, round(number * tile_px))
 
 
 def parse_tile_size(value: int | str) -> tuple[float, str]:
@@ -143,21 +225,25 @@ def name_stem(name: str) -> str:
     return Path(part).stem
 
 
-def tile_size_in_pixels(tile_size: int | str, transform: Affine, crs: CRS, mid_latitude: float) -> int:
-    """A tile size in pixels or ground distance → pixels of this raster.
-
-    Geographic CRSs convert at ``mid_latitude`` (the raster's centre), which is
-    exact enough for the tiles of one scene.
-    """
-    size, unit = parse_tile_size(tile_size)
-    if unit == "px":
-        return int(size)
+def metres_per_pixel(transform: Affine, crs: CRS, mid_latitude: float) -> float:
+    """Ground size of one pixel (its width); geographic CRSs convert at ``mid_latitude`` (the raster's
+    centre), which is exact enough for the tiles of one scene."""
     res_x = abs(transform.a)
     if crs.is_geographic:
-        metres_per_pixel = res_x * _METRES_PER_DEGREE * math.cos(math.radians(mid_latitude))
-    else:
-        metres_per_pixel = res_x * crs.linear_units_factor[1]
-    return max(1, round(size / metres_per_pixel))
+        return res_x * _METRES_PER_DEGREE * math.cos(math.radians(mid_latitude))
+    return res_x * crs.linear_units_factor[1]
+
+
+def tile_and_stride_px(params: TilingParams, transform: Affine, crs: CRS, mid_latitude: float,
+                       width: int, height: int) -> tuple[int, int]:
+    """``params.tile_size`` (auto, pixels or ground distance) and stride → pixels of this raster."""
+    if params.tile_size == AUTO:
+        scale = params.scale or DEFAULT_GROUND_SCALE
+        tile_px = scale.tile_px(metres_per_pixel(transform, crs, mid_latitude), width, height)
+        return tile_px, stride_in_pixels(scale.stride if params.stride is None else params.stride, tile_px)
+    size, unit = parse_tile_size(params.tile_size)
+    tile_px = int(size) if unit == "px" else max(1, round(size / metres_per_pixel(transform, crs, mid_latitude)))
+    return tile_px, stride_in_pixels(params.stride, tile_px)
 
 
 @dataclass(frozen=True)

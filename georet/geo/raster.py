@@ -18,14 +18,14 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from georet.errors import GeoretError, InputError
-from georet.geo.grid import TileGrid, TilingParams, tile_size_in_pixels
+from georet.geo.grid import TileGrid, TilingParams, metres_per_pixel, tile_and_stride_px
 from georet.geo.sources import RasterRef, as_ref, gdal_env
 
 THUMBNAIL_PX = 64
@@ -41,6 +41,9 @@ _STRETCH_SAMPLE_PX = 64
 #: A raster with overviews is stretched from the first overview at most this many px a side:
 #: one small read, where 64 sample windows of a remote COG would fetch 64 blocks.
 _STRETCH_OVERVIEW_PX = 1024
+#: Largest side a tile is read at: a larger window is read averaged down to this (from overviews where the
+#: raster has them), since models take ~100-300 px. Memory and transfer stay those of a small tile.
+MAX_READ_PX = 512
 #: Largest side of an example image (``read_image``): a chip, not a whole scene.
 MAX_EXAMPLE_PX = 4096
 
@@ -52,7 +55,7 @@ class Tile:
     tile_id: str
     source: str
     window: Window
-    pixels: np.ndarray  # (tile_px, tile_px, 3) uint8
+    pixels: np.ndarray  # (side, side, 3) uint8: the tile, read at most MAX_READ_PX a side
     valid_fraction: float
     footprint_src: Polygon
     footprint: Polygon  # EPSG:4326, lon/lat
@@ -78,6 +81,7 @@ class RasterSource:
     crs: CRS = field(init=False)
     bands: tuple[int, ...] = field(init=False)
     grid: TileGrid = field(init=False)
+    metres_per_pixel: float = field(init=False)  # ground size of one pixel
 
     def __enter__(self) -> "RasterSource":
         self._scope = ExitStack()
@@ -156,10 +160,10 @@ class RasterSource:
         if ds.transform.is_identity:
             raise GeoretError(f"{self.ref.name}: raster has no geotransform (pixel grid not georeferenced)")
         self.bands = self._choose_bands()
-        tile_px = tile_size_in_pixels(params.tile_size, ds.transform, self.crs,
-                                      (ds.bounds.bottom + ds.bounds.top) / 2)
-        self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px,
-                             params.stride or tile_px)
+        mid_latitude = (ds.bounds.bottom + ds.bounds.top) / 2
+        self.metres_per_pixel = metres_per_pixel(ds.transform, self.crs, mid_latitude)
+        tile_px, stride_px = tile_and_stride_px(params, ds.transform, self.crs, mid_latitude, ds.width, ds.height)
+        self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px, stride_px)
         self._stretch = self._estimate_stretch()
 
     def _choose_bands(self) -> tuple[int, ...]:
@@ -237,7 +241,7 @@ class RasterSource:
         """
         try:
             shape = (len(self.bands), *out_shape) if out_shape else None
-            data = self.dataset.read(self.bands, window=window, out_shape=shape)
+            data = self.dataset.read(self.bands, window=window, out_shape=shape, resampling=Resampling.average)
             valid = np.any(self.dataset.read_masks(self.bands, window=window, out_shape=shape) > 0, axis=0)
         except RasterioError as exc:  # a truncated or damaged file fails here, not when opened
             cause = exc.__cause__ or exc  # rasterio's own message only says "see previous exception"
@@ -250,10 +254,12 @@ class RasterSource:
         return data, valid
 
     def read(self, window: Window) -> Tile:
-        data, valid = self._read_raw(window)
+        shrink = min(1.0, MAX_READ_PX / self.grid.tile_px)
+        out_shape = None if shrink == 1.0 else (max(1, round(window.height * shrink)), max(1, round(window.width * shrink)))
+        data, valid = self._read_raw(window, out_shape)
         pixels = self._to_uint8(data)
         pixels[:, ~valid] = 0
-        size = self.grid.tile_px
+        size = round(self.grid.tile_px * shrink)
         if pixels.shape[1:] != (size, size):  # raster smaller than one tile: pad as invalid
             padded = np.zeros((pixels.shape[0], size, size), dtype=np.uint8)
             padded[:, : pixels.shape[1], : pixels.shape[2]] = pixels

@@ -14,7 +14,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -26,6 +26,8 @@ from shapely.geometry.base import BaseGeometry
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
+    DEFAULT_GROUND_SCALE,
+    GroundScale,
     RasterRef,
     RasterSource,
     Tile,
@@ -208,6 +210,8 @@ def index_raster(
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if not isinstance(model, EmbeddingModel):
         model = load_model(model, device=device)
+    if tiling.tile_size == "auto" and tiling.scale is None:
+        tiling = replace(tiling, scale=model_scale(model))
     spec = {"arch": model.spec.arch,
             "pretrained": _absolute_if_file(model.spec.pretrained),
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
@@ -227,11 +231,15 @@ def index_raster(
                 report.already_indexed += store.count(f"source = {sql_string(ref.name)}")
                 report.sources.append(ref.name)
                 continue
+            entry = store.manifest["sources"].get(ref.name)
+            if reindex and entry is not None and _tiling_changed(entry, tiling):  # a new grid: the old one goes
+                store.remove_source(ref.name)
             with RasterSource(ref, tiling, area) as source:
                 store.begin_source(ref.name, {
                     **_origin(ref, area),
                     "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
                     "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
+                    "tile_m": round(source.grid.tile_px * source.metres_per_pixel, 2),
                     "tiling": tiling.to_dict(),
                     "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
                     "classes": [c.label for c in scene_classes] if scene_classes else None,
@@ -268,6 +276,13 @@ def index_raster(
     return report
 
 
+def model_scale(model: EmbeddingModel) -> GroundScale:
+    """The ground scale ``tile_size="auto"`` cuts tiles at for ``model``: its declared ground size (else the
+    scene-chip default), never fewer pixels than its input, the default share of a tile apart."""
+    return replace(DEFAULT_GROUND_SCALE, metres=model.tile_ground_m or DEFAULT_GROUND_SCALE.metres,
+                   min_px=max(model.preprocess.size))
+
+
 def _origin(ref: RasterRef, area: BaseGeometry | None) -> dict:
     """What the manifest keeps about where a source's tiles came from: href, STAC item, area."""
     origin: dict = {"area": area.wkt if area is not None else None}
@@ -284,12 +299,33 @@ def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, ar
     entry = manifest["sources"].get(ref.name)
     if reindex or entry is None or entry.get("state", "complete") != "complete":
         return False
-    # sources indexed before `stretch` existed kept their uint8 colours, as "auto" keeps well-exposed ones:
-    # a plain re-run does not redo them (--reindex does)
-    if {"stretch": "auto", **entry.get("tiling", {})} != tiling.to_dict():
+    if _tiling_changed(entry, tiling):
         return False
     done_area = entry.get("area")
     return done_area is None or (area is not None and shapely.from_wkt(done_area).covers(area))
+
+
+def _tiling_changed(entry: dict, tiling: TilingParams) -> bool:
+    """Whether a source's manifest entry was tiled otherwise than ``tiling`` asks.
+
+    Sources indexed before ``stretch`` existed kept their uint8 colours, as "auto"
+    keeps well-exposed ones: a plain re-run does not redo them (--reindex does).
+    """
+    return {"stretch": "auto", **entry.get("tiling", {})} != tiling.to_dict()
+
+
+def _check_same_tiling(manifest: dict, rasters: list[RasterRef], tiling: TilingParams) -> None:
+    """A raster is tiled one way in one index: adding another grid's tiles to its own would mix two grids
+    under one manifest entry (its counts, resume and overlap rules would all be wrong)."""
+    for ref in rasters:
+        entry = manifest["sources"].get(ref.name)
+        if entry is not None and _tiling_changed(entry, tiling):
+            old = entry.get("tiling", {})
+            stride = f", stride {old['stride']}" if old.get("stride") is not None else ""
+            raise ConflictError(
+                f"{ref.display_name} is indexed with other tiling ({entry.get('tile_px')} px tiles every "
+                f"{entry.get('stride_px')} px, from tile size {old.get('tile_size')}{stride}); repeat those options "
+                "to add to this index, or re-tile it with {reindex}", names=("reindex",))
 
 
 def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
@@ -303,6 +339,8 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
         raise ConflictError(f"cannot add to {db}: {problem}; use a new {{db}}", names=("db",))
+    if not reindex:
+        _check_same_tiling(store.manifest, rasters, tiling)
     if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
         return False
     counts = store.source_counts()

@@ -146,8 +146,12 @@ class EmbeddingModel:
 
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, preprocess: Preprocess,
                  weights_id: str, checkpoint_id: str | None, device: torch.device,
-                 backbones: dict[str, str] | None = None, zoo_name: str | None = None):
+                 backbones: dict[str, str] | None = None, zoo_name: str | None = None,
+                 tile_ground_m: float | None = None):
         self.model = model.eval().to(device)
+        #: ground a tile should cover for this model, when its config declares one (None: the scene-chip
+        #: scale every remote-sensing CLIP is trained at, georet.geo.DEFAULT_GROUND_SCALE)
+        self.tile_ground_m = tile_ground_m
         self.backbones = backbones
         self.zoo_name = zoo_name
         self.tokenizer = tokenizer
@@ -354,7 +358,7 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
         model.visual.fold_batch_norm()
     weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
     return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
-                          backbones=backbone_ids(model))
+                          backbones=backbone_ids(model), tile_ground_m=cfg.tile_ground_m)
 
 
 @contextlib.contextmanager

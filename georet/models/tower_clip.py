@@ -144,11 +144,16 @@ class TowerCLIPConfig:
     head_dropout: float = 0.2
     #: heads per tower: > 1 is an ensemble of heads trained from that many seeds (:class:`HeadEnsemble`)
     head_members: int = 1
+    #: ground one input image should cover, in metres, where it differs from the scene-chip scale of
+    #: remote-sensing training sets (``georet index`` cuts tiles of this size: docs/search.md#tile-size)
+    tile_ground_m: float | None = None
 
     def __post_init__(self) -> None:
         if self.head_hidden < 0 or not 0.0 <= self.head_dropout < 1.0:
             raise GeoretError(f"head_hidden must be >= 0 and head_dropout in [0, 1), got {self.head_hidden}, "
                               f"{self.head_dropout}")
+        if self.tile_ground_m is not None and not self.tile_ground_m > 0:
+            raise GeoretError(f"tile_ground_m must be positive, got {self.tile_ground_m}")
         if self.head_members < 1:
             raise GeoretError(f"head_members must be >= 1, got {self.head_members}")
         if self.image_views not in (1, 2, 4):

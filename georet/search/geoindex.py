@@ -392,12 +392,8 @@ class GeoIndex:
 
     def _tiles_overlap(self) -> bool:
         """Whether any source was tiled with a stride below its tile size (neighbouring tiles overlap)."""
-        for entry in self.store.manifest.get("sources", {}).values():
-            tiling = entry.get("tiling") or {}
-            stride, size = tiling.get("stride"), tiling.get("tile_size")
-            if stride is not None and not (isinstance(size, int) and stride >= size):
-                return True
-        return False
+        return any(entry.get("stride_px", 0) < entry.get("tile_px", 0)
+                   for entry in self.store.manifest.get("sources", {}).values())
 
     def _has_vector_index(self) -> bool:
         """Whether the table (at its current version) has an approximate vector index; asked once per version."""
