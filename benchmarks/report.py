@@ -28,10 +28,14 @@ SOURCES = {
                         f"python benchmarks/base_efficiency.py --data {DATA} --batch-size 64 --steps 2 --json"),
     "feedback": ("Search by example and simulated feedback: precision@10 per scene class",
                  "python benchmarks/feedback.py"),
+    "ground_cost": ("Indexing cost per km² with the default tiling at 0.25 m, 1 m and 10 m pixels (georet-base)",
+                    "python benchmarks/ground_cost.py --out benchmarks/results/ground_cost.json"),
     "index_throughput": ("End-to-end indexing against model-forward-only throughput (ViT-B-32)",
                          "python benchmarks/index_throughput.py --json"),
     "index_throughput_georet-base": ("End-to-end indexing throughput of the default model",
-                                     "python benchmarks/index_throughput.py --arch georet-base --tile-px 150 --json"),
+                                     "python benchmarks/index_throughput.py --arch georet-base --tile-px 150 "
+                                     "--image-runtime torch openvino openvino-bf16 onnxruntime "
+                                     "--out benchmarks/results/index_throughput_georet-base.json"),
     "peak_rss": ("Peak memory of georet index on a small and a huge raster", "python benchmarks/peak_rss.py --json"),
     "query_latency": ("Query latency at 10k and 100k tiles", "python benchmarks/query_latency.py --json"),
     "relational": ("Relational queries against the plain sentence: precision@5/@10 on a mosaic of real chips",

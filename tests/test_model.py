@@ -143,3 +143,32 @@ def test_a_named_architecture_must_name_its_weights():
     assert ModelSpec.from_options("georet-small", "bundled") == ModelSpec("georet-small", "bundled")
     assert ModelSpec.from_options("georet-tiny") == ModelSpec("georet-tiny", None)  # no tags: random init
     assert ModelSpec.from_options("ViT-B-32", "openai", "c.pt") == ModelSpec("ViT-B-32", "openai", "c.pt")
+
+
+def test_onnx_image_side_gives_torchs_embeddings_and_is_exported_once(tmp_path, monkeypatch):
+    """The bundled model's image side exported to ONNX: OpenVINO (float32) and ONNX Runtime embed the reference
+    chips as torch does (cosine >= 0.9999); the file is named by the weights and made once."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_reference_embeddings import reference_inputs
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, pixels = reference_inputs()
+    torch_model = load_model(ModelSpec("georet-base", "bundled"), device="cpu", image_runtime="torch")
+    assert torch_model.onnx_image is None
+    expected = torch_model.encode_images(torch_model.preprocess.apply(pixels))
+    exported = []
+    for runtime in ("openvino", "onnxruntime"):
+        model = load_model(ModelSpec("georet-base", "bundled"), device="cpu", image_runtime=runtime)
+        vectors = model.encode_images(model.preprocess.apply(pixels))
+        assert (vectors * expected).sum(axis=1).min() >= 0.9999, runtime
+        assert model.identity == torch_model.identity  # indexes mix runtimes freely
+        exported.append((model.onnx_image.path, model.onnx_image.path.stat().st_mtime_ns))
+    assert exported[0] == exported[1] and list((tmp_path / "georet" / "onnx").glob("*.onnx")) == [exported[0][0]]
+    untrained = load_model(ModelSpec("georet-base", None), device="cpu", image_runtime="openvino")
+    assert untrained.onnx_image.path != exported[0][0]  # other weights (random heads), another file
+    assert load_model(ModelSpec("georet-tiny", None), device="cpu").onnx_image is None  # open_clip models: torch
+    with pytest.raises(GeoretError, match="image_runtime: must be one of auto, openvino, openvino-bf16, onnxruntime, torch"):
+        load_model(ModelSpec("georet-base", "bundled"), device="cpu", image_runtime="tpu")

@@ -358,10 +358,28 @@ def test_feature_cache_keeps_the_models_own_views_apart_from_the_augmented_ones(
         chips.append(tmp_path / f"c{i}.png")
     model = TowerCLIP(dataclasses.replace(lit_model.cfg, image_size=64, image_views=4, centre_crop_view=0.75))
     model.visual, model.text = lit_model.visual, lit_model.text
-    cache = cache_images(model.eval(), chips, tower_preprocess(64), augmented=2, pooled_only=True, progress=False)
-    assert cache.views == 7 and cache.model_views == 5
+    cache = cache_images(model.eval(), chips, tower_preprocess(64), augmented=2, pooled_only=True, progress=False,
+                         sensor=1)
+    assert cache.views == 8 and cache.model_views == 5
+    assert not np.allclose(cache.pooled[7], cache.pooled[5])  # the sensor view is a view of its own
     cache.save(tmp_path / "cache", {"n": 2})
     loaded = FeatureCache.load(tmp_path / "cache", {"n": 2})
     assert loaded.model_views == 5 and np.array_equal(np.asarray(loaded.pooled), cache.pooled)
     with pytest.raises(GeoretError, match="made for another model or data"):
         FeatureCache.load(tmp_path / "cache", {"n": 3})
+
+
+def test_sensor_shifts_change_the_look_and_keep_the_image_shape():
+    """Each of blur, coarser pixels, haze, colour cast and JPEG happens, and none changes size or dtype."""
+    from georet.training.feature_cache import sensor_shift
+
+    image = (np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)
+    rng = np.random.default_rng(1)
+    shifted = [sensor_shift(image, rng) for _ in range(40)]
+    assert all(s.shape == image.shape and s.dtype == np.uint8 for s in shifted)
+    changes = [float(np.abs(s.astype(int) - image).mean()) for s in shifted]
+    assert min(changes) > 2.0  # never a no-op
+    smoothness = [float(np.abs(np.diff(s.astype(int), axis=1)).mean()) for s in shifted]
+    assert min(smoothness) < 0.5 * np.abs(np.diff(image.astype(int), axis=1)).mean()  # blur or coarser pixels
+    means = [s.mean(axis=(0, 1)) for s in shifted]
+    assert max(m[2] - m[0] for m in means) > 10  # a bluish haze or a cast (the image itself is grey on average)

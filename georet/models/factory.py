@@ -147,8 +147,10 @@ class EmbeddingModel:
     def __init__(self, model: torch.nn.Module, tokenizer, spec: ModelSpec, preprocess: Preprocess,
                  weights_id: str, checkpoint_id: str | None, device: torch.device,
                  backbones: dict[str, str] | None = None, zoo_name: str | None = None,
-                 tile_ground_m: float | None = None):
+                 tile_ground_m: float | None = None, onnx_image=None):
         self.model = model.eval().to(device)
+        #: runs the image side on ONNX Runtime (:class:`~georet.models.onnx_image.CachedOnnxImageSide`), or None
+        self.onnx_image = onnx_image
         #: ground a tile should cover for this model, when its config declares one (None: the scene-chip
         #: scale every remote-sensing CLIP is trained at, georet.geo.DEFAULT_GROUND_SCALE)
         self.tile_ground_m = tile_ground_m
@@ -178,6 +180,8 @@ class EmbeddingModel:
 
     def encode_images(self, images: torch.Tensor) -> np.ndarray:
         """Preprocessed images (N, 3, h, w) -> float32 (N, dim), unit length."""
+        if self.onnx_image is not None:
+            return self.onnx_image(images.numpy())
         with torch.inference_mode(), _autocast(self.device):
             feats = self.model.encode_image(images.to(self.device, non_blocking=True))
         return F.normalize(feats.float(), dim=-1).cpu().numpy()
@@ -264,12 +268,27 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     return path, cfg
 
 
-def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None) -> EmbeddingModel:
-    """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`)."""
+#: where a tower model's image side runs: its ONNX graph on OpenVINO or ONNX Runtime on a CPU (auto: the first
+#: installed), or torch
+IMAGE_RUNTIMES = ("auto", "openvino", "openvino-bf16", "onnxruntime", "torch")
+
+
+def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
+               image_runtime: str = "auto") -> EmbeddingModel:
+    """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`).
+
+    ``image_runtime``: on a CPU a tower model (georet-base) embeds images from
+    its ONNX graph, the same embeddings faster (:mod:`georet.models.onnx_image`):
+    ``auto`` takes OpenVINO (float32), else ONNX Runtime, whichever is
+    installed; ``openvino``, ``openvino-bf16`` or ``onnxruntime`` insist;
+    ``torch`` keeps torch.
+    """
     spec = spec or ModelSpec()
+    if image_runtime not in IMAGE_RUNTIMES:
+        raise InputError("image_runtime", f"must be one of {', '.join(IMAGE_RUNTIMES)}; got {image_runtime!r}")
     tower_cfg = tower_config(spec.arch)
     if tower_cfg is not None:
-        return _load_tower_model(spec, tower_cfg, resolve_device(device))
+        return _load_tower_model(spec, tower_cfg, resolve_device(device), image_runtime)
     open_clip = open_clip_module()
     if spec.arch not in open_clip.list_models():
         raise GeoretError(f"unknown model architecture {spec.arch!r} (see `georet models`)")
@@ -325,7 +344,8 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
                           weights_id, checkpoint_id, torch_device, zoo_name=zoo_entry.family if zoo_entry else None)
 
 
-def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device) -> EmbeddingModel:
+def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device,
+                      image_runtime: str = "auto") -> EmbeddingModel:
     """A :class:`~georet.models.tower_clip.TowerCLIP`: backbones from their packages, trained parts from a file."""
     from georet.models.tower_clip import (
         TowerCLIP,
@@ -357,8 +377,31 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     if cfg.method != "full":  # the image tower only runs frozen from here on
         model.visual.fold_batch_norm()
     weights_id = file_sha256(weights_file) if weights_file else describe_weights(None)
+    backbones = backbone_ids(model)
     return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
-                          backbones=backbone_ids(model), tile_ground_m=cfg.tile_ground_m)
+                          backbones=backbones, tile_ground_m=cfg.tile_ground_m,
+                          onnx_image=_onnx_image_side(spec, model, backbones, device, image_runtime))
+
+
+def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: torch.device, runtime: str):
+    """The tower's image side on ONNX Runtime, named by a digest of its weights, or None (torch runs it)."""
+    import importlib.util
+
+    from georet.models.onnx_image import ENGINES, CachedOnnxImageSide, export_image_side, onnx_cache_dir, weights_digest
+
+    if runtime == "torch" or device.type != "cpu":
+        return None
+    installed = [engine for engine in ENGINES if importlib.util.find_spec(engine.removesuffix("-bf16")) is not None]
+    if runtime != "auto" and runtime not in installed:
+        raise InputError("image_runtime", f"{runtime} is not installed: pip install {runtime.removesuffix('-bf16')}")
+    engine = runtime if runtime != "auto" else (installed or [None])[0]
+    if engine is None or importlib.util.find_spec("onnx") is None:  # onnx: the exporter writes the graph with it
+        return None
+    tensors = {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()
+               if not name.startswith("text")}  # the image trunk is not built yet: its file's hash stands for it
+    digest = weights_digest(tensors, {**model.cfg.to_dict(), "image_backbone": backbones["image"]})
+    path = onnx_cache_dir() / f"{spec.arch}-{digest[:20]}.onnx"
+    return CachedOnnxImageSide(path, lambda out: export_image_side(model, out, model.cfg.image_size), engine)
 
 
 @contextlib.contextmanager

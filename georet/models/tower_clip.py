@@ -262,7 +262,7 @@ class TowerCLIP(nn.Module):
         """The views of each image the model embeds: its quarter turns and, with ``centre_crop_view``, the crop."""
         turns, crop = self.cfg.image_views, self.cfg.centre_crop_view
         step = 4 // turns  # one forward per view: on CPU a 4x batch runs slower per image than the batch itself
-        views = [torch.rot90(images, k * step, dims=(2, 3)) if k else images for k in range(turns)]
+        views = [quarter_turns(images, k * step) for k in range(turns)]
         return views + ([centre_crop_view(images, crop)] if crop is not None else [])
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -281,9 +281,21 @@ class TowerCLIP(nn.Module):
         return self.embed_text(*self.text_features(ids))
 
 
+def quarter_turns(images: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.rot90(images, k, dims=(2, 3))`` made of flips and a transpose, which ONNX exports (rot90 does not)."""
+    k %= 4
+    if k == 1:
+        return images.flip(3).transpose(2, 3)
+    if k == 2:
+        return images.flip(2).flip(3)
+    if k == 3:
+        return images.transpose(2, 3).flip(3)
+    return images
+
+
 def centre_crop_view(images: torch.Tensor, fraction: float) -> torch.Tensor:
     """The centre ``fraction`` of each image's side, upsampled (bicubic) back to the images' size."""
-    height, width = images.shape[-2:]
+    height, width = int(images.shape[-2]), int(images.shape[-1])  # plain ints: an ONNX export fixes the size
     top, left = round(height * (1 - fraction) / 2), round(width * (1 - fraction) / 2)
     return F.interpolate(images[..., top:height - top, left:width - left], size=(height, width), mode="bicubic",
                          align_corners=False)

@@ -111,6 +111,10 @@ class LoopConfig:
     cache_dir: str = "runs/feature_cache"
     #: augmented views (flips, turns, crops) of each image in the cache, beside the model's own views
     augmented_views: int = 2
+    #: more cached views that also carry a sensor shift (blur, coarser pixels, haze, colour cast, JPEG:
+    #: :func:`georet.training.feature_cache.sensor_shift`), so the heads learn how other sensors' imagery
+    #: looks to the frozen towers
+    sensor_views: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ minutes. Each image is cached in the views the model itself embeds (its
 quarter turns and centre crop, :meth:`TowerCLIP.views`: validation averages
 them as inference does) and then a few augmented views (flips, 90° turns,
 crops: aerial imagery has no "up"), so training batches do not see the same
-features every epoch.
+features every epoch; optionally views with a sensor shift as well
+(:func:`sensor_shift`), the look of imagery the training chips do not have.
 
 Layout of a cache folder: one ``.npy`` per array (memory-mapped on load) and
 ``meta.json`` naming the model config, the image size and the views, so a
@@ -17,6 +18,7 @@ cache is never used with a model it was not made for.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +95,39 @@ def augment_view(pixels: np.ndarray, rng: np.random.Generator, min_crop: float =
     return np.ascontiguousarray(pixels[top:top + side, left:left + side])
 
 
+def sensor_shift(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random shift of what another sensor or product does to an (H, W, 3) uint8 image.
+
+    Blur (optics, resampling), coarser pixels (a 10 m sensor, an overview), a
+    bluish haze with lifted blacks and a colour cast (uint8 "visual" products),
+    JPEG artefacts: the shifts that cost the default model most on validation
+    chips (experiments/prompt_ensembles).
+    """
+    from PIL import Image, ImageFilter
+
+    image = Image.fromarray(pixels)
+    kind = int(rng.integers(5))
+    if kind == 0:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.7, 2.5))))
+    elif kind == 1:
+        factor = float(rng.uniform(2.0, 5.0))
+        small = (max(8, round(image.width / factor)), max(8, round(image.height / factor)))
+        image = image.resize(small, Image.BILINEAR).resize(image.size, Image.BILINEAR)
+    elif kind == 4:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(15, 50)))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    else:
+        x = np.asarray(image, np.float32)
+        if kind == 2:  # haze: contrast down, blacks lifted towards a bluish grey
+            keep = float(rng.uniform(0.5, 0.8))
+            x = x * keep + (1 - keep) * np.array([200.0, 215.0, 240.0]) * float(rng.uniform(0.7, 1.1))
+        else:  # colour cast
+            x = x * rng.uniform(0.8, 1.2, size=3) + rng.uniform(-25.0, 25.0, size=3)
+        return np.clip(x, 0, 255).round().astype(np.uint8)
+    return np.array(image)  # writable, as torch.from_numpy wants
+
+
 def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
     """An (h, w, 3) uint8 view resized to (size, size, 3): augmented crops go back to the chips' size."""
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
@@ -103,8 +138,9 @@ def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
 @torch.inference_mode()
 def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess, augmented: int = 0,
                  seed: int = 0, batch_size: int = 64, pooled_only: bool = False,
-                 progress: bool = True) -> FeatureCache:
-    """Image tower outputs, float16: the model's own views of every image, then ``augmented`` random views."""
+                 progress: bool = True, sensor: int = 0) -> FeatureCache:
+    """Image tower outputs, float16: the model's own views of every image, then ``augmented`` random views,
+    then ``sensor`` random views with a sensor shift."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)
@@ -117,6 +153,9 @@ def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess
         model_views = len(views)
         for _ in range(augmented):
             views.append(preprocess.apply(np.stack([resize_square(augment_view(p, rng), p.shape[0]) for p in pixels])))
+        for _ in range(sensor):
+            views.append(preprocess.apply(np.stack([resize_square(sensor_shift(augment_view(p, rng), rng), p.shape[0])
+                                                    for p in pixels])))
         outputs = [model.image_features(view) for view in views]
         chunks.append(([[] if pooled_only else [t.half().numpy() for t in taps] for taps, _ in outputs],
                        [pooled.half().numpy() for _, pooled in outputs]))

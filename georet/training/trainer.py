@@ -294,6 +294,8 @@ def tower_feature_caches(model: TowerCLIP, table: PairTable, config: TrainConfig
     image_meta = {"tower": cfg.image_tower, "size": cfg.image_size, "taps": list(cfg.image_taps),
                   "views": cfg.image_views, "crop": cfg.centre_crop_view, "augmented": loop.augmented_views,
                   "pooled_only": pooled_only, "images": table.fingerprint("images"), "n": len(table.paths)}
+    if loop.sensor_views:  # caches made before sensor views existed keep their names
+        image_meta["sensor"] = loop.sensor_views
     text_meta = {"taps": list(cfg.text_taps), "context": cfg.text_context_length, "texts": table.fingerprint("texts"),
                  "n": len(table.texts)}
 
@@ -304,7 +306,7 @@ def tower_feature_caches(model: TowerCLIP, table: PairTable, config: TrainConfig
     progress = loop.progress is not False
     images = _cached(folder("images", image_meta), image_meta, lambda: cache_images(
         model, table.paths, tower_preprocess(cfg.image_size), loop.augmented_views, seed=0, pooled_only=pooled_only,
-        progress=progress))
+        progress=progress, sensor=loop.sensor_views))
     texts = _cached(folder("texts", text_meta), text_meta, lambda: cache_texts(model, table.texts, progress=progress))
     return images, texts
 
