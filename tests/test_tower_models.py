@@ -56,7 +56,7 @@ def test_declared_stage_widths_are_timms(variant):
 def test_lazy_image_tower_builds_on_its_first_image_folded_and_matches_the_eager_one(lit_model):
     from georet.models import load_model
 
-    model = load_model(device="cpu")  # georet-base through the factory: lazy image trunk
+    model = load_model(device="cpu", image_runtime="torch")  # georet-base through the factory: lazy image trunk
     assert not model.model.visual.built
     model.encode_text(["airport"])
     assert not model.model.visual.built  # text queries never build it
@@ -383,3 +383,18 @@ def test_sensor_shifts_change_the_look_and_keep_the_image_shape():
     assert min(smoothness) < 0.5 * np.abs(np.diff(image.astype(int), axis=1)).mean()  # blur or coarser pixels
     means = [s.mean(axis=(0, 1)) for s in shifted]
     assert max(m[2] - m[0] for m in means) > 10  # a bluish haze or a cast (the image itself is grey on average)
+
+
+def test_a_focus_models_side_branch_exports_to_onnx_with_torchs_embeddings(tmp_path, monkeypatch):
+    """The Focus-Adapter's transformer block has a fused kernel ONNX cannot take: the export uses its plain ops."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = TowerCLIP(TowerCLIPConfig(method="focus", image_size=96))
+    model.load_backbones()
+    torch.nn.init.normal_(model.image_side.up.weight, std=0.05)  # the branch starts at zero: make it count
+    save_tower_weights(tmp_path / "focus.pt", model)
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 3, 96, 96)).astype(np.float32))
+    spec = ModelSpec("georet-base", str(tmp_path / "focus.pt"))
+    expected = load_model(spec, device="cpu", image_runtime="torch").encode_images(images)
+    exported = load_model(spec, device="cpu", image_runtime="openvino")
+    assert (exported.encode_images(images) * expected).sum(axis=1).min() >= 0.9999
+    assert torch.backends.mha.get_fastpath_enabled()  # switched off only while exporting

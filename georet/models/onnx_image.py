@@ -124,11 +124,18 @@ def export_image_side(model, path: str | Path, image_size: int) -> Path:
         side(example)  # builds a lazy image trunk first: not while the exporter traces
 
     def write(tmp: Path) -> None:
-        with torch.inference_mode(), warnings.catch_warnings():  # the lazy trunk holds inference tensors
-            warnings.simplefilter("ignore")  # tracer notes on the fixed image size: this graph serves that size
-            torch.onnx.export(side, (example,), str(tmp), input_names=["images"], output_names=["embeddings"],
-                              dynamic_axes={"images": {0: "n"}, "embeddings": {0: "n"}}, opset_version=OPSET,
-                              dynamo=False)
+        # the fused transformer kernel of a side branch's encoder layer has no ONNX form: its plain ops do,
+        # so the fast path is off while exporting (and restored after)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():  # the lazy trunk holds inference tensors
+                warnings.simplefilter("ignore")  # tracer notes on the fixed image size: this graph serves that size
+                torch.onnx.export(side, (example,), str(tmp), input_names=["images"], output_names=["embeddings"],
+                                  dynamic_axes={"images": {0: "n"}, "embeddings": {0: "n"}}, opset_version=OPSET,
+                                  dynamo=False)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
