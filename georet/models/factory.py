@@ -401,7 +401,8 @@ def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: 
                if not name.startswith("text")}  # the image trunk is not built yet: its file's hash stands for it
     digest = weights_digest(tensors, {**model.cfg.to_dict(), "image_backbone": backbones["image"]})
     path = onnx_cache_dir() / f"{spec.arch}-{digest[:20]}.onnx"
-    return CachedOnnxImageSide(path, lambda out: export_image_side(model, out, model.cfg.image_size), engine)
+    return CachedOnnxImageSide(path, lambda out: export_image_side(model, out, model.cfg.image_size), engine,
+                               threads=torch.get_num_threads())  # the share torch was given (Ray workers set it)
 
 
 @contextlib.contextmanager
