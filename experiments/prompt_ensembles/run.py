@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from georet.geo import read_classes
-from georet.models import load_model
+from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
 from georet.training import load_retrieval_data
 
@@ -87,13 +87,14 @@ def class_vectors(model, words: list[str], templates: list[str]) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="Karpathy JSON with scene labels (rsicd_aid)")
+    parser.add_argument("--pretrained", help="georet-base weights file to measure instead of the bundled one")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     _, val = load_retrieval_data(args.data, "train").split_validation(VAL_FRACTION, VAL_SEED, VAL_MIN_DISTINCT)
     classes = read_classes()
     labels = [c.label for c in classes]
     truth = np.array([labels.index(s) for s in val.scenes])
-    model = load_model(device="cpu")
+    model = load_model(ModelSpec("georet-base", args.pretrained or "bundled"), device="cpu")
     chips = [Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC) for p in val.images]
     text = {name: class_vectors(model, [c.prompt_words for c in classes], templates)
             for name, templates in TEMPLATE_SETS.items()}
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(shift_name, entry, file=sys.stderr, flush=True)
     if args.out:
         write_results(args.out, {"protocol": {"images": len(chips), "split": "rsicd_aid train → recipe validation",
-                                              "k": K, "model": "georet-base", "templates": TEMPLATE_SETS},
+                                              "k": K, "model": "georet-base", "weights": args.pretrained or "bundled",
+                                              "templates": TEMPLATE_SETS},
                                  "results": results})
     return 0
 
