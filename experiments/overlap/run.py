@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from georet.geo import TilingParams, default_prompt_words
-from georet.geo.mosaic import mosaic_cells, random_grid, write_mosaic
+from georet.geo.mosaic import cut_origin, mosaic_cells, random_grid, write_mosaic
 from georet.index import index_raster
 from georet.models import load_model
 from georet.provenance import write_results
@@ -37,18 +35,6 @@ from georet.training import load_retrieval_data
 
 CHIP, SIDE = 150, 32
 STRIDES = {"none (150)": None, "2/3 (100)": 100, "1/2 (75)": 75}
-
-
-def shifted(mosaic: Path, out: Path, offset: int) -> Path:
-    """The mosaic without its first ``offset`` columns and rows: chip edges fall inside tiles."""
-    with rasterio.open(mosaic) as src:
-        window = Window(offset, offset, src.width - offset, src.height - offset)
-        profile = {**src.profile, "width": window.width, "height": window.height,
-                   "transform": src.window_transform(window)}
-        data = src.read(window=window)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         aligned = write_mosaic(grid, work / "aligned.tif", chip_size=CHIP, compress="deflate")
         cells = mosaic_cells(aligned)
-        mosaic = shifted(aligned, work / "shifted.tif", args.offset) if args.offset else aligned
+        mosaic = cut_origin(aligned, work / "shifted.tif", args.offset) if args.offset else aligned
         for name, stride in STRIDES.items():
             db = work / f"{stride or CHIP}.db"
             started = time.perf_counter()

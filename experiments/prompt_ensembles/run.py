@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,11 @@ from PIL import Image, ImageFilter
 from georet.geo import read_classes
 from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
-from georet.training import load_retrieval_data
+from georet.training import load_config, load_splits
 
 SIZE, K = 150, 5
-#: the georet-base recipe's validation split (training/configs/georet-base.yaml)
-VAL_FRACTION, VAL_SEED, VAL_MIN_DISTINCT = 0.1, 1234, 2
+#: the recipe whose validation split the study reads (georet-base's; never its test split)
+RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "georet-base.yaml"
 TEMPLATE_SETS = {
     "one: an aerial image of {}": ["an aerial image of {}"],
     "bare words: {}": ["{}"],
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", help="georet-base weights file to measure instead of the bundled one")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    _, val = load_retrieval_data(args.data, "train").split_validation(VAL_FRACTION, VAL_SEED, VAL_MIN_DISTINCT)
+    _, val = load_splits(load_config(RECIPE, [f"data.path={args.data}"]), Path(tempfile.gettempdir()))
     classes = read_classes()
     labels = [c.label for c in classes]
     truth = np.array([labels.index(s) for s in val.scenes])

@@ -28,34 +28,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from georet.geo import TilingParams, default_prompt_words
-from georet.geo.mosaic import mosaic_cells, random_grid, write_mosaic
+from georet.geo.mosaic import cut_origin, mosaic_cells, random_grid, write_mosaic
 from georet.index import index_raster
 from georet.models import load_model
 from georet.provenance import write_results
 from georet.search import open_index
-from georet.training import load_retrieval_data
+from georet.training import load_config, load_splits
 
 SCENE_PX, SIDE, K = 400, 16, 5
 TILE_M = (100, 150, 200, 300, 400, 600)
-#: the georet-base recipe's validation split (training/configs/georet-base.yaml)
-VAL_FRACTION, VAL_SEED, VAL_MIN_DISTINCT = 0.1, 1234, 2
-
-
-def cut_origin(mosaic: Path, offset_px: int) -> Path:
-    """The mosaic without its first ``offset_px`` columns and rows, in place."""
-    with rasterio.open(mosaic) as src:
-        window = Window(offset_px, offset_px, src.width - offset_px, src.height - offset_px)
-        profile = {**src.profile, "width": window.width, "height": window.height,
-                   "transform": src.window_transform(window)}
-        data, tags = src.read(window=window), src.tags()
-    with rasterio.open(mosaic, "w", **profile) as dst:
-        dst.write(data)
-        dst.update_tags(**tags)
-    return mosaic
+#: the recipe whose validation split the study reads (georet-base's; never its test split)
+RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "georet-base.yaml"
 
 
 def score(db: Path, cells: list[list[str]], scene_of: dict[str, str], model, offset_px: int) -> dict[str, float]:
@@ -92,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset", type=float, default=0.0, help="share of a scene cut off the mosaic's origin")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    _, val = load_retrieval_data(args.data, "train").split_validation(VAL_FRACTION, VAL_SEED, VAL_MIN_DISTINCT)
+    _, val = load_splits(load_config(RECIPE, [f"data.path={args.data}"]), Path(tempfile.gettempdir()))
     grid = random_grid(val.images, args.side, seed=args.seed)
     scene_of = {path.name: scene for path, scene in zip(val.images, val.scenes)}
     model = load_model(device="cpu")
@@ -106,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = mosaic_cells(mosaic)
             offset_px = round(args.offset * SCENE_PX)
             if offset_px:
-                cut_origin(mosaic, offset_px)
+                cut_origin(mosaic, mosaic, offset_px)
             for tile_m in args.tile_m:
                 if tile_m < args.min_ratio * scene_m:
                     continue

@@ -234,15 +234,15 @@ def metres_per_pixel(transform: Affine, crs: CRS, mid_latitude: float) -> float:
     return res_x * crs.linear_units_factor[1]
 
 
-def tile_and_stride_px(params: TilingParams, transform: Affine, crs: CRS, mid_latitude: float,
-                       width: int, height: int) -> tuple[int, int]:
-    """``params.tile_size`` (auto, pixels or ground distance) and stride → pixels of this raster."""
+def tile_and_stride_px(params: TilingParams, pixel_m: float, width: int, height: int) -> tuple[int, int]:
+    """``params.tile_size`` (auto, pixels or ground distance) and stride → pixels of a ``width`` × ``height``
+    raster whose pixels are ``pixel_m`` metres wide (:func:`metres_per_pixel`)."""
     if params.tile_size == AUTO:
         scale = params.scale or DEFAULT_GROUND_SCALE
-        tile_px = scale.tile_px(metres_per_pixel(transform, crs, mid_latitude), width, height)
+        tile_px = scale.tile_px(pixel_m, width, height)
         return tile_px, stride_in_pixels(scale.stride if params.stride is None else params.stride, tile_px)
     size, unit = parse_tile_size(params.tile_size)
-    tile_px = int(size) if unit == "px" else max(1, round(size / metres_per_pixel(transform, crs, mid_latitude)))
+    tile_px = int(size) if unit == "px" else max(1, round(size / pixel_m))
     return tile_px, stride_in_pixels(params.stride, tile_px)
 
 

@@ -78,3 +78,20 @@ def random_grid(images: Sequence[str | Path], side: int, seed: int = 0) -> list[
     if len(order) < side * side:
         raise GeoretError(f"a {side}x{side} mosaic needs {side * side} images, got {len(order)}")
     return [[images[order[r * side + c]] for c in range(side)] for r in range(side)]
+
+
+def cut_origin(mosaic: str | Path, out: str | Path, offset_px: int) -> Path:
+    """``mosaic`` without its first ``offset_px`` columns and rows, written to ``out`` (which may be ``mosaic``).
+
+    Chip edges then fall inside tiles, as real scene edges do; the cells tag is
+    kept, so cell ``(r, c)`` starts at pixel ``r * chip - offset_px``.
+    """
+    with rasterio.open(mosaic) as src:
+        window = Window(offset_px, offset_px, src.width - offset_px, src.height - offset_px)
+        profile = {**src.profile, "width": window.width, "height": window.height,
+                   "transform": src.window_transform(window)}
+        data, tags = src.read(window=window), src.tags()
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+    return Path(out)

@@ -160,9 +160,8 @@ class RasterSource:
         if ds.transform.is_identity:
             raise GeoretError(f"{self.ref.name}: raster has no geotransform (pixel grid not georeferenced)")
         self.bands = self._choose_bands()
-        mid_latitude = (ds.bounds.bottom + ds.bounds.top) / 2
-        self.metres_per_pixel = metres_per_pixel(ds.transform, self.crs, mid_latitude)
-        tile_px, stride_px = tile_and_stride_px(params, ds.transform, self.crs, mid_latitude, ds.width, ds.height)
+        self.metres_per_pixel = metres_per_pixel(ds.transform, self.crs, (ds.bounds.bottom + ds.bounds.top) / 2)
+        tile_px, stride_px = tile_and_stride_px(params, self.metres_per_pixel, ds.width, ds.height)
         self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px, stride_px)
         self._stretch = self._estimate_stretch()
 

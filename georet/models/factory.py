@@ -149,7 +149,7 @@ class EmbeddingModel:
                  backbones: dict[str, str] | None = None, zoo_name: str | None = None,
                  tile_ground_m: float | None = None, onnx_image=None):
         self.model = model.eval().to(device)
-        #: runs the image side on ONNX Runtime (:class:`~georet.models.onnx_image.CachedOnnxImageSide`), or None
+        #: runs the image side from its ONNX graph (:class:`~georet.models.onnx_image.CachedOnnxImageSide`), or None
         self.onnx_image = onnx_image
         #: ground a tile should cover for this model, when its config declares one (None: the scene-chip
         #: scale every remote-sensing CLIP is trained at, georet.geo.DEFAULT_GROUND_SCALE)
@@ -384,7 +384,8 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
 
 
 def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: torch.device, runtime: str):
-    """The tower's image side on ONNX Runtime, named by a digest of its weights, or None (torch runs it)."""
+    """The tower's image side as an ONNX graph (OpenVINO or ONNX Runtime runs it), named by a digest of its
+    weights, or None (torch runs it)."""
     import importlib.util
 
     from georet.models.onnx_image import ENGINES, CachedOnnxImageSide, export_image_side, onnx_cache_dir, weights_digest

@@ -11,8 +11,8 @@ from georet.training.data import RetrievalSplit, load_retrieval_data, tiled_scen
 from georet.training.ensemble import assemble_heads
 from georet.training.evaluate import evaluate, retrieval_scores
 from georet.training.metrics import retrieval_recalls
-from georet.training.trainer import contrastive_loss, fit, make_optimizer, train
+from georet.training.trainer import contrastive_loss, fit, load_splits, make_optimizer, train
 
 __all__ = ["TrainConfig", "load_config", "RetrievalSplit", "load_retrieval_data", "tiled_scenes", "evaluate",
-           "retrieval_scores", "retrieval_recalls", "contrastive_loss", "fit", "make_optimizer", "train",
+           "retrieval_scores", "retrieval_recalls", "contrastive_loss", "fit", "load_splits", "make_optimizer", "train",
            "assemble_heads"]

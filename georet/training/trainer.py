@@ -232,7 +232,9 @@ def fit(encoder: Encoder, pairs: Pairs, val: EvalSet, val_split: RetrievalSplit,
 
 
 # -- building what config names ---------------------------------------------------------------
-def _load_splits(config: TrainConfig, out_dir: Path) -> tuple[RetrievalSplit, RetrievalSplit]:
+def load_splits(config: TrainConfig, out_dir: Path) -> tuple[RetrievalSplit, RetrievalSplit]:
+    """The train and validation splits a recipe trains and selects on (``out_dir`` holds tiles cut from a
+    ``data.raster``); studies that must stay off the test split read the validation split from here."""
     data_cfg = config.data
     if data_cfg.raster:
         if not data_cfg.landcover:
@@ -362,7 +364,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if cfg is not None and cfg.head_members > 1 and (cfg.method != "frozen" or not use_cache):
         raise GeoretError(f"a head ensemble (head_members {cfg.head_members}) trains heads on cached frozen "
                           f"features: use method frozen with train.cache_features, or set model.head_members=1")
-    train_split, val_split = _load_splits(config, out_dir)
+    train_split, val_split = load_splits(config, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     table = PairTable.build(train_split, val_split)
