@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from georet.geo import TilingParams
-from georet.geo.mosaic import mosaic_cells, write_mosaic
+from georet.geo.mosaic import chips_by_scene, mosaic_cells, write_mosaic
 from georet.index import TileStore, index_raster
 from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
@@ -56,14 +56,8 @@ QUERIES = {  # query → the cells that are right answers (see truth())
 
 def layout(dataset: Path, seed: int = 0) -> tuple[list[list[Path]], list[list[str]]]:
     """The chip grid and the class of each cell."""
-    images = json.loads(dataset.read_text())["images"]
-    by_class: dict[str, list[Path]] = {}
-    for image in sorted(images, key=lambda i: i["filename"]):
-        if image["split"] == "test":
-            by_class.setdefault(image["scene"], []).append(dataset.parent / "images" / image["filename"])
     rng = random.Random(seed)
-    for chips in by_class.values():
-        rng.shuffle(chips)
+    by_class = chips_by_scene(dataset, "test", rng)
     classes = [[""] * SIZE for _ in range(SIZE)]
 
     def free(r: int, c: int, avoid: set[str], radius: int) -> bool:

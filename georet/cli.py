@@ -42,7 +42,8 @@ class _GeoretGroup(click.Group):
 
 def _flag(param: str) -> str:
     """The command-line spelling of a library parameter: ``bbox_crs`` → ``--bbox-crs``."""
-    return {"k": "-k", "text": "TEXT", "overrides": "--set", "arch": "--model", "db": "--db"}.get(
+    return {"k": "-k", "text": "TEXT", "overrides": "--set", "arch": "--model", "db": "--db", "from_date": "--from",
+            "to_date": "--to"}.get(
         param, "--" + param.replace("_", "-"))
 
 
@@ -105,6 +106,7 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 @click.option("--classes", type=click.Path(path_type=str), help="Scene-class vocabulary for zero-shot land cover.")
 @click.option("--landcover", type=click.Path(path_type=str), help="Land-cover layer: vector polygons or a classified raster.")
 @click.option("--landcover-field", help="Class field of a vector land-cover layer.")
+@click.option("--acquired", metavar="DATE", help="Acquisition date of the RASTERS (2016-05-01, 2016-05, 2016) [default: the STAC datetime, the raster's date tags, else a date in its file name].")
 @click.option("--reindex", is_flag=True, help="Recompute tiles already in the index (default: skip them).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--progress-json", is_flag=True,
@@ -112,7 +114,7 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, engine,
           ray_address, tile_size, stride,
           bands, stretch, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
-          landcover_field, reindex, quiet, progress_json) -> None:
+          landcover_field, acquired, reindex, quiet, progress_json) -> None:
     """Tile RASTERS, embed the tiles and store them in --db.
 
     RASTERS are files, directories, VRTs, http(s):// and s3:// URLs of
@@ -133,7 +135,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     report = index_raster(inputs, db, tiling=tiling, area=area, asset=asset, engine=engine, ray_address=ray_address,
                           model=ModelSpec.from_options(arch, pretrained, checkpoint),
                           device=device, batch_size=batch_size, classes=classes, landcover=landcover,
-                          landcover_field=landcover_field, reindex=reindex,
+                          landcover_field=landcover_field, reindex=reindex, acquired=acquired,
                           progress=False if quiet or progress_json else None,
                           on_progress=_print_progress_json if progress_json else None)
     click.echo(report.summary(), err=True)
@@ -183,16 +185,22 @@ def _print_progress_json(source: str, done: int, total: int) -> None:
               help="How examples are used: Rocchio query vector, or a linear probe once there are 3+ of each kind.")
 @click.option("--min-score", type=float, help="Drop hits scoring below this (the output says what the score means).")
 @click.option("--dissolve", is_flag=True, help="Merge touching hits into regions (best/mean score, tile count).")
+@click.option("--when", metavar="DATES", help="Only tiles acquired then: 2016, 2016-05, 2015/2020, 2016-05-01/2016-08-31, 2015/.. (see `georet info`).")
+@click.option("--from", "from_date", metavar="DATES", help="Change queries: the earlier acquisition to compare [default: each place's earliest].")
+@click.option("--to", "to_date", metavar="DATES", help="Change queries: the later acquisition to compare [default: each place's latest].")
 @click.option("--pretrained", help="New location of the index's weights file, if it moved.")
 @click.option("--checkpoint", type=click.Path(path_type=str), help="New location of the index's checkpoint, if it moved.")
 @device_option
 def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, explain, like, unlike, label_set,
-          scorer, min_score, dissolve, pretrained, checkpoint, device) -> None:
+          scorer, min_score, dissolve, when, from_date, to_date, pretrained, checkpoint, device) -> None:
     """Find the tiles in --db that best match TEXT and/or example tiles.
 
     Relational queries ("airport near river", "school within 2 km of stadium",
     "forest north of lake", "port and industrial area", "houses not near
-    river") rank subject tiles by their partners on the map; see --explain.
+    river") rank subject tiles by their partners on the map; change queries
+    ("farmland that became housing", "houses where forest used to be", "new
+    industrial area", "forest that was cleared") compare each place's tiles of
+    two dates (--from/--to); see --explain.
     With --like/--unlike/--labels the text (optional then) is combined with
     the examples, and the examples themselves are never returned.
     """
@@ -204,7 +212,7 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     if explain and (dissolve or like or unlike or label_set):
         raise GeoretError("--explain describes text and relational searches; leave out the examples and --dissolve")
     request = SearchRequest(text, k, bbox, bbox_crs, within, scene, not plain, near, None, like, unlike, label_set,
-                            min_score, dissolve, scorer)
+                            min_score, dissolve, scorer, when, from_date, to_date)
     index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
     hits = index.run(request)
     text = text or "(examples)"
@@ -245,19 +253,29 @@ def _render(hits, fmt: str, text: str) -> str:
 
 
 def _table(hits) -> str:
+    if hits.empty and hits.attrs.get("acquisitions", 2) < 2:
+        return (f"no change to find: the index holds {hits.attrs['acquisitions']} acquisition date(s); index the "
+                "same place at another date (dates come from --acquired, STAC, the raster's tags or its file name)")
     if hits.empty:
         return "no matching tiles"
     if "region" in hits.columns:
         return _region_table(hits)
     relational = "partners" in hits.columns
+    change = "before_tile_id" in hits.columns
+    dated = not change and hits["acquired"].notna().any()  # a multi-date index: say which date each hit shows
     rows = [("rank", "score", "scene", "tile_id", "centre lon,lat")
-            + (("partner", "distance") if relational else ())]
+            + (("partner", "distance") if relational else ()) + (("acquired",) if dated else ())
+            + (("before", "before tile") if change else ())]
     for rec, geom in zip(hits.itertuples(), hits.geometry):
         centre = geom.centroid
         row = (str(rec.rank), f"{rec.score:.3f}", f"{rec.scene} ({rec.scene_score:.2f})" if rec.scene else "-",
                rec.tile_id, f"{centre.x:.5f},{centre.y:.5f}")
         if relational:
             row += ((rec.partners.split(",")[0], f"{rec.partner_distance_m:.0f} m") if rec.partners else ("-", "-"))
+        if dated:
+            row += (rec.acquired or "-",)
+        if change:
+            row += (f"{rec.before_acquired} -> {rec.acquired}", rec.before_tile_id)
         rows.append(row)
     return _columns(rows)
 
@@ -307,6 +325,9 @@ def info(db, as_json) -> None:
                        f"{step}, scenes: {meta['scenes']}]")
         else:
             click.echo(f"source   {source}  [{meta['tiles']} tiles]")
+        if meta.get("acquired") or "crs" in meta:
+            click.echo(f"         acquired {meta.get('acquired') or 'unknown'}"
+                       + (f" ({meta['acquired_from']})" if meta.get("acquired_from") else ""))
         if meta.get("stac"):
             click.echo(f"         STAC item {meta['stac']['stac_item']} ({meta['stac'].get('collection') or '-'}, "
                        f"{meta['stac'].get('datetime') or 'no datetime'})")

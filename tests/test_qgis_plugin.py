@@ -34,8 +34,13 @@ def test_plugin_in_real_qgis(tmp_path, rasters):
         if os.environ.get("CI"):
             pytest.fail(f"{QGIS_PYTHON} cannot import qgis.core and pytest; .ci/run installs python3-qgis")
         pytest.skip("QGIS (python3-qgis) is not installed for the system Python")
-    db = tmp_path / "qgis.db"
-    run_cli("index", rasters["utm"], rasters["lonlat"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    from georet.testing.rasters import write_raster
+
+    db = tmp_path / "qgis.db"  # the UTM place at two dates, for the date filter and change search
+    run_cli("index", rasters["utm"], rasters["lonlat"], "--db", db, "--tile-size", "64", "--acquired", "2016-05-01",
+            *TINY, check=True)
+    later = write_raster(tmp_path / "utm_later.tif", grid="utm", seed=5)
+    run_cli("index", later, "--db", db, "--tile-size", "64", "--acquired", "2021-06-15", *TINY, check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update({"GEORET_EXE": GEORET_EXE, "GEORET_TEST_DB": str(db), "GEORET_TEST_RASTER": str(rasters["utm"]),
                 "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)})  # fresh QGIS settings

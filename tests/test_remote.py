@@ -85,6 +85,7 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
     assert sum(t.startswith("scene-bands-") for t in tile_ids) == 16
     shown = invoke_cli("info", "--db", db, check=True).stdout
     assert f"source   {bands}  [EPSG:32631, 16 tiles of 256 px (2.56 km), scenes: zero-shot]\n" \
+           "         acquired 2024-07-01 (STAC item)\n" \
            "         STAC item scene-bands (test-s2, 2024-07-01T10:00:00Z)\n" in shown
 
     picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",

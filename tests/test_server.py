@@ -132,3 +132,62 @@ def test_web_map_in_headless_chromium(served, tmp_path):
     dom = page_dom(marked)
     assert listed(dom) == again and not set(expected[:2]) & set(again)
     assert f'class="like">+ {expected[0]}</li>' in dom and f'class="unlike">− {expected[1]}</li>' in dom
+
+
+@pytest.fixture(scope="module")
+def dated(tmp_path_factory, rasters):
+    """One UTM place at 2016 and at 2021 (another picture of it), served."""
+    from georet.testing.rasters import write_raster
+
+    root = tmp_path_factory.mktemp("dated-serve")
+    db = root / "idx.db"
+    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", "--acquired", "2016-05-01", *TINY, check=True)
+    later = write_raster(root / "utm_later.tif", grid="utm", seed=5)
+    run_cli("index", later, "--db", db, "--tile-size", "64", "--acquired", "2021-06-15", *TINY, check=True)
+    server = Server(db)
+    yield server
+    server.stop()
+
+
+def test_dates_change_hits_and_imagery_over_http(dated):
+    status, info = dated.json("/info")
+    assert status == 200 and info["dates"] == ["2016-05-01", "2021-06-15"]
+    status, hits = dated.json("/search?q=houses&k=5&when=2021")
+    assert status == 200 and {f["properties"]["acquired"] for f in hits["features"]} == {"2021-06-15"}
+    status, change = dated.json("/search?" + urllib.parse.urlencode({"q": "farmland that became houses", "k": 3}))
+    assert status == 200 and len(change["features"]) == 3
+    for feature in change["features"]:
+        assert (feature["properties"]["before_acquired"], feature["properties"]["acquired"]) == ("2016-05-01",
+                                                                                              "2021-06-15")
+        assert dated.get(f"/tiles/{feature['properties']['before_tile_id']}/thumbnail.png")[0] == 200
+    status, error = dated.json("/search?q=houses&from=2016")
+    assert status == 400 and error["error"].startswith("from: from/to choose the dates a change query compares")
+
+    status, layers = dated.json("/imagery")
+    assert status == 200 and [(layer["id"], layer["acquired"]) for layer in layers] == [(0, "2016-05-01"),
+                                                                                        (1, "2021-06-15")]
+    import morecantile
+
+    west, south, east, north = layers[0]["bounds"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, layers[0]["zoom"][1])
+    status, body = dated.get(f"/imagery/0/{tile.z}/{tile.x}/{tile.y}.png")
+    image = np.asarray(Image.open(io.BytesIO(body)))
+    assert status == 200 and image.shape == (256, 256, 4)
+    assert image[..., 3].max() == 255 and image[..., :3].std() > 10  # the raster's pixels, not a blank
+    status, body = dated.get(f"/imagery/0/{tile.z}/0/0.png")  # far outside: transparent
+    assert status == 200 and np.asarray(Image.open(io.BytesIO(body)))[..., 3].max() == 0
+    assert dated.get("/imagery/7/1/0/0.png")[0] == 404
+
+
+def test_web_map_shows_imagery_and_change_hits_in_chromium(dated, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs it")
+        pytest.skip("chromium is not installed")
+    page = dated.url + "/?" + urllib.parse.urlencode([("q", "farmland that became houses"), ("k", "3")])
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                          "--virtual-time-budget=20000", "--dump-dom", page],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("before: 2016-05-01") == 3 and dom.count(">see before</button>") == 3
+    assert '<option value="2021-06-15">2021-06-15</option>' in dom  # the imagery dates, the latest shown
+    assert "leaflet-tile-loaded" in dom and "imagery/1/" in dom and "imagery/0/" not in dom

@@ -80,6 +80,20 @@ def random_grid(images: Sequence[str | Path], side: int, seed: int = 0) -> list[
     return [[images[order[r * side + c]] for c in range(side)] for r in range(side)]
 
 
+def chips_by_scene(dataset: str | Path, split: str, rng: random.Random) -> dict[str, list[Path]]:
+    """The chip files of one ``split`` of a Karpathy-style scene dataset (``images[].filename/split/scene``,
+    chips in ``images/`` beside the JSON), by scene, each list shuffled by ``rng``: the pools a benchmark
+    layout draws its cells from (with the same ``rng`` afterwards, so a seed gives one layout)."""
+    dataset = Path(dataset)
+    pools: dict[str, list[Path]] = {}
+    for image in sorted(json.loads(dataset.read_text())["images"], key=lambda i: i["filename"]):
+        if image["split"] == split:
+            pools.setdefault(image["scene"], []).append(dataset.parent / "images" / image["filename"])
+    for chips in pools.values():
+        rng.shuffle(chips)
+    return pools
+
+
 def cut_origin(mosaic: str | Path, out: str | Path, offset_px: int) -> Path:
     """``mosaic`` without its first ``offset_px`` columns and rows, written to ``out`` (which may be ``mosaic``).
 

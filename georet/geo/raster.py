@@ -141,7 +141,7 @@ class RasterSource:
                 source.bands = source._choose_bands()
                 source._stretch = source._estimate_stretch()
                 data, valid = source._read_raw(Window(0, 0, dataset.width, dataset.height))
-        pixels = source._to_uint8(data)
+        pixels = source.to_uint8(data)
         pixels[:, ~valid] = 0
         rgb = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
         return np.ascontiguousarray(rgb.transpose(1, 2, 0))
@@ -256,7 +256,7 @@ class RasterSource:
         shrink = min(1.0, MAX_READ_PX / self.grid.tile_px)
         out_shape = None if shrink == 1.0 else (max(1, round(window.height * shrink)), max(1, round(window.width * shrink)))
         data, valid = self._read_raw(window, out_shape)
-        pixels = self._to_uint8(data)
+        pixels = self.to_uint8(data)
         pixels[:, ~valid] = 0
         size = round(self.grid.tile_px * shrink)
         if pixels.shape[1:] != (size, size):  # raster smaller than one tile: pad as invalid
@@ -269,7 +269,8 @@ class RasterSource:
         return Tile(self.grid.tile_id(window), self.ref.name, window, np.ascontiguousarray(rgb.transpose(1, 2, 0)),
                     valid_fraction, poly_src, poly)
 
-    def _to_uint8(self, data: np.ndarray) -> np.ndarray:
+    def to_uint8(self, data: np.ndarray) -> np.ndarray:
+        """Band data (C, h, w) as the index's colours: this raster's stretch, or its uint8 values as they are."""
         if self._stretch is None:
             return data.astype(np.uint8, copy=True)
         lo, hi = self._stretch

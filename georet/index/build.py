@@ -38,6 +38,7 @@ from georet.geo import (
     open_landcover,
     read_classes,
 )
+from georet.geo.dates import acquisition_date, parse_date
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, describe_mismatch, sql_string
 from georet.models import EmbeddingModel, ModelSpec, load_model
@@ -154,6 +155,7 @@ def index_raster(
     lock_timeout: float | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    acquired: str | None = None,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
 
@@ -172,6 +174,12 @@ def index_raster(
     ``engine="ray"`` reads and embeds on a Ray cluster (``ray_address``, or
     Ray started on this machine) and writes Lance fragments from the workers
     (:mod:`georet.index.ray_engine`); the rows are the same as the local engine's.
+
+    Every tile carries its raster's acquisition date: ``acquired`` (an ISO
+    date, for all ``paths``), else the STAC item's datetime, the raster's date
+    tags or a date in its file name (:func:`georet.geo.dates.acquisition_date`);
+    null when none says. A new date for a raster already indexed is written to
+    its rows without re-embedding them.
 
     Inputs are all validated before the index is touched. One writer at a
     time: a run waits for another run on the same ``db`` (up to
@@ -192,6 +200,8 @@ def index_raster(
         raise InputError("engine", f"must be one of {', '.join(ENGINES)}; got {engine!r}")
     if ray_address and engine != "ray":
         raise InputError("ray_address", "needs {engine} ray", names=("engine",))
+    if acquired is not None:
+        acquired = parse_date(acquired)
     if engine == "ray":
         if not all(importlib.util.find_spec(m) for m in ("ray", "lance_ray")):
             raise InputError("engine", "ray needs Ray on this machine: pip install 'georet[ray]'")
@@ -200,9 +210,11 @@ def index_raster(
         connect(ray_address)  # before the index is touched
     rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, asset)
     touched = 0
+    dates: dict[str, tuple[str | None, str | None]] = {}
     for ref in rasters:  # validate every input before touching the index
         with RasterSource(ref, tiling, area) as source:
             touched += len(source.windows()) if area is not None else 1
+            dates[ref.name] = acquisition_date(ref, source.dataset.tags(), acquired)
     if not touched:
         raise GeoretError("the area ({bbox}/{within}) touches none of the rasters; nothing to index", names=("bbox", "within"))
     scene_classes = None if landcover else read_classes(classes)
@@ -217,7 +229,7 @@ def index_raster(
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
     db = db if is_url(str(db)) else Path(db).expanduser()
     report = IndexReport(db=str(db))
-    if _nothing_to_do(db, rasters, tiling, area, reindex, model, report):
+    if _nothing_to_do(db, rasters, tiling, area, reindex, model, dates, report):
         report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
         return report
     zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
@@ -227,7 +239,9 @@ def index_raster(
                                     on_wait=lambda message: print(message, file=sys.stderr)) as store:
         report.db = str(store.path)
         for position, ref in enumerate(rasters):
-            if _source_is_complete(store.manifest, ref, tiling, area, reindex):  # another run finished it meanwhile
+            if _source_is_complete(store.manifest, ref, tiling, area, reindex):  # done before, or meanwhile
+                if store.manifest["sources"][ref.name].get("acquired") != dates[ref.name][0]:
+                    store.set_acquired(ref.name, *dates[ref.name])
                 report.already_indexed += store.count(f"source = {sql_string(ref.name)}")
                 report.sources.append(ref.name)
                 continue
@@ -243,17 +257,21 @@ def index_raster(
                     "tiling": tiling.to_dict(),
                     "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
                     "classes": [c.label for c in scene_classes] if scene_classes else None,
+                    "acquired": dates[ref.name][0], "acquired_from": dates[ref.name][1],
                 })
+                if not reindex and store.count(f"source = {sql_string(ref.name)}"):  # resumed: one date for all
+                    store.set_acquired(ref.name, *dates[ref.name])
                 layer = None
                 try:
                     if engine == "ray":
                         _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field),
-                                             tiling, batch_size, reindex, show, ray_address, report, on_progress)
+                                             tiling, batch_size, reindex, show, ray_address, dates[ref.name][0],
+                                             report, on_progress)
                     else:
                         layer = (open_landcover(landcover, landcover_field, source.dataset, source.crs)
                                  if landcover else None)
                         _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
-                                      write_every, report, on_progress)
+                                      write_every, dates[ref.name][0], report, on_progress)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
                     store.end_source(ref.name, failure=reason)
@@ -329,8 +347,10 @@ def _check_same_tiling(manifest: dict, rasters: list[RasterRef], tiling: TilingP
 
 
 def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
-                   reindex: bool, model: EmbeddingModel, report: IndexReport) -> bool:
-    """True when every raster is already complete in ``db`` with this tiling and model (counted into ``report``)."""
+                   reindex: bool, model: EmbeddingModel, dates: dict[str, tuple[str | None, str | None]],
+                   report: IndexReport) -> bool:
+    """True when every raster is already complete in ``db`` with this tiling, model and acquisition date
+    (counted into ``report``)."""
     if not TileStore.exists(db):
         return False
     store = TileStore.open(db)
@@ -341,7 +361,8 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
         raise ConflictError(f"cannot add to {db}: {problem}; use a new {{db}}", names=("db",))
     if not reindex:
         _check_same_tiling(store.manifest, rasters, tiling)
-    if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex) for ref in rasters):
+    if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex)
+               and store.manifest["sources"][ref.name].get("acquired") == dates[ref.name][0] for ref in rasters):
         return False
     counts = store.source_counts()
     report.already_indexed = sum(counts.get(ref.name, 0) for ref in rasters)
@@ -369,8 +390,8 @@ def _plan(source: RasterSource, store: TileStore, reindex: bool, report: IndexRe
 
 
 def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
-                  batch_size: int, reindex: bool, show: bool, write_every: int, report: IndexReport,
-                  on_progress: Callable[[str, int, int], None] | None) -> None:
+                  batch_size: int, reindex: bool, show: bool, write_every: int, acquired: str | None,
+                  report: IndexReport, on_progress: Callable[[str, int, int], None] | None) -> None:
     todo = _plan(source, store, reindex, report)
     pending: list[pa.Table] = []
     pending_rows = 0
@@ -381,7 +402,7 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
                 labels = labeler.label(batch.tiles, vectors)
-                pending.append(tile_rows(batch.tiles, vectors, labels, source_crs, model.dim))
+                pending.append(tile_rows(batch.tiles, vectors, labels, source_crs, model.dim, acquired))
                 pending_rows += len(batch.tiles)
                 report.indexed += len(batch.tiles)
             if pending_rows >= write_every:
@@ -396,8 +417,8 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
 
 
 def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: TileStore, labels, tiling: TilingParams,
-                         batch_size: int, reindex: bool, show: bool, address: str | None, report: IndexReport,
-                         on_progress: Callable[[str, int, int], None] | None) -> None:
+                         batch_size: int, reindex: bool, show: bool, address: str | None, acquired: str | None,
+                         report: IndexReport, on_progress: Callable[[str, int, int], None] | None) -> None:
     from georet.index.ray_engine import index_source_on_ray
 
     if reindex:  # appended fragments cannot replace rows: they go first (the source's entry says incomplete)
@@ -414,7 +435,7 @@ def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: Til
             on_progress(source.ref.name, done, total)
 
     index_source_on_ray(source, store, todo, model.spec, model.identity, model.dim, labels, tiling, batch_size,
-                        show, address, committed)
+                        show, address, acquired, committed)
 
 
 def _absolute_if_file(value: str | None) -> str | None:

@@ -84,7 +84,7 @@ class _Worker:
         """What a kept model and raster serve: a task with another key builds its own."""
         return spec, device, ref.name, json.dumps(tiling.to_dict())
 
-    def rows(self, batch: dict[str, np.ndarray]) -> pa.Table:
+    def rows(self, batch: dict[str, np.ndarray], acquired: str | None) -> pa.Table:
         with gdal_env(self.source.ref.remote):  # GDAL options are per thread, and Ray picks the thread
             tiles = [self.source.read(Window(int(c), int(r), int(w), int(h)))
                      for c, r, w, h in zip(batch["col"], batch["row"], batch["width"], batch["height"])]
@@ -94,12 +94,12 @@ class _Worker:
             return tile_schema(self.model.dim).empty_table()
         vectors = self.model.encode_images(self.model.preprocess.apply(np.stack([t.pixels for t in tiles])))
         return tile_rows(tiles, vectors, self.labeler.label(tiles, vectors), self.source.crs.to_string(),
-                         self.model.dim)
+                         self.model.dim, acquired)
 
 
-def _embed_windows(batch: dict[str, np.ndarray], **worker: object) -> pa.Table:
-    """Ray map task: planned windows → index rows."""
-    return _Worker.for_task(**worker).rows(batch)
+def _embed_windows(batch: dict[str, np.ndarray], acquired: str | None, **worker: object) -> pa.Table:
+    """Ray map task: planned windows of a raster acquired on ``acquired`` → index rows."""
+    return _Worker.for_task(**worker).rows(batch, acquired)
 
 
 def connect(address: str | None) -> dict[str, float]:
@@ -119,9 +119,10 @@ def connect(address: str | None) -> dict[str, float]:
 
 def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Window], spec: ModelSpec,
                         identity: dict, dim: int, labels: Labels, tiling: TilingParams, batch_size: int, show: bool,
-                        address: str | None, on_committed: Callable[[int, int, int], None]) -> None:
-    """Embed the planned ``windows`` of ``source`` (tiles not in the table yet) on Ray and append them to
-    ``store``'s table.
+                        address: str | None, acquired: str | None,
+                        on_committed: Callable[[int, int, int], None]) -> None:
+    """Embed the planned ``windows`` of ``source`` (tiles not in the table yet, of a raster acquired on
+    ``acquired``) on Ray and append them to ``store``'s table.
 
     ``on_committed(planned, written, total)`` is called after every commit.
     """
@@ -145,7 +146,8 @@ def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Wi
             _embed_windows, batch_size=batch_size, batch_format="numpy",
             num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus >= 1 else threads,
             fn_kwargs={"spec": spec, "identity": identity, "device": "cuda" if gpus >= 1 else "cpu",
-                       "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels})
+                       "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels,
+                       "acquired": acquired})
         before = store.count(f"source = {sql_string(name)}")
         lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append")
         store.refresh()

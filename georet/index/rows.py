@@ -23,8 +23,10 @@ class Labels:
     landcover_field: str | None = None
 
 
-def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int) -> pa.Table:
-    """Index rows (:func:`tile_schema`) for embedded, labelled tiles: the same for every engine."""
+def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int,
+              acquired: str | None = None) -> pa.Table:
+    """Index rows (:func:`tile_schema`) for embedded, labelled tiles of one raster acquired on ``acquired``
+    (an ISO date, or None when unknown): the same for every engine."""
     polys = [t.footprint for t in tiles]
     bounds = shapely.bounds(np.array(polys, dtype=object))
     return pa.table({
@@ -43,4 +45,5 @@ def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, d
         "landcover_fractions": [lab.fractions_json() for lab in labels],
         "valid_fraction": [t.valid_fraction for t in tiles],
         "thumbnail": [t.thumbnail_png() for t in tiles],
+        "acquired": [acquired] * len(tiles),
     }, schema=tile_schema(dim))

@@ -92,7 +92,13 @@ def tile_schema(dim: int) -> pa.Schema:
         pa.field("landcover_fractions", pa.string()),  # JSON {class: fraction}, "" for zero-shot
         pa.field("valid_fraction", pa.float32()),
         pa.field("thumbnail", pa.binary()),  # small PNG
+        pa.field("acquired", pa.string()),  # ISO date of the raster's acquisition (2016-05-01, 2016-05, 2016), or null
     ])
+
+
+#: Columns added to the table since format 1, with the SQL value old rows get: a writer adds them to an
+#: older table, and readers of a table no writer has touched yet see that value.
+ADDED_COLUMNS = {"acquired": "CAST(NULL AS STRING)"}
 
 
 def now() -> str:
@@ -184,6 +190,7 @@ class TileStore:
                 for entry in store.manifest["sources"].values():
                     entry.update(state=INCOMPLETE, reason="its tiles were lost with the tiles table; re-run to rebuild")
                 store.save_manifest()
+            store.add_missing_columns()
             store.drop_duplicate_tiles()
             yield store
 
@@ -247,6 +254,13 @@ class TileStore:
         """Mark ``source`` complete, or incomplete with the one-line ``failure`` that stopped it."""
         entry = self.manifest["sources"][source]
         entry.update(state=INCOMPLETE if failure else COMPLETE, reason=failure)
+        self.save_manifest()
+
+    def set_acquired(self, source: str, acquired: str | None, origin: str | None) -> None:
+        """Date every row of ``source`` (an ISO date, or None) and its manifest entry (caller holds the lock)."""
+        value = "NULL" if acquired is None else sql_string(acquired)
+        self.table.update(where=f"source = {sql_string(source)}", values_sql={"acquired": value})
+        self.manifest["sources"][source].update(acquired=acquired, acquired_from=origin)
         self.save_manifest()
 
     def remove_source(self, source: str) -> int:
@@ -315,6 +329,17 @@ class TileStore:
             except (ValueError, FileNotFoundError, OSError):
                 raise GeoretError(f"{self.path}: the tiles table is missing; re-run `georet index`") from None
         return self._table
+
+    def add_missing_columns(self) -> None:
+        """Give a table written by an earlier georet the columns added since (:data:`ADDED_COLUMNS`), in one
+        commit; its rows keep working, with nulls there (caller holds the lock)."""
+        missing = {name: value for name, value in ADDED_COLUMNS.items() if name not in self.table.schema.names}
+        if missing:
+            self.table.add_columns(missing)
+
+    def missing_columns(self, columns: Sequence[str]) -> list[str]:
+        """Which of ``columns`` this table does not have yet (an older index no writer has opened since)."""
+        return [c for c in columns if c in ADDED_COLUMNS and c not in self.table.schema.names]
 
     def count(self, where: str | None = None) -> int:
         return int(self.table.count_rows(where))
@@ -453,6 +478,7 @@ class ObjectStoreTileStore(TileStore):
             except Exception as exc:  # no bucket, no permission, no credentials: the store says which
                 raise GeoretError(f"{uri}: cannot create the index: {store_message(exc)}") from None
             store.save_manifest()
+        store.add_missing_columns()
         store.drop_duplicate_tiles()
         yield store
 

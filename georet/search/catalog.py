@@ -16,6 +16,7 @@ import pyarrow as pa
 import shapely
 
 from georet.geo import SceneClass, classes_for_labels
+from georet.geo.dates import DateRange
 from georet.index import ANN_NPROBES, ANN_REFINE_FACTOR, TileStore
 from georet.search.results import ROW_COLUMNS
 
@@ -74,6 +75,20 @@ class TileGeometry:
         keep = self.gap(subject, other) <= distance
         return subject[keep], other[keep]
 
+    def overlapping(self, subjects: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """(subject, other) pairs of distinct tiles whose footprints share at least ``share`` of the smaller one:
+        the same place, also when two acquisitions' grids are shifted by a few pixels."""
+        subject, other = self.pairs_within(subjects, 0.0)
+        keep = subject != other
+        subject, other = subject[keep], other[keep]
+        wide = np.minimum(self.x[subject] + self.half_w[subject], self.x[other] + self.half_w[other]) \
+            - np.maximum(self.x[subject] - self.half_w[subject], self.x[other] - self.half_w[other])
+        high = np.minimum(self.y[subject] + self.half_h[subject], self.y[other] + self.half_h[other]) \
+            - np.maximum(self.y[subject] - self.half_h[subject], self.y[other] - self.half_h[other])
+        area = 4 * np.minimum(self.half_w[subject] * self.half_h[subject], self.half_w[other] * self.half_h[other])
+        keep = np.clip(wide, 0, None) * np.clip(high, 0, None) >= share * area
+        return subject[keep], other[keep]
+
 
 @dataclass
 class TileCatalog:
@@ -123,6 +138,29 @@ class TileCatalog:
         return len(self.tile_ids)
 
     @cached_property
+    def acquired(self) -> np.ndarray:
+        """Each tile's acquisition date (ISO, any precision) or None."""
+        return np.asarray(self.attributes.column("acquired").to_pylist(), dtype=object)
+
+    @cached_property
+    def date_codes(self) -> tuple[list[str], np.ndarray]:
+        """The distinct acquisition dates, oldest first, and each tile's position among them (-1: undated)."""
+        encoded = self.attributes.column("acquired").combine_chunks()  # dictionary-encoded (see _compact)
+        values = encoded.dictionary.to_pylist()
+        order = sorted(range(len(values)), key=lambda i: (DateRange.of(values[i]).start, values[i]))
+        rank = np.empty(len(values) + 1, dtype=int)
+        rank[order] = np.arange(len(values))
+        rank[-1] = -1
+        indices = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+        return [values[i] for i in order], rank[indices]
+
+    def dated_within(self, when: DateRange) -> np.ndarray:
+        """Whether each tile's acquisition date shares a day with ``when`` (undated tiles never do)."""
+        dates, codes = self.date_codes
+        inside = np.array([DateRange.of(d).overlaps(when) for d in dates] + [False], dtype=bool)
+        return inside[codes]
+
+    @cached_property
     def index_of(self) -> dict[str, int]:
         """Row of each tile id in the catalog."""
         return {tile_id: i for i, tile_id in enumerate(self.tile_ids)}
@@ -149,11 +187,14 @@ class TileCatalog:
 
     @classmethod
     def read(cls, store: TileStore) -> "TileCatalog":
-        """Read the catalog of the table's current version."""
+        """Read the catalog of the table's current version (columns an older table lacks are null)."""
         version = store.table.version
         dataset = store.table.to_lance()
+        missing = store.missing_columns(MEMORY_COLUMNS)
         table = dataset.to_table(columns=list(dict.fromkeys(["vector", "minx", "miny", "maxx", "maxy",
-                                                             *MEMORY_COLUMNS])))
+                                                             *(c for c in MEMORY_COLUMNS if c not in missing)])))
+        for name in missing:
+            table = table.append_column(name, pa.nulls(len(table), pa.string()))
         ids = table["tile_id"].to_pylist()
         vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
         bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")]).reshape(len(ids), 4)
@@ -165,6 +206,7 @@ class TileCatalog:
 def _compact(table: pa.Table) -> pa.Table:
     """The columns with few distinct values (source file, CRS, scene) dictionary-encoded: a million tiles
     of one raster then hold one copy of its name, not a million."""
-    return pa.table([column.combine_chunks().dictionary_encode() if name in ("source", "source_crs", "scene")
+    return pa.table([column.combine_chunks().dictionary_encode() if name in ("source", "source_crs", "scene",
+                                                                               "acquired")
                      else column.combine_chunks() for name, column in zip(table.column_names, table.columns)],
                     names=table.column_names)

@@ -24,7 +24,9 @@ import numpy as np
 import shapely
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
-from georet.geo import RasterSource, ZeroShotScenes
+from georet.geo import RasterRef, RasterSource, TilingParams, ZeroShotScenes
+from georet.geo.dates import DateRange
+from georet.geo.maptiles import MapTiles
 from georet.index import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
@@ -40,10 +42,12 @@ from georet.index import (
 )
 from georet.models import QueryTextEncoder, load_query_encoder
 from georet.search.catalog import TileCatalog
+from georet.search.change import CHANGE_COLUMNS, rank_change
 from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
 from georet.search.relations import (
     RELATION_COLUMNS,
     SCENE_PRIOR_WEIGHT,
+    Change,
     Relation,
     parse_query,
     rank_relational,
@@ -79,6 +83,7 @@ class GeoIndex:
         self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
+        self._map_tiles: dict[str, MapTiles | GeoretError] = {}
         self._vector_index: bool = False
         self._vector_index_version: int | None = None
         if model is not None:
@@ -146,6 +151,7 @@ class GeoIndex:
             "model": {**manifest["model"]["spec"], **manifest["model"]["identity"]},
             "sources": self.store.sources(),
             "scenes": self.store.scenes(),
+            "dates": sorted({entry["acquired"] for entry in manifest["sources"].values() if entry.get("acquired")}),
             "created": manifest.get("created"),
             "updated": manifest.get("updated"),
         }
@@ -155,7 +161,9 @@ class GeoIndex:
                relational: bool = True, near: str | float | None = None,
                scene_prior: float | None = None, *, like: Sequence[Example] | None = None,
                unlike: Sequence[Example] | None = None, labels: str | None = None,
-               min_score: float | None = None, dissolve: bool = False, scorer: Scorer = "auto") -> gpd.GeoDataFrame:
+               min_score: float | None = None, dissolve: bool = False, scorer: Scorer = "auto",
+               when: str | None = None, from_date: str | None = None, to_date: str | None = None
+               ) -> gpd.GeoDataFrame:
         """Tiles ranked by similarity to ``text`` and/or example tiles, optionally inside an area and of one scene.
 
         The options are those of :class:`~georet.search.request.SearchRequest`
@@ -169,9 +177,15 @@ class GeoIndex:
         embedded as one sentence and combined with them (``scorer``: Rocchio or
         a linear probe, see :mod:`georet.search.feedback`); example tiles are
         never returned. ``dissolve`` returns regions (:data:`REGION_COLUMNS`).
+
+        ``when`` keeps tiles acquired then (``2016``, ``2015/2020``). A change query ("farmland that
+        became housing", "new houses", "forest that was cleared"; :mod:`georet.search.change`) pairs the
+        tiles of one place at two dates, by default its earliest and latest, or the ones of
+        ``from_date`` and ``to_date``; its hits are the later tiles, with the earlier one's id and date.
         """
         return self.run(SearchRequest(text, k, bbox, bbox_crs, within, scene, relational, near, scene_prior,
-                                      like or (), unlike or (), labels, min_score, dissolve, scorer))
+                                      like or (), unlike or (), labels, min_score, dissolve, scorer, when,
+                                      from_date, to_date))
 
     def run(self, request: SearchRequest) -> gpd.GeoDataFrame:
         """The hits of a checked :class:`SearchRequest` (see :meth:`search`)."""
@@ -187,7 +201,7 @@ class GeoIndex:
         fetch = request.k * OVERLAP_FETCH if overlapping else request.k
         if like or unlike:
             hits = self._example_search(request.text, like, unlike, fetch, request.area, request.scene,
-                                        request.scorer)
+                                        request.when_range, request.scorer)
         else:
             hits = self._text_search(request, fetch)
         if overlapping:
@@ -232,32 +246,39 @@ class GeoIndex:
 
     def _text_search(self, request: SearchRequest, k: int) -> gpd.GeoDataFrame:
         """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""
-        text, area, scene = request.text, request.area, request.scene
+        text, area, scene, when = request.text, request.area, request.scene, request.when_range
         relation = parse_query(text) if request.relational else None
+        prior = SCENE_PRIOR_WEIGHT if request.scene_prior is None else request.scene_prior
+        if (request.from_range or request.to_range) and not isinstance(relation, Change):
+            raise InputError("from_date", "{from_date}/{to_date} choose the dates a change query compares "
+                             "(\"farmland that became housing\", \"new houses\"); filter any search by date "
+                             "with {when}", names=("to_date", "when"))
+        if relation is not None and scene is not None:
+            self._check_scene(scene)
+        if isinstance(relation, Change):
+            return self._change_search(relation, k, request, prior)
         if relation is not None:
-            if scene is not None:
-                self._check_scene(scene)
-            return self._relational_search(relation, k, request.near_m, area, scene,
-                                           SCENE_PRIOR_WEIGHT if request.scene_prior is None else request.scene_prior)
+            return self._relational_search(relation, k, request.near_m, area, scene, when, prior)
         if area is not None and area.is_empty:
             return _with_kind(to_frame([]), "text")
         query = self.text_model.encode_text([text])[0]
         if self._catalog_is_current() and not self._has_vector_index():
-            hits = self._scan_catalog(query, k, area, scene)
-        elif self._catalog_is_current() and area is None and scene is None:
+            hits = self._scan_catalog(query, k, area, scene, when)
+        elif self._catalog_is_current() and area is None and scene is None and when is None:
             hits = self._nearest_in_catalog(query, k)
         else:
-            hits = self._search_table(query, k, area, scene)
+            hits = self._search_table(query, k, area, scene, when)
         if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
         return _with_kind(to_frame(hits), "text")
 
-    def _scan_catalog(self, query: np.ndarray, k: int, area, scene: str | None) -> list[dict]:
+    def _scan_catalog(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
+                      ) -> list[dict]:
         """Warm (a server), below the vector-index size: exact search over the vectors in memory is faster
         than any index there."""
         catalog = self.catalog()
         cosines = catalog.vectors @ query
-        return self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene), k, area)
+        return self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene, when), k, area)
 
     def _nearest_in_catalog(self, query: np.ndarray, k: int) -> list[dict]:
         """Warm, past the vector-index size, no filter: the index gives ids, the catalog's positions give the
@@ -267,17 +288,25 @@ class GeoIndex:
         rows = catalog.rows(positions)
         return [{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]
 
-    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None) -> list[dict]:
-        """Cold: LanceDB's nearest neighbours with the scene and the area's bounds as a prefilter, the exact
-        area checked on the footprints, the limit widened until ``k`` hits survive."""
+    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
+                      ) -> list[dict]:
+        """Cold: LanceDB's nearest neighbours with the scene, the area's bounds and the dates as a prefilter,
+        the exact area and dates checked on the rows, the limit widened until ``k`` hits survive."""
         clauses = [f"scene = {sql_string(scene)}"] if scene is not None else []
         if area is not None:
             minx, miny, maxx, maxy = area.bounds
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
+        missing = self.store.missing_columns(ROW_COLUMNS)
+        if when is not None:
+            if missing:  # an index from before dates: no tile has one
+                return []
+            # an ISO date of any precision that shares a day with [start, end] sorts at or after start's year
+            # and at or before end: a prefilter the exact test below completes
+            clauses.append(f"acquired >= '{when.start.year:04d}' AND acquired <= '{when.end.isoformat()}'")
         where = " AND ".join(clauses) or None
         limit = k
         while True:
-            search = self._vector_search(query, limit, [*ROW_COLUMNS, "_distance"])
+            search = self._vector_search(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), "_distance"])
             if where:
                 search = search.where(where, prefilter=True)
             hits = search.to_arrow().to_pylist()
@@ -287,6 +316,8 @@ class GeoIndex:
                 kept = [h for h, ok in zip(hits, keep) if ok]
             else:
                 kept = hits
+            if when is not None:
+                kept = [h for h in kept if DateRange.of(h["acquired"]).overlaps(when)]
             if len(kept) >= k or len(hits) < limit:
                 break
             limit *= _WIDEN_FACTOR
@@ -301,14 +332,14 @@ class GeoIndex:
         return search
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
-                        scorer: Scorer) -> gpd.GeoDataFrame:
+                        when: DateRange | None, scorer: Scorer) -> gpd.GeoDataFrame:
         """Score every tile of the catalog against the text and the examples; the top ``k`` eligible ones."""
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
         query = self.text_model.encode_text([text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
-        eligible = self._eligible(catalog, area, scene)
+        eligible = self._eligible(catalog, area, scene, when)
         for tile_id in positive_ids | negative_ids:
             eligible[catalog.index_of[tile_id]] = False
         return _with_kind(to_frame(self._top_rows(catalog, scores, rank_key, eligible, k, area)), kind)
@@ -355,11 +386,14 @@ class GeoIndex:
         return (np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim), tile_ids)
 
     @staticmethod
-    def _eligible(catalog: TileCatalog, area, scene: str | None) -> np.ndarray:
-        """Tiles a search may return: of ``scene``, with bounds touching ``area`` (exact test later)."""
+    def _eligible(catalog: TileCatalog, area, scene: str | None, when: DateRange | None = None) -> np.ndarray:
+        """Tiles a search may return: of ``scene``, acquired ``when``, with bounds touching ``area`` (exact
+        test later)."""
         eligible = np.ones(len(catalog), dtype=bool)
         if scene is not None:
             eligible &= catalog.scenes == scene
+        if when is not None:
+            eligible &= catalog.dated_within(when)
         if area is not None:
             minx, miny, maxx, maxy = area.bounds
             b = catalog.bounds
@@ -409,7 +443,7 @@ class GeoIndex:
             raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
 
     def _relational_search(self, relation: Relation, k: int, near_m: float | None, area, scene: str | None,
-                           prior_weight: float) -> gpd.GeoDataFrame:
+                           when: DateRange | None, prior_weight: float) -> gpd.GeoDataFrame:
         """Top ``k`` subject tiles for ``relation``: encode the phrases, rank on the catalog, fetch the rows.
 
         ``area`` and ``scene`` restrict the subject tiles; partners may lie anywhere.
@@ -424,8 +458,8 @@ class GeoIndex:
         if len(catalog) == 0 or (area is not None and area.is_empty):
             return result([], near_m or 0.0)
         phrases = self.text_model.encode_text([relation.subject, relation.partner, relation.text])
-        boost = prior_weight * self._scene_prior(phrases[:2], catalog) if prior_weight else None
-        eligible = self._eligible(catalog, area, scene)
+        boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
+        eligible = self._eligible(catalog, area, scene, when)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
                                   subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
@@ -449,6 +483,46 @@ class GeoIndex:
                 break
         return result(hits, ranking.near_m)
 
+    def _change_search(self, change: Change, k: int, request: SearchRequest, prior_weight: float
+                       ) -> gpd.GeoDataFrame:
+        """Top ``k`` places for ``change``: the later tile of each with its earlier tile and their scores
+        (:mod:`georet.search.change`). ``request``'s area and dates restrict both tiles; its scene the later."""
+        catalog = self.catalog()
+        dates, codes = catalog.date_codes
+        frame_attrs = {"change": change.describe(), "scene_prior": prior_weight,
+                       "dates": f"{request.from_date or 'earliest'} → {request.to_date or 'latest'}",
+                       "score_kind": "change: z-scores of each phrase among its date's tiles, combined"}
+        area = request.area
+        if len(dates) < 2 or (area is not None and area.is_empty):
+            frame = to_frame([], extra_columns=CHANGE_COLUMNS)
+            frame.attrs.update(frame_attrs, acquisitions=len(dates))
+            return frame
+        both = self._eligible(catalog, area, None, request.when_range)
+        earlier = both & (catalog.dated_within(request.from_range) if request.from_range else True)
+        later = self._eligible(catalog, area, request.scene, request.when_range) \
+            & (catalog.dated_within(request.to_range) if request.to_range else True)
+        phrases = self.text_model.encode_text([change.before or change.after, change.after or change.before,
+                                               change.text])
+        boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
+        ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
+                              earlier, later, boost)
+        rows = catalog.rows([*ranking.after.tolist(), *ranking.before.tolist()])
+        hits = []
+        for i, (after, before) in enumerate(zip(ranking.after.tolist(), ranking.before.tolist())):
+            row = rows[after]
+            if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+                continue
+            hits.append({**row, "score": float(ranking.scores[i]), "change": change.kind,
+                         "before_tile_id": catalog.tile_ids[before], "before_acquired": dates[codes[before]],
+                         **{name: None if np.isnan(value) else round(float(value), 4) for name, value in (
+                             ("before_score", ranking.before_z[i]), ("after_score", ranking.after_z[i]),
+                             ("stay_score", ranking.stay_z[i]), ("whole_score", ranking.whole_z[i]))}})
+            if len(hits) == k:
+                break
+        frame = to_frame(hits, extra_columns=CHANGE_COLUMNS)
+        frame.attrs.update(frame_attrs, acquisitions=len(dates))
+        return frame
+
     def _subject_pool(self, catalog: TileCatalog, subject: np.ndarray, eligible: np.ndarray, k: int
                       ) -> np.ndarray | None:
         """Catalog positions of the subject phrase's nearest tiles by the vector index, in indexes of
@@ -459,7 +533,7 @@ class GeoIndex:
         pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
 
-    def _scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
+    def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
         classes = catalog.scene_classes
         if len(classes) < 2:
@@ -480,7 +554,46 @@ class GeoIndex:
         if not tile_ids:
             return []
         where = "tile_id IN (" + ", ".join(sql_string(t) for t in dict.fromkeys(tile_ids)) + ")"
-        return self.store.table.search().where(where).select(ROW_COLUMNS).limit(len(tile_ids)).to_arrow().to_pylist()
+        missing = self.store.missing_columns(ROW_COLUMNS)
+        columns = [c for c in ROW_COLUMNS if c not in missing]
+        return self.store.table.search().where(where).select(columns).limit(len(tile_ids)).to_arrow().to_pylist()
+
+    def imagery(self) -> list[dict[str, Any]]:
+        """The index's rasters a map can show under the hits: number (for :meth:`map_tile`), name, acquisition
+        date, lon/lat bounds and zoom range; a raster that cannot be opened now (moved, offline) says why."""
+        self.store.refresh()
+        layers = []
+        for number, (name, entry) in enumerate(self.store.manifest["sources"].items()):
+            layer = {"id": number, "name": RasterRef(name).display_name, "acquired": entry.get("acquired")}
+            tiles = self._tiles_of(name, entry)
+            if isinstance(tiles, GeoretError):
+                layers.append({**layer, "error": str(tiles)})
+            else:
+                layers.append({**layer, "bounds": tiles.bounds, "zoom": tiles.zoom_range})
+        return layers
+
+    def map_tile(self, number: int, z: int, x: int, y: int) -> bytes | None:
+        """Web-mercator tile z/x/y of source ``number`` (see :meth:`imagery`) as a PNG in the colours the index
+        saw, or None outside the raster."""
+        sources = list(self.store.manifest["sources"].items())
+        if not 0 <= number < len(sources):
+            raise NotFoundError(f"no source {number} in {self.path} (it has {len(sources)})")
+        tiles = self._tiles_of(*sources[number])
+        if isinstance(tiles, GeoretError):
+            raise tiles
+        return tiles.png(z, x, y)
+
+    def _tiles_of(self, name: str, entry: dict[str, Any]) -> MapTiles | GeoretError:
+        """The open map-tile reader of one source (its bands and stretch as indexed), opened once."""
+        if name not in self._map_tiles:
+            tiling = entry.get("tiling", {})
+            params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
+                                  assume_crs=tiling.get("assume_crs"), stretch=tiling.get("stretch", "auto"))
+            try:
+                self._map_tiles[name] = MapTiles(RasterRef(name, entry.get("href", name)), params)
+            except GeoretError as exc:
+                self._map_tiles[name] = exc
+        return self._map_tiles[name]
 
     def thumbnail(self, tile_id: str):
         """The stored thumbnail of one tile as a PIL image."""

@@ -68,6 +68,23 @@ RELATION_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("west_of", ("west of",)),
     ("and", ("and",)),
 )
+#: change in time → the English forms that express it, tried in this order before the spatial relations
+#: (:mod:`georet.search.change` scores them). ``a``: what the place was at the earlier date, ``b``: what it is
+#: at the later one.
+CHANGE_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("became", (r"(?P<b>.+?) where there used to be (?P<a>.+)",
+                r"(?P<b>.+?) where (?P<a>.+?) used to be",
+                r"(?P<b>.+?) (?:that|which) used to be (?P<a>.+)",
+                r"(?P<a>.+?) (?:that |which )?(?:became|turned into|was turned into|were turned into|changed into"
+                r"|was converted to|were converted to|gave way to) (?P<b>.+)")),
+    ("new", (r"(?:new|newly built) (?P<b>.+)",
+             r"(?P<b>.+?) (?:that |which )?(?:appeared|was built|were built)")),
+    ("gone", (r"(?P<a>.+?) (?:that |which )?(?:disappeared|vanished|was cleared|were cleared|was removed"
+              r"|were removed|was demolished|were demolished|is gone|are gone)",
+              r"(?:lost|former) (?P<a>.+)")),
+)
+_CHANGE_PATTERNS = [(kind, re.compile("^" + pattern.replace(" ", r"\s+") + "$", re.IGNORECASE))
+                    for kind, patterns in CHANGE_PHRASES for pattern in patterns]
 _WITHIN = re.compile(r"^(?P<a>.+?)\s+within\s+(?P<d>\d+(?:\.\d+)?\s*(?:km|m))\s+of\s+(?P<b>.+)$", re.IGNORECASE)
 _PATTERNS = [(kind, re.compile(r"^(?P<a>.+?)\s+(?:" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in phrases)
                                + r")\s+(?P<b>.+)$", re.IGNORECASE)) for kind, phrases in RELATION_PHRASES]
@@ -96,6 +113,27 @@ class Relation:
         return f"subject {self.subject!r} · relation {words}{limit} · partner {self.partner!r}"
 
 
+@dataclass(frozen=True)
+class Change:
+    """A parsed change query: the place showed ``before`` at the earlier date and shows ``after`` at the later.
+
+    ``kind`` is "became" (both phrases), "new" (``after`` only: it was not there before) or "gone"
+    (``before`` only: it is not there any more).
+    """
+
+    kind: str
+    before: str | None
+    after: str | None
+    text: str  # the whole query, still embedded as a sentence
+
+    def describe(self) -> str:
+        if self.kind == "became":
+            return f"change: {self.before!r} at the earlier date, {self.after!r} at the later"
+        if self.kind == "new":
+            return f"change: {self.after!r} at the later date, not at the earlier"
+        return f"change: {self.before!r} at the earlier date, not at the later"
+
+
 def parse_distance(text: str, param: str = "near") -> float:
     """``"500m"``, ``"2 km"``, ``"1.5km"`` → metres; errors name ``param``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(km|m)\s*", str(text), re.IGNORECASE)
@@ -107,9 +145,16 @@ def parse_distance(text: str, param: str = "near") -> float:
     return value
 
 
-def parse_query(text: str) -> Relation | None:
-    """The relation in ``text``, or None for a plain query."""
+def parse_query(text: str) -> Relation | Change | None:
+    """The relation in space (:class:`Relation`) or time (:class:`Change`) in ``text``, or None for a plain
+    query. Change forms are tried first: "farmland that became houses near a river" is a change whose
+    phrases may read like relations."""
     text = " ".join(text.split())
+    for kind, pattern in _CHANGE_PATTERNS:
+        match = pattern.match(text)
+        if match:
+            found = match.groupdict()
+            return Change(kind, found.get("a"), found.get("b"), text)
     match = _WITHIN.match(text)
     if match:
         return Relation("within", match["a"], match["b"], text, parse_distance(match["d"], "text"))
@@ -293,6 +338,8 @@ def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np
 
 def explain(hits: "gpd.GeoDataFrame") -> str:
     """Human-readable parse and per-hit scoring of a relational search result."""
+    if "change" in hits.attrs:
+        return _explain_change(hits)
     if "relation" not in hits.attrs:
         return "plain query: ranked by cosine similarity to the whole sentence"
     lines = [f"parsed: {hits.attrs['relation']} · near = {hits.attrs['near_m']:.0f} m"
@@ -305,4 +352,33 @@ def explain(hits: "gpd.GeoDataFrame") -> str:
                    if hit.partners else "no partner nearby")
         lines.append(f"#{hit.rank} {hit.tile_id}: z_subject={hit.subject_score:+.2f}, {partner}, "
                      f"z_whole={hit.whole_score:+.2f} -> {hit.score:+.3f}")
+    return "\n".join(lines)
+
+
+#: how each change form is scored (see :mod:`georet.search.change`), as ``--explain`` prints it
+CHANGE_FORMULAS = {
+    "became": f"score = (z_before + z_after) / 2 - z_stay + {WHOLE_QUERY_WEIGHT} z_whole"
+              " · z_stay = (max(0, later phrase then) + max(0, earlier phrase now)) / 2",
+    "new": f"score = z_after - z_stay + {WHOLE_QUERY_WEIGHT} z_whole · z_stay = max(0, the phrase at the earlier date)",
+    "gone": f"score = z_before - z_stay + {WHOLE_QUERY_WEIGHT} z_whole · z_stay = max(0, the phrase at the later date)",
+}
+
+
+def _explain_change(hits: "gpd.GeoDataFrame") -> str:
+    """The parse and per-hit scoring of a change search."""
+    kind = hits["change"].iloc[0] if not hits.empty else None
+    lines = [f"parsed: {hits.attrs['change']} · dates {hits.attrs['dates']} · {hits.attrs['acquisitions']} "
+             f"acquisition date(s) in the index · scene prior β = {hits.attrs['scene_prior']:g}",
+             "z: each phrase's z-score among the tiles of the same date"
+             + (f"; {CHANGE_FORMULAS[kind]}" if kind else "")]
+    if hits.attrs["acquisitions"] < 2:
+        lines.append("no change to find: the index holds fewer than two acquisition dates (see `georet info`)")
+
+    def z(value) -> str:
+        return "-" if value is None or value != value else f"{value:+.2f}"
+
+    for hit in hits.itertuples():
+        lines.append(f"#{hit.rank} {hit.before_tile_id} ({hit.before_acquired}) -> {hit.tile_id} ({hit.acquired}): "
+                     f"z_before={z(hit.before_score)}, z_after={z(hit.after_score)}, z_stay={z(hit.stay_score)}, "
+                     f"z_whole={z(hit.whole_score)} -> {hit.score:+.3f}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from shapely.geometry.base import BaseGeometry
 
 from georet.errors import InputError
 from georet.geo import search_area
+from georet.geo.dates import DateRange, parse_when
 from georet.search.feedback import Scorer
 from georet.search.relations import parse_distance
 
@@ -33,7 +34,9 @@ class SearchRequest:
     the scene prior on its phrases (default 1, 0 = off); ``like``/``unlike``
     examples of right and wrong tiles; ``labels`` a saved label set whose marks
     join them; ``min_score`` drops hits below it; ``dissolve`` merges touching
-    hits into regions.
+    hits into regions. ``when`` keeps tiles acquired then (``2016``, ``2015/2020``,
+    ``2016-05-01/2016-08-31``); ``from_date``/``to_date`` choose the earlier and later
+    acquisitions a change query ("farmland that became housing") compares.
     """
 
     text: str | None = None
@@ -51,10 +54,17 @@ class SearchRequest:
     min_score: float | None = None
     dissolve: bool = False
     scorer: Scorer = "auto"
+    when: str | None = None
+    from_date: str | None = None
+    to_date: str | None = None
     #: the search area as one EPSG:4326 geometry (None: everywhere), from bbox, bbox_crs and within
     area: BaseGeometry | None = field(init=False, repr=False, compare=False)
     #: ``near`` in metres
     near_m: float | None = field(init=False, repr=False)
+    #: ``when``, ``from_date`` and ``to_date`` as day ranges (None: any date)
+    when_range: DateRange | None = field(init=False, repr=False)
+    from_range: DateRange | None = field(init=False, repr=False)
+    to_range: DateRange | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         text = self.text.strip() if isinstance(self.text, str) else self.text
@@ -79,6 +89,14 @@ class SearchRequest:
             raise InputError("near", f"a distance must be positive, got {self.near!r}")
         object.__setattr__(self, "near_m", near_m)
         object.__setattr__(self, "area", search_area(self.bbox, self.bbox_crs, self.within))
+        for name in ("when", "from_date", "to_date"):
+            value = getattr(self, name)
+            parsed = parse_when(value, name) if value is not None and str(value).strip() else None
+            object.__setattr__(self, {"when": "when_range", "from_date": "from_range", "to_date": "to_range"}[name],
+                               parsed)
+        if (self.from_range or self.to_range) and (self.has_examples or self.labels is not None):
+            raise InputError("from_date", "{from_date}/{to_date} choose the dates a change query compares; "
+                             "searches with examples take {when}", names=("to_date", "when"))
 
     @property
     def has_examples(self) -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import shapely
 
 #: Columns of every result, in order (plus ``geometry``); relational results add ``RELATION_COLUMNS``.
-RESULT_COLUMNS = ["rank", "score", "tile_id", "scene", "scene_score", "source", "source_crs",
+RESULT_COLUMNS = ["rank", "score", "tile_id", "acquired", "scene", "scene_score", "source", "source_crs",
                   "col_off", "row_off", "width", "height", "valid_fraction"]
 #: Columns of dissolved results (touching hits merged), plus ``geometry``.
 REGION_COLUMNS = ["region", "best_score", "mean_score", "tiles", "tile_ids"]

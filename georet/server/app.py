@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,7 +37,7 @@ LOOPBACK_HOSTS = {"localhost"}
 #: HTTP status of each kind of georet error; any other is the caller's bad input
 _STATUS = {NotFoundError: 404, ReadOnlyError: 403, ConflictError: 409}
 #: library parameters this API spells otherwise
-_QUERY_PARAMETERS = {"text": "q"}
+_QUERY_PARAMETERS = {"text": "q", "from_date": "from", "to_date": "to"}
 
 
 def is_loopback(host: str) -> bool:
@@ -130,6 +131,9 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
         min_score: float | None = None,
         dissolve: bool = False,
         scorer: Annotated[str, Query(pattern="^(auto|rocchio|probe)$")] = "auto",
+        when: Annotated[str | None, Query(description="acquisition dates: 2016, 2015/2020, 2016-05-01/2016-08-31")] = None,
+        from_date: Annotated[str | None, Query(alias="from", description="change queries: the earlier dates")] = None,
+        to_date: Annotated[str | None, Query(alias="to", description="change queries: the later dates")] = None,
     ):
         with lock:
             current = state["index"]
@@ -138,8 +142,19 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
             if strangers:  # never a path: examples over HTTP are tiles of this index
                 return error(400, f"like/unlike take tile ids of this index; {strangers[0]!r} is not one")
             hits = current.run(SearchRequest(q.strip() or None, k, bbox, bbox_crs, None, scene, not plain, near,
-                                             None, like, unlike, labels, min_score, dissolve, scorer))
+                                             None, like, unlike, labels, min_score, dissolve, scorer,
+                                             when or None, from_date or None, to_date or None))
         return JSONResponse(to_geojson(hits, q or "(examples)"), media_type="application/geo+json")
+
+    @app.get("/imagery", summary="The index's rasters as map layers: id, name, acquisition date, bounds, zooms")
+    def imagery():
+        with lock:
+            return state["index"].imagery()
+
+    @app.get("/imagery/{source}/{z}/{x}/{y}.png", summary="A web-mercator tile of one indexed raster")
+    def imagery_tile(source: int, z: Annotated[int, FastPath(ge=0, le=24)], x: int, y: int):
+        png = state["index"].map_tile(source, z, x, y)  # each raster reads under its own lock, not the search's
+        return Response(png or _empty_tile(), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/tiles/{tile_id}/thumbnail.png", summary="The thumbnail stored with a tile")
     def thumbnail(tile_id: str):
@@ -182,6 +197,15 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: s
     if on_listening:
         on_listening(f"http://{host if ':' not in host else f'[{host}]'}:{bound}")
     server.run(sockets=[sock])
+
+
+def _empty_tile() -> bytes:
+    """A transparent 256 px PNG: the answer for a map tile outside a raster (a map asks for its whole view)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (256, 256)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _version() -> str:

@@ -10,12 +10,14 @@ from georet.index import tile_schema
 
 
 def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0, vectors: np.ndarray | None = None,
-                   first_id: int = 0, grid_side: int | None = None) -> pa.Table:
+                   first_id: int = 0, grid_side: int | None = None, acquired: str | None = None,
+                   id_prefix: str = "tile") -> pa.Table:
     """n tiles on a 1°×1° area, random scenes; random unit vectors unless ``vectors`` are given.
 
     Tiles are ~0.01° at random places (overlapping at random), or, with ``grid_side``, the cells
     ``first_id…`` of a ``grid_side``² mosaic of 1/grid_side° tiles, as a tiled raster gives
-    (each tile has eight neighbours).
+    (each tile has eight neighbours). ``acquired`` dates every tile; ``id_prefix`` keeps the ids of two
+    dates of one grid apart.
     """
     rng = np.random.default_rng(seed)
     if vectors is None:
@@ -30,7 +32,7 @@ def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0, vectors: 
         minx, miny = rng.uniform(4.0, 5.0, n), rng.uniform(51.0, 52.0, n)
     boxes = shapely.box(minx, miny, minx + side, miny + side)
     return pa.table({
-        "tile_id": [f"tile-{i:07d}" for i in range(first_id, first_id + n)],
+        "tile_id": [f"{id_prefix}-{i:07d}" for i in range(first_id, first_id + n)],
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
         "geometry": shapely.to_wkb(boxes).tolist(),
         "minx": minx, "miny": miny, "maxx": minx + side, "maxy": miny + side,
@@ -39,6 +41,7 @@ def synthetic_rows(n: int, dim: int, scenes: list[str], seed: int = 0, vectors: 
         "width": np.full(n, 256, np.int32), "height": np.full(n, 256, np.int32),
         "scene": rng.choice(scenes, n), "scene_score": rng.uniform(0, 1, n).astype(np.float32),
         "landcover_fractions": [""] * n, "valid_fraction": np.ones(n, np.float32), "thumbnail": [b""] * n,
+        "acquired": [acquired] * n,
     }, schema=tile_schema(dim))
 
 

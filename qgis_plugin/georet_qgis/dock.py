@@ -7,6 +7,9 @@ QProcess (an argument list, never a shell). QGIS stays responsive and Cancel
 stops the search either way. Right-clicking a hit marks it "More
 like this" or "Not this"; the marks (the current label set) steer the next
 searches, can be cleared, or saved into the index with ``georet label``.
+Dates filter the hits ("when") and choose the acquisitions a change query
+("farmland that became housing") compares; a change hit's row shows both dates,
+and selecting it shows the place before beside after.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from qgis.core import (
     QgsProject,
     QgsSettings,
 )
-from qgis.PyQt.QtCore import QProcess, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QDate, QDateTime, QProcess, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -51,7 +55,8 @@ from .server import ServerProcess, error_of
 
 ANY_SCENE = "(any scene)"
 MORE_LIKE_THIS, NOT_THIS = "More like this", "Not this"
-_TABLE_COLUMNS = ("rank", "score", "scene", "tile_id")
+_TABLE_COLUMNS = ("rank", "score", "scene", "tile_id", "acquired")
+_PREVIEW_PX = 96
 #: The threshold slider runs 0..100 for scores 0.00..1.00; 0 means no threshold.
 _SLIDER_STEPS = 100
 _WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
@@ -73,6 +78,7 @@ class GeoretDock(QDockWidget):
     searchFinished = pyqtSignal(bool)
     scenesLoaded = pyqtSignal()
     labelsSaved = pyqtSignal(bool)
+    previewShown = pyqtSignal(bool)
 
     def __init__(self, iface, parent=None):
         super().__init__("georet search", parent)
@@ -88,6 +94,7 @@ class GeoretDock(QDockWidget):
         self.unlike: list[str] = []
         self._row_geometries: list[QgsGeometry] = []
         self._row_tiles: list[str | None] = []  # None for region rows: nothing single to mark
+        self._row_before: list[tuple[str, str] | None] = []  # a change hit's earlier (tile id, date)
         self._label_process: QProcess | None = None
         self.use_server = True
         self.server: ServerProcess | None = None
@@ -146,6 +153,15 @@ class GeoretDock(QDockWidget):
         self.dissolve_check = QCheckBox("merge touching hits into regions")
         form.addRow("", self.dissolve_check)
 
+        self.when_edit, self.from_edit, self.to_edit = QLineEdit(), QLineEdit(), QLineEdit()
+        dates_row = QHBoxLayout()
+        for edit, hint in ((self.when_edit, "when: any"), (self.from_edit, "from: earliest"),
+                           (self.to_edit, "to: latest")):
+            edit.setPlaceholderText(hint)
+            edit.setToolTip("2016, 2016-05, 2015/2020 or 2016-05-01/2016-08-31")
+            dates_row.addWidget(edit)
+        form.addRow("Dates", dates_row)
+
         self.executable_edit = QLineEdit()
         self.executable_edit.setPlaceholderText("georet (not found on PATH)")
         self.executable_edit.editingFinished.connect(lambda: runner.set_executable(self.executable_edit.text().strip()))
@@ -176,6 +192,18 @@ class GeoretDock(QDockWidget):
         self.table.customContextMenuRequested.connect(
             lambda pos: self.row_menu(self.table.rowAt(pos.y())).exec(self.table.viewport().mapToGlobal(pos)))
         layout.addWidget(self.table)
+
+        self.preview = QWidget()  # a change hit: the place at the earlier date beside the later one
+        preview_row = QHBoxLayout(self.preview)
+        self.before_image, self.after_image = QLabel(), QLabel()
+        self.preview_caption = QLabel()
+        for image in (self.before_image, self.after_image):
+            image.setFixedSize(_PREVIEW_PX, _PREVIEW_PX)
+            image.setScaledContents(True)
+            preview_row.addWidget(image)
+        preview_row.addWidget(self.preview_caption)
+        self.preview.setVisible(False)
+        layout.addWidget(self.preview)
 
         layout.addWidget(QLabel("Labels (right-click a hit: more like this / not this)"))
         self.labels_list = QListWidget()
@@ -256,7 +284,8 @@ class GeoretDock(QDockWidget):
         options = dict(bbox=self._extent_bbox() if self.extent_check.isChecked() else None,
                        scene=None if scene == ANY_SCENE else scene, like=self.like, unlike=self.unlike,
                        min_score=threshold / _SLIDER_STEPS if threshold else None,
-                       dissolve=self.dissolve_check.isChecked())
+                       dissolve=self.dissolve_check.isChecked(), when=self.when_edit.text(),
+                       from_date=self.from_edit.text(), to_date=self.to_edit.text())
         search = runner.Search(text, self.k_spin.value(), **options)
         args, query = search.cli_args(db), search.query_string()
         self._cancelled = False
@@ -405,17 +434,24 @@ class GeoretDock(QDockWidget):
         """One row per hit; dissolved results show one row per region (its rank, best score, tile count)."""
         regions = self.results_layer.fields().indexOf("region") >= 0
         features = sorted(self.results_layer.getFeatures(), key=lambda f: f["region" if regions else "rank"])
+        change = self.results_layer.fields().indexOf("before_tile_id") >= 0
         self.table.setRowCount(len(features))
-        self._row_geometries, self._row_tiles = [], []
+        self._row_geometries, self._row_tiles, self._row_before = [], [], []
+        self.preview.setVisible(False)
         for row, feature in enumerate(features):
             if regions:
                 values = (str(feature["region"]), f"{feature['best_score']:.3f}", "",
-                          f"region of {feature['tiles']} tiles")
+                          f"region of {feature['tiles']} tiles", "")
                 self._row_tiles.append(None)
             else:
-                values = (str(feature["rank"]), f"{feature['score']:.3f}", str(feature["scene"] or ""),
-                          str(feature["tile_id"]))
+                acquired = _text(feature["acquired"]) if self.results_layer.fields().indexOf("acquired") >= 0 else ""
+                if change:
+                    acquired = f"{_text(feature['before_acquired'])} → {acquired}"
+                values = (str(feature["rank"]), f"{feature['score']:.3f}", _text(feature["scene"]),
+                          str(feature["tile_id"]), acquired)
                 self._row_tiles.append(str(feature["tile_id"]))
+            self._row_before.append((str(feature["before_tile_id"]), _text(feature["before_acquired"]))
+                                    if change else None)
             for col, value in enumerate(values):
                 self.table.setItem(row, col, QTableWidgetItem(value))
             self._row_geometries.append(QgsGeometry(feature.geometry()))
@@ -483,7 +519,47 @@ class GeoretDock(QDockWidget):
         canvas.refresh()
 
     def zoom_to_row(self, row: int) -> None:
-        """Zoom to the tile of one result row and flash it."""
+        """Zoom to the tile of one result row and flash it; a change hit also shows its place before and after."""
         geometry = self._row_geometries[row]
         self._zoom_to(geometry.boundingBox())
         self.iface.mapCanvas().flashGeometries([geometry], _WGS84)
+        self.show_before_after(row)
+
+    def show_before_after(self, row: int) -> None:
+        """The thumbnails of a change hit's earlier and later tile, side by side (from the index's server)."""
+        before = self._row_before[row] if 0 <= row < len(self._row_before) else None
+        self.preview.setVisible(before is not None)
+        if before is None:
+            return
+        before_id, before_date = before
+        after_id = self._row_tiles[row]
+        self.preview_caption.setText(f"before: {before_date}\n{before_id}\nafter: {self.table.item(row, 4).text()}")
+        self.before_image.clear()
+        self.after_image.clear()
+        if self.server is None or self.server.state != "ready":  # the CLI has no thumbnails to hand: ids only
+            self.previewShown.emit(False)
+            return
+        pending = {before_id: self.before_image, after_id: self.after_image}
+        shown: list[bool] = []
+
+        def loaded(tile_id: str, status: int, png: bytes) -> None:
+            image = pending.pop(tile_id)
+            pixmap = QPixmap()
+            shown.append(status == 200 and pixmap.loadFromData(png))
+            if shown[-1]:
+                image.setPixmap(pixmap)
+            if not pending:
+                self.previewShown.emit(all(shown))
+
+        for tile_id in list(pending):
+            self.server.thumbnail(tile_id, lambda status, png, t=tile_id: loaded(t, status, png))
+
+
+def _text(value) -> str:
+    """A layer attribute as text: empty for NULL (QGIS gives NULL as a QVariant, not None); a date (OGR reads a
+    column of full ISO dates as one) as ISO."""
+    if value is None or (hasattr(value, "isNull") and value.isNull()) or str(value) == "NULL":
+        return ""
+    if isinstance(value, (QDate, QDateTime)):
+        return value.toString(Qt.DateFormat.ISODate)
+    return str(value)

@@ -63,6 +63,9 @@ class Search:
     unlike: Sequence[str] = ()
     min_score: float | None = None
     dissolve: bool = False
+    when: str = ""
+    from_date: str = ""
+    to_date: str = ""
 
     def _options(self) -> list[tuple[str, str | None]]:
         """(name, value) of every option set, in order; value None = a switch that is on."""
@@ -76,6 +79,9 @@ class Search:
             options.append(("min_score", repr(float(self.min_score))))
         if self.dissolve:
             options.append(("dissolve", None))
+        # the same names for the CLI (--when, --from, --to) and the server (when=, from=, to=)
+        options += [(name, value.strip()) for name, value in (("when", self.when), ("from", self.from_date),
+                                                              ("to", self.to_date)) if value.strip()]
         return options
 
     def cli_args(self, db: str) -> list[str]:

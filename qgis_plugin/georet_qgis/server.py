@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Callable
+from urllib.parse import quote
 
 from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QObject, QProcess, QTimer, QUrl, pyqtSignal
@@ -95,11 +96,18 @@ class ServerProcess(QObject):
 
     def search(self, query: str, done: Callable[[int, str], None]) -> QNetworkReply:
         """GET /search?query; ``done(http_status, body)`` when it answers (status 0: no answer)."""
-        reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(f"{self.url}/search?{query}")))
+        return self._get(f"/search?{query}", lambda status, body: done(status, body.decode("utf-8", "replace")))
+
+    def thumbnail(self, tile_id: str, done: Callable[[int, bytes], None]) -> QNetworkReply:
+        """GET a tile's stored PNG thumbnail; ``done(http_status, png_bytes)``."""
+        return self._get(f"/tiles/{quote(tile_id, safe='')}/thumbnail.png", done)
+
+    def _get(self, path: str, done: Callable[[int, bytes], None]) -> QNetworkReply:
+        reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(self.url + path)))
 
         def finished() -> None:
             status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0
-            body = bytes(reply.readAll()).decode("utf-8", "replace")
+            body = bytes(reply.readAll())
             aborted = reply.error() == QNetworkReply.NetworkError.OperationCanceledError
             reply.deleteLater()
             if not aborted:

@@ -232,15 +232,42 @@ def test_relational_search_draws_partners_apart(plugin, env):
     assert QgsProject.instance().mapLayersByName(PARTNER_LAYER_NAME) == []
 
 
+def test_dates_filter_and_change_hits_show_before_beside_after(plugin, env):
+    """The test index holds the UTM place at two dates (tests/test_qgis_plugin.py)."""
+    dock = plugin.dock
+    dock.when_edit.setText("2021")
+    _search_in_panel(dock, env["GEORET_TEST_DB"], "houses", 5)
+    assert [dock.table.item(r, 4).text() for r in range(dock.table.rowCount())] == ["2021-06-15"] * 5
+
+    dock.when_edit.setText("")
+    dock.query_edit.setText("farmland that became houses")
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True]
+    dates = {dock.table.item(r, 4).text() for r in range(dock.table.rowCount())}
+    assert dock.table.rowCount() and dates == {"2016-05-01 → 2021-06-15"}
+    assert not dock.preview.isVisible()
+    QTimer.singleShot(0, lambda: dock.zoom_to_row(0))
+    assert wait_for(dock.previewShown) == [True]  # both thumbnails came from the index's server
+    assert "before: 2016-05-01" in dock.preview_caption.text()
+    assert not dock.before_image.pixmap().isNull() and not dock.after_image.pixmap().isNull()
+
+    dock.from_edit.setText("2021")  # the later date cannot be the earlier side: nothing to compare
+    dock.search()
+    assert wait_for(dock.searchFinished) == [True] and dock.table.rowCount() == 0
+    dock.from_edit.setText("")
+
+
 def test_one_search_reads_the_same_to_the_cli_and_the_server():
     search = runner.Search("airport near river", 7, bbox=(1, 2.5, 3, 4), scene="airport", like=("a#1", "b#2"),
-                           unlike=("c#3",), min_score=0.25, dissolve=True)
+                           unlike=("c#3",), min_score=0.25, dissolve=True, when=" 2015/2020 ", to_date="2020")
     assert search.cli_args("x.db") == [
         "query", "airport near river", "--db", "x.db", "--format", "geojson", "-k", "7", "--bbox", "1.0,2.5,3.0,4.0",
-        "--scene", "airport", "--like", "a#1", "--like", "b#2", "--unlike", "c#3", "--min-score", "0.25", "--dissolve"]
+        "--scene", "airport", "--like", "a#1", "--like", "b#2", "--unlike", "c#3", "--min-score", "0.25", "--dissolve",
+        "--when", "2015/2020", "--to", "2020"]
     assert parse_qsl(search.query_string()) == [
         ("q", "airport near river"), ("k", "7"), ("bbox", "1.0,2.5,3.0,4.0"), ("scene", "airport"), ("like", "a#1"),
-        ("like", "b#2"), ("unlike", "c#3"), ("min_score", "0.25"), ("dissolve", "true")]
+        ("like", "b#2"), ("unlike", "c#3"), ("min_score", "0.25"), ("dissolve", "true"), ("when", "2015/2020"),
+        ("to", "2020")]
     examples_only = runner.Search("  ", 3, like=("a#1",))  # no text: the examples are the query
     assert examples_only.cli_args("x.db")[:2] == ["query", "--db"]
     assert parse_qsl(examples_only.query_string()) == [("k", "3"), ("like", "a#1")]

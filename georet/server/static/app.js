@@ -1,13 +1,17 @@
 // georet web map: a search box over `georet serve`; hits drawn as footprints with rank labels,
 // their thumbnails as the backdrop, relational partners dashed and linked; "more like this" /
-// "not this" on each hit re-ranks with those examples. No network beyond this server.
+// "not this" on each hit re-ranks with those examples; dates filter hits ("when") and choose the two
+// acquisitions a change query compares ("from"/"to"), whose hits show the place before and after.
+// No network beyond this server.
 "use strict";
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
 const headers = token ? { Authorization: `Bearer ${token}` } : {};
 const map = L.map("map", { zoomControl: true }).setView([0, 0], 2);
+const imagery = L.layerGroup().addTo(map);  // the index's own rasters of the chosen date
 const backdrop = L.layerGroup().addTo(map);
+let imageryLayers = [];  // from /imagery: id, name, acquired, bounds, zoom
 const footprints = L.layerGroup().addTo(map);
 let features = [];
 const marks = { like: params.getAll("like"), unlike: params.getAll("unlike") };
@@ -20,9 +24,31 @@ function api(path) {
   });
 }
 
-function thumbnailUrl(tileId) {
-  const url = `tiles/${encodeURIComponent(tileId)}/thumbnail.png`;
+function withToken(url) {
   return token ? `${url}?token=${encodeURIComponent(token)}` : url;
+}
+
+function thumbnailUrl(tileId) {
+  return withToken(`tiles/${encodeURIComponent(tileId)}/thumbnail.png`);
+}
+
+function showImagery(date) {
+  // the rasters acquired on `date` ("undated" for those without one) as map layers under the hits
+  imagery.clearLayers();
+  document.getElementById("imagery").value = date;
+  for (const layer of imageryLayers) {
+    if (layer.error || (layer.acquired || "undated") !== date) continue;
+    const [west, south, east, north] = layer.bounds;
+    L.tileLayer(withToken(`imagery/${layer.id}/{z}/{x}/{y}.png`), {
+      bounds: L.latLngBounds([south, west], [north, east]), maxNativeZoom: layer.zoom[1], maxZoom: 22,
+      className: "imagery-tiles", attribution: layer.name,
+    }).addTo(imagery);
+  }
+  backdrop.eachLayer((overlay) => overlay.setOpacity(thumbnailOpacity()));
+}
+
+function thumbnailOpacity() {
+  return document.getElementById("imagery").value ? 0 : 1;  // the imagery, when shown, replaces the thumbnails
 }
 
 function setStatus(text, isError = false) {
@@ -65,7 +91,7 @@ function draw(collection) {
     const isRegion = p.region !== undefined;
     const bounds = boundsOf(feature.geometry);
     all.push(bounds);
-    if (!isRegion) L.imageOverlay(thumbnailUrl(p.tile_id), bounds).addTo(backdrop);
+    if (!isRegion) L.imageOverlay(thumbnailUrl(p.tile_id), bounds, { opacity: thumbnailOpacity() }).addTo(backdrop);
     const rank = isRegion ? p.region : p.rank;
     const score = isRegion ? p.best_score : p.score;
     L.geoJSON(feature, { style: { color: "#d7191c", weight: 2, fillOpacity: 0.05 } })
@@ -78,12 +104,32 @@ function draw(collection) {
     li.innerHTML = `${isRegion ? "" : `<img alt="" src="${thumbnailUrl(p.tile_id)}">`}<div>
       <span class="rank">#${rank}</span> <span class="score">${Number(score).toFixed(3)}</span>
       <span class="scene">${isRegion ? `region of ${p.tiles} tiles` : (p.scene || "")}</span><br>
-      <small>${isRegion ? "" : p.tile_id}</small></div>`;
+      <small>${isRegion ? "" : p.tile_id}${p.acquired ? ` · ${p.acquired}` : ""}</small></div>`;
+    if (p.before_tile_id) {  // a change hit: the place at the earlier date beside the later one
+      const before = document.createElement("div");
+      before.className = "before";
+      before.innerHTML = `<img alt="before" src="${thumbnailUrl(p.before_tile_id)}"> before: ${p.before_acquired}
+        → after: ${p.acquired}`;
+      for (const [text, date] of [["see before", p.before_acquired], ["see after", p.acquired]]) {
+        const button = document.createElement("button");  // the imagery of that date under the hit
+        button.type = "button";
+        button.className = text.replace(" ", "-");
+        button.textContent = text;
+        button.addEventListener("click", (event) => {
+          event.stopPropagation();
+          showImagery(date);
+          map.fitBounds(boundsOf(feature.geometry).pad(1));
+        });
+        before.appendChild(button);
+      }
+      li.querySelector("div").appendChild(before);
+    }
     if (p.partner_wkt) {
       const partnerBounds = wktBounds(p.partner_wkt);
       L.rectangle(partnerBounds, { color: "#00bee6", weight: 2, dashArray: "6 4", fill: false })
         .bindTooltip(`partner of #${rank}`).addTo(footprints);
-      L.imageOverlay(thumbnailUrl(p.partners.split(",")[0]), partnerBounds).addTo(backdrop);
+      L.imageOverlay(thumbnailUrl(p.partners.split(",")[0]), partnerBounds, { opacity: thumbnailOpacity() })
+        .addTo(backdrop);
       const partner = document.createElement("div");
       partner.className = "partner";
       partner.textContent = `partner ${p.partners.split(",")[0]} at ${Math.round(p.partner_distance_m)} m`;
@@ -145,6 +191,10 @@ function search() {
   const minScore = document.getElementById("min_score").value;
   if (minScore !== "") query.set("min_score", minScore);
   if (document.getElementById("dissolve").checked) query.set("dissolve", "true");
+  for (const name of ["when", "from", "to"]) {
+    const value = document.getElementById(name).value.trim();
+    if (value) query.set(name, value);
+  }
   for (const kind of ["like", "unlike"]) for (const tileId of marks[kind]) query.append(kind, tileId);
   setStatus("searching…");
   const pageParams = new URLSearchParams(query);
@@ -154,6 +204,7 @@ function search() {
 }
 
 document.getElementById("search").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+document.getElementById("imagery").addEventListener("change", (event) => showImagery(event.target.value));
 document.getElementById("clear-labels").addEventListener("click", () => {
   marks.like = [];
   marks.unlike = [];
@@ -166,11 +217,24 @@ api("info").then((info) => {
   const select = document.getElementById("scene");
   for (const scene of info.scenes || []) select.add(new Option(scene, scene));
   if (params.get("scene")) select.value = params.get("scene");
+  const dates = document.getElementById("known-dates");
+  for (const date of info.dates || []) dates.appendChild(new Option(date));
+  document.getElementById("dates").hidden = !(info.dates || []).length;
   document.title = `georet — ${info.tiles} tiles`;
 }).catch((error) => setStatus(error.message, true)).finally(() => {
   if (params.get("k")) document.getElementById("k").value = params.get("k");
   if (params.get("min_score")) document.getElementById("min_score").value = params.get("min_score");
   document.getElementById("dissolve").checked = params.get("dissolve") === "true";
   if (params.get("q")) document.getElementById("q").value = params.get("q");
+  for (const name of ["when", "from", "to"]) if (params.get(name)) document.getElementById(name).value = params.get(name);
   if (params.get("q") || marks.like.length) search();
 });
+
+api("imagery").then((layers) => {
+  imageryLayers = layers;
+  const dates = [...new Set(layers.filter((l) => !l.error).map((l) => l.acquired || "undated"))].sort();
+  const select = document.getElementById("imagery");
+  for (const date of dates) select.add(new Option(date, date));
+  document.getElementById("imagery-row").hidden = !dates.length;
+  if (dates.length) showImagery(params.get("imagery") || dates[dates.length - 1]);  // the latest by default
+}).catch((error) => setStatus(error.message, true));
