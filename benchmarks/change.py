@@ -11,6 +11,10 @@ same search without each scoring term (the "nothing changed" term, the whole
 sentence, the scene prior), and of the sentence embedded as one plain query over
 both dates (a hit counts when its place changed that way, at either date).
 
+Pairing: how the footprints of the shared NAIP quarter-quad's three years (2009, 2015, 2020; grids that
+shift by a pixel or two) pair at several overlap thresholds, tiled by default (overlapping tiles): a
+later tile should find exactly its one earlier tile, not its overlapping neighbours.
+
 Latency: a warm change query over synthetic indexes of two dates of one grid
 (random vectors; the real store and search code), against a warm relational
 query on the same index.
@@ -28,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from georet.geo import TilingParams
+from georet.geo import RasterSource, TilingParams, as_ref
 from georet.geo.mosaic import chips_by_scene, write_mosaic
 from georet.index import TileStore, index_raster
 from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
 from georet.search import GeoIndex, open_index, parse_query
+from georet.search.catalog import TileGeometry
 from georet.search.change import rank_change
 from georet.testing.tables import percentiles, synthetic_rows
 
@@ -144,6 +149,41 @@ def summarise(per_seed: list[dict]) -> dict:
             "layouts": len(per_seed), "queries": queries, "mean": mean, "std": std}
 
 
+NAIP_YEARS = ("timeseries/naip_north_dakota_20090818.tif", "timeseries/naip_north_dakota_20150926.tif",
+              "rasters/naip_north_dakota_4band_5m.tif")
+SHARES = (0.25, 0.5, 0.75, 0.9)
+
+
+def pairing(shared: Path) -> dict:
+    """For each later NAIP year's default tiles: how many tiles of the year before share at least each
+    share of the footprint (one is the same place; a second is a neighbour, which the best-overlap rule
+    of :func:`~georet.search.change.pair_places` then passes over), and the best share found."""
+    geometries = []
+    for name in NAIP_YEARS:
+        with RasterSource(as_ref(shared / name), TilingParams()) as source:
+            geometries.append([source.grid.footprint(w)[1] for w in source.windows()])
+    out = {"tiling": "default (300 m tiles every 200 m; 150 px at 5 m)"}
+    for (earlier, later), label in zip(((0, 1), (1, 2)), ("2009 -> 2015", "2015 -> 2020")):
+        polygons = [*geometries[earlier], *geometries[later]]
+        bounds = np.array([p.bounds for p in polygons])
+        geometry = TileGeometry(*bounds.T)
+        first = len(geometries[earlier])
+        late = np.arange(first, len(polygons))
+        shares = {}
+        for share in SHARES:
+            subject, other, _ = geometry.overlapping(late, share)
+            partners = np.bincount(subject[other < first] - first, minlength=len(late))
+            shares[str(share)] = {"exactly_one": round(float(np.mean(partners == 1)), 3),
+                                  "none": round(float(np.mean(partners == 0)), 3),
+                                  "several": round(float(np.mean(partners > 1)), 3)}
+        subject, other, shared = geometry.overlapping(late, 0.0)
+        best = np.zeros(len(late))
+        np.maximum.at(best, subject[other < first] - first, shared[other < first])
+        out[label] = {"later_tiles": len(late), "by_share": shares,
+                      "best_share": {"min": round(float(best.min()), 3), "median": round(float(np.median(best)), 3)}}
+    return out
+
+
 def latency(sizes: list[int], model, work: Path, repeats: int = 20) -> dict:
     """Warm change and relational queries over two dates of one synthetic grid of ``n / 2`` cells."""
     scenes = ["farmland", "denseresidential", "forest", "bareland", "industrial", "river"]
@@ -185,6 +225,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="georet-change-") as tmp:
         per_seed = [quality(args.data, Path(tmp), model, int(seed)) for seed in args.seeds.split(",")]
         report = {"model": model.identity["arch"], "quality": summarise(per_seed),
+                  "pairing_naip": pairing(args.data.parents[1]),
                   "latency": latency([int(s) for s in args.sizes.split(",") if s], model, Path(tmp))}
     if args.out:
         write_results(args.out, report)
@@ -195,6 +236,11 @@ def main() -> None:
     mean, std = quality_["mean"], quality_["std"]
     print(f"{'mean (± std over layouts), p@5':40s}" + "".join(f"{mean[m]['p@5']:13.2f} ± {std[m]['p@5']:.2f}"
                                                               for m in MODES))
+    for label, figures in report["pairing_naip"].items():
+        if isinstance(figures, dict):
+            print(f"NAIP {label}, {figures['later_tiles']} tiles: exactly one earlier partner at share "
+                  + ", ".join(f"{s}: {v['exactly_one']:.0%}" for s, v in figures["by_share"].items())
+                  + f"; best share min {figures['best_share']['min']}, median {figures['best_share']['median']}")
     for n, figures in report["latency"].items():
         print(f"{int(n):,} tiles (two dates): first change query {figures['first_change_query_ms']} ms; warm "
               f"change p50 {figures['change']['p50_ms']} ms, p95 {figures['change']['p95_ms']} ms; relational "

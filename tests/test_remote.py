@@ -3,6 +3,7 @@ and a STAC API, region clips; every remote failure one line and the index untouc
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -87,6 +88,26 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
     assert f"source   {bands}  [EPSG:32631, 16 tiles of 256 px (2.56 km), scenes: zero-shot]\n" \
            "         acquired 2024-07-01 (STAC item)\n" \
            "         STAC item scene-bands (test-s2, 2024-07-01T10:00:00Z)\n" in shown
+
+    # the web map's imagery of both items, read over HTTP, is the local COG's
+    import morecantile
+    from PIL import Image
+
+    from georet.geo import RasterRef, TilingParams
+    from georet.geo.maptiles import MapTiles
+    from georet.search import open_index
+
+    index = open_index(db)
+    layers = index.imagery()
+    assert sorted(layer["acquired"] for layer in layers) == ["2024-06-01", "2024-07-01"]
+    west, south, east, north = layers[0]["bounds"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, layers[0]["zoom"][1])
+    local = np.asarray(Image.open(io.BytesIO(MapTiles(RasterRef(str(stac_dir / "scene.tif")), TilingParams())
+                                             .png(tile.z, tile.x, tile.y))))
+    assert local[..., 3].max() == 255
+    for layer in layers:
+        served = np.asarray(Image.open(io.BytesIO(index.map_tile(layer["id"], tile.z, tile.x, tile.y))))
+        np.testing.assert_array_equal(served, local)
 
     picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",
                         "--tile-size", "512", "-q", *TINY)

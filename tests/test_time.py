@@ -130,6 +130,20 @@ def test_tiles_of_one_place_pair_across_dates_and_neighbours_do_not():
     assert len(pair_places(diagonal, np.array([9]), everything, everything)[0]) == 0
 
 
+def test_of_two_tiles_of_one_date_the_one_sharing_most_is_the_place():
+    """A grid's last row is shifted to end at the raster's edge, so it can overlap the row before by more
+    than half: a later tile then finds two earlier ones, and the one it shares most with is its place."""
+    minx = np.array([0.0, 0.4, 0.02]) * 0.001  # earlier A, earlier B (0.6 over A), later C (0.98 over A)
+    bounds = np.column_stack([minx, np.zeros(3), minx + 0.001, np.full(3, 0.001)])
+    catalog = TileCatalog(0, ["a", "b", "c"], np.eye(3, dtype=np.float32), bounds, np.array([""] * 3, dtype=object),
+                          TileGeometry(*bounds.T),
+                          attributes=pa.table({"acquired": pa.array(["2009", "2009", "2015"]).dictionary_encode()}))
+    every = np.ones(3, dtype=bool)
+    for candidate in (2, 0, 1):  # from the later tile, and from either earlier one: one pair
+        before, after = pair_places(catalog, np.array([candidate]), every, every)
+        assert (before.tolist(), after.tolist()) == ([0], [2])
+
+
 def test_zscores_are_taken_within_each_date():
     z = zscores_by_date(np.array([[1.0], [3.0], [10.0], [30.0], [5.0]]), np.array([0, 0, 1, 1, -1]))
     assert z[:, 0] == pytest.approx([-1, 1, -1, 1, 0])
@@ -181,7 +195,7 @@ def dated_index(tmp_path_factory):
     return db
 
 
-def test_every_tile_carries_its_date(dated_index):
+def test_every_tile_carries_its_date(dated_index, tmp_path):
     info = json.loads(run_cli("info", "--db", dated_index, "--json", check=True).stdout)
     by_name = {source.rsplit("/", 1)[-1]: entry for source, entry in info["sources"].items()}
     assert {name: (e["acquired"], e["acquired_from"]) for name, e in by_name.items()} == {
@@ -195,6 +209,14 @@ def test_every_tile_carries_its_date(dated_index):
     assert len(hits) == 48 and {h["properties"]["acquired"] for h in hits} == {"2009-08-18", "2012-07", "2015-09-26"}
     table = run_cli("query", "houses", "--db", dated_index, "-k", "3", check=True).stdout
     assert "acquired" in table.splitlines()[0]  # a multi-date index says which date each hit shows
+    import geopandas as gpd
+
+    run_cli("query", "houses", "--db", dated_index, "-k", "5", "--when", "2012", "-o", tmp_path / "hits.gpkg",
+            check=True)
+    assert set(gpd.read_file(tmp_path / "hits.gpkg")["acquired"].astype(str)) == {"2012-07"}
+    run_cli("export", "--db", dated_index, tmp_path / "all.parquet", check=True)
+    assert gpd.read_parquet(tmp_path / "all.parquet")["acquired"].value_counts().to_dict() == {
+        "2009-08-18": 16, "2015-09-26": 16, "2012-07": 16}
 
 
 @pytest.mark.parametrize("when, dates", [("2015", {"2015-09-26"}), ("2009/2012", {"2009-08-18", "2012-07"}),
@@ -254,6 +276,9 @@ def test_an_index_from_before_dates_still_works_and_gains_them(tmp_path, rasters
     assert index.search("houses", k=3)["acquired"].isna().all()
     assert index.search("houses", k=3, when="2016").empty
     assert open_index(db, model=tiny_model).search("farmland that became houses", k=3).empty
+    from georet.index.export import export_geoparquet
+
+    assert export_geoparquet(db, tmp_path / "old.parquet") == 16
     index_raster([rasters["utm"]], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False,
                  acquired="2016-05-01")  # nothing to embed: the date is written to the rows
     dated = open_index(db, model=tiny_model).search("houses", k=3, when="2016")

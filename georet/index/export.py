@@ -22,8 +22,8 @@ from georet.files import atomic_write
 from georet.index.store import TileStore
 
 GEOPARQUET_VERSION = "1.1.0"
-_COLUMNS = ["tile_id", "geometry", "minx", "miny", "maxx", "maxy", "source", "source_crs", "col_off", "row_off",
-            "width", "height", "scene", "scene_score", "valid_fraction", "landcover_fractions", "vector"]
+_COLUMNS = ["tile_id", "geometry", "minx", "miny", "maxx", "maxy", "source", "source_crs", "acquired", "col_off",
+            "row_off", "width", "height", "scene", "scene_score", "valid_fraction", "landcover_fractions", "vector"]
 
 
 def export_geoparquet(db: str | Path, out: str | Path, thumbnails: bool = False) -> int:
@@ -35,6 +35,7 @@ def export_geoparquet(db: str | Path, out: str | Path, thumbnails: bool = False)
     if store.count() == 0:
         raise GeoretError(f"{store.path} has no tiles to export")
     columns = _COLUMNS + (["thumbnail"] if thumbnails else [])
+    missing = store.missing_columns(columns)  # an index from before them: exported as nulls
     geo = {"version": GEOPARQUET_VERSION, "primary_column": "geometry",
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}
     metadata = {b"geo": json.dumps(geo).encode(),
@@ -45,8 +46,11 @@ def export_geoparquet(db: str | Path, out: str | Path, thumbnails: bool = False)
         nonlocal rows
         with contextlib.ExitStack() as stack:
             writer = None
-            for batch in store.table.to_lance().to_batches(columns=columns, batch_size=65_536):
+            for batch in store.table.to_lance().to_batches(columns=[c for c in columns if c not in missing],
+                                                           batch_size=65_536):
                 table = pa.Table.from_batches([batch])
+                for name in missing:
+                    table = table.add_column(columns.index(name), name, pa.nulls(len(table), pa.string()))
                 table = table.rename_columns(["embedding" if c == "vector" else c for c in table.schema.names])
                 if writer is None:
                     writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema.with_metadata(metadata),

@@ -75,9 +75,10 @@ class TileGeometry:
         keep = self.gap(subject, other) <= distance
         return subject[keep], other[keep]
 
-    def overlapping(self, subjects: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-        """(subject, other) pairs of distinct tiles whose footprints share at least ``share`` of the smaller one:
-        the same place, also when two acquisitions' grids are shifted by a few pixels."""
+    def overlapping(self, subjects: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(subject, other, shared) for distinct tiles whose footprints share at least ``share`` of the smaller
+        one (``shared``: that share): the same place, also when two acquisitions' grids are shifted by a few
+        pixels."""
         subject, other = self.pairs_within(subjects, 0.0)
         keep = subject != other
         subject, other = subject[keep], other[keep]
@@ -86,8 +87,9 @@ class TileGeometry:
         high = np.minimum(self.y[subject] + self.half_h[subject], self.y[other] + self.half_h[other]) \
             - np.maximum(self.y[subject] - self.half_h[subject], self.y[other] - self.half_h[other])
         area = 4 * np.minimum(self.half_w[subject] * self.half_h[subject], self.half_w[other] * self.half_h[other])
-        keep = np.clip(wide, 0, None) * np.clip(high, 0, None) >= share * area
-        return subject[keep], other[keep]
+        shared = np.clip(wide, 0, None) * np.clip(high, 0, None) / area
+        keep = shared >= share
+        return subject[keep], other[keep], shared[keep]
 
 
 @dataclass

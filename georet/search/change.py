@@ -4,9 +4,11 @@ A place is seen at several dates when tiles of different acquisitions cover it.
 Tiles are paired by footprint: two tiles show the same place when they share at
 least :data:`SAME_PLACE_SHARE` of the smaller footprint, so grids of two years
 that are shifted by a pixel or two still pair, and the neighbours of an
-overlapping grid (a third apart) do not. By default a place's pair is its
-earliest and its latest acquisition; ``from_date``/``to_date`` choose the tiles
-of each side instead.
+overlapping grid (a third apart) do not; where two tiles of one date qualify (a
+grid's last row, shifted to end at the raster's edge, overlaps the row before it
+by more than half), the one sharing most is the place. By default a place's pair
+is its earliest and its latest acquisition; ``from_date``/``to_date`` choose the
+tiles of each side instead.
 
 Scoring, with ``z_X(t)`` the z-score of tile ``t``'s cosine to phrase ``X``
 among the tiles *of its own acquisition date* (dates differ in season, sensor
@@ -70,30 +72,51 @@ def zscores_by_date(cosines: np.ndarray, date_codes: np.ndarray) -> np.ndarray:
 
 def pair_places(catalog: TileCatalog, candidates: np.ndarray, earlier: np.ndarray, later: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(before, after) catalog positions of the places the ``candidates`` show: the earliest tile allowed on
-    the earlier side (``earlier``, bool per tile) and the latest allowed on the later side, of the candidate
-    and the tiles of the same place (:data:`SAME_PLACE_SHARE`); places with no such pair at two dates are
-    left out. Each pair once, in the candidates' order."""
+    """(before, after) catalog positions of the places the ``candidates`` show, each pair once, in the
+    candidates' order.
+
+    A place is a later tile and the tiles sharing :data:`SAME_PLACE_SHARE` of it: ``after`` is the latest
+    tile allowed on the later side (``later``, bool per tile) among the candidate's own place, ``before`` the
+    earliest allowed on the earlier side (``earlier``) among the place of ``after``; within one date, the tile
+    sharing most. Deciding ``before`` from ``after`` gives each later tile one pair, whichever candidate led
+    to it. Places without tiles at two dates are left out.
+    """
     _, codes = catalog.date_codes
-    subject, other = catalog.geometry.overlapping(candidates, SAME_PLACE_SHARE)
-    members: dict[int, list[int]] = {int(c): [int(c)] for c in candidates}
-    for s, o in zip(subject.tolist(), other.tolist()):
-        members[s].append(o)
+    afters: dict[int, int] = {}
+    for candidate, (place, share) in _places(catalog, candidates).items():
+        if later[place].any():
+            afters[candidate] = _pick(place, share, later[place], -codes[place])
+    befores = _places(catalog, np.unique(list(afters.values())).astype(int)) if afters else {}
     pairs: dict[tuple[int, int], None] = {}
     for candidate in candidates.tolist():
-        place = np.array(members[candidate])
-        first = place[earlier[place]]
-        last = place[later[place]]
-        if not len(first) or not len(last):
+        after = afters.get(candidate)
+        if after is None:
             continue
-        before = int(first[np.argmin(codes[first])])  # ties: the candidate's own order (the best overlap first)
-        after = int(last[np.argmax(codes[last])])
-        if codes[before] < codes[after]:
-            pairs.setdefault((before, after))
+        place, share = befores[after]
+        if earlier[place].any():
+            before = _pick(place, share, earlier[place], codes[place])
+            if codes[before] < codes[after]:
+                pairs.setdefault((before, after))
     if not pairs:
         return np.array([], dtype=int), np.array([], dtype=int)
     before, after = np.array(list(pairs), dtype=int).T
     return before, after
+
+
+def _places(catalog: TileCatalog, tiles: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each tile's place: itself and the tiles sharing :data:`SAME_PLACE_SHARE` of it, with their shares."""
+    subject, other, shared = catalog.geometry.overlapping(tiles, SAME_PLACE_SHARE)
+    members: dict[int, list[tuple[int, float]]] = {int(t): [(int(t), 1.0)] for t in tiles}
+    for s, o, share in zip(subject.tolist(), other.tolist(), shared.tolist()):
+        members[s].append((o, share))
+    return {tile: (np.array([m for m, _ in found]), np.array([s for _, s in found])) for tile, found in members.items()}
+
+
+def _pick(place: np.ndarray, share: np.ndarray, allowed: np.ndarray, order: np.ndarray) -> int:
+    """Of the ``allowed`` tiles of a place, the first by ``order`` (a date code, or its negative for the
+    latest), and of those the one sharing most."""
+    first = np.lexsort((-share, np.where(allowed, order, np.iinfo(np.int64).max)))[0]
+    return int(place[first])
 
 
 def rank_change(change: Change, catalog: TileCatalog, phrase_vectors: np.ndarray, k: int,
