@@ -15,7 +15,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import geopandas as gpd
 import numpy as np
@@ -29,7 +29,10 @@ from georet.errors import GeoretError
 from georet.geo import TilingParams
 from georet.geo.mosaic import mosaic_cells
 from georet.index import TileStore, describe_mismatch, index_raster
-from georet.models import EmbeddingModel, ModelSpec, load_model
+from georet.models import ModelSpec, load_model
+
+if TYPE_CHECKING:
+    from georet.models import EmbeddingModel
 from georet.search import GeoIndex, open_index
 
 DEMO_RASTER = Path(__file__).parent / "data" / "demo_mosaic.tif"
@@ -89,7 +92,7 @@ def run_demo(out_dir: str | Path = "georet-demo", *, raster: str | Path = DEMO_R
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     queries = dict(queries or DEMO_QUERIES)
-    if not isinstance(model, EmbeddingModel):
+    if model is None or isinstance(model, ModelSpec):
         model = load_model(model or ModelSpec(), device=device)
     db = out_dir / "index"
     _drop_index_of_another_model(db, model)

@@ -27,6 +27,11 @@ def _version(dist: str) -> str | None:
 
 
 def _device() -> dict[str, Any]:
+    from georet.models import has_torch
+
+    if not has_torch():
+        return {"device": "cpu", "why": "torch is not installed: the bundled model runs on ONNX "
+                                        "(pip install 'georet[torch]' for GPUs, training and other models)"}
     import torch
 
     cuda_build = torch.version.cuda
@@ -52,19 +57,22 @@ def _default_model() -> dict[str, Any]:
     found = weights.is_file()
     hint = None if found else f"bundled weights missing at {weights}: reinstall georet"
     config = tower_config(DEFAULT_ARCH)
-    if found and config:  # the pretrained backbones come from their own packages
+    if found and config:  # the pretrained backbones come from their own packages, or the torch-free files
         try:
             backbone_files(config["image_tower"])
         except GeoretError as exc:
-            found, hint = False, str(exc)
+            from georet.models.light import light_manifest
+
+            if light_manifest() is None:
+                found, hint = False, str(exc)
     return {"name": f"{DEFAULT_ARCH}/{DEFAULT_PRETRAINED}", "available_offline": found,
             "weights": str(weights) if found else None, "hint": hint}
 
 
 def _caches() -> dict[str, str]:
-    from huggingface_hub import constants
-
-    return {"huggingface_hub": str(constants.HF_HUB_CACHE),
+    hub = os.environ.get("HF_HUB_CACHE") or str(Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+                                                  / "hub")
+    return {"huggingface_hub": hub,
             "open_clip_url_cache": str(Path.home() / ".cache" / "clip"),
             "torch_home": os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch"))}
 

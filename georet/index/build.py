@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,10 @@ from georet.geo import (
 from georet.geo.dates import acquisition_date, parse_date
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, describe_mismatch, sql_string
-from georet.models import EmbeddingModel, ModelSpec, load_model
+from georet.models import ModelSpec, load_model
+
+if TYPE_CHECKING:
+    from georet.models import EmbeddingModel
 
 _PREFETCH_BATCHES = 3
 ENGINES = ("local", "ray")
@@ -220,7 +223,7 @@ def index_raster(
     scene_classes = None if landcover else read_classes(classes)
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
-    if not isinstance(model, EmbeddingModel):
+    if model is None or isinstance(model, ModelSpec):
         model = load_model(model, device=device)
     if tiling.tile_size == "auto" and tiling.scale is None:
         tiling = replace(tiling, scale=model_scale(model))

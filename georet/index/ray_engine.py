@@ -50,12 +50,13 @@ class _Worker:
 
     def __init__(self, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
                  tiling: TilingParams, labels: Labels):
-        import torch
-
-        from georet.models import load_model
+        from georet.models import has_torch, load_model
 
         self.key = self._key(spec, device, ref, tiling)
-        torch.set_num_threads(threads)
+        if has_torch():  # the ONNX image side takes torch's thread count too
+            import torch
+
+            torch.set_num_threads(threads)
         self.model = load_model(spec, device=device)
         if self.model.identity != identity:
             raise GeoretError("a Ray worker built another model than the driver (different weights on that node?)")

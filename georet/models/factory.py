@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -30,9 +29,6 @@ from georet.models.checkpoint import apply_checkpoint, read_checkpoint
 from georet.models.identity import (
     BUNDLED_TAG,
     BUNDLED_WEIGHTS,
-    DEFAULT_ARCH,
-    DEFAULT_PRETRAINED,
-    MODEL_CONFIG_DIR,
     RANDOM_INIT_SEED,
     describe_weights,
     file_sha256,
@@ -40,105 +36,10 @@ from georet.models.identity import (
     model_identity,
     tower_config,
 )
-from georet.models.io import load_torch_file, reachable
+from georet.models.io import reachable
+from georet.models.open_clip_names import open_clip_module, pretrained_tags
 from georet.models.preprocess import Preprocess, tower_preprocess
-
-_configs_registered = False
-
-
-def open_clip_module():
-    """Import open_clip lazily (it pulls torchvision) and register our configs once."""
-    global _configs_registered
-    import open_clip
-
-    if not _configs_registered:
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-        _configs_registered = True
-    return open_clip
-
-
-def list_architectures() -> list[str]:
-    """All architecture names georet can build: open_clip's, georet's own, and the tower models."""
-    towers = [p.stem for p in sorted(MODEL_CONFIG_DIR.glob("*.json")) if tower_config(p.stem)]
-    return towers + list(open_clip_module().list_models())
-
-
-def pretrained_tags(arch: str) -> list[str]:
-    """Pretrained tags of one architecture: ``bundled`` for georet's own models, else the zoo's and open_clip's."""
-    if arch in BUNDLED_WEIGHTS:
-        return [BUNDLED_TAG]
-    return zoo.zoo_tags_for(arch) + list(open_clip_module().list_pretrained_tags_by_model(arch))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the user asked for: enough to rebuild the same model later.
-
-    ``pretrained`` is an open_clip tag, ``bundled``, a local weights file, or
-    None for a deterministic random init. The bundled weights exist only for
-    :data:`DEFAULT_ARCH`, so any other architecture must name its weights:
-    ``ModelSpec("ViT-B-32")`` is an error, not a silent fallback.
-    """
-
-    arch: str = DEFAULT_ARCH
-    pretrained: str | None = DEFAULT_PRETRAINED
-    checkpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.pretrained == BUNDLED_TAG and self.arch not in BUNDLED_WEIGHTS:
-            raise GeoretError(_name_the_weights(self.arch))
-
-    @classmethod
-    def from_options(cls, arch: str | None = None, pretrained: str | None = None,
-                     checkpoint: str | None = None) -> "ModelSpec":
-        """The spec for user options as the CLI takes them (``pretrained="none"`` = random init).
-
-        No architecture means the default model (with ``pretrained``, if given),
-        unless ``pretrained`` names a zoo model with one architecture or a
-        weights file whose name or shapes say which architecture it is for.
-        An architecture without pretrained tags may leave ``pretrained`` out (random init).
-        """
-        if pretrained is not None and pretrained.lower() == "none":
-            return cls(arch or DEFAULT_ARCH, None, checkpoint)
-        if arch is None:
-            return cls(_arch_of_weights(pretrained) or DEFAULT_ARCH, pretrained or DEFAULT_PRETRAINED, checkpoint)
-        if pretrained is None:
-            if pretrained_tags(arch):
-                raise GeoretError(_name_the_weights(arch))
-            return cls(arch, None, checkpoint)
-        return cls(arch, pretrained, checkpoint)
-
-
-def _name_the_weights(arch: str) -> str:
-    tags = pretrained_tags(arch) if arch in list_architectures() else []
-    known = f"tags: {', '.join(tags[:8])}{', ...' if len(tags) > 8 else ''}" if tags else "no pretrained tags"
-    return f"name the weights for {arch}: --pretrained TAG|FILE ({known}) or --pretrained none"
-
-
-def _arch_of_weights(pretrained: str | None) -> str | None:
-    """The architecture a zoo name or a weights file implies, when the user gave none."""
-    if pretrained is None or pretrained == BUNDLED_TAG:
-        return None
-    if pretrained in zoo.zoo_families():
-        archs = [e.arch for e in zoo.zoo_entries() if e.family == pretrained]
-        if len(archs) > 1:
-            raise GeoretError(f"{pretrained} exists for {', '.join(archs)}: name one with {{arch}}", names=("arch",))
-        return archs[0]
-    if not Path(pretrained).is_file():
-        return None
-    if entry := zoo.recognise_file(pretrained):
-        return entry.arch
-    try:  # a file with another name: its shapes tell which open_clip architecture it fits
-        payload = load_torch_file(pretrained, mmap=True)
-    except GeoretError:  # not a plain torch zip file: leave it to the loader, which explains
-        return None
-    if isinstance(payload, dict) and "format" in payload:  # georet's own weights files carry a format tag
-        return None
-    state = zoo.state_dict_of(payload)
-    if state is None:
-        return None
-    open_clip = open_clip_module()
-    return zoo.infer_arch(state, {name: open_clip.get_model_config(name) for name in open_clip.list_models()})
+from georet.models.spec import ModelSpec
 
 
 class EmbeddingModel:

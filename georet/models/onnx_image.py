@@ -11,7 +11,8 @@ exported from; :class:`OnnxImageSide` runs it without torch.
 Why a cache and not a file in the package: the file is derived from the
 installed backbone packages and georet's bundled heads (it is 44 MB in
 float32, twice the heads file), and exporting takes a few seconds the first
-time a model indexes. A torch-free install will need the file shipped instead.
+time a model indexes. An install without torch cannot export: it runs the
+bundled model's graph shipped in the package (:mod:`georet.models.light`).
 """
 
 from __future__ import annotations

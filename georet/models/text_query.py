@@ -243,7 +243,7 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
         return None
     try:
         files = backbone_files(config["image_tower"])
-    except GeoretError:
+    except GeoretError:  # not installed (a torch-free install: load_model's light model encodes the text)
         return None
     backbones = backbone_ids(files)
     if payload.get("backbones") != backbones:
@@ -251,3 +251,4 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
     encoder = QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], files["text"].parent,
                                backbones)
     return encoder if encoder.dim == config.get("embed_dim") else None  # weights that do not fit their config
+

@@ -1,0 +1,27 @@
+"""One :func:`load_model` for every install: torch's factory where torch is installed, else the bundled
+georet-base without torch (:mod:`georet.models.light`)."""
+
+from __future__ import annotations
+
+from georet.errors import GeoretError
+from georet.models.spec import ModelSpec, has_torch
+
+
+def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
+               image_runtime: str = "auto"):
+    """The embedding model named by ``spec`` (default: georet-base with its bundled weights).
+
+    With torch: :func:`georet.models.factory.load_model` (every architecture, device and runtime). Without:
+    the bundled georet-base on ONNX and numpy (:class:`~georet.models.light.LightModel`, CPU), or a one-line
+    error naming the extra that brings torch.
+    """
+    spec = spec or ModelSpec()
+    if has_torch():
+        from georet.models.factory import load_model as load_torch_model
+
+        return load_torch_model(spec, device, cache_dir, image_runtime)
+    from georet.models.light import TORCH_EXTRA, load_light_model
+
+    if device not in ("auto", "cpu"):
+        raise GeoretError(f"device {device} needs torch: {TORCH_EXTRA}")
+    return load_light_model(spec, image_runtime)
