@@ -172,3 +172,22 @@ def test_onnx_image_side_gives_torchs_embeddings_and_is_exported_once(tmp_path, 
     assert load_model(ModelSpec("georet-tiny", None), device="cpu").onnx_image is None  # open_clip models: torch
     with pytest.raises(GeoretError, match="image_runtime: must be one of auto, openvino, openvino-bf16, onnxruntime, torch"):
         load_model(ModelSpec("georet-base", "bundled"), device="cpu", image_runtime="tpu")
+
+
+def test_index_takes_the_image_runtime(tmp_path, rasters):
+    """`georet index --image-runtime openvino-bf16` embeds with OpenVINO's fastest precision: the same tiles, the
+    same model identity, vectors within bfloat16's rounding of the float32 default's."""
+    from conftest import run_cli
+
+    from georet.index import TileStore
+
+    vectors = {}
+    for runtime in ("auto", "openvino-bf16"):
+        db = tmp_path / f"{runtime}.db"
+        run_cli("index", rasters["utm"], "--db", db, "--tile-size", "128", "--image-runtime", runtime, "-q", check=True)
+        table = TileStore.open(db).table.to_arrow().sort_by("tile_id")
+        vectors[runtime] = np.array(table["vector"].to_pylist())
+    assert vectors["auto"].shape == vectors["openvino-bf16"].shape == (4, 256)
+    assert (vectors["auto"] * vectors["openvino-bf16"]).sum(1).min() >= 0.995
+    bad = run_cli("index", rasters["utm"], "--db", tmp_path / "x.db", "--image-runtime", "tpu")
+    assert bad.returncode == 2 and "'tpu' is not one of" in bad.stderr

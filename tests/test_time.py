@@ -14,7 +14,7 @@ from conftest import TINY, run_cli
 from georet.errors import InputError
 from georet.geo import RasterRef
 from georet.geo.dates import DateRange, acquisition_date, date_in_name, parse_date, parse_when
-from georet.search.catalog import TileCatalog, TileGeometry
+from georet.search.catalog import TileCatalog, TileGeometry, group_positions
 from georet.search.change import pair_places, rank_change, zscores_by_date
 from georet.search.relations import Change, parse_query
 from georet.testing.rasters import write_raster
@@ -145,8 +145,8 @@ def test_of_two_tiles_of_one_date_the_one_sharing_most_is_the_place():
 
 
 def test_zscores_are_taken_within_each_date():
-    z = zscores_by_date(np.array([[1.0], [3.0], [10.0], [30.0], [5.0]]), np.array([0, 0, 1, 1, -1]))
-    assert z[:, 0] == pytest.approx([-1, 1, -1, 1, 0])
+    z = zscores_by_date(np.array([[1.0], [10.0], [3.0], [30.0], [5.0]]), group_positions(np.array([0, 1, 0, 1, -1])))
+    assert z[:, 0] == pytest.approx([-1, -1, 1, 1, 0])
 
 
 def test_change_forms_rank_the_changed_place_first():

@@ -159,6 +159,7 @@ def index_raster(
     engine: str = "local",
     ray_address: str | None = None,
     acquired: str | None = None,
+    image_runtime: str = "auto",
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
 
@@ -183,6 +184,10 @@ def index_raster(
     tags or a date in its file name (:func:`georet.geo.dates.acquisition_date`);
     null when none says. A new date for a raster already indexed is written to
     its rows without re-embedding them.
+
+    ``image_runtime`` says what runs the image side of a model loaded here
+    (:func:`georet.models.load_model`): ``openvino-bf16`` is about twice as fast
+    as the float32 default on CPUs with bfloat16, at cosine ~0.9998 to it.
 
     Inputs are all validated before the index is touched. One writer at a
     time: a run waits for another run on the same ``db`` (up to
@@ -224,7 +229,7 @@ def index_raster(
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if model is None or isinstance(model, ModelSpec):
-        model = load_model(model, device=device)
+        model = load_model(model, device=device, image_runtime=image_runtime)
     if tiling.tile_size == "auto" and tiling.scale is None:
         tiling = replace(tiling, scale=model_scale(model))
     spec = {"arch": model.spec.arch,
@@ -269,7 +274,7 @@ def index_raster(
                     if engine == "ray":
                         _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field),
                                              tiling, batch_size, reindex, show, ray_address, dates[ref.name][0],
-                                             report, on_progress)
+                                             image_runtime, report, on_progress)
                     else:
                         layer = (open_landcover(landcover, landcover_field, source.dataset, source.crs)
                                  if landcover else None)
@@ -421,7 +426,8 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
 
 def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: TileStore, labels, tiling: TilingParams,
                          batch_size: int, reindex: bool, show: bool, address: str | None, acquired: str | None,
-                         report: IndexReport, on_progress: Callable[[str, int, int], None] | None) -> None:
+                         image_runtime: str, report: IndexReport,
+                         on_progress: Callable[[str, int, int], None] | None) -> None:
     from georet.index.ray_engine import index_source_on_ray
 
     if reindex:  # appended fragments cannot replace rows: they go first (the source's entry says incomplete)
@@ -438,7 +444,7 @@ def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: Til
             on_progress(source.ref.name, done, total)
 
     index_source_on_ray(source, store, todo, model.spec, model.identity, model.dim, labels, tiling, batch_size,
-                        show, address, acquired, committed)
+                        show, address, acquired, image_runtime, committed)
 
 
 def _absolute_if_file(value: str | None) -> str | None:

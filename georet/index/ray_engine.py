@@ -49,15 +49,15 @@ class _Worker:
     current: "_Worker | None" = None
 
     def __init__(self, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels):
+                 tiling: TilingParams, labels: Labels, image_runtime: str = "auto"):
         from georet.models import has_torch, load_model
 
-        self.key = self._key(spec, device, ref, tiling)
+        self.key = self._key(spec, device, ref, tiling, image_runtime)
         if has_torch():  # the ONNX image side takes torch's thread count too
             import torch
 
             torch.set_num_threads(threads)
-        self.model = load_model(spec, device=device)
+        self.model = load_model(spec, device=device, image_runtime=image_runtime)
         if self.model.identity != identity:
             raise GeoretError("a Ray worker built another model than the driver (different weights on that node?)")
         self.source = RasterSource(ref, tiling).__enter__()
@@ -66,13 +66,13 @@ class _Worker:
 
     @classmethod
     def for_task(cls, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels) -> "_Worker":
+                 tiling: TilingParams, labels: Labels, image_runtime: str = "auto") -> "_Worker":
         """The worker state for a task's raster: kept from the last task, or built (once per raster)."""
-        if cls.current is None or cls.current.key != cls._key(spec, device, ref, tiling):
+        if cls.current is None or cls.current.key != cls._key(spec, device, ref, tiling, image_runtime):
             if cls.current is not None:
                 cls.current.close()
             cls.current = None  # drop the old model before building the next
-            cls.current = cls(spec, identity, device, threads, ref, tiling, labels)
+            cls.current = cls(spec, identity, device, threads, ref, tiling, labels, image_runtime)
         return cls.current
 
     def close(self) -> None:
@@ -81,9 +81,9 @@ class _Worker:
         self.source.__exit__(None, None, None)
 
     @staticmethod
-    def _key(spec: ModelSpec, device: str, ref: RasterRef, tiling: TilingParams) -> tuple:
+    def _key(spec: ModelSpec, device: str, ref: RasterRef, tiling: TilingParams, image_runtime: str) -> tuple:
         """What a kept model and raster serve: a task with another key builds its own."""
-        return spec, device, ref.name, json.dumps(tiling.to_dict())
+        return spec, device, ref.name, json.dumps(tiling.to_dict()), image_runtime
 
     def rows(self, batch: dict[str, np.ndarray], acquired: str | None) -> pa.Table:
         with gdal_env(self.source.ref.remote):  # GDAL options are per thread, and Ray picks the thread
@@ -120,7 +120,7 @@ def connect(address: str | None) -> dict[str, float]:
 
 def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Window], spec: ModelSpec,
                         identity: dict, dim: int, labels: Labels, tiling: TilingParams, batch_size: int, show: bool,
-                        address: str | None, acquired: str | None,
+                        address: str | None, acquired: str | None, image_runtime: str,
                         on_committed: Callable[[int, int, int], None]) -> None:
     """Embed the planned ``windows`` of ``source`` (tiles not in the table yet, of a raster acquired on
     ``acquired``) on Ray and append them to ``store``'s table.
@@ -148,7 +148,7 @@ def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Wi
             num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus >= 1 else threads,
             fn_kwargs={"spec": spec, "identity": identity, "device": "cuda" if gpus >= 1 else "cpu",
                        "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels,
-                       "acquired": acquired})
+                       "acquired": acquired, "image_runtime": image_runtime})
         before = store.count(f"source = {sql_string(name)}")
         lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append")
         store.refresh()

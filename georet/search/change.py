@@ -57,17 +57,25 @@ class ChangeRanking:
     whole_z: np.ndarray
 
 
-def zscores_by_date(cosines: np.ndarray, date_codes: np.ndarray) -> np.ndarray:
-    """(tiles, phrases) cosines → z-scores among the tiles of the same acquisition date (undated: together)."""
-    groups = date_codes + 1  # undated (-1) is group 0
-    count = np.bincount(groups).astype(float)
-    z = np.empty_like(cosines, dtype=float)
-    for column in range(cosines.shape[1]):
-        values = cosines[:, column].astype(float)
-        mean = np.bincount(groups, values) / np.maximum(count, 1)
-        spread = np.sqrt(np.maximum(np.bincount(groups, values ** 2) / np.maximum(count, 1) - mean ** 2, 0.0))
-        z[:, column] = (values - mean[groups]) / np.where(spread > 0, spread, 1.0)[groups]
-    return z
+def zscores_by_date(cosines: np.ndarray, groups: tuple[np.ndarray | None, np.ndarray]) -> np.ndarray:
+    """(tiles, phrases) cosines → z-scores among the tiles of the same acquisition date (undated: together).
+
+    ``groups`` are the positions sorted by date (None: they are) and each date's first place among them
+    (:attr:`TileCatalog.date_groups`): sums per run, in float64, without a pass per date.
+    """
+    order, starts = groups
+    ordered = cosines if order is None else cosines[order]
+    counts = np.diff(np.r_[starts, len(ordered)])[:, None]
+    mean = np.add.reduceat(ordered, starts, axis=0, dtype=np.float64) / counts
+    spread = np.sqrt(np.maximum(np.add.reduceat(ordered * ordered, starts, axis=0, dtype=np.float64) / counts
+                                - mean ** 2, 0.0))
+    z = ((ordered - np.repeat(mean, counts[:, 0], axis=0))
+         / np.repeat(np.where(spread > 0, spread, 1.0), counts[:, 0], axis=0)).astype(np.float32)
+    if order is None:
+        return z
+    unordered = np.empty_like(z)
+    unordered[order] = z
+    return unordered
 
 
 def pair_places(catalog: TileCatalog, candidates: np.ndarray, earlier: np.ndarray, later: np.ndarray
@@ -130,7 +138,8 @@ def rank_change(change: Change, catalog: TileCatalog, phrase_vectors: np.ndarray
     """
     _, codes = catalog.date_codes
     earlier, later = earlier & (codes >= 0), later & (codes >= 0)
-    z = zscores_by_date(catalog.vectors @ np.asarray(phrase_vectors, dtype=catalog.vectors.dtype).T, codes)
+    z = zscores_by_date(catalog.vectors @ np.asarray(phrase_vectors, dtype=catalog.vectors.dtype).T,
+                        catalog.date_groups)
     if prior_boost is not None:
         z[:, :2] += prior_boost.T
     z_before, z_after, z_whole = z[:, 0], z[:, 1], z[:, 2]
