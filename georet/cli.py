@@ -32,6 +32,14 @@ class _GeoretGroup(click.Group):
             raise click.ClickException(exc.render(_flag)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except ModuleNotFoundError as exc:  # the plain install: what needs torch says which extra brings it
+            from georet.models.light import TORCH_EXTRA
+
+            missing = (exc.name or "").split(".")[0]
+            if missing not in ("torch", "torchvision", "open_clip", "timm") or os.environ.get("GEORET_DEBUG"):
+                raise
+            raise click.ClickException(f"`georet {ctx.invoked_subcommand}` needs {missing}, which this install does "
+                                       f"not have: {TORCH_EXTRA}") from None
         except Exception as exc:
             if os.environ.get("GEORET_DEBUG"):
                 raise

@@ -91,3 +91,7 @@ def test_the_main_job_in_an_install_without_torch(tmp_path):
                             "--db", str(tmp_path / "x.db"), "--model", "georet-small", "--pretrained", "bundled"],
                            capture_output=True, text=True, env=env)
     assert other.returncode == 1 and "pip install 'georet[torch]'" in other.stderr.strip().splitlines()[-1]
+    train = subprocess.run([str(Path(LIGHT_VENV) / "bin" / "georet"), "train", "--config",
+                            str(ROOT / "training/configs/georet-base.yaml")], capture_output=True, text=True, env=env)
+    assert train.returncode == 1 and train.stderr.strip().splitlines() == [
+        "Error: `georet train` needs torch, which this install does not have: pip install 'georet[torch]'"]
