@@ -125,13 +125,21 @@ class TileStore:
     """Read/write access to one georet index directory."""
 
     def __init__(self, path: Path | str, manifest: dict[str, Any]):
-        import lancedb
-
         self.path = path
         self.manifest = manifest
         self._manifest_stamp: tuple[int, int, int] | None = None  # unknown: the first refresh re-reads
-        self._db = lancedb.connect(str(path))
+        self._db = None
         self._table = None
+        self._read_dataset = None
+
+    @property
+    def db(self):
+        """The LanceDB connection, made on first use: writes go through it; queries read :attr:`dataset`."""
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.path))
+        return self._db
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -186,7 +194,7 @@ class TileStore:
                 store = cls(path, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                                    "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
             if not store.has_table():  # new, or a manifest whose table was deleted
-                store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
+                store.db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
                 for entry in store.manifest["sources"].values():
                     entry.update(state=INCOMPLETE, reason="its tiles were lost with the tiles table; re-run to rebuild")
                 store.save_manifest()
@@ -226,6 +234,7 @@ class TileStore:
         """
         if self._table is not None:
             self._table.checkout_latest()
+        self._read_dataset = None  # opened again, at the latest version, when next read
         stamp = self._stamp()
         if stamp is not None and stamp != self._manifest_stamp:  # re-read only when another writer replaced it
             self.manifest = _read_manifest(self.path)
@@ -260,6 +269,7 @@ class TileStore:
         """Date every row of ``source`` (an ISO date, or None) and its manifest entry (caller holds the lock)."""
         value = "NULL" if acquired is None else sql_string(acquired)
         self.table.update(where=f"source = {sql_string(source)}", values_sql={"acquired": value})
+        self._read_dataset = None
         self.manifest["sources"][source].update(acquired=acquired, acquired_from=origin)
         self.save_manifest()
 
@@ -269,6 +279,7 @@ class TileStore:
         removed = self.count(where) if self.has_table() else 0
         if removed:
             self.table.delete(where)
+            self._read_dataset = None
         self.manifest["sources"].pop(source, None)
         self.save_manifest()
         return removed
@@ -325,10 +336,28 @@ class TileStore:
     def table(self):
         if self._table is None:
             try:
-                self._table = self._db.open_table(TABLE_NAME)
+                self._table = self.db.open_table(TABLE_NAME)
             except (ValueError, FileNotFoundError, OSError):
                 raise GeoretError(f"{self.path}: the tiles table is missing; re-run `georet index`") from None
         return self._table
+
+    @property
+    def dataset(self):
+        """The tiles table as a Lance dataset, at the latest version when first read after a refresh or a
+        write: what queries read. pylance alone imports in a third of LanceDB's time, most of a cold query."""
+        if self._read_dataset is None:
+            import lance
+
+            try:
+                self._read_dataset = lance.dataset(self.table_uri)
+            except (ValueError, FileNotFoundError, OSError):
+                raise GeoretError(f"{self.path}: the tiles table is missing; re-run `georet index`") from None
+        return self._read_dataset
+
+    @property
+    def version(self) -> int:
+        """The table version :attr:`dataset` reads."""
+        return int(self.dataset.version)
 
     def add_missing_columns(self) -> None:
         """Give a table written by an earlier georet the columns added since (:data:`ADDED_COLUMNS`), in one
@@ -336,10 +365,11 @@ class TileStore:
         missing = {name: value for name, value in ADDED_COLUMNS.items() if name not in self.table.schema.names}
         if missing:
             self.table.add_columns(missing)
+            self._read_dataset = None
 
     def missing_columns(self, columns: Sequence[str]) -> list[str]:
         """Which of ``columns`` this table does not have yet (an older index no writer has opened since)."""
-        return [c for c in columns if c in ADDED_COLUMNS and c not in self.table.schema.names]
+        return [c for c in columns if c in ADDED_COLUMNS and c not in self.dataset.schema.names]
 
     def count(self, where: str | None = None) -> int:
         return int(self.table.count_rows(where))
@@ -356,6 +386,7 @@ class TileStore:
     def upsert(self, rows: pa.Table) -> None:
         """Insert new tiles, replace tiles with the same ``tile_id``; one atomic commit."""
         self.table.merge_insert("tile_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        self._read_dataset = None
 
     def drop_duplicate_tiles(self) -> int:
         """Keep one row per ``tile_id``; the number of extra rows deleted, in one commit (caller holds the lock).
@@ -375,20 +406,22 @@ class TileStore:
                 extra.append(row["_rowid"])
             seen.add(row["tile_id"])
         self.table.delete("_rowid IN (" + ", ".join(map(str, extra)) + ")")
+        self._read_dataset = None
         return len(extra)
 
     def optimize(self) -> None:
         """Compact the small fragments that batched writes leave behind (and add new rows to a vector index)."""
         self.table.optimize()
+        self._read_dataset = None
 
     # -- approximate search ----------------------------------------------------
     def vector_index(self) -> dict[str, Any] | None:
         """``{"type", "indexed_rows", "unindexed_rows"}`` of the table's vector index, or None without one."""
-        for index in self.table.list_indices():
-            if "vector" in index.columns:
-                stats = self.table.index_stats(index.name)
-                return {"type": str(stats.index_type), "indexed_rows": int(stats.num_indexed_rows),
-                        "unindexed_rows": int(stats.num_unindexed_rows)}
+        for index in self.dataset.list_indices():
+            if "vector" in index["fields"]:
+                stats = self.dataset.index_statistics(index["name"])
+                return {"type": str(stats["index_type"]), "indexed_rows": int(stats["num_indexed_rows"]),
+                        "unindexed_rows": int(stats["num_unindexed_rows"])}
         return None
 
     def build_vector_index(self) -> dict[str, Any]:
@@ -404,6 +437,7 @@ class TileStore:
                               f"{MIN_VECTOR_INDEX_ROWS:,} (below {AUTO_VECTOR_INDEX_ROWS:,} exact search is fast anyway)")
         self.table.create_index(metric="cosine", vector_column_name="vector", index_type=VECTOR_INDEX_TYPE,
                                 num_partitions=max(1, int(rows ** 0.5)), replace=True)
+        self._read_dataset = None
         return self.vector_index()
 
     def wants_vector_index(self) -> bool:
@@ -474,7 +508,7 @@ class ObjectStoreTileStore(TileStore):
             store = cls(uri, {"format": FORMAT_VERSION, "created": now(), "updated": now(),
                               "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
             try:
-                store._db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
+                store.db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
             except Exception as exc:  # no bucket, no permission, no credentials: the store says which
                 raise GeoretError(f"{uri}: cannot create the index: {store_message(exc)}") from None
             store.save_manifest()
@@ -486,6 +520,7 @@ class ObjectStoreTileStore(TileStore):
         """Catch up with the latest table version, and with the manifest committed in it when that changed."""
         table = self.table
         table.checkout_latest()
+        self._read_dataset = None
         if table.version != self._manifest_stamp:
             self.manifest = _parse(table.to_lance().config().get(MANIFEST_KEY, "{}"), self.path)
             self._manifest_stamp = table.version
@@ -495,6 +530,7 @@ class ObjectStoreTileStore(TileStore):
         self.manifest["updated"] = now()
         dataset = self._dataset(self.path)
         dataset.update_config({MANIFEST_KEY: json.dumps(self.manifest)})
+        self._read_dataset = None
         self._manifest_stamp = dataset.version
         if self._table is not None:
             self._table.checkout_latest()

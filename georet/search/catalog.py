@@ -118,7 +118,7 @@ class TileCatalog:
         nearest = {"column": "vector", "q": query, "k": k, "nprobes": ANN_NPROBES, "metric": "cosine"}
         if refine:
             nearest["refine_factor"] = ANN_REFINE_FACTOR
-        found = self.dataset.to_table(columns=["tile_id"], nearest=nearest)
+        found = self.dataset.to_table(columns=["tile_id", "_distance"], nearest=nearest)
         return self.positions(found["tile_id"].to_pylist()), found["_distance"].to_numpy()
 
     def rows(self, positions: Sequence[int]) -> dict[int, dict]:
@@ -196,8 +196,8 @@ class TileCatalog:
     @classmethod
     def read(cls, store: TileStore) -> "TileCatalog":
         """Read the catalog of the table's current version (columns an older table lacks are null)."""
-        version = store.table.version
-        dataset = store.table.to_lance()
+        dataset = store.dataset
+        version = int(dataset.version)
         missing = store.missing_columns(MEMORY_COLUMNS)
         table = dataset.to_table(columns=list(dict.fromkeys(["vector", "minx", "miny", "maxx", "maxy",
                                                              *(c for c in MEMORY_COLUMNS if c not in missing)])))

@@ -306,10 +306,7 @@ class GeoIndex:
         where = " AND ".join(clauses) or None
         limit = k
         while True:
-            search = self._vector_search(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), "_distance"])
-            if where:
-                search = search.where(where, prefilter=True)
-            hits = search.to_arrow().to_pylist()
+            hits = self._nearest_rows(query, limit, [c for c in ROW_COLUMNS if c not in missing], where)
             if area is not None:
                 geoms = shapely.from_wkb([h["geometry"] for h in hits])
                 keep = shapely.intersects(geoms, area) if hits else []
@@ -323,13 +320,15 @@ class GeoIndex:
             limit *= _WIDEN_FACTOR
         return [{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]
 
-    def _vector_search(self, query: np.ndarray, limit: int, columns: list[str]):
-        """A LanceDB nearest-neighbour search: through the vector index (its probes and an exact re-rank)
-        when the table has one, else an exact scan."""
-        search = self.store.table.search(query).distance_type("cosine").limit(limit).select(columns)
+    def _nearest_rows(self, query: np.ndarray, limit: int, columns: list[str], where: str | None) -> list[dict]:
+        """Lance's nearest neighbours (through the vector index, its probes and an exact re-rank, when the table
+        has one; else an exact scan), filtered first by ``where``: rows with ``_distance``. Read with pylance
+        alone, so a cold query never imports LanceDB."""
+        nearest = {"column": "vector", "q": query, "k": limit, "metric": "cosine"}
         if self._has_vector_index():
-            search = search.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE_FACTOR)
-        return search
+            nearest.update(nprobes=ANN_NPROBES, refine_factor=ANN_REFINE_FACTOR)
+        return self.store.dataset.to_table(columns=[*columns, "_distance"], nearest=nearest, filter=where,
+                                           prefilter=where is not None).to_pylist()
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
                         when: DateRange | None, scorer: Scorer) -> gpd.GeoDataFrame:
@@ -346,7 +345,7 @@ class GeoIndex:
 
     def _catalog_is_current(self) -> bool:
         """Whether every vector is already in memory at the table's current version."""
-        return self._catalog is not None and self._catalog.version == self.store.table.version
+        return self._catalog is not None and self._catalog.version == self.store.version
 
     def _top_rows(self, catalog: TileCatalog, scores: np.ndarray, rank_key: np.ndarray, eligible: np.ndarray,
                   k: int, area) -> list[dict]:
@@ -431,7 +430,7 @@ class GeoIndex:
 
     def _has_vector_index(self) -> bool:
         """Whether the table (at its current version) has an approximate vector index; asked once per version."""
-        version = self.store.table.version
+        version = self.store.version
         if self._vector_index_version != version:
             self._vector_index = self.store.vector_index() is not None
             self._vector_index_version = version
@@ -545,7 +544,7 @@ class GeoIndex:
 
     def catalog(self) -> TileCatalog:
         """Vectors and footprints of every tile, read once and cached until the table changes."""
-        if self._catalog is None or self._catalog.version != self.store.table.version:
+        if self._catalog is None or self._catalog.version != self.store.version:
             self._catalog = TileCatalog.read(self.store)
         return self._catalog
 
@@ -556,7 +555,7 @@ class GeoIndex:
         where = "tile_id IN (" + ", ".join(sql_string(t) for t in dict.fromkeys(tile_ids)) + ")"
         missing = self.store.missing_columns(ROW_COLUMNS)
         columns = [c for c in ROW_COLUMNS if c not in missing]
-        return self.store.table.search().where(where).select(columns).limit(len(tile_ids)).to_arrow().to_pylist()
+        return self.store.dataset.to_table(columns=columns, filter=where).to_pylist()
 
     def imagery(self) -> list[dict[str, Any]]:
         """The index's rasters a map can show under the hits: number (for :meth:`map_tile`), name, acquisition
