@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from datetime import date
 
@@ -10,6 +12,7 @@ import pyarrow as pa
 import pytest
 import rasterio
 from conftest import TINY, run_cli
+from PIL import Image
 
 from georet.errors import InputError
 from georet.geo import RasterRef
@@ -239,9 +242,14 @@ def test_change_query_pairs_the_two_dates_of_a_place(dated_index):
                    "--explain", check=True)
     results = json.loads(proc.stdout)["results"]
     assert len(results) == 5
+    from georet.search import open_index
+
+    index = open_index(dated_index)
     for hit in results:
         assert (hit["before_acquired"], hit["acquired"], hit["change"]) == ("2009-08-18", "2015-09-26", "became")
         assert hit["before_tile_id"] != hit["tile_id"] and "site_later" in hit["source"]
+        png = base64.b64decode(hit["before_thumbnail"].removeprefix("data:image/png;base64,"))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(index.thumbnail(hit["before_tile_id"])))
     assert "parsed: change: 'farmland' at the earlier date, 'houses' at the later" in proc.stderr
     assert "acquisition date(s)" in proc.stderr and "z_stay" in proc.stderr
     table = run_cli("query", "new houses", "--db", dated_index, "-k", "2", check=True).stdout

@@ -39,8 +39,8 @@ from georet.search.relations import WHOLE_QUERY_WEIGHT, Change, subject_candidat
 SAME_PLACE_SHARE = 0.5
 #: weight of the "nothing changed" evidence in "A became B" (1: as "new" and "gone" weigh it)
 STAY_WEIGHT = 1.0
-CHANGE_COLUMNS = ["change", "before_tile_id", "before_acquired", "before_score", "after_score", "stay_score",
-                  "whole_score"]
+CHANGE_COLUMNS = ["change", "before_tile_id", "before_acquired", "before_thumbnail", "before_score", "after_score",
+                  "stay_score", "whole_score"]
 
 
 @dataclass(frozen=True)

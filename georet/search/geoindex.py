@@ -15,6 +15,7 @@ candidates run out.
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -518,6 +519,10 @@ class GeoIndex:
                              ("stay_score", ranking.stay_z[i]), ("whole_score", ranking.whole_z[i]))}})
             if len(hits) == k:
                 break
+        thumbnails = catalog.dataset.take([catalog.index_of[h["before_tile_id"]] for h in hits],
+                                          columns=["thumbnail"])["thumbnail"].to_pylist() if hits else []
+        for hit, png in zip(hits, thumbnails):  # the place before, in every format a hit goes out in
+            hit["before_thumbnail"] = "data:image/png;base64," + base64.b64encode(png or b"").decode("ascii")
         frame = to_frame(hits, extra_columns=CHANGE_COLUMNS)
         frame.attrs.update(frame_attrs, acquisitions=len(dates))
         return frame
