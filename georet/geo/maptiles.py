@@ -58,7 +58,3 @@ class MapTiles:
         buffer = io.BytesIO()
         Image.fromarray(np.dstack([*rgb, alpha])).save(buffer, format="PNG")
         return buffer.getvalue()
-
-    def close(self) -> None:
-        self._reader.close()
-        self._source.__exit__(None, None, None)

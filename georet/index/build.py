@@ -248,7 +248,7 @@ def index_raster(
         report.db = str(store.path)
         for position, ref in enumerate(rasters):
             if _source_is_complete(store.manifest, ref, tiling, area, reindex):  # done before, or meanwhile
-                if store.manifest["sources"][ref.name].get("acquired") != dates[ref.name][0]:
+                if _redated(store.manifest, ref, dates):
                     store.set_acquired(ref.name, *dates[ref.name])
                 report.already_indexed += store.count(f"source = {sql_string(ref.name)}")
                 report.sources.append(ref.name)
@@ -354,6 +354,11 @@ def _check_same_tiling(manifest: dict, rasters: list[RasterRef], tiling: TilingP
                 "to add to this index, or re-tile it with {reindex}", names=("reindex",))
 
 
+def _redated(manifest: dict, ref: RasterRef, dates: dict[str, tuple[str | None, str | None]]) -> bool:
+    """Whether an indexed raster's acquisition date is now another one (its rows are re-dated, not re-embedded)."""
+    return manifest["sources"][ref.name].get("acquired") != dates[ref.name][0]
+
+
 def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
                    reindex: bool, model: EmbeddingModel, dates: dict[str, tuple[str | None, str | None]],
                    report: IndexReport) -> bool:
@@ -370,7 +375,7 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
     if not reindex:
         _check_same_tiling(store.manifest, rasters, tiling)
     if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex)
-               and store.manifest["sources"][ref.name].get("acquired") == dates[ref.name][0] for ref in rasters):
+               and not _redated(store.manifest, ref, dates) for ref in rasters):
         return False
     counts = store.source_counts()
     report.already_indexed = sum(counts.get(ref.name, 0) for ref in rasters)

@@ -251,4 +251,3 @@ def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None
     encoder = QueryTextEncoder(arch, pretrained, weights_file, config, payload["state_dict"], files["text"].parent,
                                backbones)
     return encoder if encoder.dim == config.get("embed_dim") else None  # weights that do not fit their config
-

@@ -140,11 +140,6 @@ class TileCatalog:
         return len(self.tile_ids)
 
     @cached_property
-    def acquired(self) -> np.ndarray:
-        """Each tile's acquisition date (ISO, any precision) or None."""
-        return np.asarray(self.attributes.column("acquired").to_pylist(), dtype=object)
-
-    @cached_property
     def date_codes(self) -> tuple[list[str], np.ndarray]:
         """The distinct acquisition dates, oldest first, and each tile's position among them (-1: undated)."""
         encoded = self.attributes.column("acquired").combine_chunks()  # dictionary-encoded (see _compact)

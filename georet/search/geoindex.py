@@ -291,7 +291,7 @@ class GeoIndex:
 
     def _search_table(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
                       ) -> list[dict]:
-        """Cold: LanceDB's nearest neighbours with the scene, the area's bounds and the dates as a prefilter,
+        """Cold: Lance's nearest neighbours with the scene, the area's bounds and the dates as a prefilter,
         the exact area and dates checked on the rows, the limit widened until ``k`` hits survive."""
         clauses = [f"scene = {sql_string(scene)}"] if scene is not None else []
         if area is not None:
@@ -506,12 +506,13 @@ class GeoIndex:
         boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
         ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
                               earlier, later, boost)
-        rows = catalog.rows([*ranking.after.tolist(), *ranking.before.tolist()])
-        hits = []
+        rows = catalog.rows(ranking.after.tolist())  # the hits are the later tiles: only their rows are read
+        hits, befores = [], []
         for i, (after, before) in enumerate(zip(ranking.after.tolist(), ranking.before.tolist())):
             row = rows[after]
             if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
                 continue
+            befores.append(before)
             hits.append({**row, "score": float(ranking.scores[i]), "change": change.kind,
                          "before_tile_id": catalog.tile_ids[before], "before_acquired": dates[codes[before]],
                          **{name: None if np.isnan(value) else round(float(value), 4) for name, value in (
@@ -519,8 +520,7 @@ class GeoIndex:
                              ("stay_score", ranking.stay_z[i]), ("whole_score", ranking.whole_z[i]))}})
             if len(hits) == k:
                 break
-        thumbnails = catalog.dataset.take([catalog.index_of[h["before_tile_id"]] for h in hits],
-                                          columns=["thumbnail"])["thumbnail"].to_pylist() if hits else []
+        thumbnails = catalog.dataset.take(befores, columns=["thumbnail"])["thumbnail"].to_pylist() if hits else []
         for hit, png in zip(hits, thumbnails):  # the place before, in every format a hit goes out in
             hit["before_thumbnail"] = "data:image/png;base64," + base64.b64encode(png or b"").decode("ascii")
         frame = to_frame(hits, extra_columns=CHANGE_COLUMNS)

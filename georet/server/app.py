@@ -12,6 +12,7 @@ loopback needs a token, checked on every request.
 """
 
 import contextlib
+import functools
 import hmac
 import io
 import ipaddress
@@ -199,12 +200,15 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: s
     server.run(sockets=[sock])
 
 
+@functools.cache
 def _empty_tile() -> bytes:
-    """A transparent 256 px PNG: the answer for a map tile outside a raster (a map asks for its whole view)."""
+    """A transparent map tile: the answer for a tile outside a raster (a map asks for its whole view), made once."""
     from PIL import Image
 
+    from georet.geo.maptiles import TILE_PX
+
     buffer = io.BytesIO()
-    Image.new("RGBA", (256, 256)).save(buffer, format="PNG")
+    Image.new("RGBA", (TILE_PX, TILE_PX)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
