@@ -202,13 +202,12 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: s
 
 @functools.cache
 def _empty_tile() -> bytes:
-    """A transparent map tile: the answer for a tile outside a raster (a map asks for its whole view), made once."""
+    """A transparent 256 px map tile (the size of :mod:`georet.geo.maptiles`' tiles): the answer for a tile
+    outside a raster (a map asks for its whole view), made once."""
     from PIL import Image
 
-    from georet.geo.maptiles import TILE_PX
-
     buffer = io.BytesIO()
-    Image.new("RGBA", (TILE_PX, TILE_PX)).save(buffer, format="PNG")
+    Image.new("RGBA", (256, 256)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
