@@ -34,7 +34,7 @@ SOURCES = {
                          "python benchmarks/index_throughput.py --json"),
     "index_throughput_georet-base": ("End-to-end indexing throughput of the default model",
                                      "python benchmarks/index_throughput.py --arch georet-base --tile-px 150 "
-                                     "--image-runtime torch openvino openvino-bf16 onnxruntime "
+                                     "--image-runtime torch auto openvino onnxruntime "
                                      "--out benchmarks/results/index_throughput_georet-base.json"),
     "peak_rss": ("Peak memory of georet index on a small and a huge raster", "python benchmarks/peak_rss.py --json"),
     "query_latency": ("Query latency at 10k and 100k tiles", "python benchmarks/query_latency.py --json"),

@@ -112,8 +112,9 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 @device_option
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Tiles per model batch.")
 @click.option("--image-runtime", default="auto", show_default=True,
-              type=click.Choice(["auto", "openvino", "openvino-bf16", "onnxruntime", "torch"]),
-              help="What runs the model's image side on a CPU: auto = OpenVINO float32; openvino-bf16 is about twice as fast where the CPU has bfloat16.")
+              metavar="auto|openvino|openvino-bf16|onnxruntime|torch",
+              help="What runs the model's image side: auto = the fastest installed (OpenVINO in bfloat16 where the "
+                   "CPU has it, else float32; ONNX Runtime on a CUDA GPU); openvino = float32, torch's own vectors.")
 @click.option("--classes", type=click.Path(path_type=str), help="Scene-class vocabulary for zero-shot land cover.")
 @click.option("--landcover", type=click.Path(path_type=str), help="Land-cover layer: vector polygons or a classified raster.")
 @click.option("--landcover-field", help="Class field of a vector land-cover layer.")

@@ -26,7 +26,7 @@ def models():
     torch_model = load_model(ModelSpec(), device="cpu", image_runtime="torch")
     manifest = light_manifest()
     assert manifest is not None, "the shipped files were made from other weights: run training/export_light.py"
-    return torch_model, LightModel(ModelSpec(), manifest)
+    return torch_model, LightModel(ModelSpec(), manifest, image_runtime="openvino")  # float32, as torch
 
 
 def chips(size: int | None = None) -> np.ndarray:

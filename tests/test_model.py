@@ -125,7 +125,7 @@ def test_bundled_model_reproduces_its_reference_embeddings(arch):
     from make_reference_embeddings import OUT, embed
 
     reference = json.loads(Path(OUT).read_text())[arch]
-    model = load_model(ModelSpec(arch, "bundled"), device="cpu")
+    model = load_model(ModelSpec(arch, "bundled"), device="cpu", image_runtime="openvino")  # float32, as torch
     assert model.identity == reference["identity"]  # indexes built before still open
     current = embed(model)
     for kind in ("text", "image"):
@@ -175,19 +175,36 @@ def test_onnx_image_side_gives_torchs_embeddings_and_is_exported_once(tmp_path, 
 
 
 def test_index_takes_the_image_runtime(tmp_path, rasters):
-    """`georet index --image-runtime openvino-bf16` embeds with OpenVINO's fastest precision: the same tiles, the
-    same model identity, vectors within bfloat16's rounding of the float32 default's."""
+    """`georet index --image-runtime openvino` embeds in float32, torch's own vectors; the default takes the
+    fastest engine (bfloat16 where the CPU has it): the same tiles and identity, vectors within its rounding."""
     from conftest import run_cli
 
     from georet.index import TileStore
+    from georet.models.onnx_image import cpu_has_bfloat16
 
     vectors = {}
-    for runtime in ("auto", "openvino-bf16"):
+    for runtime in ("auto", "openvino"):
         db = tmp_path / f"{runtime}.db"
         run_cli("index", rasters["utm"], "--db", db, "--tile-size", "128", "--image-runtime", runtime, "-q", check=True)
         table = TileStore.open(db).table.to_arrow().sort_by("tile_id")
         vectors[runtime] = np.array(table["vector"].to_pylist())
-    assert vectors["auto"].shape == vectors["openvino-bf16"].shape == (4, 256)
-    assert (vectors["auto"] * vectors["openvino-bf16"]).sum(1).min() >= 0.995
+    assert vectors["auto"].shape == vectors["openvino"].shape == (4, 256)
+    cosines = (vectors["auto"] * vectors["openvino"]).sum(1)
+    assert cosines.min() >= 0.995
+    assert (cosines.min() < 1 - 1e-6) == cpu_has_bfloat16()  # the default rounds to bfloat16 only where it pays
     bad = run_cli("index", rasters["utm"], "--db", tmp_path / "x.db", "--image-runtime", "tpu")
-    assert bad.returncode == 2 and "'tpu' is not one of" in bad.stderr
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "Error: --image-runtime: must be one of auto, openvino, openvino-bf16, onnxruntime, torch; got 'tpu'")
+
+
+def test_the_default_engine_is_the_fastest_installed(monkeypatch):
+    """`auto`: ONNX Runtime where it has a CUDA GPU, else OpenVINO in bfloat16 where the CPU has it, else float32."""
+    import georet.models.onnx_image as onnx_image
+
+    monkeypatch.setattr(onnx_image, "cpu_has_bfloat16", lambda: True)
+    assert onnx_image.resolve_engine("auto") == "openvino-bf16"
+    monkeypatch.setattr(onnx_image, "cpu_has_bfloat16", lambda: False)
+    assert onnx_image.resolve_engine("auto") == "openvino"
+    assert onnx_image.resolve_engine("onnxruntime") == "onnxruntime"
+    monkeypatch.setattr(onnx_image, "ort_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_image.resolve_engine("auto") == "onnxruntime"

@@ -37,6 +37,7 @@ from georet.models.identity import (
     tower_config,
 )
 from georet.models.io import reachable
+from georet.models.onnx_image import check_image_runtime
 from georet.models.open_clip_names import open_clip_module, pretrained_tags
 from georet.models.preprocess import Preprocess, tower_preprocess
 from georet.models.spec import ModelSpec
@@ -171,7 +172,6 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
 
 #: where a tower model's image side runs: its ONNX graph on OpenVINO or ONNX Runtime on a CPU (auto: the first
 #: installed), or torch
-IMAGE_RUNTIMES = ("auto", "openvino", "openvino-bf16", "onnxruntime", "torch")
 
 
 def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
@@ -180,13 +180,13 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
     ``image_runtime``: on a CPU a tower model (georet-base) embeds images from
     its ONNX graph, the same embeddings faster (:mod:`georet.models.onnx_image`):
-    ``auto`` takes OpenVINO (float32), else ONNX Runtime, whichever is
-    installed; ``openvino``, ``openvino-bf16`` or ``onnxruntime`` insist;
-    ``torch`` keeps torch.
+    ``auto`` takes the fastest installed engine
+    (:func:`~georet.models.onnx_image.resolve_engine`: OpenVINO in bfloat16
+    where the CPU has it, else float32); ``openvino`` (float32),
+    ``openvino-bf16`` or ``onnxruntime`` insist; ``torch`` keeps torch.
     """
     spec = spec or ModelSpec()
-    if image_runtime not in IMAGE_RUNTIMES:
-        raise InputError("image_runtime", f"must be one of {', '.join(IMAGE_RUNTIMES)}; got {image_runtime!r}")
+    check_image_runtime(image_runtime)
     tower_cfg = tower_config(spec.arch)
     if tower_cfg is not None:
         return _load_tower_model(spec, tower_cfg, resolve_device(device), image_runtime)
@@ -289,14 +289,17 @@ def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: 
     weights, or None (torch runs it)."""
     import importlib.util
 
-    from georet.models.onnx_image import ENGINES, CachedOnnxImageSide, export_image_side, onnx_cache_dir, weights_digest
+    from georet.models.onnx_image import (
+        CachedOnnxImageSide,
+        export_image_side,
+        onnx_cache_dir,
+        resolve_engine,
+        weights_digest,
+    )
 
     if runtime == "torch" or device.type != "cpu":
         return None
-    installed = [engine for engine in ENGINES if importlib.util.find_spec(engine.removesuffix("-bf16")) is not None]
-    if runtime != "auto" and runtime not in installed:
-        raise InputError("image_runtime", f"{runtime} is not installed: pip install {runtime.removesuffix('-bf16')}")
-    engine = runtime if runtime != "auto" else (installed or [None])[0]
+    engine = resolve_engine(runtime)
     if engine is None or importlib.util.find_spec("onnx") is None:  # onnx: the exporter writes the graph with it
         return None
     tensors = {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()

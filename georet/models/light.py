@@ -106,18 +106,14 @@ class LightModel:
 
     @cached_property
     def _image(self):
-        import importlib.util
+        from georet.models.onnx_image import OnnxImageSide, resolve_engine
 
-        from georet.models.onnx_image import OnnxImageSide
-
-        runtime = self._runtime
-        if runtime == "auto":
-            runtime = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
-        if runtime == "torch":
+        if self._runtime == "torch":
             raise GeoretError(f"image_runtime torch needs torch: {TORCH_EXTRA}")
-        if importlib.util.find_spec(runtime.removesuffix("-bf16")) is None:
-            raise GeoretError(f"image_runtime {runtime} is not installed: pip install {runtime.removesuffix('-bf16')}")
-        return OnnxImageSide(LIGHT_DIR / "image.onnx", runtime, self._threads or os.cpu_count())
+        engine = resolve_engine(self._runtime)
+        if engine is None:
+            raise GeoretError("neither openvino nor onnxruntime is installed: pip install openvino")
+        return OnnxImageSide(LIGHT_DIR / "image.onnx", engine, self._threads or os.cpu_count())
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -143,6 +139,9 @@ def load_light_model(spec, image_runtime: str = "auto", threads: int | None = No
         raise GeoretError(f"{spec.arch} ({spec.pretrained or 'random init'}"
                           f"{', checkpoint' if spec.checkpoint else ''}) needs torch, which this install does not "
                           f"have: {TORCH_EXTRA} (without it georet runs the bundled {LIGHT_ARCH})")
+    from georet.models.onnx_image import check_image_runtime
+
+    check_image_runtime(image_runtime)
     manifest = light_manifest()
     if manifest is None:
         raise GeoretError(f"the torch-free {LIGHT_ARCH} files in {LIGHT_DIR} are missing or were made from other "

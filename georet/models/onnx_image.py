@@ -3,7 +3,8 @@
 Indexing spends its time in the image tower (georet-base: EfficientNet-Lite0
 over five views of every tile, then the heads). OpenVINO runs that graph about
 1.5 times as fast as torch on a CPU end to end in float32, 3 times in bfloat16
-(ONNX Runtime as fast as torch: benchmarks/index_throughput.py). The ONNX file is made from the model's own
+(ONNX Runtime as fast as torch: benchmarks/index_throughput.py); int8 was
+slower than bfloat16 and cost 1.7 test mR (experiments/int8_image_side). The ONNX file is made from the model's own
 weights by :func:`export_image_side` (torch, once) into georet's cache, named
 by a digest of those weights, so a file can only ever serve the weights it was
 exported from; :class:`OnnxImageSide` runs it without torch.
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from georet.errors import InputError
 from georet.files import atomic_write
 
 #: bumped when the exported graph changes for the same weights
@@ -47,8 +49,60 @@ def weights_digest(tensors: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 #: engines that run the exported graph (benchmarks/index_throughput.py --image-runtime ...): OpenVINO in float32,
-#: OpenVINO in the CPU's fastest precision (bfloat16 where the CPU has it), ONNX Runtime
+#: OpenVINO in the CPU's fastest precision (bfloat16 where the CPU has it), ONNX Runtime (on a CUDA GPU where
+#: onnxruntime-gpu sees one)
 ENGINES = ("openvino", "openvino-bf16", "onnxruntime")
+#: what ``load_model(image_runtime=...)`` and ``--image-runtime`` take: an engine, the fastest installed, or torch
+IMAGE_RUNTIMES = ("auto", *ENGINES, "torch")
+
+
+def check_image_runtime(runtime: str) -> None:
+    if runtime not in IMAGE_RUNTIMES:
+        raise InputError("image_runtime", f"must be one of {', '.join(IMAGE_RUNTIMES)}; got {runtime!r}")
+
+
+def _installed(engine: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(engine.removesuffix("-bf16")) is not None
+
+
+def ort_providers() -> list[str]:
+    """ONNX Runtime's execution providers for an image graph: CUDA first where this onnxruntime build has it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether OpenVINO computes in bfloat16 on this CPU (AVX-512 BF16 or AMX); elsewhere it would run float32."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_engine(runtime: str) -> str | None:
+    """The engine that runs an image graph for ``runtime`` (``auto`` or one of :data:`ENGINES`), or None when
+    ``auto`` finds none installed.
+
+    ``auto`` takes the fastest at equal quality: ONNX Runtime where it has a
+    CUDA GPU, else OpenVINO in bfloat16 where the CPU computes in it (3.1 times
+    torch's tiles/s on 2 cores, rsicd_aid test mR 22.81 against float32's
+    22.83, the demo's hits unchanged), else OpenVINO in float32 (1.5 times),
+    else ONNX Runtime. bfloat16 vectors differ from float32's by rounding only
+    (cosine about 0.9998), so indexes made on either kind of CPU mix freely.
+    """
+    check_image_runtime(runtime)
+    if runtime != "auto":
+        if not _installed(runtime):
+            raise InputError("image_runtime", f"{runtime} is not installed: pip install {runtime.removesuffix('-bf16')}")
+        return runtime
+    if _installed("onnxruntime") and "CUDAExecutionProvider" in ort_providers():
+        return "onnxruntime"
+    if _installed("openvino"):
+        return "openvino-bf16" if cpu_has_bfloat16() else "openvino"
+    return "onnxruntime" if _installed("onnxruntime") else None
 
 
 class OnnxImageSide:
@@ -57,7 +111,8 @@ class OnnxImageSide:
     ``engine``: OpenVINO in float32 (the embeddings stay torch's: cosine
     > 0.9999), OpenVINO in bfloat16 where the CPU has it (``openvino-bf16``:
     about twice as fast again, cosine ~0.9998 to torch's, rsicd_aid test mR
-    22.81 against 22.83), or ONNX Runtime with every graph optimisation on.
+    22.81 against 22.83), or ONNX Runtime with every graph optimisation on (on
+    a CUDA GPU where its build has one).
     ``threads``: how many cores it may use (None: all), as torch's thread count
     says for torch (a Ray worker sets its share).
     """
@@ -81,7 +136,7 @@ class OnnxImageSide:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if threads:
                 options.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(self.path), options, providers=ort_providers())
             name = session.get_inputs()[0].name
             self._run = lambda images: session.run(None, {name: images})[0]
 
