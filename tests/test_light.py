@@ -68,30 +68,58 @@ def test_what_needs_torch_says_so_in_one_line():
             load_light_model(spec)
 
 
-def test_the_main_job_in_an_install_without_torch(tmp_path):
-    """``georet demo`` (index, five queries, pictures) in a virtualenv that has georet and no torch, offline."""
+@pytest.fixture
+def light_env(tmp_path) -> dict[str, str]:
+    """The environment for the torch-free virtualenv's ``georet``: its own home, no proxy or network."""
     if LIGHT_VENV is None:
         if os.environ.get("CI"):
             pytest.fail("GEORET_LIGHT_VENV is not set; .ci/run makes a torch-free virtualenv")
-        pytest.skip("set GEORET_LIGHT_VENV to a virtualenv with `pip install .` (no torch)")
+        pytest.skip("set GEORET_LIGHT_VENV to a virtualenv with `pip install .[ray]` (no torch)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update({"HOME": str(tmp_path), "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+    return env
+
+
+def light(*args) -> list[str]:
+    return [str(Path(LIGHT_VENV) / "bin" / "georet"), *map(str, args)]
+
+
+def test_the_main_job_in_an_install_without_torch(tmp_path, light_env):
+    """``georet demo`` (index, five queries, pictures) in a virtualenv that has georet and no torch, offline."""
     python = Path(LIGHT_VENV) / "bin" / "python"
     probe = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('torch', 'torchvision', "
                             "'timm', 'open_clip') if u.find_spec(m)])"], capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]", f"the light install has {probe.stdout.strip()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env.update({"HOME": str(tmp_path), "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
-    demo = subprocess.run([str(Path(LIGHT_VENV) / "bin" / "georet"), "demo", "--out", str(tmp_path / "demo"), "--json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    demo = subprocess.run(light("demo", "--out", tmp_path / "demo", "--json"),
+                          capture_output=True, text=True, env=light_env, timeout=600)
     assert demo.returncode == 0, demo.stderr[-3000:]
     light_counts = {q: found["right"] for q, found in json.loads(demo.stdout)["found"].items()}
     torch_demo = subprocess.run([GEORET_EXE, "demo", "--out", str(tmp_path / "torch-demo"), "--json"],
                                 capture_output=True, text=True, timeout=600, check=True)
     assert light_counts == {q: found["right"] for q, found in json.loads(torch_demo.stdout)["found"].items()}
-    other = subprocess.run([str(Path(LIGHT_VENV) / "bin" / "georet"), "index", str(ROOT / "georet/data/demo_mosaic.tif"),
-                            "--db", str(tmp_path / "x.db"), "--model", "georet-small", "--pretrained", "bundled"],
-                           capture_output=True, text=True, env=env)
+    other = subprocess.run(light("index", ROOT / "georet/data/demo_mosaic.tif", "--db", tmp_path / "x.db", "--model",
+                                 "georet-small", "--pretrained", "bundled"), capture_output=True, text=True, env=light_env)
     assert other.returncode == 1 and "pip install 'georet[torch]'" in other.stderr.strip().splitlines()[-1]
-    train = subprocess.run([str(Path(LIGHT_VENV) / "bin" / "georet"), "train", "--config",
-                            str(ROOT / "training/configs/georet-base.yaml")], capture_output=True, text=True, env=env)
+    train = subprocess.run(light("train", "--config", ROOT / "training/configs/georet-base.yaml"),
+                           capture_output=True, text=True, env=light_env)
     assert train.returncode == 1 and train.stderr.strip().splitlines() == [
         "Error: `georet train` needs torch, which this install does not have: pip install 'georet[torch]'"]
+
+
+def test_ray_indexes_in_an_install_without_torch(tmp_path, light_env):
+    """``georet index --engine ray`` on the plain install (with the ``ray`` extra): Ray workers embed with the
+    shipped graph and write the tiles the torch install's local engine writes."""
+    from georet.index import TileStore
+
+    mosaic = ROOT / "georet/data/demo_mosaic.tif"
+    ray = subprocess.run(light("index", mosaic, "--db", tmp_path / "ray.db", "--tile-size", "150", "--engine", "ray",
+                               "-q"), capture_output=True, text=True, env=light_env, timeout=600)
+    assert ray.returncode == 0, ray.stderr[-3000:]
+    subprocess.run([GEORET_EXE, "index", str(mosaic), "--db", str(tmp_path / "local.db"), "--tile-size", "150", "-q"],
+                   check=True, timeout=600)
+    rows = {name: {row["tile_id"]: row for row in TileStore.open(tmp_path / f"{name}.db").table.to_arrow().to_pylist()}
+            for name in ("ray", "local")}
+    assert sorted(rows["ray"]) == sorted(rows["local"]) and len(rows["ray"]) >= 25
+    for tile_id, row in rows["ray"].items():
+        assert float(np.dot(row["vector"], rows["local"][tile_id]["vector"])) >= 0.999, tile_id
+        assert row["geometry"] == rows["local"][tile_id]["geometry"]

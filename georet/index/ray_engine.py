@@ -53,11 +53,11 @@ class _Worker:
         from georet.models import has_torch, load_model
 
         self.key = self._key(spec, device, ref, tiling, image_runtime)
-        if has_torch():  # the ONNX image side takes torch's thread count too
+        if has_torch():  # for image_runtime torch; the ONNX image side is told its share below
             import torch
 
             torch.set_num_threads(threads)
-        self.model = load_model(spec, device=device, image_runtime=image_runtime)
+        self.model = load_model(spec, device=device, image_runtime=image_runtime, threads=threads)
         if self.model.identity != identity:
             raise GeoretError("a Ray worker built another model than the driver (different weights on that node?)")
         self.source = RasterSource(ref, tiling).__enter__()

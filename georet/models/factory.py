@@ -175,7 +175,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
 
 
 def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
-               image_runtime: str = "auto") -> EmbeddingModel:
+               image_runtime: str = "auto", threads: int | None = None) -> EmbeddingModel:
     """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`).
 
     ``image_runtime``: on a CPU a tower model (georet-base) embeds images from
@@ -184,12 +184,13 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
     (:func:`~georet.models.onnx_image.resolve_engine`: OpenVINO in bfloat16
     where the CPU has it, else float32); ``openvino`` (float32),
     ``openvino-bf16`` or ``onnxruntime`` insist; ``torch`` keeps torch.
+    ``threads``: the cores that graph may use (None: torch's thread count).
     """
     spec = spec or ModelSpec()
     check_image_runtime(image_runtime)
     tower_cfg = tower_config(spec.arch)
     if tower_cfg is not None:
-        return _load_tower_model(spec, tower_cfg, resolve_device(device), image_runtime)
+        return _load_tower_model(spec, tower_cfg, resolve_device(device), image_runtime, threads)
     open_clip = open_clip_module()
     if spec.arch not in open_clip.list_models():
         raise GeoretError(f"unknown model architecture {spec.arch!r} (see `georet models`)")
@@ -246,7 +247,7 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
 
 
 def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.device,
-                      image_runtime: str = "auto") -> EmbeddingModel:
+                      image_runtime: str = "auto", threads: int | None = None) -> EmbeddingModel:
     """A :class:`~georet.models.tower_clip.TowerCLIP`: backbones from their packages, trained parts from a file."""
     from georet.models.tower_clip import (
         TowerCLIP,
@@ -281,10 +282,11 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
     backbones = backbone_ids(model)
     return EmbeddingModel(model, model.text.tokenizer(), spec, tower_preprocess(cfg.image_size), weights_id, None, device,
                           backbones=backbones, tile_ground_m=cfg.tile_ground_m,
-                          onnx_image=_onnx_image_side(spec, model, backbones, device, image_runtime))
+                          onnx_image=_onnx_image_side(spec, model, backbones, device, image_runtime, threads))
 
 
-def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: torch.device, runtime: str):
+def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: torch.device, runtime: str,
+                     threads: int | None):
     """The tower's image side as an ONNX graph (OpenVINO or ONNX Runtime runs it), named by a digest of its
     weights, or None (torch runs it)."""
     import importlib.util
@@ -307,7 +309,7 @@ def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: 
     digest = weights_digest(tensors, {**model.cfg.to_dict(), "image_backbone": backbones["image"]})
     path = onnx_cache_dir() / f"{spec.arch}-{digest[:20]}.onnx"
     return CachedOnnxImageSide(path, lambda out: export_image_side(model, out, model.cfg.image_size), engine,
-                               threads=torch.get_num_threads())  # the share torch was given (Ray workers set it)
+                               threads=threads or torch.get_num_threads())
 
 
 @contextlib.contextmanager
