@@ -99,7 +99,8 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 @click.option("--ray-address", metavar="ADDR", help="Ray cluster to join (ray://host:10001, or 'auto') [default: start Ray on this machine].")
 @click.option("--tile-size", default="auto", show_default=True,
               help="Tile size: auto (the model's ground scale from each raster's pixel size, see docs/search.md), "
-                   "pixels (256) or ground distance (200m, 1.5km).")
+                   "pixels (256) or ground distance (200m, 1.5km); several, comma-separated (auto,1.2km), index "
+                   "every raster at each scale, and a search returns each place at its best one.")
 @click.option("--stride", help="Step between tiles: pixels (200) or a fraction of the tile (2/3) [default: the tile, no overlap].")
 @click.option("--bands", help="Bands to use, 1-based: 4,3,2 (three) or 1 (grey). [default: RGB colour bands, else 1,2,3]")
 @click.option("--stretch", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
@@ -133,11 +134,11 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     (cloud-optimised) GeoTIFFs, and STAC Item/ItemCollection JSON (files or
     URLs); or search a STAC API with --stac URL --collection ID.
     """
-    from georet.geo import TilingParams, parse_bands, search_area
+    from georet.geo import TilingParams, parse_bands, parse_tile_sizes, search_area
     from georet.index import index_raster
     from georet.models import ModelSpec
 
-    tiling = TilingParams(tile_size=int(tile_size) if tile_size.isdigit() else tile_size,
+    tiling = TilingParams(tile_size=parse_tile_sizes(tile_size),
                           stride=int(stride) if stride and stride.isdigit() else stride,
                           bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs, stretch=stretch)
     area = search_area(bbox, bbox_crs, within) if bbox or bbox_crs or within else None
@@ -330,12 +331,9 @@ def info(db, as_json) -> None:
     click.echo(f"updated  {summary['updated']}")
     for source, meta in summary["sources"].items():
         if "crs" in meta:
-            ground = f" ({_metres_text(meta['tile_m'])})" if meta.get("tile_m") else ""
-            step = (f", every {meta['stride_px']} px" if meta.get("stride_px", meta["tile_px"]) < meta["tile_px"]
-                    else "")
+            grids = " and ".join(_grid_text(grid) for grid in meta.get("scales") or [meta])
             click.echo(f"source   {source}  [{meta['crs']}, {meta['tiles']} tile{'s' * (meta['tiles'] != 1)} of "
-                       f"{meta['tile_px']} px{ground}"
-                       f"{step}, scenes: {meta['scenes']}]")
+                       f"{grids}, scenes: {meta['scenes']}]")
         else:
             click.echo(f"source   {source}  [{meta['tiles']} tiles]")
         if meta.get("acquired") or "crs" in meta:
@@ -349,6 +347,13 @@ def info(db, as_json) -> None:
         if meta["state"] != "complete":
             click.echo(f"         {meta['state']}: {meta['reason']}")
     click.echo(f"scenes   {', '.join(summary['scenes']) or '-'}")
+
+
+def _grid_text(grid: dict) -> str:
+    """One scale of a source's grid: ``300 px (300 m), every 200 px``."""
+    ground = f" ({_metres_text(grid['tile_m'])})" if grid.get("tile_m") else ""
+    step = f", every {grid['stride_px']} px" if grid.get("stride_px", grid["tile_px"]) < grid["tile_px"] else ""
+    return f"{grid['tile_px']} px{ground}{step}"
 
 
 def _metres_text(metres: float) -> str:

@@ -43,6 +43,20 @@ def test_demo_writes_hits_sheet_and_map(tmp_path):
     assert info["tiles"] == 36 and info["model"]["arch"] == "georet-base"
     assert info["model"]["pretrained"] == "bundled"
 
+    # tiles are labelled by the mean of the eight class wordings, and mostly right on these real AID chips
+    from georet.geo import TILE_LABEL_TEMPLATES, ZeroShotScenes, read_classes
+    from georet.index import TileStore
+    from georet.models import load_model
+
+    rows = TileStore.open(out / "index").table.to_arrow().select(["col_off", "row_off", "scene", "vector"]).to_pylist()
+    classes = read_classes()
+    labeller = ZeroShotScenes(load_model(device="cpu"), classes, TILE_LABEL_TEMPLATES)
+    expected = labeller.probabilities(np.array([r["vector"] for r in rows])).argmax(axis=1)
+    assert [r["scene"] for r in rows] == [classes[i].label for i in expected]
+    cells = mosaic_cells(DEMO_RASTER)
+    truth = [re.sub(r"_\d+\.jpg$", "", cells[r["row_off"] // 150][r["col_off"] // 150]) for r in rows]
+    assert sum(r["scene"] == t for r, t in zip(rows, truth)) >= 30, list(zip([r["scene"] for r in rows], truth))
+
 
 def test_demo_raster_says_its_georeference_is_synthetic():
     with rasterio.open(DEMO_RASTER) as src:

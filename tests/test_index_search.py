@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import geopandas as gpd
 import lancedb
@@ -300,3 +301,41 @@ def test_overlapping_tiles_return_each_place_once(tmp_path, rasters, tiny_model)
     everything = collapse_overlaps(index.search("forest", k=49), 49)
     assert list(everything["tile_id"][:5]) == list(hits["tile_id"])
     assert index.search("forest", k=5, dissolve=True)["tiles"].sum() == 5
+
+
+def test_an_index_at_two_scales(tmp_path, rasters, tiny_model):
+    """`--tile-size 64,128` writes every raster's tiles at both sizes into one table; a re-run finds them all;
+    a search returns each place once, at whichever scale scored best; "near" pairs tiles across scales."""
+    from conftest import TINY, run_cli
+
+    from georet.errors import ConflictError
+    from georet.geo import parse_tile_sizes
+
+    db = tmp_path / "scales.db"
+    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64,128", "-q", *TINY, check=True)
+    table = TileStore.open(db).table.to_arrow()
+    assert sorted(Counter(table["width"].to_pylist()).items()) == [(64, 16), (128, 4)]  # 256 px: 4x4 and 2x2
+    assert "tiles of 64 px (640 m) and 128 px (1.28 km)" in run_cli("info", "--db", db, check=True).stdout
+    index = open_index(db, model=tiny_model)
+    entry = next(iter(index.info()["sources"].values()))
+    assert [grid["tile_px"] for grid in entry["scales"]] == [64, 128] and entry["tiles"] == 20
+    both = TilingParams(tile_size=parse_tile_sizes("64,128"))
+    again = index_raster(rasters["utm"], db, tiling=both, model=tiny_model, progress=False)
+    assert again.indexed == 0 and again.already_indexed == 20
+    with pytest.raises(ConflictError, match="from tile size 64,128"):
+        index_raster(rasters["utm"], db, tiling=TilingParams(tile_size=64), model=tiny_model, progress=False)
+
+    hits = index.search("farmland", k=20)
+    geometry = hits.geometry.values
+    for i in range(len(hits)):  # no hit shares a quarter of the smaller footprint with a better one
+        for j in range(i):
+            shared = geometry[i].intersection(geometry[j]).area
+            assert shared < 0.25 * min(geometry[i].area, geometry[j].area), (i, j)
+    assert len(hits) < 20  # each place once: 16 small tiles hold every large one's ground
+    near = index.search("farmland near a river", k=3)
+    assert len(near) == 3 and (near["partner_distance_m"] >= 0).all()
+
+    assert parse_tile_sizes("auto,1.2km") == ("auto", "1.2km") and parse_tile_sizes("256") == 256
+    assert [t.tile_size for t in TilingParams(tile_size=("auto", "600m")).scales()] == ["auto", "600m"]
+    with pytest.raises(GeoretError, match="names a tile size twice"):
+        TilingParams(tile_size=("300m", "300m"))

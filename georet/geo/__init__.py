@@ -19,21 +19,23 @@ from georet.geo.grid import (
     parse_bands,
     parse_stride,
     parse_tile_size,
+    parse_tile_sizes,
 )
 from georet.geo.landcover import open_landcover
 from georet.geo.raster import RasterSource, Tile
 from georet.geo.scenes import (
-                               SceneClass,
-                               SceneLabel,
-                               ZeroShotScenes,
-                               classes_for_labels,
-                               default_prompt_words,
-                               read_classes,
+    TILE_LABEL_TEMPLATES,
+    SceneClass,
+    SceneLabel,
+    ZeroShotScenes,
+    classes_for_labels,
+    default_prompt_words,
+    read_classes,
 )
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
 
-__all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size",
+__all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
            "open_landcover", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
-           "search_stac_api", "SceneClass", "SceneLabel", "ZeroShotScenes", "classes_for_labels",
+           "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "ZeroShotScenes", "classes_for_labels",
            "default_prompt_words", "read_classes"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -109,7 +109,9 @@ class TilingParams:
     ``tile_size`` is ``"auto"`` (each raster's tiles cover the model's ground
     ``scale``, from its pixel size; :class:`GroundScale`, filled in by
     :func:`georet.index.index_raster` from the model), pixels (``256``) or ground
-    distance (``"200m"``, ``"1.5km"``). ``stride`` is pixels or a fraction of the
+    distance (``"200m"``, ``"1.5km"``); or several of them (``("auto", "1.2km")``:
+    every raster is tiled at each size into the one index, and :meth:`scales`
+    gives the tiling of each). ``stride`` is pixels or a fraction of the
     tile (``"2/3"``, ``0.5``); None is the scale's stride for ``auto`` tiles and
     the tile size (no overlap) for the others. ``stretch`` says
     whether uint8 rasters get the per-raster 2–98 % band stretch every other
@@ -117,7 +119,7 @@ class TilingParams:
     :func:`georet.geo.raster.needs_stretch`), ``always`` or ``never``.
     """
 
-    tile_size: int | str = AUTO
+    tile_size: int | str | tuple[int | str, ...] = AUTO
     stride: int | float | str | None = None
     bands: tuple[int, ...] | None = None
     min_valid: float = 0.5
@@ -126,10 +128,16 @@ class TilingParams:
     scale: GroundScale | None = None
 
     def __post_init__(self) -> None:
-        if self.tile_size != AUTO:
-            parse_tile_size(self.tile_size)
-            if self.scale is not None:
-                raise InputError("tile_size", f"is {self.tile_size!r}: a ground scale applies to tile size auto")
+        sizes = self.tile_sizes
+        if not sizes:
+            raise InputError("tile_size", "names no tile size")
+        for size in sizes:
+            if size != AUTO:
+                parse_tile_size(size)
+        if len(set(map(str, sizes))) < len(sizes):
+            raise InputError("tile_size", f"names a tile size twice: {','.join(map(str, sizes))}")
+        if self.scale is not None and AUTO not in sizes:
+            raise InputError("tile_size", f"is {self.tile_size!r}: a ground scale applies to tile size auto")
         if self.stride is not None:
             parse_stride(self.stride)
         if not 0.0 <= self.min_valid <= 1.0:
@@ -139,9 +147,22 @@ class TilingParams:
         if self.stretch not in STRETCH_MODES:
             raise InputError("stretch", f"{self.stretch!r} is not one of {', '.join(STRETCH_MODES)}")
 
+    @property
+    def tile_sizes(self) -> tuple[int | str, ...]:
+        """The tile sizes asked for: one, or several for an index at several scales."""
+        return tuple(self.tile_size) if isinstance(self.tile_size, (tuple, list)) else (self.tile_size,)
+
+    def scales(self) -> list["TilingParams"]:
+        """One tiling per tile size, smallest first as asked (``[self]`` for one size); the ground scale goes
+        with the ``auto`` size only."""
+        if len(self.tile_sizes) == 1:
+            return [self]
+        return [replace(self, tile_size=size, scale=self.scale if size == AUTO else None) for size in self.tile_sizes]
+
     def to_dict(self) -> dict:
         """As the manifest records it (a re-run with equal params finds its sources complete)."""
-        params = {"tile_size": self.tile_size, "stride": self.stride,
+        size = list(self.tile_sizes) if len(self.tile_sizes) > 1 else self.tile_size
+        params = {"tile_size": size, "stride": self.stride,
                   "bands": list(self.bands) if self.bands else None,
                   "min_valid": self.min_valid, "assume_crs": self.assume_crs, "stretch": self.stretch,
                   "edge_policy": "shift"}
@@ -174,6 +195,13 @@ def stride_in_pixels(stride: int | float | str | None, tile_px: int) -> int:
         return tile_px
     number, unit = parse_stride(stride)
     return int(number) if unit == "px" else max(1, round(number * tile_px))
+
+
+def parse_tile_sizes(text: str) -> int | str | tuple[int | str, ...]:
+    """The command line's ``--tile-size``: ``auto``, ``256``, ``200m`` or several, comma-separated
+    (``auto,1.2km``: one index at each scale); whole numbers become pixel counts."""
+    sizes = tuple(int(part) if part.isdigit() else part for part in (p.strip() for p in text.split(",")))
+    return sizes if len(sizes) > 1 else sizes[0]
 
 
 def parse_tile_size(value: int | str) -> tuple[float, str]:
@@ -237,6 +265,8 @@ def metres_per_pixel(transform: Affine, crs: CRS, mid_latitude: float) -> float:
 def tile_and_stride_px(params: TilingParams, pixel_m: float, width: int, height: int) -> tuple[int, int]:
     """``params.tile_size`` (auto, pixels or ground distance) and stride → pixels of a ``width`` × ``height``
     raster whose pixels are ``pixel_m`` metres wide (:func:`metres_per_pixel`)."""
+    if len(params.tile_sizes) > 1:
+        raise GeoretError(f"one tile size per grid, got {params.tile_size!r}: TilingParams.scales() gives one each")
     if params.tile_size == AUTO:
         scale = params.scale or DEFAULT_GROUND_SCALE
         tile_px = scale.tile_px(pixel_m, width, height)

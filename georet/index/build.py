@@ -9,6 +9,7 @@ killed run resumes from the tiles already in the table.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import queue
 import sys
@@ -27,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
     DEFAULT_GROUND_SCALE,
+    TILE_LABEL_TEMPLATES,
     GroundScale,
     RasterRef,
     RasterSource,
@@ -220,7 +222,7 @@ def index_raster(
     touched = 0
     dates: dict[str, tuple[str | None, str | None]] = {}
     for ref in rasters:  # validate every input before touching the index
-        with RasterSource(ref, tiling, area) as source:
+        with RasterSource(ref, tiling.scales()[0], area) as source:
             touched += len(source.windows()) if area is not None else 1
             dates[ref.name] = acquisition_date(ref, source.dataset.tags(), acquired)
     if not touched:
@@ -230,7 +232,7 @@ def index_raster(
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if model is None or isinstance(model, ModelSpec):
         model = load_model(model, device=device, image_runtime=image_runtime)
-    if tiling.tile_size == "auto" and tiling.scale is None:
+    if "auto" in tiling.tile_sizes and tiling.scale is None:
         tiling = replace(tiling, scale=model_scale(model))
     spec = {"arch": model.spec.arch,
             "pretrained": _absolute_if_file(model.spec.pretrained),
@@ -240,7 +242,7 @@ def index_raster(
     if _nothing_to_do(db, rasters, tiling, area, reindex, model, dates, report):
         report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
         return report
-    zero_shot = ZeroShotScenes(model, scene_classes) if scene_classes else None
+    zero_shot = ZeroShotScenes(model, scene_classes, TILE_LABEL_TEMPLATES) if scene_classes else None
     show = sys.stderr.isatty() if progress is None else progress
 
     with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=lock_timeout,
@@ -256,30 +258,25 @@ def index_raster(
             entry = store.manifest["sources"].get(ref.name)
             if reindex and entry is not None and _tiling_changed(entry, tiling):  # a new grid: the old one goes
                 store.remove_source(ref.name)
-            with RasterSource(ref, tiling, area) as source:
+            with contextlib.ExitStack() as opened:  # one grid per scale (their tile ids name their size)
+                sources = [opened.enter_context(RasterSource(ref, scale, area)) for scale in tiling.scales()]
+                grids = [_grid(source) for source in sources]
                 store.begin_source(ref.name, {
-                    **_origin(ref, area),
-                    "crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
-                    "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
-                    "tile_m": round(source.grid.tile_px * source.metres_per_pixel, 2),
-                    "tiling": tiling.to_dict(),
+                    **_origin(ref, area), **grids[0], "tiling": tiling.to_dict(),
+                    **({"scales": grids} if len(grids) > 1 else {}),
                     "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
                     "classes": [c.label for c in scene_classes] if scene_classes else None,
                     "acquired": dates[ref.name][0], "acquired_from": dates[ref.name][1],
                 })
                 if not reindex and store.count(f"source = {sql_string(ref.name)}"):  # resumed: one date for all
                     store.set_acquired(ref.name, *dates[ref.name])
-                layer = None
+                if reindex and engine == "ray":  # appended fragments cannot replace rows: they go first (the
+                    store.table.delete(f"source = {sql_string(ref.name)}")  # entry says incomplete meanwhile)
                 try:
-                    if engine == "ray":
-                        _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field),
-                                             tiling, batch_size, reindex, show, ray_address, dates[ref.name][0],
-                                             image_runtime, report, on_progress)
-                    else:
-                        layer = (open_landcover(landcover, landcover_field, source.dataset, source.crs)
-                                 if landcover else None)
-                        _index_source(source, model, store, layer or zero_shot, tiling, batch_size, reindex, show,
-                                      write_every, dates[ref.name][0], report, on_progress)
+                    for source in sources:
+                        _index_scale(source, model, store, zero_shot, landcover, landcover_field, engine,
+                                     batch_size, reindex, show, write_every, ray_address, dates[ref.name][0],
+                                     image_runtime, report, on_progress)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
                     store.end_source(ref.name, failure=reason)
@@ -288,9 +285,6 @@ def index_raster(
                     raise GeoretError(
                         f"{reason} — {ref.display_name} is marked incomplete in {store.path} (re-run to resume it, "
                         f"or `georet remove` it); {position} raster(s) completed before it are kept") from None
-                finally:
-                    if layer is not None:
-                        layer.close()
                 store.end_source(ref.name)
             report.sources.append(ref.name)
         if report.indexed:
@@ -300,6 +294,31 @@ def index_raster(
                 store.build_vector_index()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _grid(source: RasterSource) -> dict:
+    """What the manifest keeps of a raster's grid at one scale: shape, CRS, bands, tile and stride."""
+    return {"crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
+            "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
+            "tile_m": round(source.grid.tile_px * source.metres_per_pixel, 2)}
+
+
+def _index_scale(source: RasterSource, model: EmbeddingModel, store: TileStore, zero_shot,
+                 landcover: str | Path | None, landcover_field: str | None, engine: str, batch_size: int,
+                 reindex: bool, show: bool, write_every: int, ray_address: str | None, acquired: str | None,
+                 image_runtime: str, report: IndexReport, on_progress) -> None:
+    """Embed and store one raster's tiles at one scale, on the local engine or on Ray."""
+    if engine == "ray":
+        _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field), source.params,
+                             batch_size, show, ray_address, acquired, image_runtime, report, on_progress)
+        return
+    layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
+    try:
+        _index_source(source, model, store, layer or zero_shot, source.params, batch_size, reindex, show,
+                      write_every, acquired, report, on_progress)
+    finally:
+        if layer is not None:
+            layer.close()
 
 
 def model_scale(model: EmbeddingModel) -> GroundScale:
@@ -348,9 +367,11 @@ def _check_same_tiling(manifest: dict, rasters: list[RasterRef], tiling: TilingP
         if entry is not None and _tiling_changed(entry, tiling):
             old = entry.get("tiling", {})
             stride = f", stride {old['stride']}" if old.get("stride") is not None else ""
+            size = old.get("tile_size")
+            size = ",".join(map(str, size)) if isinstance(size, list) else size
             raise ConflictError(
                 f"{ref.display_name} is indexed with other tiling ({entry.get('tile_px')} px tiles every "
-                f"{entry.get('stride_px')} px, from tile size {old.get('tile_size')}{stride}); repeat those options "
+                f"{entry.get('stride_px')} px, from tile size {size}{stride}); repeat those options "
                 "to add to this index, or re-tile it with {reindex}", names=("reindex",))
 
 
@@ -430,13 +451,13 @@ def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore,
 
 
 def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: TileStore, labels, tiling: TilingParams,
-                         batch_size: int, reindex: bool, show: bool, address: str | None, acquired: str | None,
+                         batch_size: int, show: bool, address: str | None, acquired: str | None,
                          image_runtime: str, report: IndexReport,
                          on_progress: Callable[[str, int, int], None] | None) -> None:
+    """Ray appends fragments and cannot replace rows: a re-index removed the raster's rows before its first
+    scale (:func:`index_raster`), so the plan skips only what this run wrote."""
     from georet.index.ray_engine import index_source_on_ray
 
-    if reindex:  # appended fragments cannot replace rows: they go first (the source's entry says incomplete)
-        store.table.delete(f"source = {sql_string(source.ref.name)}")
     todo = _plan(source, store, False, report)
     done = 0
 

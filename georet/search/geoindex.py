@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -197,9 +198,10 @@ class GeoIndex:
             if request.text is None and not like:
                 raise InputError("labels", f"label set {request.labels!r} marks no tile right: nothing to search for")
         self.store.refresh()  # rows other processes added since this index was opened
-        overlapping = self._tiles_overlap()
+        fetch_factor = self._overlap_fetch_factor()
+        overlapping = fetch_factor > 1
         # neighbours of an overlapping index show the same place: ask for more, keep the best of each place
-        fetch = request.k * OVERLAP_FETCH if overlapping else request.k
+        fetch = request.k * fetch_factor
         if like or unlike:
             hits = self._example_search(request.text, like, unlike, fetch, request.area, request.scene,
                                         request.when_range, request.scorer)
@@ -424,10 +426,18 @@ class GeoIndex:
                                  columns=[*REGION_COLUMNS, "geometry"], geometry="geometry", crs="EPSG:4326")
         return _with_kind(frame, kind)
 
-    def _tiles_overlap(self) -> bool:
-        """Whether any source was tiled with a stride below its tile size (neighbouring tiles overlap)."""
-        return any(entry.get("stride_px", 0) < entry.get("tile_px", 0)
-                   for entry in self.store.manifest.get("sources", {}).values())
+    def _overlap_fetch_factor(self) -> int:
+        """How many times k hits a search fetches before keeping each place's best: 1 where tiles only touch,
+        :data:`OVERLAP_FETCH` where a source was tiled with a stride below its tile size, and that times the
+        area ratio of its largest to its smallest tile where it was tiled at several scales (a large tile's
+        place holds that many small ones, which may all rank next to it)."""
+        factor = 1
+        for entry in self.store.manifest.get("sources", {}).values():
+            grids = entry.get("scales") or [entry]
+            if len(grids) > 1 or entry.get("stride_px", 0) < entry.get("tile_px", 0):
+                sides = [grid["tile_px"] for grid in grids]
+                factor = max(factor, OVERLAP_FETCH * math.ceil((max(sides) / min(sides)) ** 2))
+        return factor
 
     def _has_vector_index(self) -> bool:
         """Whether the table (at its current version) has an approximate vector index; asked once per version."""
