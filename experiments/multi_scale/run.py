@@ -2,18 +2,21 @@
 
 Real scenes come in many sizes: a farm field and a whole farming district, a
 pond and a lake. Here rsicd_aid **validation** chips (georet-base's held-out
-split, never the test split) are laid on a georeferenced grid of 300 m cells;
-eight classes drawn per layout each have five "large" scenes (2×2 blocks of
-four of their chips: 600 m) and single-cell scenes fill the rest. The mosaic is indexed once at the default
-scale and at 600 m (``--tile-size auto,600m``), and each tiling is scored
-from that one index: the default tiles alone, the 600 m tiles alone, both
-(georet's search: cosine, each place's best tile kept), and both with each
-scale's cosines standardised over its own tiles. A tile is right for a class
-when that class covers at least half of it; text search precision@5 for
-every class with 5 such tiles of each scale ("an aerial image of …"); mean
-± std over layout seeds.
+split, never the test split) are laid on a georeferenced grid of ``--cell-m``
+cells; eight classes drawn per layout each have five "large" scenes (2×2
+blocks of four of their chips) and single-cell scenes fill the rest. The
+mosaic is indexed once at the default scale (300 m tiles every 200 m) and at
+``--other`` (``--tile-size auto,OTHER``), and each tiling is scored from that
+one index: the default tiles alone, the other tiles alone, both (georet's
+search: cosine, each place's best tile kept), and both with each scale's
+cosines standardised over its own tiles. A tile is right for a class when
+that class covers at least half of it; text search precision@5 for every
+class with 5 such tiles at each scale ("an aerial image of …"), and the share
+of hits that are right *and* as large as their scene (a 2-cell tile on a
+large scene, a 1-cell tile on a small one); mean ± std over layout seeds.
 
-    python experiments/multi_scale/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json
+    python experiments/multi_scale/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json                # 300 m cells, + 600 m
+    python experiments/multi_scale/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json --cell-m 150 --other 150m
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from georet.search import open_index
 from georet.search.results import SAME_PLACE_OVERLAP
 from georet.training import load_config, load_splits
 
-CELL_PX, CELL_M, SIDE, K = 150, 300.0, 16, 5
+CELL_PX, SIDE, K = 150, 16, 5
 #: classes per layout and large (2×2) scenes of each: 160 of the 256 cells lie in large scenes
 CLASSES, BLOCKS = 8, 5
 RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "georet-base.yaml"
-OUT = Path(__file__).with_name("results") / "multi_scale.json"
+RESULTS = Path(__file__).with_name("results")
 
 
 def layout(images: list[Path], scenes: list[str], seed: int
@@ -106,8 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="Karpathy JSON with scene labels (rsicd_aid)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cell-m", type=float, default=300.0, help="ground size of one chip (a small scene)")
+    parser.add_argument("--other", default="600m", help="the tile size indexed beside the default one")
+    parser.add_argument("--out", type=Path, help="[default: results/multi_scale_cell{CELL}m.json]")
     args = parser.parse_args()
+    out = args.out or RESULTS / f"multi_scale_cell{args.cell_m:g}m.json"
+    other = f"{args.other} tiles"
     _, val = load_splits(load_config(RECIPE, [f"data.path={args.data}"]), Path(tempfile.gettempdir()))
     model = load_model(device="cpu")
     words = default_prompt_words()
@@ -116,10 +123,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             chips, classes, in_block = layout(val.images, val.scenes, seed)
-            mosaic = write_mosaic(chips, Path(tmp) / f"layout{seed}.tif", chip_size=CELL_PX, pixel_size=CELL_M / CELL_PX,
+            mosaic = write_mosaic(chips, Path(tmp) / f"layout{seed}.tif", chip_size=CELL_PX, pixel_size=args.cell_m / CELL_PX,
                                   compress="deflate", description="rsicd_aid validation chips, two scene sizes")
             db = Path(tmp) / f"layout{seed}.db"
-            index_raster([mosaic], db, tiling=TilingParams(tile_size=("auto", "600m")), model=model, progress=False)
+            index_raster([mosaic], db, tiling=TilingParams(tile_size=("auto", args.other)), model=model, progress=False)
             index = open_index(db, model=model)
             catalog = index.catalog()
             rows = catalog.rows(range(len(catalog)))
@@ -128,23 +135,25 @@ def main() -> None:
                               for r in rows])
             truth = [tile_class(classes, *(int(v) for v in (r["col_off"], r["row_off"], r["width"], r["height"])))
                      for r in rows]
-            large = np.array([r["width"] > CELL_PX for r in rows])
-            # a hit is at its place's own size when a 600 m tile lies on a large scene, a 300 m one on a small one
-            own_size = np.array([large[i] == in_block[min(SIDE - 1, (r["row_off"] + r["height"] // 2) // CELL_PX)]
-                                 [min(SIDE - 1, (r["col_off"] + r["width"] // 2) // CELL_PX)]
-                                 for i, r in enumerate(rows)])
+            default_px = next(iter(index.store.manifest["sources"].values()))["scales"][0]["tile_px"]
+            large = np.array([r["width"] != default_px for r in rows])  # the other scale's tiles
+            tiles = {"default tiles": int((~large).sum()), other: int(large.sum())}
+            # a hit is as large as its scene when a 2-cell tile lies on a large scene, a 1-cell one on a small one
+            own_size = np.array([(r["width"] >= 1.5 * CELL_PX) == in_block[
+                min(SIDE - 1, (r["row_off"] + r["height"] // 2) // CELL_PX)][
+                min(SIDE - 1, (r["col_off"] + r["width"] // 2) // CELL_PX)] for r in rows])
             searched = [s for s in sorted(words) if sum(t == s for t, big in zip(truth, large) if big) >= K
                         and sum(t == s for t, big in zip(truth, large) if not big) >= K]
             texts = model.encode_text([f"an aerial image of {words[s]}" for s in searched])
             precision: dict[str, list[float]] = {name: [] for name in
-                                                 ("default tiles", "600 m tiles", "both", "both, standardised")}
+                                                 ("default tiles", other, "both", "both, standardised")}
             sized: dict[str, list[float]] = {name: [] for name in precision}
             for scene, text in zip(searched, texts):
                 cosines = catalog.vectors @ text
                 standard = cosines.copy()
                 for group in (large, ~large):
                     standard[group] = (cosines[group] - cosines[group].mean()) / cosines[group].std()
-                for name, scores, allowed in (("default tiles", cosines, ~large), ("600 m tiles", cosines, large),
+                for name, scores, allowed in (("default tiles", cosines, ~large), (other, cosines, large),
                                               ("both", cosines, large | ~large),
                                               ("both, standardised", standard, large | ~large)):
                     order = np.flatnonzero(allowed)[np.argsort(-scores[allowed], kind="stable")]
@@ -162,9 +171,10 @@ def main() -> None:
     summary = {name: {"mean": round(float(np.mean(v)), 3), "std": round(float(np.std(v)), 3), "per_seed": v,
                       "right_at_own_size_mean": round(float(np.mean(own[name])), 3),
                       "right_at_own_size_std": round(float(np.std(own[name])), 3)} for name, v in runs.items()}
-    write_results(args.out, {"protocol": {"cells": SIDE * SIDE, "cell_m": CELL_M, "classes": CLASSES, "large_scenes_per_class": BLOCKS,
-                                          "tiling": "auto (300 m every 200 m) and 600m", "k": K,
-                                          "split": "rsicd_aid train -> recipe validation", "seeds": args.seeds},
+    write_results(out, {"protocol": {"cells": SIDE * SIDE, "cell_m": args.cell_m, "classes": CLASSES, "large_scenes_per_class": BLOCKS,
+                                          "tiling": f"auto (300 m every 200 m) and {args.other}", "k": K,
+                                          "split": "rsicd_aid train -> recipe validation", "seeds": args.seeds,
+                                     "tiles_per_layout": tiles},
                              "text_p@5": summary})
     for name, s in summary.items():
         print(f"{name:20s} p@5 {s['mean']:.3f} ± {s['std']:.3f}; right and at the place's own size "
