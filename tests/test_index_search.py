@@ -339,3 +339,20 @@ def test_an_index_at_two_scales(tmp_path, rasters, tiny_model):
     assert [t.tile_size for t in TilingParams(tile_size=("auto", "600m")).scales()] == ["auto", "600m"]
     with pytest.raises(GeoretError, match="names a tile size twice"):
         TilingParams(tile_size=("300m", "300m"))
+
+
+def test_label_propagation_lets_look_alike_tiles_outvote_a_misread_one():
+    """A tile whose own zero-shot reading is wrong takes the class of the tiles that look like it."""
+    from georet.geo import propagate_labels
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:2]  # two kinds of ground, 20 tiles each
+    vectors = np.repeat(centres, 20, axis=0) + 0.05 * rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probabilities = np.repeat([[0.8, 0.2], [0.2, 0.8]], 20, axis=0)
+    probabilities[3] = [0.4, 0.6]  # misread on its own
+    refined = propagate_labels(vectors, probabilities, block=7)  # several blocks
+    assert refined.argmax(axis=1).tolist() == [0] * 20 + [1] * 20
+    assert np.allclose(refined.sum(axis=1), 1.0)
+    single = probabilities[:1]
+    assert propagate_labels(vectors[:1], single) is single  # one tile has no neighbours: its reading stands

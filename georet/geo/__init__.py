@@ -30,6 +30,7 @@ from georet.geo.scenes import (
     ZeroShotScenes,
     classes_for_labels,
     default_prompt_words,
+    propagate_labels,
     read_classes,
 )
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
@@ -38,4 +39,4 @@ from georet.geo.stac import search_stac_api
 __all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
            "open_landcover", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
            "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "ZeroShotScenes", "classes_for_labels",
-           "default_prompt_words", "read_classes"]
+           "default_prompt_words", "propagate_labels", "read_classes"]

@@ -119,6 +119,52 @@ class ZeroShotScenes:
         return probs / probs.sum(axis=1, keepdims=True)
 
     def label(self, tiles: list, vectors: np.ndarray) -> list[SceneLabel]:
-        probs = self.probabilities(vectors)
-        best = probs.argmax(axis=1)
-        return [SceneLabel(self.labels[i], float(probs[n, i])) for n, i in enumerate(best)]
+        return self.labels_of(self.probabilities(vectors))
+
+    def labels_of(self, probabilities: np.ndarray) -> list[SceneLabel]:
+        """Each row's most probable class and its probability."""
+        best = probabilities.argmax(axis=1)
+        return [SceneLabel(self.labels[i], float(probabilities[n, i])) for n, i in enumerate(best)]
+
+
+#: label propagation: neighbours per tile, weight of the neighbours, iterations (experiments/prompt_ensembles,
+#: fixed before it measured; per raster on experiments/real_tiles)
+PROPAGATION_NEIGHBOURS, PROPAGATION_WEIGHT, PROPAGATION_STEPS = 10, 0.5, 10
+
+
+def propagate_labels(vectors: np.ndarray, probabilities: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Zero-shot class probabilities smoothed over the tiles' nearest-neighbour graph: ``F = (1-w)·P + w·W·F``.
+
+    Tiles that look alike (their embeddings' 10 nearest neighbours, edges
+    weighted by cosine, made symmetric, rows normalised) mostly show the same
+    class, so a tile read wrongly on its own is outvoted by its look-alikes:
+    +7 points of right labels on real rasters (experiments/real_tiles), +1.7
+    on rsicd_aid chips (experiments/prompt_ensembles). The graph is sparse
+    and built ``block`` rows at a time: memory grows with n, time with n².
+    """
+    n = len(vectors)
+    k = min(PROPAGATION_NEIGHBOURS, n - 1)
+    if k < 1:
+        return probabilities
+    neighbours = np.empty((n, k), dtype=np.int64)
+    weights = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, block):
+        similarity = vectors[start:start + block] @ vectors.T
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf  # a tile is not its own neighbour
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        neighbours[start:start + block] = nearest
+        weights[start:start + block] = np.maximum(similarity[rows[:, None], nearest], 0.0)
+    # W = (A + Aᵀ) / 2 as an edge list sorted by source, then each row normalised
+    source = np.concatenate([np.repeat(np.arange(n), k), neighbours.ravel()])
+    target = np.concatenate([neighbours.ravel(), np.repeat(np.arange(n), k)])
+    weight = np.concatenate([weights.ravel(), weights.ravel()]) / 2
+    order = np.argsort(source, kind="stable")
+    source, target, weight = source[order], target[order], weight[order]
+    weight /= np.maximum(np.bincount(source, weights=weight, minlength=n)[source], 1e-12)
+    starts = np.flatnonzero(np.r_[True, np.diff(source) != 0])  # every tile has k edges of its own
+    refined = probabilities
+    for _ in range(PROPAGATION_STEPS):
+        neighbourhood = np.add.reduceat(weight[:, None] * refined[target], starts, axis=0)
+        refined = (1 - PROPAGATION_WEIGHT) * probabilities + PROPAGATION_WEIGHT * neighbourhood
+    return refined

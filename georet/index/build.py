@@ -38,6 +38,7 @@ from georet.geo import (
     discover_rasters,
     is_url,
     open_landcover,
+    propagate_labels,
     read_classes,
 )
 from georet.geo.dates import acquisition_date, parse_date
@@ -277,6 +278,8 @@ def index_raster(
                         _index_scale(source, model, store, zero_shot, landcover, landcover_field, engine,
                                      batch_size, reindex, show, write_every, ray_address, dates[ref.name][0],
                                      image_runtime, report, on_progress)
+                    if zero_shot is not None:
+                        refine_scenes(store, ref.name, zero_shot)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
                     store.end_source(ref.name, failure=reason)
@@ -294,6 +297,27 @@ def index_raster(
                 store.build_vector_index()
     report.seconds = time.perf_counter() - started
     return report
+
+
+#: tiles of one raster refined together; larger rasters are refined in runs of this many tiles (in the order
+#: they were written: bands of the raster), so the cost per tile stays under a millisecond
+REFINE_TILES = 20_000
+
+
+def refine_scenes(store: TileStore, source: str, zero_shot: ZeroShotScenes) -> None:
+    """Rewrite the zero-shot scenes of ``source``'s tiles after label propagation over their look-alikes
+    (:func:`georet.geo.scenes.propagate_labels`): each raster's tiles vote on each other's class (caller holds
+    the lock). Done per raster when it is indexed, so adding a raster leaves the others' scenes as they are."""
+    rows = store.dataset.to_table(columns=["tile_id", "vector"], filter=f"source = {sql_string(source)}")
+    if len(rows) < 2:
+        return
+    vectors = np.asarray(rows["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(rows), -1)
+    labels = []
+    for start in range(0, len(rows), REFINE_TILES):
+        chunk = vectors[start:start + REFINE_TILES]
+        labels += zero_shot.labels_of(propagate_labels(chunk, zero_shot.probabilities(chunk)))
+    store.update_rows(pa.table({"tile_id": rows["tile_id"], "scene": [label.scene for label in labels],
+                                "scene_score": pa.array([label.score for label in labels], pa.float32())}))
 
 
 def _grid(source: RasterSource) -> dict:

@@ -388,6 +388,12 @@ class TileStore:
         self.table.merge_insert("tile_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
         self._read_dataset = None
 
+    def update_rows(self, rows: pa.Table) -> None:
+        """Replace some columns of tiles already in the table (``rows``: ``tile_id`` and those columns); one
+        atomic commit."""
+        self.table.merge_insert("tile_id").when_matched_update_all().execute(rows)
+        self._read_dataset = None
+
     def drop_duplicate_tiles(self) -> int:
         """Keep one row per ``tile_id``; the number of extra rows deleted, in one commit (caller holds the lock).
 
