@@ -173,8 +173,10 @@ def index_raster(
 
     Tiles already in the index are skipped (resume after interruption) unless
     ``reindex`` is set, in which case they are recomputed and upserted.
-    Scenes come from zero-shot ``classes`` (default vocabulary if None) or from
-    a ``landcover`` layer, never both.
+    Scenes come from zero-shot ``classes`` (default vocabulary if None; each
+    raster's labels refined over its look-alike tiles once it is indexed, see
+    :func:`refine_scenes`) or from a ``landcover`` layer, never both.
+    ``tiling`` may name several tile sizes: every raster is then tiled at each.
     ``progress=None`` shows a bar only when stderr is a terminal;
     ``on_progress(source, done, total)`` is called after every batch (for GUIs).
 
