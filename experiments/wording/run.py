@@ -1,0 +1,130 @@
+"""Wording no caption uses: does search find the right chips when the user's words are not RSICD's?
+
+Users type "an aerodrome", "cropland" or "a marina"; RSICD's captions say "airport", "farmland" and
+"port". Each query below has a key word that no rsicd_aid caption contains (checked here, on every split).
+The chips of one split are laid on a georeferenced grid (one tile a chip) and indexed with georet's
+defaults; precision@4 of each query is the share of its first 4 hits whose chip is of one of its classes.
+Measured three ways: ``georet query`` as it ships (scene prior included), the plain cosine ranking, and the
+plain cosine with the query embedded as the mean of the eight class wordings tiles are labelled with
+(``TILE_LABEL_TEMPLATES``, "{query}" in each) — a query-side prompt ensemble. Choose on ``--split val``
+(the georet-base recipe's validation chips); ``test`` is the issue's target, reported, not selected on.
+``--in-domain-mr`` also scores rsicd_aid test retrieval (mR) with every caption so wrapped: what the
+ensemble would cost the captions the model was trained on.
+
+    python experiments/wording/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json --split val
+    python experiments/wording/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json --split test --in-domain-mr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from georet import TilingParams, index_raster, open_index
+from georet.geo import TILE_LABEL_TEMPLATES
+from georet.geo.mosaic import mosaic_cells, random_grid, write_mosaic
+from georet.models import load_model
+from georet.provenance import write_results
+from georet.training import load_config, load_retrieval_data, load_splits
+from georet.training.evaluate import load_image, retrieval_scores
+
+K = 4
+RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "georet-base.yaml"
+#: query -> (its key word, absent from every caption; the scene classes it asks for), fixed before the first run
+QUERIES = {
+    "an aerodrome": ("aerodrome", ("airport",)),
+    "jetliners": ("jetliners", ("airport",)),
+    "a waterway": ("waterway", ("river",)),
+    "a creek": ("creek", ("river",)),
+    "cropland": ("cropland", ("farmland",)),
+    "timberland": ("timberland", ("forest",)),
+    "a ballpark": ("ballpark", ("baseballfield",)),
+    "a cathedral": ("cathedral", ("church",)),
+    "a chapel": ("chapel", ("church",)),
+    "a marina": ("marina", ("port",)),
+    "a suburb": ("suburb", ("sparseresidential", "mediumresidential", "denseresidential")),
+    "a reservoir": ("reservoir", ("pond",)),
+    "a shopping mall": ("mall", ("commercial",)),
+    "a coliseum": ("coliseum", ("stadium",)),
+    "a schoolyard": ("schoolyard", ("school", "playground")),
+    "a motorway bridge": ("motorway", ("viaduct", "bridge")),
+    "freight trains": ("freight", ("railwaystation",)),
+}
+
+
+def caption_words(data: Path) -> set[str]:
+    words: set[str] = set()
+    for image in json.loads(data.read_text())["images"]:
+        for sentence in image["sentences"]:
+            words.update(re.findall(r"[a-z]+", sentence["raw"].lower()))
+    return words
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="rsicd_aid's Karpathy JSON")
+    parser.add_argument("--split", choices=["val", "test"], required=True)
+    parser.add_argument("--in-domain-mr", action="store_true", help="also rsicd_aid test mR, plain and wrapped")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    used = caption_words(args.data)
+    assert not [word for word, _ in QUERIES.values() if word in used], "a key word occurs in a caption"
+    if args.split == "val":
+        _, split = load_splits(load_config(RECIPE, [f"data.path={args.data}"]), Path(tempfile.gettempdir()))
+    else:
+        split = load_retrieval_data(args.data, "test")
+    scene_of = {path.name: scene for path, scene in zip(split.images, split.scenes)}
+    side = math.isqrt(len(split.images))
+    model = load_model(device="cpu")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mosaic = write_mosaic(random_grid(split.images, side, seed=0), Path(tmp) / "layout.tif", chip_size=150,
+                              pixel_size=2.0, compress="deflate", description=f"rsicd_aid {args.split} chips")
+        cells = mosaic_cells(mosaic)
+        index_raster([mosaic], Path(tmp) / "index", tiling=TilingParams(tile_size=150), model=model, progress=False)
+        index = open_index(Path(tmp) / "index", model=model)
+        catalog = index.catalog()
+        rows = catalog.rows(range(len(catalog)))
+        truth = np.array([scene_of[cells[rows[i]["row_off"] // 150][rows[i]["col_off"] // 150]]
+                          for i in range(len(catalog))])
+        for query, (_, classes) in QUERIES.items():
+            shipped = index.search(query, k=K, relational=False)
+            plain = model.encode_text([query])[0]
+            wordings = model.encode_text([t.format(query) for t in TILE_LABEL_TEMPLATES]).mean(axis=0)
+            entry = {"georet query": float(np.mean([scene_of[cells[r // 150][c // 150]] in classes
+                                                    for r, c in zip(shipped.row_off, shipped.col_off)]))}
+            for name, vector in (("plain cosine", plain), ("eight wordings", wordings)):
+                top = np.argsort(-(catalog.vectors @ vector))[:K]
+                entry[name] = float(np.mean(np.isin(truth[top], classes)))
+            results[query] = entry
+            print(f"{query!r:22} " + "  ".join(f"{n} {v:.2f}" for n, v in entry.items()), flush=True)
+    mean = {name: round(float(np.mean([r[name] for r in results.values()])), 3) for name in next(iter(results.values()))}
+    print("mean p@4: " + ", ".join(f"{n} {v:.3f}" for n, v in mean.items()))
+    in_domain = in_domain_mr(model, args.data) if args.in_domain_mr else None
+    if in_domain:
+        print(f"rsicd_aid test mR: captions as written {in_domain['plain']:.2f}, in eight wordings {in_domain['eight wordings']:.2f}")
+    write_results(args.out or Path(__file__).with_name("results") / f"wording_{args.split}.json",
+                  {"split": args.split, "chips": side * side, "k": K, "mean_p@4": mean, "queries": results,
+                   "rsicd_aid_test_mR": in_domain})
+
+
+def in_domain_mr(model, data: Path) -> dict[str, float]:
+    """rsicd_aid test mR with the captions as written and with each caption in the eight wordings, averaged."""
+    test = load_retrieval_data(data, "test")
+    images = np.concatenate([model.encode_images(model.preprocess.apply(np.stack([load_image(f) for f in batch])))
+                             for batch in np.array_split(test.images, 16)])
+    wrapped = np.mean([model.encode_text([t.format(c.rstrip(" .")) for c in test.captions])
+                       for t in TILE_LABEL_TEMPLATES], axis=0)
+    wrapped /= np.linalg.norm(wrapped, axis=1, keepdims=True)
+    return {"plain": round(retrieval_scores(images, model.encode_text(test.captions), test)["mR"], 2),
+            "eight wordings": round(retrieval_scores(images, wrapped, test)["mR"], 2)}
+
+
+if __name__ == "__main__":
+    main()
