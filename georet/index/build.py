@@ -301,8 +301,9 @@ def index_raster(
     return report
 
 
-#: tiles of one raster refined together; larger rasters are refined in runs of this many tiles (in the order
-#: they were written: bands of the raster), so the cost per tile stays under a millisecond
+#: tiles of one raster refined together; larger rasters are refined in runs of this many tiles, in table order
+#: (the order they were written, bands of the raster, until a resume or a refinement rewrites rows), so the cost
+#: per tile stays under a millisecond
 REFINE_TILES = 20_000
 
 
