@@ -7,7 +7,7 @@ import numpy as np
 from conftest import invoke_cli
 
 from georet.index import TileStore
-from georet.search import GeoIndex
+from georet.search import GeoIndex, embed_queries
 from georet.testing.tables import synthetic_rows
 
 
@@ -37,7 +37,7 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
     recalls = []
     for text in ("airport", "river", "forest", "beach", "harbour", "farmland", "bridge", "stadium"):
         hits = index.search(text, k=10, relational=False)
-        query = tiny_model.encode_text([text])[0]
+        query = embed_queries(tiny_model, [text])[0]
         exact = {catalog.tile_ids[i] for i in np.argsort(-(catalog.vectors @ query))[:10]}
         recalls.append(len(exact & set(hits.tile_id)) / 10)
         cosines = catalog.vectors[[catalog.index_of[t] for t in hits.tile_id]] @ query

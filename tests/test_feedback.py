@@ -14,7 +14,7 @@ from PIL import Image
 from rasterio.windows import Window
 
 from georet.errors import GeoretError
-from georet.search import open_index
+from georet.search import embed_queries, open_index
 from georet.search.feedback import Examples, probe_weights, rocchio_query, score_tiles, touching_groups
 
 
@@ -46,7 +46,7 @@ def test_text_plus_examples_is_rocchio_and_examples_are_left_out(index, tiny_mod
     right, wrong = catalog.tile_ids[0], catalog.tile_ids[1]
     hits = index.search("forest", k=5, like=[right], unlike=[wrong])
     assert not {right, wrong} & set(hits.tile_id)
-    query = rocchio_query(tiny_model.encode_text(["forest"])[0], Examples(_vectors(index, [right]),
+    query = rocchio_query(embed_queries(tiny_model, ["forest"])[0], Examples(_vectors(index, [right]),
                                                                           _vectors(index, [wrong])))
     assert np.allclose(hits.score, _vectors(index, hits.tile_id) @ query, atol=1e-5)
     assert list(hits.score) == sorted(hits.score, reverse=True)
@@ -58,7 +58,7 @@ def test_the_probe_takes_over_with_three_labels_of_each_kind(index, tiny_model):
     hits = index.search("river", k=4, like=positives, unlike=negatives)
     assert hits.attrs["score_kind"].startswith("probability from a linear probe")
     assert ((hits.score > 0) & (hits.score < 1)).all() and not set(positives + negatives) & set(hits.tile_id)
-    text = tiny_model.encode_text(["river"])[0]
+    text = embed_queries(tiny_model, ["river"])[0]
     examples = Examples(_vectors(index, positives), _vectors(index, negatives))
     loose, bias = probe_weights(text, examples, prior_strength=1e-4)
     fitted = 1 / (1 + np.exp(-(np.concatenate([examples.positives, examples.negatives]) @ loose + bias)))

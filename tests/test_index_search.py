@@ -18,8 +18,10 @@ from rasterio.transform import from_origin
 import georet
 from georet import TilingParams, index_raster, open_index
 from georet.errors import GeoretError
+from georet.geo import TILE_LABEL_TEMPLATES
 from georet.index import TileStore
 from georet.models import ModelSpec, load_model
+from georet.search import embed_queries
 
 
 def _table(db):
@@ -63,10 +65,26 @@ def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
     # Brute force over every stored vector gives the same ranking.
     table = _table(built_index).to_arrow()
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    sims = vectors @ tiny_model.encode_text(["dense residential area"])[0]
+    sims = vectors @ embed_queries(tiny_model, ["dense residential area"])[0]
     expected = [table.column("tile_id")[int(i)].as_py() for i in np.argsort(-sims)[:5]]
     assert list(hits["tile_id"]) == expected
     assert hits["score"].iloc[0] == pytest.approx(float(sims.max()), abs=1e-4)
+
+
+def test_short_queries_are_read_in_every_wording_and_long_ones_as_written(built_index, tiny_model):
+    index = open_index(built_index, model=tiny_model)
+    vectors = index.catalog().vectors
+    wordings = tiny_model.encode_text([t.format("a marina") for t in TILE_LABEL_TEMPLATES]).mean(axis=0)
+    wordings /= np.linalg.norm(wordings)
+    for short in ("a marina", " a marina. "):
+        hit = index.search(short, k=1, relational=False)
+        assert hit["score"].iloc[0] == pytest.approx(float((vectors @ wordings).max()), abs=1e-4)
+    sentence = "many boats are moored in a marina"
+    hit = index.search(sentence, k=1, relational=False)
+    assert hit["score"].iloc[0] == pytest.approx(float((vectors @ tiny_model.encode_text([sentence])[0]).max()),
+                                                 abs=1e-4)
+    both = embed_queries(tiny_model, ["a marina", sentence])
+    assert np.allclose(both, [wordings, tiny_model.encode_text([sentence])[0]], atol=1e-5)
 
 
 def test_bbox_filters_are_exact_and_crs_aware(built_index, tiny_model):

@@ -4,9 +4,10 @@ Users type "an aerodrome", "cropland" or "a marina"; RSICD's captions say "airpo
 "port". Each query below has a key word that no rsicd_aid caption contains (checked here, on every split).
 The chips of one split are laid on a georeferenced grid (one tile a chip) and indexed with georet's
 defaults; precision@4 of each query is the share of its first 4 hits whose chip is of one of its classes.
-Measured three ways: ``georet query`` as it ships (scene prior included), the plain cosine ranking, and the
-plain cosine with the query embedded as the mean of the eight class wordings tiles are labelled with
-(``TILE_LABEL_TEMPLATES``, "{query}" in each) — a query-side prompt ensemble. Choose on ``--split val``
+Measured three ways: ``georet query`` as it ships (which now embeds queries of at most three words in the
+eight wordings, :mod:`georet.search.wording`), the plain cosine ranking, and the plain cosine with the
+query embedded as the mean of the eight class wordings tiles are labelled with (``TILE_LABEL_TEMPLATES``,
+"{query}" in each) — a query-side prompt ensemble. Choose on ``--split val``
 (the georet-base recipe's validation chips); ``test`` is the issue's target, reported, not selected on.
 ``--in-domain-mr`` also scores rsicd_aid test retrieval (mR) with every caption so wrapped, and with only
 captions of at most three words wrapped: what the ensemble would cost the captions the model was

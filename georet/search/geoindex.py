@@ -58,6 +58,7 @@ from georet.search.relations import (
 )
 from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
+from georet.search.wording import embed_queries
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -264,7 +265,7 @@ class GeoIndex:
             return self._relational_search(relation, k, request.near_m, area, scene, when, prior)
         if area is not None and area.is_empty:
             return _with_kind(to_frame([]), "text")
-        query = self.text_model.encode_text([text])[0]
+        query = embed_queries(self.text_model, [text])[0]
         if self._catalog_is_current() and not self._has_vector_index():
             hits = self._scan_catalog(query, k, area, scene, when)
         elif self._catalog_is_current() and area is None and scene is None and when is None:
@@ -339,7 +340,7 @@ class GeoIndex:
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
-        query = self.text_model.encode_text([text])[0] if text else None
+        query = embed_queries(self.text_model, [text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
         eligible = self._eligible(catalog, area, scene, when)
         for tile_id in positive_ids | negative_ids:
@@ -467,7 +468,7 @@ class GeoIndex:
         catalog = self.catalog()
         if len(catalog) == 0 or (area is not None and area.is_empty):
             return result([], near_m or 0.0)
-        phrases = self.text_model.encode_text([relation.subject, relation.partner, relation.text])
+        phrases = embed_queries(self.text_model, [relation.subject, relation.partner, relation.text])
         boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
         eligible = self._eligible(catalog, area, scene, when)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
@@ -511,8 +512,8 @@ class GeoIndex:
         earlier = both & (catalog.dated_within(request.from_range) if request.from_range else True)
         later = self._eligible(catalog, area, request.scene, request.when_range) \
             & (catalog.dated_within(request.to_range) if request.to_range else True)
-        phrases = self.text_model.encode_text([change.before or change.after, change.after or change.before,
-                                               change.text])
+        phrases = embed_queries(self.text_model, [change.before or change.after, change.after or change.before,
+                                                      change.text])
         boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
         ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
                               earlier, later, boost)

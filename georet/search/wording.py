@@ -1,0 +1,44 @@
+"""How a query's words become its vector: a short query is read as the name of a thing, in eight wordings.
+
+Users name what they look for in their own words ("a marina", "cropland", "an aerodrome"); the
+model learnt from RSICD's sentences ("many boats are in a port"). A query of at most
+:data:`SHORT_QUERY_WORDS` words is put in the eight wordings tiles are labelled with
+(:data:`~georet.geo.TILE_LABEL_TEMPLATES`, "an aerial image of {}", ...) and their unit vectors
+averaged; a longer one reads like a caption and is embedded as written. On 17 queries whose key
+word no rsicd_aid caption uses, precision@4 rises from 0.62 to 0.66 on a layout of validation
+chips and from 0.53 to 0.71 on test chips, while rsicd_aid test mR stays 22.81: no test caption is
+that short, and wrapping every caption would cost 0.7 (experiments/wording). Relational and change
+queries embed their phrases ("airport", "river") the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from georet.geo import TILE_LABEL_TEMPLATES
+
+#: queries of at most this many words read like a class name and are embedded in every wording
+SHORT_QUERY_WORDS = 3
+
+
+class _TextEncoder(Protocol):
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def query_sentences(text: str) -> list[str]:
+    """The sentences whose embeddings, averaged, are ``text``'s vector (itself alone for a long query)."""
+    words = text.strip().rstrip(".").strip()
+    if len(words.split()) > SHORT_QUERY_WORDS:
+        return [text]
+    return [template.format(words) for template in TILE_LABEL_TEMPLATES]
+
+
+def embed_queries(text_model: _TextEncoder, texts: Sequence[str]) -> np.ndarray:
+    """Query texts -> float32 (N, dim) unit vectors, all their sentences encoded in one batch."""
+    sentences = [query_sentences(text) for text in texts]
+    vectors = text_model.encode_text([s for group in sentences for s in group])
+    ends = np.cumsum([len(group) for group in sentences])
+    means = np.stack([vectors[end - len(group):end].mean(axis=0) for group, end in zip(sentences, ends)])
+    return (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
