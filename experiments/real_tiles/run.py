@@ -12,7 +12,8 @@ stretch, default image runtime, zero-shot scenes), then measures:
   index`` refines them), and on rsicd_aid's test chips (in domain: reported, not selected on);
 * text search: precision@5 and @10 of a plain query per class (fixed before the first run), a hit being right
   when the class is visible in it, over all 258 tiles in one index; and pseudo-relevance feedback (the
-  query moved halfway towards the mean of its first k tiles, then ranked again).
+  query moved halfway towards the mean of its first k tiles, then ranked again). Queries are embedded as
+  ``georet query`` embeds them (:func:`georet.search.embed_queries`: these short ones in eight wordings).
 
     python experiments/real_tiles/run.py --data ../shared/data [--model georet-base --pretrained bundled]
 """
@@ -34,6 +35,7 @@ from georet.geo.grid import parse_bands
 from georet.geo.scenes import PROMPT_TEMPLATE
 from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
+from georet.search import embed_queries
 from georet.training import load_retrieval_data
 from georet.training.evaluate import load_image
 
@@ -125,7 +127,7 @@ def main() -> None:
             right = [label in labels.get(key(hit), ()) for hit in hits.to_dict("records")]
             search[query] = {"class": label, "relevant": sum(label in v for v in labels.values()),
                              "p@5": round(sum(right[:5]) / 5, 2), "p@10": round(sum(right[:10]) / 10, 2)}
-    texts = model.encode_text(list(QUERIES.values()))
+    texts = embed_queries(model, list(QUERIES.values()))  # as georet query embeds them
     feedback = {f"top {k}": pseudo_relevance_p5(vectors, texts, [[label in v for v in visible] for label in QUERIES], k)
                 for k in (0, 3, 5, 10)}
     test = load_retrieval_data(args.data / "rsicd_aid" / "dataset_rsicd_aid.json", "test")
