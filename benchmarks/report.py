@@ -38,6 +38,10 @@ SOURCES = {
                                      "--out benchmarks/results/index_throughput_georet-base.json"),
     "peak_rss": ("Peak memory of georet index on a small and a huge raster", "python benchmarks/peak_rss.py --json"),
     "query_latency": ("Query latency at 10k and 100k tiles", "python benchmarks/query_latency.py --json"),
+    "query_latency_georet-base": ("Query latency of the default model as the server opens an index, with the "
+                                  "query encoding alone (as written and as search embeds it)",
+                                  "python benchmarks/query_latency.py --arch georet-base --pretrained bundled "
+                                  "--sizes 100000 --out benchmarks/results/query_latency_georet-base.json"),
     "relational": ("Relational queries against the plain sentence: precision@5/@10 on a mosaic of real chips",
                    f"python benchmarks/relational.py --data {DATA} --out benchmarks/results/relational.json"),
     "remote_bytes": ("Bytes fetched for a --bbox window of a large remote COG", "python benchmarks/remote.py bytes"),
