@@ -267,3 +267,25 @@ def test_hazy_uint8_rasters_are_stretched_and_well_exposed_ones_left_alone(tmp_p
                 assert pixels.min() >= 90
     with pytest.raises(InputError, match="stretch: 'sometimes' is not one of auto, always, never"):
         TilingParams(stretch="sometimes")
+
+
+def test_a_raster_s_stretch_is_sampled_once_for_all_its_scales(tmp_path, tiny_model, monkeypatch):
+    """Sampling the stretch reads pixels (ranges of a remote COG): an index at two tile sizes samples once,
+    and a source handed a stretch reads its tiles with it, as it would have with its own."""
+    from georet import index_raster
+    from georet.testing.rasters import pattern, write_raster
+
+    hazy = write_raster(tmp_path / "hazy.tif",
+                        data=(pattern(3, 256, 256, seed=3) * 0.5 + np.array([90, 100, 120])[:, None, None]).astype(np.uint8))
+    sampled = []
+    percentiles = RasterSource._percentiles
+    monkeypatch.setattr(RasterSource, "_percentiles", lambda self: sampled.append(self) or percentiles(self))
+    report = index_raster(hazy, tmp_path / "db", tiling=TilingParams(tile_size=(64, 128)), model=tiny_model,
+                          progress=False)
+    assert report.indexed == 16 + 4 and len(sampled) == 1
+    with RasterSource(hazy, TilingParams(tile_size=64)) as own:
+        with RasterSource(hazy, TilingParams(tile_size=64), stretch=own.band_stretch) as given:
+            assert given.stretched and len(sampled) == 2
+            np.testing.assert_array_equal(given.read(given.windows()[5]).pixels, own.read(own.windows()[5]).pixels)
+        with RasterSource(hazy, TilingParams(tile_size=64), stretch=None) as unstretched:
+            assert not unstretched.stretched and unstretched.read(unstretched.windows()[5]).pixels.min() >= 90

@@ -22,7 +22,7 @@ from georet.geo.grid import (
     parse_tile_sizes,
 )
 from georet.geo.landcover import open_landcover
-from georet.geo.raster import RasterSource, Tile
+from georet.geo.raster import BandStretch, RasterSource, Tile
 from georet.geo.scenes import (
     TILE_LABEL_TEMPLATES,
     SceneClass,
@@ -37,6 +37,6 @@ from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
 
 __all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
-           "open_landcover", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
+           "open_landcover", "BandStretch", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
            "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "ZeroShotScenes", "classes_for_labels",
            "default_prompt_words", "propagate_labels", "read_classes"]

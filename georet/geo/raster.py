@@ -12,7 +12,7 @@ import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import rasterio
@@ -47,6 +47,9 @@ MAX_READ_PX = 512
 #: Largest side of an example image (``read_image``): a chip, not a whole scene.
 MAX_EXAMPLE_PX = 4096
 
+#: per-band (lows, highs) a raster's values are stretched from to 0–255; None: its uint8 values as they are
+BandStretch = tuple[np.ndarray, np.ndarray]
+
 
 @dataclass
 class Tile:
@@ -71,12 +74,16 @@ class Tile:
 class RasterSource:
     """An open raster with its tile grid. Use as a context manager.
 
-    ``area`` (a lon/lat geometry) restricts the tiles to those that touch it.
+    ``area`` (a lon/lat geometry) restricts the tiles to those that touch it. ``stretch`` is
+    the raster's :attr:`band_stretch` when another source of it has estimated it already (at
+    another tile size, on the Ray driver): sampling again would read the same pixels, many
+    ranges of a remote COG.
     """
 
     ref: RasterRef
     params: TilingParams
     area: BaseGeometry | None = None
+    stretch: BandStretch | None | Literal["estimate"] = "estimate"
     dataset: rasterio.io.DatasetReader = field(init=False, repr=False)
     crs: CRS = field(init=False)
     bands: tuple[int, ...] = field(init=False)
@@ -163,7 +170,7 @@ class RasterSource:
         self.metres_per_pixel = metres_per_pixel(ds.transform, self.crs, (ds.bounds.bottom + ds.bounds.top) / 2)
         tile_px, stride_px = tile_and_stride_px(params, self.metres_per_pixel, ds.width, ds.height)
         self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px, stride_px)
-        self._stretch = self._estimate_stretch()
+        self._stretch = self._estimate_stretch() if isinstance(self.stretch, str) else self.stretch
 
     def _choose_bands(self) -> tuple[int, ...]:
         ds = self.dataset
@@ -178,7 +185,7 @@ class RasterSource:
             return tuple(rgb)
         return (1, 2, 3) if ds.count >= 3 else (1,)
 
-    def _estimate_stretch(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def _estimate_stretch(self) -> BandStretch | None:
         """Per-band 2–98 % percentiles from a fixed grid of small sample windows (None: leave uint8 as is).
 
         One stretch per raster (not per tile) keeps tiles comparable; sampling
@@ -200,7 +207,12 @@ class RasterSource:
         """Whether this raster's bands are stretched (always for non-uint8 data)."""
         return self._stretch is not None
 
-    def _percentiles(self) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def band_stretch(self) -> BandStretch | None:
+        """The stretch this raster's tiles are read with, for other sources of it (``stretch=``)."""
+        return self._stretch
+
+    def _percentiles(self) -> BandStretch:
         samples: list[list[np.ndarray]] = [[] for _ in self.bands]
         for data, valid in self._stretch_samples():
             for i in range(len(self.bands)):

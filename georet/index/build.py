@@ -29,6 +29,7 @@ from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
     DEFAULT_GROUND_SCALE,
     TILE_LABEL_TEMPLATES,
+    BandStretch,
     GroundScale,
     RasterRef,
     RasterSource,
@@ -224,10 +225,12 @@ def index_raster(
     rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, asset)
     touched = 0
     dates: dict[str, tuple[str | None, str | None]] = {}
+    stretches: dict[str, BandStretch | None] = {}  # estimated once a raster, here, for every scale and worker
     for ref in rasters:  # validate every input before touching the index
         with RasterSource(ref, tiling.scales()[0], area) as source:
             touched += len(source.windows()) if area is not None else 1
             dates[ref.name] = acquisition_date(ref, source.dataset.tags(), acquired)
+            stretches[ref.name] = source.band_stretch
     if not touched:
         raise GeoretError("the area ({bbox}/{within}) touches none of the rasters; nothing to index", names=("bbox", "within"))
     scene_classes = None if landcover else read_classes(classes)
@@ -262,7 +265,8 @@ def index_raster(
             if reindex and entry is not None and _tiling_changed(entry, tiling):  # a new grid: the old one goes
                 store.remove_source(ref.name)
             with contextlib.ExitStack() as opened:  # one grid per scale (their tile ids name their size)
-                sources = [opened.enter_context(RasterSource(ref, scale, area)) for scale in tiling.scales()]
+                sources = [opened.enter_context(RasterSource(ref, scale, area, stretches[ref.name]))
+                           for scale in tiling.scales()]
                 grids = [_grid(source) for source in sources]
                 store.begin_source(ref.name, {
                     **_origin(ref, area), **grids[0], "tiling": tiling.to_dict(),
@@ -274,7 +278,7 @@ def index_raster(
                 if not reindex and store.count(f"source = {sql_string(ref.name)}"):  # resumed: one date for all
                     store.set_acquired(ref.name, *dates[ref.name])
                 if reindex and engine == "ray":  # appended fragments cannot replace rows: they go first (the
-                    store.table.delete(f"source = {sql_string(ref.name)}")  # entry says incomplete meanwhile)
+                    store.delete_rows(ref.name)  # entry says incomplete meanwhile)
                 try:
                     for source in sources:
                         _index_scale(source, model, store, zero_shot, landcover, landcover_field, engine,

@@ -25,7 +25,7 @@ import pyarrow as pa
 from rasterio.windows import Window
 
 from georet.errors import GeoretError, InputError
-from georet.geo import RasterRef, RasterSource, TilingParams, gdal_env, open_landcover
+from georet.geo import BandStretch, RasterRef, RasterSource, TilingParams, gdal_env, open_landcover
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, sql_string, tile_schema
 from georet.models import ModelSpec
@@ -49,7 +49,7 @@ class _Worker:
     current: "_Worker | None" = None
 
     def __init__(self, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels, image_runtime: str = "auto"):
+                 tiling: TilingParams, labels: Labels, image_runtime: str, stretch: BandStretch | None):
         from georet.models import has_torch, load_model
 
         self.key = self._key(spec, device, ref, tiling, image_runtime)
@@ -60,19 +60,19 @@ class _Worker:
         self.model = load_model(spec, device=device, image_runtime=image_runtime, threads=threads)
         if self.model.identity != identity:
             raise GeoretError("a Ray worker built another model than the driver (different weights on that node?)")
-        self.source = RasterSource(ref, tiling).__enter__()
+        self.source = RasterSource(ref, tiling, stretch=stretch).__enter__()  # the driver's: not sampled again
         self.labeler = labels.zero_shot or open_landcover(labels.landcover, labels.landcover_field,
                                                           self.source.dataset, self.source.crs)
 
     @classmethod
     def for_task(cls, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels, image_runtime: str = "auto") -> "_Worker":
+                 tiling: TilingParams, labels: Labels, image_runtime: str, stretch: BandStretch | None) -> "_Worker":
         """The worker state for a task's raster: kept from the last task, or built (once per raster)."""
         if cls.current is None or cls.current.key != cls._key(spec, device, ref, tiling, image_runtime):
             if cls.current is not None:
                 cls.current.close()
             cls.current = None  # drop the old model before building the next
-            cls.current = cls(spec, identity, device, threads, ref, tiling, labels, image_runtime)
+            cls.current = cls(spec, identity, device, threads, ref, tiling, labels, image_runtime, stretch)
         return cls.current
 
     def close(self) -> None:
@@ -148,7 +148,7 @@ def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Wi
             num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus >= 1 else threads,
             fn_kwargs={"spec": spec, "identity": identity, "device": "cuda" if gpus >= 1 else "cpu",
                        "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels,
-                       "acquired": acquired, "image_runtime": image_runtime})
+                       "acquired": acquired, "image_runtime": image_runtime, "stretch": source.band_stretch})
         before = store.count(f"source = {sql_string(name)}")
         lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append")
         store.refresh()

@@ -36,6 +36,7 @@ read them (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``…).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -103,6 +104,18 @@ ADDED_COLUMNS = {"acquired": "CAST(NULL AS STRING)"}
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _writes_table(method: Callable) -> Callable:
+    """Marks a :class:`TileStore` method that commits to the table: what :attr:`TileStore.dataset` read
+    before is stale after it (queries read that dataset, which pylance opens at one version)."""
+    @functools.wraps(method)
+    def write(self: "TileStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:  # a failed commit may still have written a version
+            self._read_dataset = None
+    return write
 
 
 def describe_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -265,23 +278,28 @@ class TileStore:
         entry.update(state=INCOMPLETE if failure else COMPLETE, reason=failure)
         self.save_manifest()
 
+    @_writes_table
     def set_acquired(self, source: str, acquired: str | None, origin: str | None) -> None:
         """Date every row of ``source`` (an ISO date, or None) and its manifest entry (caller holds the lock)."""
         value = "NULL" if acquired is None else sql_string(acquired)
         self.table.update(where=f"source = {sql_string(source)}", values_sql={"acquired": value})
-        self._read_dataset = None
         self.manifest["sources"][source].update(acquired=acquired, acquired_from=origin)
         self.save_manifest()
 
     def remove_source(self, source: str) -> int:
         """Delete every row of ``source`` and its manifest entry; the number of rows deleted (caller holds the lock)."""
+        removed = self.delete_rows(source)
+        self.manifest["sources"].pop(source, None)
+        self.save_manifest()
+        return removed
+
+    @_writes_table
+    def delete_rows(self, source: str) -> int:
+        """Delete every row of ``source``, keeping its manifest entry; the number deleted (caller holds the lock)."""
         where = f"source = {sql_string(source)}"
         removed = self.count(where) if self.has_table() else 0
         if removed:
             self.table.delete(where)
-            self._read_dataset = None
-        self.manifest["sources"].pop(source, None)
-        self.save_manifest()
         return removed
 
     def sources(self) -> dict[str, dict[str, Any]]:
@@ -359,13 +377,13 @@ class TileStore:
         """The table version :attr:`dataset` reads."""
         return int(self.dataset.version)
 
+    @_writes_table
     def add_missing_columns(self) -> None:
         """Give a table written by an earlier georet the columns added since (:data:`ADDED_COLUMNS`), in one
         commit; its rows keep working, with nulls there (caller holds the lock)."""
         missing = {name: value for name, value in ADDED_COLUMNS.items() if name not in self.table.schema.names}
         if missing:
             self.table.add_columns(missing)
-            self._read_dataset = None
 
     def missing_columns(self, columns: Sequence[str]) -> list[str]:
         """Which of ``columns`` this table does not have yet (an older index no writer has opened since)."""
@@ -383,17 +401,18 @@ class TileStore:
     def scenes(self) -> list[str]:
         return sorted({s for s in self.column("scene").to_pylist() if s})
 
+    @_writes_table
     def upsert(self, rows: pa.Table) -> None:
         """Insert new tiles, replace tiles with the same ``tile_id``; one atomic commit."""
         self.table.merge_insert("tile_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
-        self._read_dataset = None
 
+    @_writes_table
     def update_rows(self, rows: pa.Table) -> None:
         """Replace some columns of tiles already in the table (``rows``: ``tile_id`` and those columns); one
         atomic commit."""
         self.table.merge_insert("tile_id").when_matched_update_all().execute(rows)
-        self._read_dataset = None
 
+    @_writes_table
     def drop_duplicate_tiles(self) -> int:
         """Keep one row per ``tile_id``; the number of extra rows deleted, in one commit (caller holds the lock).
 
@@ -412,13 +431,12 @@ class TileStore:
                 extra.append(row["_rowid"])
             seen.add(row["tile_id"])
         self.table.delete("_rowid IN (" + ", ".join(map(str, extra)) + ")")
-        self._read_dataset = None
         return len(extra)
 
+    @_writes_table
     def optimize(self) -> None:
         """Compact the small fragments that batched writes leave behind (and add new rows to a vector index)."""
         self.table.optimize()
-        self._read_dataset = None
 
     # -- approximate search ----------------------------------------------------
     def vector_index(self) -> dict[str, Any] | None:
@@ -430,6 +448,7 @@ class TileStore:
                         "unindexed_rows": int(stats["num_unindexed_rows"])}
         return None
 
+    @_writes_table
     def build_vector_index(self) -> dict[str, Any]:
         """(Re)build the :data:`VECTOR_INDEX_TYPE` index over every row; caller holds the writer lock.
 
@@ -443,7 +462,6 @@ class TileStore:
                               f"{MIN_VECTOR_INDEX_ROWS:,} (below {AUTO_VECTOR_INDEX_ROWS:,} exact search is fast anyway)")
         self.table.create_index(metric="cosine", vector_column_name="vector", index_type=VECTOR_INDEX_TYPE,
                                 num_partitions=max(1, int(rows ** 0.5)), replace=True)
-        self._read_dataset = None
         return self.vector_index()
 
     def wants_vector_index(self) -> bool:
@@ -531,12 +549,12 @@ class ObjectStoreTileStore(TileStore):
             self.manifest = _parse(table.to_lance().config().get(MANIFEST_KEY, "{}"), self.path)
             self._manifest_stamp = table.version
 
+    @_writes_table
     def save_manifest(self) -> None:
         """Commit the manifest as a new table version (the table itself must exist)."""
         self.manifest["updated"] = now()
         dataset = self._dataset(self.path)
         dataset.update_config({MANIFEST_KEY: json.dumps(self.manifest)})
-        self._read_dataset = None
         self._manifest_stamp = dataset.version
         if self._table is not None:
             self._table.checkout_latest()
