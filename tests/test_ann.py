@@ -35,7 +35,9 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
     assert index._has_vector_index()
     catalog = index.catalog()
     recalls = []
-    for text in ("airport", "river", "forest", "beach", "harbour", "farmland", "bridge", "stadium"):
+    for text in ("many planes parked at an airport", "a river winding through fields", "dense green forest trees",
+                 "a sandy beach with waves", "boats moored in a harbour", "green farmland in neat plots",
+                 "a bridge over the water", "a stadium with a running track"):  # sentences: no pseudo-feedback
         hits = index.search(text, k=10, relational=False)
         query = embed_queries(tiny_model, [text])[0]
         exact = {catalog.tile_ids[i] for i in np.argsort(-(catalog.vectors @ query))[:10]}

@@ -39,11 +39,11 @@ def test_query_table_json_geojson(cli_index):
     table = invoke_cli("query", "dense residential area", "--db", cli_index, "-k", "3", check=True).stdout
     assert table.splitlines()[0].split()[:4] == ["rank", "score", "scene", "tile_id"]
     assert len(table.splitlines()) == 2 + 3 + 1
-    assert table.splitlines()[-1] == "score: cosine similarity to the text, -1..1"
+    assert table.splitlines()[-1] == "score: cosine similarity to the text moved towards its best places, -1..1"
 
     as_json = json.loads(invoke_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "json", check=True).stdout)
     assert as_json["query"] == "beach" and [r["rank"] for r in as_json["results"]] == [1, 2, 3, 4]
-    assert as_json["score"] == "cosine similarity to the text, -1..1"
+    assert as_json["score"] == "cosine similarity to the text moved towards its best places, -1..1"
     assert len(as_json["results"][0]["bbox"]) == 4
 
     collection = json.loads(invoke_cli("query", "beach", "--db", cli_index, "-k", "4", "--format", "geojson", check=True).stdout)

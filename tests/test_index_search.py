@@ -22,6 +22,7 @@ from georet.geo import TILE_LABEL_TEMPLATES
 from georet.index import TileStore
 from georet.models import ModelSpec, load_model
 from georet.search import embed_queries
+from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, PSEUDO_FEEDBACK_WEIGHT
 
 
 def _table(db):
@@ -56,7 +57,7 @@ def test_manifest_records_model_and_tiling(built_index):
 
 def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
     index = open_index(built_index, model=tiny_model)
-    hits = index.search("dense residential area", k=5)
+    hits = index.search("a dense residential area with many houses", k=5)
     assert isinstance(hits, gpd.GeoDataFrame) and hits.crs.is_geographic
     assert list(hits["rank"]) == [1, 2, 3, 4, 5]
     assert list(hits["score"]) == sorted(hits["score"], reverse=True)
@@ -65,26 +66,33 @@ def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
     # Brute force over every stored vector gives the same ranking.
     table = _table(built_index).to_arrow()
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
-    sims = vectors @ embed_queries(tiny_model, ["dense residential area"])[0]
+    sims = vectors @ tiny_model.encode_text(["a dense residential area with many houses"])[0]
     expected = [table.column("tile_id")[int(i)].as_py() for i in np.argsort(-sims)[:5]]
     assert list(hits["tile_id"]) == expected
     assert hits["score"].iloc[0] == pytest.approx(float(sims.max()), abs=1e-4)
 
 
-def test_short_queries_are_read_in_every_wording_and_long_ones_as_written(built_index, tiny_model):
+def test_a_short_query_is_read_in_every_wording_and_moved_towards_its_best_places(built_index, tiny_model):
+    """"a marina": the mean of its eight wordings, then pseudo-relevance feedback from its best 10 places
+    (these tiles only touch: 10 tiles); a sentence is embedded as written and searched as it is."""
     index = open_index(built_index, model=tiny_model)
     vectors = index.catalog().vectors
     wordings = tiny_model.encode_text([t.format("a marina") for t in TILE_LABEL_TEMPLATES]).mean(axis=0)
     wordings /= np.linalg.norm(wordings)
-    for short in ("a marina", " a marina. "):
-        hit = index.search(short, k=1, relational=False)
-        assert hit["score"].iloc[0] == pytest.approx(float((vectors @ wordings).max()), abs=1e-4)
     sentence = "many boats are moored in a marina"
-    hit = index.search(sentence, k=1, relational=False)
-    assert hit["score"].iloc[0] == pytest.approx(float((vectors @ tiny_model.encode_text([sentence])[0]).max()),
-                                                 abs=1e-4)
-    both = embed_queries(tiny_model, ["a marina", sentence])
-    assert np.allclose(both, [wordings, tiny_model.encode_text([sentence])[0]], atol=1e-5)
+    assert np.allclose(embed_queries(tiny_model, ["a marina", " a marina. ", sentence]),
+                       [wordings, wordings, tiny_model.encode_text([sentence])[0]], atol=1e-5)
+    best = vectors[np.argsort(-(vectors @ wordings))[:PSEUDO_FEEDBACK_PLACES]]
+    moved = wordings + PSEUDO_FEEDBACK_WEIGHT * best.mean(axis=0)
+    moved /= np.linalg.norm(moved)
+    assert not np.allclose(moved, wordings, atol=1e-3)
+    for opened in (index, open_index(built_index, model=tiny_model)):  # warm (the catalog) and cold (LanceDB)
+        hits = opened.search("a marina", k=5, relational=False)
+        assert hits.attrs["score_kind"].startswith("cosine similarity to the text moved towards its best places")
+        assert np.allclose(hits["score"], np.sort(vectors @ moved)[::-1][:5], atol=1e-4)
+    hits = index.search(sentence, k=5, relational=False)
+    assert hits.attrs["score_kind"] == "cosine similarity to the text, -1..1"
+    assert np.allclose(hits["score"], np.sort(vectors @ tiny_model.encode_text([sentence])[0])[::-1][:5], atol=1e-4)
 
 
 def test_bbox_filters_are_exact_and_crs_aware(built_index, tiny_model):

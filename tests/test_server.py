@@ -35,7 +35,7 @@ def test_search_answers_what_the_cli_answers(served):
     status, collection = server.json("/search?q=forest&k=4")
     cli = json.loads(invoke_cli("query", "forest", "--db", db, "-k", "4", "--format", "geojson", check=True).stdout)
     assert status == 200 and collection["georet"] == cli["georet"] == {
-        "query": "forest", "score": "cosine similarity to the text, -1..1"}
+        "query": "forest", "score": "cosine similarity to the text moved towards its best places, -1..1"}
     served_props, cli_props = ([f["properties"] for f in c["features"]] for c in (collection, cli))
     # the warm server scores from vectors in memory, the CLI through LanceDB: the same cosines to float32 rounding
     assert [{**p, "score": None} for p in served_props] == [{**p, "score": None} for p in cli_props]

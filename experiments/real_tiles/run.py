@@ -11,9 +11,10 @@ stretch, default image runtime, zero-shot scenes), then measures:
   also after label propagation over each raster's tiles (``georet.geo.propagate_labels``, as ``georet
   index`` refines them), and on rsicd_aid's test chips (in domain: reported, not selected on);
 * text search: precision@5 and @10 of a plain query per class (fixed before the first run), a hit being right
-  when the class is visible in it, over all 258 tiles in one index; and pseudo-relevance feedback (the
-  query moved halfway towards the mean of its first k tiles, then ranked again). Queries are embedded as
-  ``georet query`` embeds them (:func:`georet.search.embed_queries`: these short ones in eight wordings).
+  when the class is visible in it, over all 258 tiles in one index, as ``georet query`` answers (these short
+  queries in eight wordings, then pseudo-relevance feedback from their 10 best places); and pseudo-relevance
+  feedback by hand, from the query as embedded (:func:`georet.search.embed_queries`) moved halfway towards
+  the mean of its first k tiles (k = 0: none; 10: what ``georet query`` does on these non-overlapping tiles).
 
     python experiments/real_tiles/run.py --data ../shared/data [--model georet-base --pretrained bundled]
 """

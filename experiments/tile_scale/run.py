@@ -13,6 +13,10 @@ its centre. Tile size and scene size only matter through their ratio here (a
 chip is resampled to any pixel size), so each layout has 400 px per scene.
 ``--offset`` cuts that share of a scene off the mosaic's origin, so scene
 edges no longer fall on the tile grid (real scenes never line up with it).
+``--queries names`` searches the class words alone ("forest", "dense residential
+area"), as users type them: ``georet query`` reads those as names (eight
+wordings, then pseudo-relevance feedback), and each is also searched with the
+feedback switched off.
 
     python experiments/tile_scale/run.py --data ../shared/data/rsicd_aid/dataset_rsicd_aid.json \
         --scene-m 200 400 800 --out experiments/tile_scale/results/tile_scale.json
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -43,7 +48,8 @@ TILE_M = (100, 150, 200, 300, 400, 600)
 RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "georet-base.yaml"
 
 
-def score(db: Path, cells: list[list[str]], scene_of: dict[str, str], model, offset_px: int) -> dict[str, float]:
+def score(db: Path, cells: list[list[str]], scene_of: dict[str, str], model, offset_px: int,
+          queries: str = "prompts") -> dict[str, float]:
     index = open_index(db, model=model)
     side = len(cells)
     rows = index.fetch_rows(index.catalog().tile_ids)
@@ -57,12 +63,18 @@ def score(db: Path, cells: list[list[str]], scene_of: dict[str, str], model, off
         for name in row:
             counts[scene_of[name]] = counts.get(scene_of[name], 0) + 1
     words = default_prompt_words()
-    precisions = []
-    for scene in sorted(s for s, n in counts.items() if n >= K):
-        hits = index.search(f"an aerial image of {words.get(scene, scene)}", k=K, relational=False)
-        precisions.append(float(np.mean([truth[t] == scene for t in hits.tile_id])))
-    return {"tiles": len(rows), "classes_searched": len(precisions),
-            "text_p@5": round(float(np.mean(precisions)), 4),
+    searched = sorted(s for s, n in counts.items() if n >= K)
+    template = "an aerial image of {}" if queries == "prompts" else "{}"
+
+    def precision() -> float:
+        return round(float(np.mean([np.mean([truth[t] == scene for t in index.search(
+            template.format(words.get(scene, scene)), k=K, relational=False).tile_id]) for scene in searched])), 4)
+
+    entry = {"tiles": len(rows), "classes_searched": len(searched), "text_p@5": precision()}
+    if queries == "names":
+        with mock.patch("georet.search.geoindex.pseudo_feedback_query", lambda query, best: query):
+            entry["text_p@5_without_pseudo_feedback"] = precision()
+    return {**entry,
             "zero_shot_accuracy": round(float(np.mean([r["scene"] == truth[r["tile_id"]] for r in rows])), 4)}
 
 
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=SIDE, help="chips per mosaic side")
     parser.add_argument("--seed", type=int, default=0, help="layout seed")
     parser.add_argument("--offset", type=float, default=0.0, help="share of a scene cut off the mosaic's origin")
+    parser.add_argument("--queries", choices=["prompts", "names"], default="prompts",
+                        help='"an aerial image of {class words}", or the class words alone')
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     _, val = load_splits(load_config(RECIPE, [f"data.path={args.data}"]), Path(tempfile.gettempdir()))
@@ -101,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     index_raster([mosaic], db, tiling=TilingParams(tile_size=f"{tile_m:g}m", stride=stride),
                                  model=model, progress=False)
-                    entry = {**score(db, cells, scene_of, model, offset_px), "index_seconds": round(time.perf_counter() - started, 1)}
+                    seconds = round(time.perf_counter() - started, 1)
+                    entry = {**score(db, cells, scene_of, model, offset_px, args.queries), "index_seconds": seconds}
                     results[f"scene {scene_m:g} m / tile {tile_m:g} m / stride {stride_name}"] = entry
                     print(f"scene {scene_m:g} m tile {tile_m:g} m stride {stride_name}: {entry}", file=sys.stderr,
                           flush=True)
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_results(args.out, {"protocol": {"chips": args.side ** 2, "split": "rsicd_aid train → recipe validation",
                                               "scene_px": SCENE_PX, "k": K, "layout_seed": args.seed,
-                                              "offset_scene_share": args.offset,
+                                              "offset_scene_share": args.offset, "queries": args.queries,
                                               "model": "georet-base"},
                                  "results": results})
     return 0

@@ -5,7 +5,8 @@ Users type "an aerodrome", "cropland" or "a marina"; RSICD's captions say "airpo
 The chips of one split are laid on a georeferenced grid (one tile a chip) and indexed with georet's
 defaults; precision@4 of each query is the share of its first 4 hits whose chip is of one of its classes.
 Measured three ways: ``georet query`` as it ships (which now embeds queries of at most three words in the
-eight wordings, :mod:`georet.search.wording`), the plain cosine ranking, and the plain cosine with the
+eight wordings, :mod:`georet.search.wording`, and moves them towards their 10 best places, pseudo-relevance
+feedback), the plain cosine ranking, and the plain cosine with the
 query embedded as the mean of the eight class wordings tiles are labelled with (``TILE_LABEL_TEMPLATES``,
 "{query}" in each) — a query-side prompt ensemble. Choose on ``--split val``
 (the georet-base recipe's validation chips); ``test`` is the issue's target, reported, not selected on.

@@ -8,6 +8,9 @@ Two scorers, measured against each other in ``benchmarks/feedback.py``:
   both kinds): a logistic regression on the embeddings, regularised towards
   the Rocchio direction so that a handful of labels refine the text query
   instead of replacing it; the score is the probe's probability.
+
+A plain search for the name of a thing ("forest", "a marina") gets *pseudo*-relevance feedback
+(:func:`pseudo_feedback_query`): its best places stand in for examples marked right.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ ROCCHIO_POSITIVE, ROCCHIO_NEGATIVE = 1.0, 0.5
 PROBE_MIN_LABELS = 3
 #: Probe: strength of the pull towards the Rocchio direction, its scale (cosine -> logit), Newton steps at most.
 PROBE_PRIOR, PROBE_SCALE, PROBE_STEPS = 1.0, 10.0, 50
+#: Pseudo-relevance feedback: the query moves this far towards the mean of its best places, this many of them.
+#: On the two validation sets built for unseen wording and imagery, short queries gain precision: rsicd_aid
+#: validation chips, 17 queries in words no caption uses, p@4 0.65 → 0.75; 258 hand-labelled tiles of real
+#: rasters, 9 class names, p@5 0.51 → 0.60 (k 3 or 5: 0.68-0.71 and 0.56; experiments/wording, real_tiles).
+#: Sentences get none: on the validation captions it costs text→image R@1 (8.56 → 7.63).
+PSEUDO_FEEDBACK_WEIGHT, PSEUDO_FEEDBACK_PLACES = 0.5, 10
 SCORE_KINDS = {"rocchio": "cosine similarity to the query (text and examples combined), -1..1",
                "probe": "probability from a linear probe on the labelled examples, 0..1",
-               "text": "cosine similarity to the text, -1..1"}
+               "text": "cosine similarity to the text, -1..1",
+               "pseudo-feedback": "cosine similarity to the text moved towards its best places, -1..1"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,16 @@ def rocchio_query(text: np.ndarray | None, examples: Examples) -> np.ndarray:
     if norm == 0:
         raise GeoretError("the query has nothing to search for: give a text or at least one right example")
     return (query / norm).astype(np.float32)
+
+
+def pseudo_feedback_query(query: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """The unit query moved :data:`PSEUDO_FEEDBACK_WEIGHT` towards the mean of ``best``, the vectors of its
+    best places (at most :data:`PSEUDO_FEEDBACK_PLACES`): the look of the imagery at hand, learnt from the
+    query's own first answers, pulls in tiles the words alone rank lower."""
+    if not len(best):
+        return query
+    moved = query.astype(np.float64) + PSEUDO_FEEDBACK_WEIGHT * best.mean(axis=0)
+    return (moved / np.linalg.norm(moved)).astype(np.float32)
 
 
 def probe_weights(text: np.ndarray | None, examples: Examples, prior_strength: float | None = None

@@ -45,7 +45,15 @@ from georet.index import (
 from georet.models import QueryTextEncoder, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.change import CHANGE_COLUMNS, rank_change
-from georet.search.feedback import SCORE_KINDS, Examples, Scorer, score_tiles, touching_groups
+from georet.search.feedback import (
+    PSEUDO_FEEDBACK_PLACES,
+    SCORE_KINDS,
+    Examples,
+    Scorer,
+    pseudo_feedback_query,
+    score_tiles,
+    touching_groups,
+)
 from georet.search.relations import (
     RELATION_COLUMNS,
     SCENE_PRIOR_WEIGHT,
@@ -58,7 +66,7 @@ from georet.search.relations import (
 )
 from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
-from georet.search.wording import embed_queries
+from georet.search.wording import embed_queries, names_a_thing
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -266,15 +274,34 @@ class GeoIndex:
         if area is not None and area.is_empty:
             return _with_kind(to_frame([]), "text")
         query = embed_queries(self.text_model, [text])[0]
-        if self._catalog_is_current() and not self._has_vector_index():
-            hits = self._scan_catalog(query, k, area, scene, when)
-        elif self._catalog_is_current() and area is None and scene is None and when is None:
-            hits = self._nearest_in_catalog(query, k)
-        else:
-            hits = self._search_table(query, k, area, scene, when)
+        kind = "text"
+        if names_a_thing(text):  # its best places stand in for examples marked right
+            places = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), area, scene,
+                                        when, with_vectors=True)
+            best = collapse_overlaps(to_frame(places, extra_columns=["vector"]), PSEUDO_FEEDBACK_PLACES)
+            query = pseudo_feedback_query(query, np.array(best["vector"].tolist(), dtype=np.float32).reshape(
+                len(best), len(query)))
+            kind = "pseudo-feedback"
+        hits = self._nearest_hits(query, k, area, scene, when)
         if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
-        return _with_kind(to_frame(hits), "text")
+        return _with_kind(to_frame(hits), kind)
+
+    def _nearest_hits(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
+                      with_vectors: bool = False) -> list[dict]:
+        """The ``k`` eligible tiles nearest ``query`` (rows with ``score``, and ``vector`` when asked), by
+        the fastest of three ways for the index's size and state."""
+        current = self._catalog_is_current()
+        if current and not self._has_vector_index():
+            hits = self._scan_catalog(query, k, area, scene, when)
+        elif current and area is None and scene is None and when is None:
+            hits = self._nearest_in_catalog(query, k)
+        else:
+            hits = self._search_table(query, k, area, scene, when, ["vector"] if with_vectors and not current else [])
+        if with_vectors and current:
+            catalog = self.catalog()
+            hits = [{**hit, "vector": catalog.vectors[catalog.index_of[hit["tile_id"]]]} for hit in hits]
+        return hits
 
     def _scan_catalog(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
                       ) -> list[dict]:
@@ -292,8 +319,8 @@ class GeoIndex:
         rows = catalog.rows(positions)
         return [{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]
 
-    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
-                      ) -> list[dict]:
+    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
+                      extra_columns: Sequence[str] = ()) -> list[dict]:
         """Cold: Lance's nearest neighbours with the scene, the area's bounds and the dates as a prefilter,
         the exact area and dates checked on the rows, the limit widened until ``k`` hits survive."""
         clauses = [f"scene = {sql_string(scene)}"] if scene is not None else []
@@ -310,7 +337,8 @@ class GeoIndex:
         where = " AND ".join(clauses) or None
         limit = k
         while True:
-            hits = self._nearest_rows(query, limit, [c for c in ROW_COLUMNS if c not in missing], where)
+            hits = self._nearest_rows(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), *extra_columns],
+                                      where)
             if area is not None:
                 geoms = shapely.from_wkb([h["geometry"] for h in hits])
                 keep = shapely.intersects(geoms, area) if hits else []

@@ -8,7 +8,8 @@ averaged; a longer one reads like a caption and is embedded as written. On 17 qu
 word no rsicd_aid caption uses, precision@4 rises from 0.62 to 0.66 on a layout of validation
 chips and from 0.53 to 0.71 on test chips, while rsicd_aid test mR stays 22.81: no test caption is
 that short, and wrapping every caption would cost 0.7 (experiments/wording). Relational and change
-queries embed their phrases ("airport", "river") the same way.
+queries embed their phrases ("airport", "river") the same way. A plain search for such a name also
+takes pseudo-relevance feedback (:func:`georet.search.feedback.pseudo_feedback_query`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ class _TextEncoder(Protocol):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def _words(text: str) -> str:
+    return text.strip().rstrip(".").strip()
+
+
+def names_a_thing(text: str) -> bool:
+    """Whether ``text`` reads like the name of a thing (at most :data:`SHORT_QUERY_WORDS` words), not a caption."""
+    return len(_words(text).split()) <= SHORT_QUERY_WORDS
+
+
 def query_sentences(text: str) -> list[str]:
     """The sentences whose embeddings, averaged, are ``text``'s vector (itself alone for a long query)."""
-    words = text.strip().rstrip(".").strip()
-    if len(words.split()) > SHORT_QUERY_WORDS:
+    if not names_a_thing(text):
         return [text]
-    return [template.format(words) for template in TILE_LABEL_TEMPLATES]
+    return [template.format(_words(text)) for template in TILE_LABEL_TEMPLATES]
 
 
 def embed_queries(text_model: _TextEncoder, texts: Sequence[str]) -> np.ndarray:
