@@ -30,10 +30,11 @@ PROBE_MIN_LABELS = 3
 #: Probe: strength of the pull towards the Rocchio direction, its scale (cosine -> logit), Newton steps at most.
 PROBE_PRIOR, PROBE_SCALE, PROBE_STEPS = 1.0, 10.0, 50
 #: Pseudo-relevance feedback: the query moves this far towards the mean of its best places, this many of them.
-#: On the two validation sets built for unseen wording and imagery, short queries gain precision: rsicd_aid
-#: validation chips, 17 queries in words no caption uses, p@4 0.65 → 0.75; 258 hand-labelled tiles of real
-#: rasters, 9 class names, p@5 0.51 → 0.60 (k 3 or 5: 0.68-0.71 and 0.56; experiments/wording, real_tiles).
-#: Sentences get none: on the validation captions it costs text→image R@1 (8.56 → 7.63).
+#: For names of things, on validation sets only: 17 queries in words no caption uses on rsicd_aid validation
+#: chips, p@4 0.662 → 0.735 (experiments/wording); 9 class names on 258 hand-labelled tiles of real rasters,
+#: p@5 0.511 → 0.622 (experiments/real_tiles); 27 class names on validation chips under the default tiles,
+#: p@5 0.882 → 0.896 with scenes on the tile grid, 0.941 either way off it (experiments/tile_scale).
+#: Sentences get none: they read like the captions the model was trained on, where it costs mR.
 PSEUDO_FEEDBACK_WEIGHT, PSEUDO_FEEDBACK_PLACES = 0.5, 10
 SCORE_KINDS = {"rocchio": "cosine similarity to the query (text and examples combined), -1..1",
                "probe": "probability from a linear probe on the labelled examples, 0..1",
