@@ -274,18 +274,21 @@ class GeoIndex:
         if area is not None and area.is_empty:
             return _with_kind(to_frame([]), "text")
         query = embed_queries(self.text_model, [text])[0]
-        kind = "text"
-        if names_a_thing(text):  # its best places stand in for examples marked right
-            places = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), area, scene,
-                                        when, with_vectors=True)
-            best = collapse_overlaps(to_frame(places, extra_columns=["vector"]), PSEUDO_FEEDBACK_PLACES)
-            query = pseudo_feedback_query(query, np.array(best["vector"].tolist(), dtype=np.float32).reshape(
-                len(best), len(query)))
-            kind = "pseudo-feedback"
+        name = names_a_thing(text)
+        if name:  # its best places stand in for examples marked right
+            query = pseudo_feedback_query(query, self._best_places(query, area, scene, when))
         hits = self._nearest_hits(query, k, area, scene, when)
         if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
-        return _with_kind(to_frame(hits), kind)
+        return _with_kind(to_frame(hits), "pseudo-feedback" if name else "text")
+
+    def _best_places(self, query: np.ndarray, area, scene: str | None, when: DateRange | None) -> np.ndarray:
+        """Vectors (n, dim) of the :data:`PSEUDO_FEEDBACK_PLACES` best eligible places for ``query``: of tiles
+        that show one place (overlapping, or of several sizes) only the best counts."""
+        tiles = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), area, scene, when,
+                                   with_vectors=True)
+        places = collapse_overlaps(to_frame(tiles, extra_columns=["vector"]), PSEUDO_FEEDBACK_PLACES)
+        return np.array(places["vector"].tolist(), dtype=np.float32).reshape(len(places), len(query))
 
     def _nearest_hits(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
                       with_vectors: bool = False) -> list[dict]:
