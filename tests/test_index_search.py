@@ -95,6 +95,23 @@ def test_a_short_query_is_read_in_every_wording_and_moved_towards_its_best_place
     assert np.allclose(hits["score"], np.sort(vectors @ tiny_model.encode_text([sentence])[0])[::-1][:5], atol=1e-4)
 
 
+def test_the_feedback_comes_from_the_tiles_the_search_may_return(built_index, tiny_model):
+    """With a bbox holding 6 tiles the feedback's best places are those 6, warm and cold alike; tiles outside
+    the box must not pull the query."""
+    box = (3.999, 51.98, 4.03, 52.001)  # only the lon/lat raster's 6 tiles
+    warm = open_index(built_index, model=tiny_model)
+    catalog = warm.catalog()
+    rows = catalog.rows(range(len(catalog)))
+    inside = np.array([shapely.from_wkb(rows[i]["geometry"]).intersects(shapely.box(*box)) for i in range(len(catalog))])
+    assert inside.sum() == 6 < len(catalog)
+    query = embed_queries(tiny_model, ["farmland"])[0]
+    moved = query + PSEUDO_FEEDBACK_WEIGHT * catalog.vectors[inside].mean(axis=0)
+    expected = np.sort(catalog.vectors[inside] @ (moved / np.linalg.norm(moved)))[::-1]
+    for index in (warm, open_index(built_index, model=tiny_model)):  # the catalog, then LanceDB
+        hits = index.search("farmland", k=6, bbox=",".join(map(str, box)))
+        assert np.allclose(hits["score"], expected, atol=1e-4)
+
+
 def test_bbox_filters_are_exact_and_crs_aware(built_index, tiny_model):
     index = open_index(built_index, model=tiny_model)
     # Only the lon/lat raster (4.0–4.0192 E, 51.9872–52.0 N) lies in this box.
