@@ -108,7 +108,8 @@ def now() -> str:
 
 def _writes_table(method: Callable) -> Callable:
     """Marks a :class:`TileStore` method that commits to the table: what :attr:`TileStore.dataset` read
-    before is stale after it (queries read that dataset, which pylance opens at one version)."""
+    before is stale after it (queries read that dataset, which pylance opens at one version). The mark takes
+    effect when the method returns, so a method must not read :attr:`TileStore.dataset` after its own write."""
     @functools.wraps(method)
     def write(self: "TileStore", *args: Any, **kwargs: Any) -> Any:
         try:
@@ -448,9 +449,9 @@ class TileStore:
                         "unindexed_rows": int(stats["num_unindexed_rows"])}
         return None
 
-    @_writes_table
     def build_vector_index(self) -> dict[str, Any]:
-        """(Re)build the :data:`VECTOR_INDEX_TYPE` index over every row; caller holds the writer lock.
+        """(Re)build the :data:`VECTOR_INDEX_TYPE` index over every row and describe it; caller holds the
+        writer lock.
 
         √n partitions, as measured in ``benchmarks/ann.py``; searches then probe
         :data:`ANN_NPROBES` partitions and re-rank :data:`ANN_REFINE_FACTOR` × k
@@ -460,9 +461,13 @@ class TileStore:
         if rows < MIN_VECTOR_INDEX_ROWS:
             raise GeoretError(f"{self.path} has {rows:,} tiles; an approximate index needs at least "
                               f"{MIN_VECTOR_INDEX_ROWS:,} (below {AUTO_VECTOR_INDEX_ROWS:,} exact search is fast anyway)")
+        self._create_vector_index(rows)
+        return self.vector_index()  # read after the commit: the dataset read before it is stale
+
+    @_writes_table
+    def _create_vector_index(self, rows: int) -> None:
         self.table.create_index(metric="cosine", vector_column_name="vector", index_type=VECTOR_INDEX_TYPE,
                                 num_partitions=max(1, int(rows ** 0.5)), replace=True)
-        return self.vector_index()
 
     def wants_vector_index(self) -> bool:
         """True past :data:`AUTO_VECTOR_INDEX_ROWS` rows when no index covers most of them."""
