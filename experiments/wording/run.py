@@ -35,7 +35,7 @@ from georet.geo import TILE_LABEL_TEMPLATES
 from georet.geo.mosaic import mosaic_cells, random_grid, write_mosaic
 from georet.models import load_model
 from georet.provenance import write_results
-from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, PSEUDO_FEEDBACK_WEIGHT
+from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, pseudo_feedback_query
 from georet.training import load_config, load_retrieval_data, load_splits
 from georet.training.evaluate import load_image, retrieval_scores
 from georet.training.metrics import retrieval_recalls
@@ -133,8 +133,7 @@ def in_domain_mr(model, data: Path) -> dict[str, float]:
     wrapped /= np.linalg.norm(wrapped, axis=1, keepdims=True)
     short = np.array([len(c.split()) <= SHORT_WORDS for c in test.captions])
     best = np.argpartition(-(plain @ images.T), PSEUDO_FEEDBACK_PLACES, axis=1)[:, :PSEUDO_FEEDBACK_PLACES]
-    moved = plain + PSEUDO_FEEDBACK_WEIGHT * images[best].mean(axis=1)
-    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    moved = np.stack([pseudo_feedback_query(caption, images[places]) for caption, places in zip(plain, best)])
     feedback = retrieval_recalls(images @ plain.T, test.caption_image, caption_query_similarity=images @ moved.T)
     return {"plain": round(retrieval_scores(images, plain, test)["mR"], 2),
             "pseudo-relevance feedback for every caption": round(feedback["mR"], 2),

@@ -14,18 +14,15 @@ takes pseudo-relevance feedback (:func:`georet.search.feedback.pseudo_feedback_q
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from georet.geo import TILE_LABEL_TEMPLATES
+from georet.geo.scenes import TextEncoder
 
 #: queries of at most this many words read like a class name and are embedded in every wording
 SHORT_QUERY_WORDS = 3
-
-
-class _TextEncoder(Protocol):
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def _words(text: str) -> str:
@@ -44,7 +41,7 @@ def query_sentences(text: str) -> list[str]:
     return [template.format(_words(text)) for template in TILE_LABEL_TEMPLATES]
 
 
-def embed_queries(text_model: _TextEncoder, texts: Sequence[str]) -> np.ndarray:
+def embed_queries(text_model: TextEncoder, texts: Sequence[str]) -> np.ndarray:
     """Query texts -> float32 (N, dim) unit vectors, all their sentences encoded in one batch."""
     sentences = [query_sentences(text) for text in texts]
     vectors = text_model.encode_text([s for group in sentences for s in group])
