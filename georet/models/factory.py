@@ -95,6 +95,22 @@ class EmbeddingModel:
             feats = self.model.encode_text(tokens)
         return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Texts -> float32 (N, width) unit vectors of the frozen pretrained text tower itself, before any head;
+        None for a model without one (open_clip models, fully fine-tuned towers).
+
+        MiniLM learnt general English from a billion sentence pairs; the heads above it learnt RSICD's few
+        words. In the tower's own space "cropland" still lies next to "farmland", so short queries are
+        matched to an index's scene classes there (:func:`georet.search.wording.embed_queries`).
+        """
+        from georet.models.tower_clip import TowerCLIP
+
+        if not isinstance(self.model, TowerCLIP) or not self.model.tower_modules_frozen():
+            return None
+        with torch.inference_mode():
+            _, _, pooled = self.model.text_features(self.tokenizer(list(texts)).to(self.device))
+        return F.normalize(pooled.float(), dim=-1).cpu().numpy()
+
 
 def _autocast(device: torch.device):
     if device.type == "cuda":

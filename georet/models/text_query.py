@@ -220,6 +220,10 @@ class QueryTextEncoder:
         # as HeadEnsemble: the mean of the members' unit vectors (one member: its own unit vector)
         return _unit(np.mean([_unit(head(pooled)) for head in self.heads], axis=0))
 
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> float32 (N, 384) unit vectors of MiniLM itself, as the torch model's ``sentence_vectors``."""
+        return _unit(self.minilm(self.tokenizer.ids(list(texts))))
+
 
 def load_query_encoder(arch: str, pretrained: str | None, checkpoint: str | None = None) -> QueryTextEncoder | None:
     """The torch-free text encoder for this model, or None when only the torch model can encode its text.

@@ -26,7 +26,7 @@ import numpy as np
 import shapely
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
-from georet.geo import RasterRef, RasterSource, TilingParams, ZeroShotScenes
+from georet.geo import RasterRef, RasterSource, TilingParams, ZeroShotScenes, classes_for_labels
 from georet.geo.dates import DateRange
 from georet.geo.maptiles import MapTiles
 from georet.index import (
@@ -66,7 +66,7 @@ from georet.search.relations import (
 )
 from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
-from georet.search.wording import embed_queries, names_a_thing
+from georet.search.wording import SceneVocabulary, embed_queries, names_a_thing
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -94,6 +94,7 @@ class GeoIndex:
         self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
+        self._vocabularies: dict[tuple[str, ...], SceneVocabulary | None] = {}
         self._map_tiles: dict[str, MapTiles | GeoretError] = {}
         self._vector_index: bool = False
         self._vector_index_version: int | None = None
@@ -273,7 +274,7 @@ class GeoIndex:
             return self._relational_search(relation, k, request.near_m, area, scene, when, prior)
         if area is not None and area.is_empty:
             return _with_kind(to_frame([]), "text")
-        query = embed_queries(self.text_model, [text])[0]
+        query = self._embed_queries([text])[0]
         name = names_a_thing(text)
         if name:  # its best places stand in for examples marked right
             query = pseudo_feedback_query(query, self._best_places(query, area, scene, when))
@@ -371,7 +372,7 @@ class GeoIndex:
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
-        query = embed_queries(self.text_model, [text])[0] if text else None
+        query = self._embed_queries([text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
         eligible = self._eligible(catalog, area, scene, when)
         for tile_id in positive_ids | negative_ids:
@@ -499,7 +500,7 @@ class GeoIndex:
         catalog = self.catalog()
         if len(catalog) == 0 or (area is not None and area.is_empty):
             return result([], near_m or 0.0)
-        phrases = embed_queries(self.text_model, [relation.subject, relation.partner, relation.text])
+        phrases = self._embed_queries([relation.subject, relation.partner, relation.text])
         boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
         eligible = self._eligible(catalog, area, scene, when)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
@@ -543,8 +544,7 @@ class GeoIndex:
         earlier = both & (catalog.dated_within(request.from_range) if request.from_range else True)
         later = self._eligible(catalog, area, request.scene, request.when_range) \
             & (catalog.dated_within(request.to_range) if request.to_range else True)
-        phrases = embed_queries(self.text_model, [change.before or change.after, change.after or change.before,
-                                                      change.text])
+        phrases = self._embed_queries([change.before or change.after, change.after or change.before, change.text])
         boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
         ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
                               earlier, later, boost)
@@ -578,6 +578,15 @@ class GeoIndex:
             return None
         pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
+
+    def _embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored to the
+        scene classes the index's tiles were labelled with (zero-shot; the manifest names them)."""
+        labels = tuple(sorted({label for entry in self.store.manifest.get("sources", {}).values()
+                               for label in entry.get("classes") or ()}))
+        if labels not in self._vocabularies:  # encoded once per model and label set
+            self._vocabularies[labels] = SceneVocabulary.of(self.text_model, classes_for_labels(labels))
+        return embed_queries(self.text_model, texts, self._vocabularies[labels])
 
     def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
