@@ -15,7 +15,8 @@ A short query is also anchored to the scene classes the index labelled its tiles
 (:class:`SceneVocabulary`): the model's heads learnt RSICD's words, so "cropland" or "a reservoir" land
 far from the farmland and ponds they mean, while the frozen text tower below them still knows these
 words are near "farmland" and "pond". The query moves towards the classes it is nearest to in the
-tower's own space (:data:`ANCHOR_WEIGHT`, :data:`ANCHOR_TEMPERATURE`; experiments/wording).
+tower's own space (:data:`ANCHOR_WEIGHT`, :data:`ANCHOR_TEMPERATURE`): precision@4 0.735 -> 0.824 on
+those validation chips, with the feedback (experiments/wording).
 """
 
 from __future__ import annotations
