@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from georet.errors import GeoretError
-from georet.geo import classes_for_labels, read_classes
+from georet.geo import SceneVocabulary, read_classes
+from georet.geo.scenes import ANCHOR_TEMPERATURE, ANCHOR_WEIGHT
 from georet.models import BUNDLED_WEIGHTS, ModelSpec, load_model, load_query_encoder
 from georet.models.text_query import read_torch_file
-from georet.search import SceneVocabulary, embed_queries, open_index
+from georet.search import embed_queries, open_index
 from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, pseudo_feedback_query
-from georet.search.wording import ANCHOR_TEMPERATURE, ANCHOR_WEIGHT
 
 TEXTS = ["airport near river", "a creek", "", "many buildings and green trees are around a playground " * 4,
          "STORAGE TANKS next to the harbour, with ships!"]
@@ -114,12 +114,13 @@ def test_a_text_query_on_a_georet_base_index_never_imports_torch(tmp_path, raste
 def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own_space(tmp_path, rasters, torch_base):
     """"cropland" is a word RSICD's captions never use: through the heads it lands nearest bare land, while
     MiniLM itself puts it next to farmland. Anchored, it is nearest farmland; sentences stay as written; a
-    model without a frozen text tower of its own (open_clip) has no vocabulary; an index anchors to the
-    classes its tiles were labelled with, torch and numpy alike."""
+    model without a frozen text tower of its own (open_clip) has no vocabulary; a search anchors short
+    queries to the model's classes, torch and numpy alike."""
     numpy_encoder = load_query_encoder("georet-base", "bundled")
     words = ["cropland", "a reservoir", TEXTS[3]]
     np.testing.assert_allclose(numpy_encoder.sentence_vectors(words), torch_base.sentence_vectors(words), atol=1e-5)
-    vocabulary = SceneVocabulary.of(torch_base, read_classes())
+    vocabulary = SceneVocabulary.of(torch_base)
+    assert vocabulary.labels == tuple(c.label for c in read_classes())
     plain, anchored = embed_queries(torch_base, words), embed_queries(torch_base, words, vocabulary)
     nearest = [vocabulary.labels[i] for i in (np.stack([plain[0], anchored[0]]) @ vocabulary.vectors.T).argmax(1)]
     assert nearest == ["bareland", "farmland"]
@@ -128,9 +129,9 @@ def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own
     by_hand = plain[0] + ANCHOR_WEIGHT * (weights @ vocabulary.vectors)[0]
     np.testing.assert_allclose(anchored[0], by_hand / np.linalg.norm(by_hand), atol=1e-5)
     np.testing.assert_allclose(anchored[2], plain[2], atol=1e-6)  # a sentence is not a name
-    np.testing.assert_allclose(embed_queries(numpy_encoder, words, SceneVocabulary.of(numpy_encoder, read_classes())),
-                               anchored, atol=1e-4)
-    assert SceneVocabulary.of(load_model(ModelSpec("georet-small", "bundled"), device="cpu"), read_classes()) is None
+    np.testing.assert_allclose(embed_queries(numpy_encoder, words, SceneVocabulary.of(numpy_encoder)), anchored,
+                               atol=1e-4)
+    assert SceneVocabulary.of(load_model(ModelSpec("georet-small", "bundled"), device="cpu")) is None
 
     from georet import TilingParams, index_raster
 
@@ -138,10 +139,8 @@ def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own
     index_raster([rasters["utm"]], db, tiling=TilingParams(tile_size=128), model=torch_base, progress=False)
     index = open_index(db, model=torch_base)
     vectors = index.catalog().vectors
-    labels = sorted({c for entry in index.store.manifest["sources"].values() for c in entry["classes"]})
-    assert len(labels) == 30  # the default vocabulary, as georet index labelled the tiles
     expected = {}
-    for name, vocab in (("anchored", SceneVocabulary.of(torch_base, classes_for_labels(labels))), ("plain", None)):
+    for name, vocab in (("anchored", vocabulary), ("plain", None)):
         query = embed_queries(torch_base, ["cropland"], vocab)[0]
         moved = pseudo_feedback_query(query, vectors[np.argsort(-(vectors @ query))[:PSEUDO_FEEDBACK_PLACES]])
         expected[name] = np.sort(vectors @ moved)[::-1][:5]
@@ -149,3 +148,20 @@ def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own
     for opened in (index, open_index(db)):  # warm torch, cold numpy
         np.testing.assert_allclose(opened.search("cropland", k=5, relational=False).score, expected["anchored"],
                                    atol=1e-4)
+
+
+def test_a_legend_in_the_user_s_own_words_is_anchored_and_the_model_s_own_classes_are_not(torch_base):
+    """Zero-shot classes named in words the model was not trained with ("cropland" for farmland) move towards
+    the classes it knows, as short queries do; a class of the shipped vocabulary keeps its own vector."""
+    from georet.geo import TILE_LABEL_TEMPLATES, SceneClass, ZeroShotScenes
+
+    legend = [SceneClass("farmland", "cropland"), SceneClass("forest", "forest"), SceneClass("water", "open water")]
+    anchored = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES)
+    plain = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES, anchor=False)
+    vocabulary = SceneVocabulary.of(torch_base)
+    np.testing.assert_allclose(anchored.text_vectors[1], plain.text_vectors[1], atol=1e-7)  # "forest" is its own
+    words = torch_base.sentence_vectors(["cropland", "open water"])
+    np.testing.assert_allclose(anchored.text_vectors[[0, 2]],
+                               vocabulary.anchored(plain.text_vectors[[0, 2]], words), atol=1e-6)
+    farmland = vocabulary.vectors[vocabulary.labels.index("farmland")]
+    assert anchored.text_vectors[0] @ farmland > plain.text_vectors[0] @ farmland + 0.05

@@ -10,6 +10,9 @@ stretch, default image runtime, zero-shot scenes), then measures:
   whose main class is one of them. For one class wording and for the eight the index labels with, each
   also after label propagation over each raster's tiles (``georet.geo.propagate_labels``, as ``georet
   index`` refines them), and on rsicd_aid's test chips (in domain: reported, not selected on);
+* zero-shot labels with a legend of this set's classes in plain words (``LEGEND``: "the sea", "a marsh",
+  "houses"), its classes anchored to the ones the model was trained with (as ``georet index --classes``
+  labels tiles) and not;
 * text search: precision@5 and @10 of a plain query per class (fixed before the first run), a hit being right
   when the class is visible in it, over all 258 tiles in one index, as ``georet query`` answers (these short
   queries in eight wordings, then pseudo-relevance feedback from their 10 best places); and pseudo-relevance
@@ -31,7 +34,7 @@ import numpy as np
 from make_sheets import RASTERS, TILE_PX
 
 from georet import TilingParams, index_raster, open_index
-from georet.geo import TILE_LABEL_TEMPLATES, ZeroShotScenes, propagate_labels, read_classes
+from georet.geo import TILE_LABEL_TEMPLATES, SceneClass, ZeroShotScenes, propagate_labels, read_classes
 from georet.geo.grid import parse_bands
 from georet.geo.scenes import PROMPT_TEMPLATE
 from georet.models import ModelSpec, load_model
@@ -49,6 +52,11 @@ QUERIES = {"farmland": "farmland", "sea": "the sea", "lake": "a lake", "wetland"
 
 #: class wordings compared: the one a query's scene prior uses, and the eight tiles are labelled with
 WORDINGS = {"one": (PROMPT_TEMPLATE,), "eight (default)": TILE_LABEL_TEMPLATES}
+#: a legend of the classes labelled here in plain words, as a user would pass it to ``georet index --classes``
+#: (written for the anchoring check, which keeps the weight chosen on short queries), and the labels it merges
+LEGEND = {"farmland": "farmland", "sea": "the sea", "lake": "a lake", "wetland": "a marsh", "beach": "a beach",
+          "forest": "a forest", "houses": "houses", "river": "a river", "island": "an island", "cloud": "clouds"}
+LEGEND_OF = {"sparseresidential": "houses", "mediumresidential": "houses", "pond": "lake"}
 
 
 def pseudo_relevance_p5(vectors: np.ndarray, texts: np.ndarray, relevant: list[list[bool]], k: int,
@@ -61,6 +69,24 @@ def pseudo_relevance_p5(vectors: np.ndarray, texts: np.ndarray, relevant: list[l
             text = text + weight * vectors[np.argsort(-(vectors @ text))[:k]].mean(axis=0)
         hits.append(np.mean([right[i] for i in np.argsort(-(vectors @ text))[:5]]))
     return round(float(np.mean(hits)), 3)
+
+
+def legend_scores(model, vectors: np.ndarray, visible: list[list[str]], per_raster) -> dict[str, dict]:
+    """Zero-shot labels with :data:`LEGEND` as the vocabulary, its classes anchored to the ones the model was
+    trained with (as ``georet index --classes`` labels) and not: the main class, and a visible class."""
+    visible = [[LEGEND_OF.get(label, label) for label in v] for v in visible]
+    judged = [i for i, v in enumerate(visible) if v[0] in LEGEND]
+    legend = [SceneClass(label, words) for label, words in LEGEND.items()]
+    result: dict[str, dict] = {"tiles": len(judged)}
+    for anchor in (False, True):
+        probabilities = ZeroShotScenes(model, legend, TILE_LABEL_TEMPLATES, anchor=anchor).probabilities(vectors)
+        entry = {}
+        for name, p in (("as labelled", probabilities), ("propagated", per_raster(probabilities))):
+            predicted = [list(LEGEND)[i] for i in p.argmax(axis=1)]
+            entry[name] = {"main_class": round(float(np.mean([predicted[i] == visible[i][0] for i in judged])), 3),
+                           "visible_class": round(float(np.mean([predicted[i] in visible[i] for i in judged])), 3)}
+        result["anchored" if anchor else "not anchored"] = entry
+    return result
 
 
 def read_labels() -> dict[tuple[str, int, int], set[str]]:
@@ -119,6 +145,7 @@ def main() -> None:
         for name, labeller in labellers.items():
             probabilities = labeller.probabilities(vectors)
             zero_shot[name] = {**scores(probabilities), "propagated": scores(per_raster(probabilities))}
+        zero_shot["legend in plain words"] = legend_scores(model, vectors, visible, per_raster)
         default = per_raster(labellers["eight (default)"].probabilities(vectors)).argmax(axis=1)
         assert [row["scene"] for row in rows] == [names[i] for i in default], "the index labels so"
         zero_shot["predicted (default)"] = dict(Counter(row["scene"] for row in rows).most_common())
@@ -150,6 +177,7 @@ def main() -> None:
         print(f"zero-shot, {name} wording(s): visible class {z['visible_class']:.1%} of {len(judged)} tiles "
               f"(propagated {z['propagated']['visible_class']:.1%}), main class {z['main_class']:.1%} of "
               f"{len(strict)}; rsicd_aid test {in_domain[name]:.1%}")
+    print(f"legend in plain words (main class / visible class, propagated): {zero_shot['legend in plain words']}")
     print(f"rsicd_aid test, eight wordings, propagated: {in_domain['eight (default), propagated over the test chips']:.1%}")
     for query, s in search.items():
         print(f"  {query!r:16} p@5 {s['p@5']:.2f}  p@10 {s['p@10']:.2f}  ({s['relevant']} relevant)")

@@ -86,11 +86,62 @@ def classes_for_labels(labels: Iterable[str | None]) -> list[SceneClass]:
 
 
 class TextEncoder(Protocol):
-    """What zero-shot scenes need of a model."""
+    """What zero-shot scenes need of a model. A model whose heads sit on a frozen pretrained text tower also
+    has ``sentence_vectors(texts)``: the tower's own unit vectors (see :class:`SceneVocabulary`)."""
 
     logit_scale: float
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+#: a name the model was not trained with moves this far towards the model's own scene classes, weighted by a
+#: softmax of their closeness in the text tower's own space at this temperature (chosen on rsicd_aid validation
+#: chips and the real tiles for short queries: experiments/wording)
+ANCHOR_WEIGHT, ANCHOR_TEMPERATURE = 0.5, 0.05
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def class_vectors(model: TextEncoder, classes: Sequence[SceneClass], templates: Sequence[str]) -> np.ndarray:
+    """(classes, dim): the unit mean of each class's prompt in every wording of ``templates``."""
+    return _unit(np.mean([model.encode_text([t.format(c.prompt_words) for c in classes]) for t in templates], axis=0))
+
+
+@dataclass(frozen=True)
+class SceneVocabulary:
+    """The scene classes a model was trained to know, as anchors for names it was not.
+
+    georet-base's heads learnt RSICD's few words: "cropland" lands next to *bare land*. The frozen MiniLM
+    below them learnt general English and still puts "cropland" next to "farmland". A name (a short
+    query, a class of the user's own legend) is compared with these classes' words in the tower's own
+    space (``words``) and moved towards their label vectors in the shared space (``vectors``: eight
+    wordings, as tiles are labelled) by :meth:`anchored`.
+    """
+
+    labels: tuple[str, ...]
+    words: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, model: TextEncoder, classes: Sequence[SceneClass] | None = None) -> "SceneVocabulary | None":
+        """The vocabulary of ``classes`` (default: the shipped 30, the classes georet's models are trained
+        with); None when ``model`` has no frozen text tower of its own to compare words in."""
+        sentence_vectors = getattr(model, "sentence_vectors", None)
+        classes = list(classes) if classes is not None else read_classes()
+        words = sentence_vectors([c.prompt_words for c in classes]) if sentence_vectors is not None else None
+        if words is None:
+            return None
+        return cls(tuple(c.label for c in classes), words, class_vectors(model, classes, TILE_LABEL_TEMPLATES))
+
+    def anchored(self, vectors: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """``vectors`` (n, dim) of names whose tower vectors are ``words`` (n, width), each moved
+        :data:`ANCHOR_WEIGHT` towards the classes, weighted by a softmax of its closeness to their words."""
+        closeness = words @ self.words.T / ANCHOR_TEMPERATURE
+        weights = np.exp(closeness - closeness.max(axis=1, keepdims=True))
+        anchors = (weights / weights.sum(axis=1, keepdims=True)) @ self.vectors
+        return _unit(_unit(vectors) + ANCHOR_WEIGHT * anchors)
 
 
 class ZeroShotScenes:
@@ -99,16 +150,24 @@ class ZeroShotScenes:
     ``templates``: the wordings of a class's prompt, ``{}`` standing for its
     words; with several, the class is the unit mean of their embeddings
     (tiles are labelled with :data:`TILE_LABEL_TEMPLATES`; a query's scene
-    prior uses the one :data:`PROMPT_TEMPLATE` it was weighted for). The
-    class prompts are encoded once, when this object is made: keep it for as
-    long as the model's weights do not change.
+    prior uses the one :data:`PROMPT_TEMPLATE` it was weighted for). Classes
+    in words the model was not trained with (a ``--classes`` legend of one's
+    own, a land-cover layer's classes) are anchored to the ones it was
+    (:class:`SceneVocabulary`; ``anchor=False``: not). The class prompts are
+    encoded once, when this object is made: keep it for as long as the
+    model's weights do not change.
     """
 
     def __init__(self, model: TextEncoder, classes: Sequence[SceneClass],
-                 templates: Sequence[str] = (PROMPT_TEMPLATE,)):
+                 templates: Sequence[str] = (PROMPT_TEMPLATE,), anchor: bool = True):
         self.labels = [c.label for c in classes]
-        vectors = np.mean([model.encode_text([t.format(c.prompt_words) for c in classes]) for t in templates], axis=0)
-        self.text_vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.text_vectors = class_vectors(model, classes, templates)
+        known = default_prompt_words()
+        foreign = [i for i, c in enumerate(classes) if known.get(c.label) != c.prompt_words]
+        vocabulary = SceneVocabulary.of(model) if anchor and foreign else None
+        if vocabulary is not None:
+            words = model.sentence_vectors([classes[i].prompt_words for i in foreign])  # type: ignore[attr-defined]
+            self.text_vectors[foreign] = vocabulary.anchored(self.text_vectors[foreign], words)
         self.logit_scale = model.logit_scale
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:

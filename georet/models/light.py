@@ -132,6 +132,10 @@ class LightModel:
         """Texts -> float32 (N, dim), unit length."""
         return self._text.encode_text(texts)
 
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """MiniLM's own unit vectors of ``texts`` (:class:`~georet.geo.scenes.SceneVocabulary` compares words there)."""
+        return self._text.sentence_vectors(texts)
+
 
 def load_light_model(spec, image_runtime: str = "auto", threads: int | None = None) -> LightModel:
     """The torch-free georet-base for ``spec``, or a one-line error saying what needs torch."""

@@ -11,8 +11,8 @@ from georet.search.geoindex import GeoIndex, open_index
 from georet.search.relations import Relation, explain, parse_distance, parse_query
 from georet.search.request import SearchRequest
 from georet.search.results import REGION_COLUMNS, RESULT_COLUMNS, to_geojson
-from georet.search.wording import SceneVocabulary, embed_queries
+from georet.search.wording import embed_queries
 
 __all__ = ["parse_bbox", "search_area", "GeoIndex", "open_index", "Relation", "explain", "parse_distance",
            "parse_query", "SearchRequest", "REGION_COLUMNS", "RESULT_COLUMNS", "to_geojson",
-           "SceneVocabulary", "embed_queries"]
+           "embed_queries"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -26,7 +27,7 @@ import numpy as np
 import shapely
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
-from georet.geo import RasterRef, RasterSource, TilingParams, ZeroShotScenes, classes_for_labels
+from georet.geo import RasterRef, RasterSource, SceneVocabulary, TilingParams, ZeroShotScenes
 from georet.geo.dates import DateRange
 from georet.geo.maptiles import MapTiles
 from georet.index import (
@@ -66,7 +67,7 @@ from georet.search.relations import (
 )
 from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
-from georet.search.wording import SceneVocabulary, embed_queries, names_a_thing
+from georet.search.wording import embed_queries, names_a_thing
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -94,7 +95,6 @@ class GeoIndex:
         self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
-        self._vocabularies: dict[tuple[str, ...], SceneVocabulary | None] = {}
         self._map_tiles: dict[str, MapTiles | GeoretError] = {}
         self._vector_index: bool = False
         self._vector_index_version: int | None = None
@@ -579,14 +579,15 @@ class GeoIndex:
         pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
 
+    @cached_property
+    def _vocabulary(self) -> SceneVocabulary | None:
+        """The scene classes the model was trained with, as anchors for short queries (None: it has no
+        frozen text tower to compare words in); encoded on first use."""
+        return SceneVocabulary.of(self.text_model)
+
     def _embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored to the
-        scene classes the index's tiles were labelled with (zero-shot; the manifest names them)."""
-        labels = tuple(sorted({label for entry in self.store.manifest.get("sources", {}).values()
-                               for label in entry.get("classes") or ()}))
-        if labels not in self._vocabularies:  # encoded once per model and label set
-            self._vocabularies[labels] = SceneVocabulary.of(self.text_model, classes_for_labels(labels))
-        return embed_queries(self.text_model, texts, self._vocabularies[labels])
+        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored."""
+        return embed_queries(self.text_model, texts, self._vocabulary)
 
     def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""

@@ -11,29 +11,25 @@ that short, and wrapping every caption would cost 0.7 (experiments/wording). Rel
 queries embed their phrases ("airport", "river") the same way. A plain search for such a name also
 takes pseudo-relevance feedback (:func:`georet.search.feedback.pseudo_feedback_query`).
 
-A short query is also anchored to the scene classes the index labelled its tiles with
-(:class:`SceneVocabulary`): the model's heads learnt RSICD's words, so "cropland" or "a reservoir" land
-far from the farmland and ponds they mean, while the frozen text tower below them still knows these
-words are near "farmland" and "pond". The query moves towards the classes it is nearest to in the
-tower's own space (:data:`ANCHOR_WEIGHT`, :data:`ANCHOR_TEMPERATURE`): precision@4 0.735 -> 0.824 on
-those validation chips, with the feedback (experiments/wording).
+A short query is also anchored to the scene classes the model was trained with
+(:class:`~georet.geo.scenes.SceneVocabulary`): the model's heads learnt RSICD's words, so "cropland" or
+"a reservoir" land far from the farmland and ponds they mean, while the frozen text tower below them
+still knows these words are near "farmland" and "pond". The query moves towards the classes it is
+nearest to in the tower's own space: precision@4 0.735 -> 0.824 on those validation chips, with the
+feedback (experiments/wording).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from georet.geo import TILE_LABEL_TEMPLATES
-from georet.geo.scenes import SceneClass, TextEncoder, ZeroShotScenes
+from georet.geo.scenes import SceneVocabulary, TextEncoder
 
 #: queries of at most this many words read like a class name and are embedded in every wording
 SHORT_QUERY_WORDS = 3
-#: a short query moves this far towards its nearest scene classes, weighted by a softmax of their cosine in the
-#: text tower's own space at this temperature (chosen on validation chips and the real tiles: experiments/wording)
-ANCHOR_WEIGHT, ANCHOR_TEMPERATURE = 0.5, 0.05
 
 
 def _words(text: str) -> str:
@@ -52,50 +48,17 @@ def query_sentences(text: str) -> list[str]:
     return [template.format(_words(text)) for template in TILE_LABEL_TEMPLATES]
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return (vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class SceneVocabulary:
-    """An index's scene classes as anchors for short queries: where each class's words lie in the text
-    tower's own space (``words``), and its label vector in the shared space (``vectors``, the unit mean of
-    its eight wordings, as tiles are labelled)."""
-
-    labels: tuple[str, ...]
-    words: np.ndarray
-    vectors: np.ndarray
-
-    @classmethod
-    def of(cls, text_model: TextEncoder, classes: Sequence[SceneClass]) -> "SceneVocabulary | None":
-        """The vocabulary of ``classes``; None without two classes, or when ``text_model`` has no frozen text
-        tower of its own to compare words in (``sentence_vectors``)."""
-        sentence_vectors = getattr(text_model, "sentence_vectors", None)
-        if len(classes) < 2 or sentence_vectors is None:
-            return None
-        words = sentence_vectors([c.prompt_words for c in classes])
-        if words is None:
-            return None
-        vectors = ZeroShotScenes(text_model, classes, TILE_LABEL_TEMPLATES).text_vectors
-        return cls(tuple(c.label for c in classes), words, _unit(vectors))
-
-    def anchors(self, sentence_vectors: np.ndarray) -> np.ndarray:
-        """(N, dim): each text's blend of class vectors, weighted by a softmax of its closeness to their words."""
-        closeness = sentence_vectors @ self.words.T / ANCHOR_TEMPERATURE
-        weights = np.exp(closeness - closeness.max(axis=1, keepdims=True))
-        return (weights / weights.sum(axis=1, keepdims=True)) @ self.vectors
-
-
 def embed_queries(text_model: TextEncoder, texts: Sequence[str],
                   vocabulary: SceneVocabulary | None = None) -> np.ndarray:
-    """Query texts -> float32 (N, dim) unit vectors, all their sentences encoded in one batch; with a
-    ``vocabulary``, short queries are moved towards their nearest scene classes."""
+    """Query texts -> float32 (N, dim) unit vectors, all their sentences encoded in one batch; with the
+    model's ``vocabulary``, short queries are anchored to the scene classes it knows."""
     sentences = [query_sentences(text) for text in texts]
     vectors = text_model.encode_text([s for group in sentences for s in group])
     ends = np.cumsum([len(group) for group in sentences])
-    means = _unit(np.stack([vectors[end - len(group):end].mean(axis=0) for group, end in zip(sentences, ends)]))
+    means = np.stack([vectors[end - len(group):end].mean(axis=0) for group, end in zip(sentences, ends)])
+    means = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     short = [i for i, text in enumerate(texts) if names_a_thing(text) and _words(text)]
     if vocabulary is not None and short:
-        words = text_model.sentence_vectors([_words(texts[i]) for i in short])
-        means[short] = _unit(means[short] + ANCHOR_WEIGHT * vocabulary.anchors(words))
+        words = text_model.sentence_vectors([_words(texts[i]) for i in short])  # type: ignore[attr-defined]
+        means[short] = vocabulary.anchored(means[short], words)
     return means
