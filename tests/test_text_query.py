@@ -156,12 +156,40 @@ def test_a_legend_in_the_user_s_own_words_is_anchored_and_the_model_s_own_classe
     from georet.geo import TILE_LABEL_TEMPLATES, SceneClass, ZeroShotScenes
 
     legend = [SceneClass("farmland", "cropland"), SceneClass("forest", "forest"), SceneClass("water", "open water")]
-    anchored = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES)
-    plain = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES, anchor=False)
     vocabulary = SceneVocabulary.of(torch_base)
+    anchored = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES, vocabulary)
+    plain = ZeroShotScenes(torch_base, legend, TILE_LABEL_TEMPLATES)
     np.testing.assert_allclose(anchored.text_vectors[1], plain.text_vectors[1], atol=1e-7)  # "forest" is its own
     words = torch_base.sentence_vectors(["cropland", "open water"])
     np.testing.assert_allclose(anchored.text_vectors[[0, 2]],
                                vocabulary.anchored(plain.text_vectors[[0, 2]], words), atol=1e-6)
     farmland = vocabulary.vectors[vocabulary.labels.index("farmland")]
     assert anchored.text_vectors[0] @ farmland > plain.text_vectors[0] @ farmland + 0.05
+
+
+def test_the_vocabulary_is_kept_per_model_and_a_broken_file_is_made_again(tmp_path, torch_base):
+    """A cold query would encode 270 sentences to anchor a short query: the vocabulary is read from the cache
+    instead, one file per model identity, written whole; an unreadable file is replaced, not trusted."""
+    calls = []
+
+    class Counting:
+        identity, logit_scale = torch_base.identity, torch_base.logit_scale
+
+        def encode_text(self, texts):
+            calls.append(len(texts))
+            return torch_base.encode_text(texts)
+
+        def sentence_vectors(self, texts):
+            return torch_base.sentence_vectors(texts)
+
+    made = SceneVocabulary.of(Counting(), tmp_path)
+    assert calls and [p.suffix for p in tmp_path.iterdir()] == [".npz"]
+    calls.clear()
+    read = SceneVocabulary.of(Counting(), tmp_path)
+    assert not calls and read.labels == made.labels
+    np.testing.assert_array_equal(read.vectors, made.vectors)
+    np.testing.assert_array_equal(read.words, made.words)
+    next(tmp_path.iterdir()).write_bytes(b"not numpy")
+    again = SceneVocabulary.of(Counting(), tmp_path)
+    assert calls and np.array_equal(again.vectors, made.vectors)
+    assert SceneVocabulary.of(Counting(), tmp_path).labels == made.labels  # rewritten whole

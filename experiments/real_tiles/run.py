@@ -34,7 +34,14 @@ import numpy as np
 from make_sheets import RASTERS, TILE_PX
 
 from georet import TilingParams, index_raster, open_index
-from georet.geo import TILE_LABEL_TEMPLATES, SceneClass, ZeroShotScenes, propagate_labels, read_classes
+from georet.geo import (
+    TILE_LABEL_TEMPLATES,
+    SceneClass,
+    SceneVocabulary,
+    ZeroShotScenes,
+    propagate_labels,
+    read_classes,
+)
 from georet.geo.grid import parse_bands
 from georet.geo.scenes import PROMPT_TEMPLATE
 from georet.models import ModelSpec, load_model
@@ -78,8 +85,10 @@ def legend_scores(model, vectors: np.ndarray, visible: list[list[str]], per_rast
     judged = [i for i, v in enumerate(visible) if v[0] in LEGEND]
     legend = [SceneClass(label, words) for label, words in LEGEND.items()]
     result: dict[str, dict] = {"tiles": len(judged)}
+    vocabulary = SceneVocabulary.of(model)
     for anchor in (False, True):
-        probabilities = ZeroShotScenes(model, legend, TILE_LABEL_TEMPLATES, anchor=anchor).probabilities(vectors)
+        probabilities = ZeroShotScenes(model, legend, TILE_LABEL_TEMPLATES, vocabulary if anchor else None
+                                       ).probabilities(vectors)
         entry = {}
         for name, p in (("as labelled", probabilities), ("propagated", per_raster(probabilities))):
             predicted = [list(LEGEND)[i] for i in p.argmax(axis=1)]

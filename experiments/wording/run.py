@@ -181,10 +181,11 @@ def legend_zero_shot(model, vectors: np.ndarray, truth: np.ndarray) -> dict[str,
     shipped = read_classes()
     renamed = np.isin(truth, list(LEGEND_WORDS))
     result = {}
+    vocabulary = SceneVocabulary.of(model)
     for name, legend in (("shipped words", shipped), ("16 classes renamed", [
             SceneClass(c.label, LEGEND_WORDS.get(c.label, c.prompt_words)) for c in shipped])):
         for anchor in (False, True):
-            labeller = ZeroShotScenes(model, legend, TILE_LABEL_TEMPLATES, anchor=anchor)
+            labeller = ZeroShotScenes(model, legend, TILE_LABEL_TEMPLATES, vocabulary if anchor else None)
             right = np.array(labeller.labels)[labeller.probabilities(vectors).argmax(axis=1)] == truth
             result[f"{name}, {'anchored' if anchor else 'not anchored'}"] = {
                 "all": round(float(right.mean()), 3), "renamed classes": round(float(right[renamed].mean()), 3)}

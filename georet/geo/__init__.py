@@ -31,6 +31,7 @@ from georet.geo.scenes import (
     ZeroShotScenes,
     classes_for_labels,
     default_prompt_words,
+    foreign_classes,
     propagate_labels,
     read_classes,
 )
@@ -39,5 +40,5 @@ from georet.geo.stac import search_stac_api
 
 __all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
            "open_landcover", "BandStretch", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
-           "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "SceneVocabulary", "ZeroShotScenes", "classes_for_labels",
+           "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "SceneVocabulary", "ZeroShotScenes", "classes_for_labels", "foreign_classes",
            "default_prompt_words", "propagate_labels", "read_classes"]

@@ -10,7 +10,10 @@ not know (a land-cover layer's own classes) are their own prompt words.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -109,6 +112,10 @@ def class_vectors(model: TextEncoder, classes: Sequence[SceneClass], templates: 
     return _unit(np.mean([model.encode_text([t.format(c.prompt_words) for c in classes]) for t in templates], axis=0))
 
 
+#: bump when what a cached vocabulary file holds changes
+VOCABULARY_FORMAT = 1
+
+
 @dataclass(frozen=True)
 class SceneVocabulary:
     """The scene classes a model was trained to know, as anchors for names it was not.
@@ -125,15 +132,33 @@ class SceneVocabulary:
     vectors: np.ndarray
 
     @classmethod
-    def of(cls, model: TextEncoder, classes: Sequence[SceneClass] | None = None) -> "SceneVocabulary | None":
-        """The vocabulary of ``classes`` (default: the shipped 30, the classes georet's models are trained
-        with); None when ``model`` has no frozen text tower of its own to compare words in."""
+    def of(cls, model: TextEncoder, cache_dir: Path | None = None) -> "SceneVocabulary | None":
+        """The shipped 30 classes (those georet's models are trained with) for ``model``; None when it has no
+        frozen text tower of its own to compare words in. With ``cache_dir``, kept there per model identity:
+        making it encodes 270 sentences, over a second of a cold query."""
         sentence_vectors = getattr(model, "sentence_vectors", None)
-        classes = list(classes) if classes is not None else read_classes()
-        words = sentence_vectors([c.prompt_words for c in classes]) if sentence_vectors is not None else None
+        if sentence_vectors is None:
+            return None
+        classes = read_classes()
+        path = None
+        if cache_dir is not None and getattr(model, "identity", None) is not None:
+            key = json.dumps([VOCABULARY_FORMAT, model.identity, [(c.label, c.prompt_words) for c in classes],  # type: ignore[attr-defined]
+                              TILE_LABEL_TEMPLATES], sort_keys=True)
+            path = Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                with np.load(path) as stored:
+                    return cls(tuple(str(label) for label in stored["labels"]), stored["words"], stored["vectors"])
+        words = sentence_vectors([c.prompt_words for c in classes])
         if words is None:
             return None
-        return cls(tuple(c.label for c in classes), words, class_vectors(model, classes, TILE_LABEL_TEMPLATES))
+        vocabulary = cls(tuple(c.label for c in classes), words, class_vectors(model, classes, TILE_LABEL_TEMPLATES))
+        if path is not None:
+            with contextlib.suppress(OSError):  # a read-only cache only costs the next cold query the time again
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(f".{os.getpid()}.partial.npz")
+                np.savez(partial, labels=np.array(vocabulary.labels), words=words, vectors=vocabulary.vectors)
+                partial.replace(path)
+        return vocabulary
 
     def anchored(self, vectors: np.ndarray, words: np.ndarray) -> np.ndarray:
         """``vectors`` (n, dim) of names whose tower vectors are ``words`` (n, width), each moved
@@ -144,28 +169,32 @@ class SceneVocabulary:
         return _unit(_unit(vectors) + ANCHOR_WEIGHT * anchors)
 
 
+def foreign_classes(classes: Sequence[SceneClass]) -> list[int]:
+    """Positions of the classes named in words the shipped vocabulary does not use for their label."""
+    known = default_prompt_words()
+    return [i for i, c in enumerate(classes) if known.get(c.label) != c.prompt_words]
+
+
 class ZeroShotScenes:
     """Scene = the class whose prompt embedding is closest; probabilities = softmax over the classes.
 
     ``templates``: the wordings of a class's prompt, ``{}`` standing for its
     words; with several, the class is the unit mean of their embeddings
     (tiles are labelled with :data:`TILE_LABEL_TEMPLATES`; a query's scene
-    prior uses the one :data:`PROMPT_TEMPLATE` it was weighted for). Classes
-    in words the model was not trained with (a ``--classes`` legend of one's
-    own, a land-cover layer's classes) are anchored to the ones it was
-    (:class:`SceneVocabulary`; ``anchor=False``: not). The class prompts are
-    encoded once, when this object is made: keep it for as long as the
-    model's weights do not change.
+    prior uses the one :data:`PROMPT_TEMPLATE` it was weighted for). With the
+    model's ``vocabulary``, classes in words it was not trained with (a
+    ``--classes`` legend of one's own, a land-cover layer's classes) are
+    anchored to the ones it was. The class prompts are encoded once, when
+    this object is made: keep it for as long as the model's weights do not
+    change.
     """
 
     def __init__(self, model: TextEncoder, classes: Sequence[SceneClass],
-                 templates: Sequence[str] = (PROMPT_TEMPLATE,), anchor: bool = True):
+                 templates: Sequence[str] = (PROMPT_TEMPLATE,), vocabulary: SceneVocabulary | None = None):
         self.labels = [c.label for c in classes]
         self.text_vectors = class_vectors(model, classes, templates)
-        known = default_prompt_words()
-        foreign = [i for i, c in enumerate(classes) if known.get(c.label) != c.prompt_words]
-        vocabulary = SceneVocabulary.of(model) if anchor and foreign else None
-        if vocabulary is not None:
+        foreign = foreign_classes(classes)
+        if vocabulary is not None and foreign:
             words = model.sentence_vectors([classes[i].prompt_words for i in foreign])  # type: ignore[attr-defined]
             self.text_vectors[foreign] = vocabulary.anchored(self.text_vectors[foreign], words)
         self.logit_scale = model.logit_scale

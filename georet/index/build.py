@@ -33,10 +33,12 @@ from georet.geo import (
     GroundScale,
     RasterRef,
     RasterSource,
+    SceneVocabulary,
     Tile,
     TilingParams,
     ZeroShotScenes,
     discover_rasters,
+    foreign_classes,
     is_url,
     open_landcover,
     propagate_labels,
@@ -45,7 +47,7 @@ from georet.geo import (
 from georet.geo.dates import acquisition_date, parse_date
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, describe_mismatch, sql_string
-from georet.models import ModelSpec, load_model
+from georet.models import ModelSpec, cache_dir, load_model
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -248,7 +250,10 @@ def index_raster(
     if _nothing_to_do(db, rasters, tiling, area, reindex, model, dates, report):
         report.seconds = time.perf_counter() - started  # a no-op re-run writes nothing: fine on a read-only index
         return report
-    zero_shot = ZeroShotScenes(model, scene_classes, TILE_LABEL_TEMPLATES) if scene_classes else None
+    zero_shot = None
+    if scene_classes:  # a legend in other words is anchored to the classes the model knows
+        vocabulary = SceneVocabulary.of(model, cache_dir("vocabulary")) if foreign_classes(scene_classes) else None
+        zero_shot = ZeroShotScenes(model, scene_classes, TILE_LABEL_TEMPLATES, vocabulary)
     show = sys.stderr.isatty() if progress is None else progress
 
     with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=lock_timeout,

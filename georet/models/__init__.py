@@ -13,6 +13,7 @@ without torch where it is not installed (:mod:`georet.models.light`).
 
 from georet.lazy import lazy_exports
 from georet.models.identity import BUNDLED_TAG, BUNDLED_WEIGHTS, DEFAULT_ARCH, DEFAULT_PRETRAINED, file_sha256
+from georet.models.io import cache_dir
 from georet.models.loading import load_model
 from georet.models.preprocess import Preprocess
 from georet.models.spec import ModelSpec, has_torch
@@ -29,4 +30,4 @@ _TORCH_MODULES = {
 __getattr__ = lazy_exports(__name__, _TORCH_MODULES)
 
 __all__ = ["BUNDLED_TAG", "BUNDLED_WEIGHTS", "DEFAULT_ARCH", "DEFAULT_PRETRAINED", "file_sha256", "Preprocess",
-           "ModelSpec", "has_torch", "load_model", "QueryTextEncoder", "load_query_encoder", *(n for names in _TORCH_MODULES.values() for n in names)]
+           "ModelSpec", "has_torch", "load_model", "cache_dir", "QueryTextEncoder", "load_query_encoder", *(n for names in _TORCH_MODULES.values() for n in names)]

@@ -36,7 +36,7 @@ from georet.models.identity import (
     model_identity,
     tower_config,
 )
-from georet.models.io import reachable
+from georet.models.io import cache_dir, reachable
 from georet.models.onnx_image import check_image_runtime
 from georet.models.open_clip_names import open_clip_module, pretrained_tags
 from georet.models.preprocess import Preprocess, tower_preprocess
@@ -310,7 +310,6 @@ def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: 
     from georet.models.onnx_image import (
         CachedOnnxImageSide,
         export_image_side,
-        onnx_cache_dir,
         resolve_engine,
         weights_digest,
     )
@@ -323,7 +322,7 @@ def _onnx_image_side(spec: ModelSpec, model, backbones: dict[str, str], device: 
     tensors = {name: value.detach().cpu().numpy() for name, value in model.state_dict().items()
                if not name.startswith("text")}  # the image trunk is not built yet: its file's hash stands for it
     digest = weights_digest(tensors, {**model.cfg.to_dict(), "image_backbone": backbones["image"]})
-    path = onnx_cache_dir() / f"{spec.arch}-{digest[:20]}.onnx"
+    path = cache_dir("onnx") / f"{spec.arch}-{digest[:20]}.onnx"
     return CachedOnnxImageSide(path, lambda out: export_image_side(model, out, model.cfg.image_size), engine,
                                threads=threads or torch.get_num_threads())
 

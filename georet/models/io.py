@@ -9,6 +9,7 @@ offline machine hears "offline" at once instead of hanging in a download.
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.parse
 from pathlib import Path
@@ -18,6 +19,12 @@ from georet.errors import GeoretError
 
 #: how long a reachability probe waits for a TCP connection
 PROBE_TIMEOUT_S = 3.0
+
+
+def cache_dir(kind: str) -> Path:
+    """Where georet keeps files it can make again from a model (``kind``: onnx, vocabulary):
+    ``$XDG_CACHE_HOME/georet/<kind>``, else ``~/.cache/georet/<kind>``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "georet" / kind
 
 
 def reachable(url: str) -> bool:

@@ -19,7 +19,6 @@ bundled model's graph shipped in the package (:mod:`georet.models.light`).
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,6 @@ from georet.files import atomic_write
 #: bumped when the exported graph changes for the same weights
 ONNX_FORMAT = "georet-onnx-image/1"
 OPSET = 17
-
-
-def onnx_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "georet" / "onnx"
 
 
 def weights_digest(tensors: dict[str, Any], config: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ from georet.index import (
     save_labels,
     sql_string,
 )
-from georet.models import QueryTextEncoder, load_query_encoder
+from georet.models import QueryTextEncoder, cache_dir, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.change import CHANGE_COLUMNS, rank_change
 from georet.search.feedback import (
@@ -581,9 +581,9 @@ class GeoIndex:
 
     @cached_property
     def _vocabulary(self) -> SceneVocabulary | None:
-        """The scene classes the model was trained with, as anchors for short queries (None: it has no
-        frozen text tower to compare words in); encoded on first use."""
-        return SceneVocabulary.of(self.text_model)
+        """The scene classes the model was trained with, as anchors for short queries and for scene labels in
+        other words (None: it has no frozen text tower to compare words in); from the cache, or encoded."""
+        return SceneVocabulary.of(self.text_model, cache_dir("vocabulary"))
 
     def _embed_queries(self, texts: list[str]) -> np.ndarray:
         """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored."""
@@ -596,7 +596,7 @@ class GeoIndex:
             return np.zeros((len(phrases), len(catalog)))
         key = tuple(c.label for c in classes)
         if key not in self._zero_shot:  # class prompts are encoded once per model and label set
-            self._zero_shot[key] = ZeroShotScenes(self.text_model, classes)
+            self._zero_shot[key] = ZeroShotScenes(self.text_model, classes, vocabulary=self._vocabulary)
         return scene_prior_boost(self._zero_shot[key].probabilities(phrases), catalog.scene_codes)
 
     def catalog(self) -> TileCatalog:
