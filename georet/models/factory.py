@@ -100,8 +100,9 @@ class EmbeddingModel:
         None for a model without one (open_clip models, fully fine-tuned towers).
 
         MiniLM learnt general English from a billion sentence pairs; the heads above it learnt RSICD's few
-        words. In the tower's own space "cropland" still lies next to "farmland", so short queries are
-        matched to an index's scene classes there (:func:`georet.search.wording.embed_queries`).
+        words. In the tower's own space "cropland" still lies next to "farmland", so short queries and
+        legends in other words are matched to the scene classes the model knows there
+        (:class:`georet.geo.SceneVocabulary`).
         """
         from georet.models.tower_clip import TowerCLIP
 
