@@ -47,6 +47,7 @@ from georet.geo.scenes import PROMPT_TEMPLATE
 from georet.models import ModelSpec, load_model
 from georet.provenance import write_results
 from georet.search import embed_queries
+from georet.search.feedback import pseudo_feedback_query
 from georet.training import load_retrieval_data
 from georet.training.evaluate import load_image
 
@@ -66,14 +67,13 @@ LEGEND = {"farmland": "farmland", "sea": "the sea", "lake": "a lake", "wetland":
 LEGEND_OF = {"sparseresidential": "houses", "mediumresidential": "houses", "pond": "lake"}
 
 
-def pseudo_relevance_p5(vectors: np.ndarray, texts: np.ndarray, relevant: list[list[bool]], k: int,
-                        weight: float = 0.5) -> float:
-    """Mean precision@5 over the queries when each query vector is moved towards the mean of its first ``k``
-    tiles by cosine (``weight`` of it; k = 0: the plain cosine ranking) and the tiles are ranked again."""
+def pseudo_relevance_p5(vectors: np.ndarray, texts: np.ndarray, relevant: list[list[bool]], k: int) -> float:
+    """Mean precision@5 over the queries when each query vector is moved towards its first ``k`` tiles by
+    cosine, as ``georet query`` moves it (:func:`~georet.search.feedback.pseudo_feedback_query`; k = 0: the
+    plain cosine ranking), and the tiles are ranked again."""
     hits = []
     for text, right in zip(texts, relevant):
-        if k:
-            text = text + weight * vectors[np.argsort(-(vectors @ text))[:k]].mean(axis=0)
+        text = pseudo_feedback_query(text, vectors[np.argsort(-(vectors @ text))[:k]])
         hits.append(np.mean([right[i] for i in np.argsort(-(vectors @ text))[:5]]))
     return round(float(np.mean(hits)), 3)
 
