@@ -369,6 +369,28 @@ def _bounds_text(wkt: str) -> str:
 
 @main.command()
 @db_option
+@click.argument("sets", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(["prototype", "cache"]), default="prototype", show_default=True,
+              help="prototype: each class moves towards its examples' mean; cache: Tip-Adapter's example cache.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: tiles per scene.")
+def relabel(db, sets, method, as_json) -> None:
+    """Relabel every tile's scene from a few examples: each of SETS is a label set named after a class.
+
+    Mark a handful of tiles per class first (georet label --db DB --set forest --positive TILE_ID ...),
+    then run `georet relabel --db DB forest sea town`. A set naming a class the legend lacks adds it.
+    Searches that name a class with examples (georet query "forest") are steered by them too.
+    """
+    from georet.search import open_index
+
+    counts = open_index(db).relabel(sets, method=method)
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    click.echo(_columns([("scene", "tiles"), *((scene, str(n)) for scene, n in counts.items())]))
+
+
+@main.command()
+@db_option
 @click.argument("sources", nargs=-1, required=True)
 def remove(db, sources) -> None:
     """Delete SOURCES (raster paths or file names, as `georet info` lists them) and their tiles from --db."""

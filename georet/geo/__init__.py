@@ -25,7 +25,10 @@ from georet.geo.landcover import open_landcover
 from georet.geo.raster import BandStretch, RasterSource, Tile
 from georet.geo.scenes import (
     TILE_LABEL_TEMPLATES,
+    UNKNOWN,
+    FewShotScenes,
     SceneClass,
+    SceneExamples,
     SceneLabel,
     SceneVocabulary,
     ZeroShotScenes,
@@ -34,6 +37,7 @@ from georet.geo.scenes import (
     foreign_classes,
     propagate_labels,
     read_classes,
+    tile_legend,
 )
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
 from georet.geo.stac import search_stac_api
@@ -41,4 +45,4 @@ from georet.geo.stac import search_stac_api
 __all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
            "open_landcover", "BandStretch", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",
            "search_stac_api", "SceneClass", "SceneLabel", "TILE_LABEL_TEMPLATES", "SceneVocabulary", "ZeroShotScenes", "classes_for_labels", "foreign_classes",
-           "default_prompt_words", "propagate_labels", "read_classes"]
+           "default_prompt_words", "propagate_labels", "read_classes", "tile_legend", "FewShotScenes", "SceneExamples", "UNKNOWN"]

@@ -41,11 +41,12 @@ from georet.geo import (
     foreign_classes,
     is_url,
     open_landcover,
-    propagate_labels,
     read_classes,
+    tile_legend,
 )
 from georet.geo.dates import acquisition_date, parse_date
 from georet.index.rows import Labels, tile_rows
+from georet.index.scenes import refine_scenes
 from georet.index.store import TileStore, describe_mismatch, sql_string
 from georet.models import ModelSpec, cache_dir, load_model
 
@@ -235,7 +236,7 @@ def index_raster(
             stretches[ref.name] = source.band_stretch
     if not touched:
         raise GeoretError("the area ({bbox}/{within}) touches none of the rasters; nothing to index", names=("bbox", "within"))
-    scene_classes = None if landcover else read_classes(classes)
+    scene_classes = None if landcover else (read_classes(classes) if classes else tile_legend())
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if model is None or isinstance(model, ModelSpec):
@@ -308,28 +309,6 @@ def index_raster(
                 store.build_vector_index()
     report.seconds = time.perf_counter() - started
     return report
-
-
-#: tiles of one raster refined together; larger rasters are refined in runs of this many tiles, in table order
-#: (the order they were written, bands of the raster, until a resume or a refinement rewrites rows), so the cost
-#: per tile stays under a millisecond
-REFINE_TILES = 20_000
-
-
-def refine_scenes(store: TileStore, source: str, zero_shot: ZeroShotScenes) -> None:
-    """Rewrite the zero-shot scenes of ``source``'s tiles after label propagation over their look-alikes
-    (:func:`georet.geo.scenes.propagate_labels`): each raster's tiles vote on each other's class (caller holds
-    the lock). Done per raster when it is indexed, so adding a raster leaves the others' scenes as they are."""
-    rows = store.dataset.to_table(columns=["tile_id", "vector"], filter=f"source = {sql_string(source)}")
-    if len(rows) < 2:
-        return
-    vectors = np.asarray(rows["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(rows), -1)
-    labels = []
-    for start in range(0, len(rows), REFINE_TILES):
-        chunk = vectors[start:start + REFINE_TILES]
-        labels += zero_shot.labels_of(propagate_labels(chunk, zero_shot.probabilities(chunk)))
-    store.update_rows(pa.table({"tile_id": rows["tile_id"], "scene": [label.scene for label in labels],
-                                "scene_score": pa.array([label.score for label in labels], pa.float32())}))
 
 
 def _grid(source: RasterSource) -> dict:

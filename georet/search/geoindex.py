@@ -16,8 +16,10 @@ candidates run out.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -27,9 +29,21 @@ import numpy as np
 import shapely
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
-from georet.geo import RasterRef, RasterSource, SceneVocabulary, TilingParams, ZeroShotScenes
+from georet.geo import (
+    TILE_LABEL_TEMPLATES,
+    FewShotScenes,
+    RasterRef,
+    RasterSource,
+    SceneClass,
+    SceneExamples,
+    SceneVocabulary,
+    TilingParams,
+    ZeroShotScenes,
+    tile_legend,
+)
 from georet.geo.dates import DateRange
 from georet.geo.maptiles import MapTiles
+from georet.geo.scenes import FewShotMethod
 from georet.index import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
@@ -42,6 +56,9 @@ from georet.index import (
     read_labels,
     save_labels,
     sql_string,
+)
+from georet.index.scenes import (
+    relabel_scenes,
 )
 from georet.models import QueryTextEncoder, cache_dir, load_query_encoder
 from georet.search.catalog import TileCatalog
@@ -67,7 +84,7 @@ from georet.search.relations import (
 )
 from georet.search.request import Example, SearchRequest
 from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
-from georet.search.wording import embed_queries, names_a_thing
+from georet.search.wording import class_name, embed_queries, names_a_thing
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
@@ -202,6 +219,8 @@ class GeoIndex:
     def run(self, request: SearchRequest) -> gpd.GeoDataFrame:
         """The hits of a checked :class:`SearchRequest` (see :meth:`search`)."""
         like, unlike = list(request.like), list(request.unlike)
+        if request.labels is None and not like and not unlike and request.text:
+            like = self._class_examples(request.text)
         if request.labels is not None:
             saved = read_labels(self.path, request.labels)
             like, unlike = like + saved.positives, unlike + saved.negatives
@@ -244,6 +263,60 @@ class GeoIndex:
 
     def clear_labels(self, name: str) -> None:
         delete_labels(self.path, name)
+
+    def relabel(self, sets: Sequence[str], method: FewShotMethod = "prototype",
+                lock_timeout: float | None = None) -> dict[str, int]:
+        """Relabel every tile's scene from a few marked tiles: each label set in ``sets`` names a class, its
+        right-marked tiles are examples of it ("this tile is a forest"). The index's legend (or the default
+        tile legend) plus the examples label every zero-shot raster again (:class:`~georet.geo.FewShotScenes`,
+        then propagated per raster); a set naming no class of the legend adds that class, in the set's name
+        as its words. Returns the tiles per scene.
+        """
+        if not sets:
+            raise InputError("sets", "name at least one label set: its right-marked tiles are examples of a class")
+        examples = {name: read_labels(self.path, name).positives for name in dict.fromkeys(sets)}
+        empty = [name for name, ids in examples.items() if not ids]
+        if empty:
+            raise InputError("sets", f"label set {empty[0]!r} marks no tile right: no example of that class")
+        ids = [t for tiles in examples.values() for t in tiles]
+        rows = self.store.dataset.to_table(columns=["tile_id", "vector"], filter="tile_id IN (" + ", ".join(
+            sql_string(t) for t in dict.fromkeys(ids)) + ")")
+        vectors = dict(zip(rows["tile_id"].to_pylist(), rows["vector"].to_pylist()))
+        known = [(name, t) for name, tiles in examples.items() for t in tiles if t in vectors]
+        if not known:
+            raise NotFoundError(f"none of the marked tiles is in {self.path} any more")
+        legend = self._legend()
+        legend += [SceneClass(name, name) for name in examples if name not in {c.label for c in legend}]
+        labeller = FewShotScenes(
+            ZeroShotScenes(self.text_model, legend, TILE_LABEL_TEMPLATES, self._vocabulary),
+            SceneExamples(tuple(n for n, _ in known), np.array([vectors[t] for _, t in known], np.float32)), method)
+        with self.store.writing(lock_timeout):
+            counts = relabel_scenes(self.store, labeller, dict(Counter(n for n, _ in known)), method)
+        self._catalog = None
+        return counts
+
+    def _class_examples(self, text: str) -> list[str]:
+        """The example tiles of the class a short query names, when :meth:`relabel` was given some ("forest",
+        "the sea"): the search is then steered by them as by ``like`` (empty when none)."""
+        name = class_name(text)
+        if name is None:
+            return []
+        for entry in self.store.manifest["sources"].values():
+            marked = (entry.get("scene_examples") or {}).get("examples", {})
+            for label in marked:
+                if label.lower().replace(" ", "").replace("_", "") == name.replace("_", ""):
+                    with contextlib.suppress(NotFoundError):  # the set was deleted since
+                        return read_labels(self.path, label).positives
+        return []
+
+    def _legend(self) -> list[SceneClass]:
+        """The zero-shot classes the index's rasters were labelled with (the default tile legend if none say)."""
+        labels = [c for entry in self.store.manifest["sources"].values()
+                  if entry.get("scenes") in ("zero-shot", "few-shot") for c in entry.get("classes") or ()]
+        if not labels:
+            return tile_legend()
+        words = {c.label: c.prompt_words for c in tile_legend()}
+        return [SceneClass(label, words.get(label, label)) for label in dict.fromkeys(labels)]
 
     def label_layer(self, name: str) -> gpd.GeoDataFrame:
         """A saved set as a layer: each marked tile's footprint with its mark, who marked it and when."""

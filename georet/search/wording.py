@@ -41,6 +41,21 @@ def names_a_thing(text: str) -> bool:
     return len(_words(text).split()) <= SHORT_QUERY_WORDS
 
 
+_ARTICLES = ("a ", "an ", "the ", "some ")
+
+
+def class_name(text: str) -> str | None:
+    """The class a short query names, as a label set would be called ("The sea." -> "sea"); None for a
+    longer query."""
+    if not names_a_thing(text):
+        return None
+    words = _words(text).lower()
+    for article in _ARTICLES:
+        if words.startswith(article):
+            words = words[len(article):]
+    return words.replace(" ", "") or None
+
+
 def query_sentences(text: str) -> list[str]:
     """The sentences whose embeddings, averaged, are ``text``'s vector (itself alone for a long query)."""
     if not names_a_thing(text):

@@ -22,6 +22,7 @@ import yaml
 
 from georet.errors import GeoretError, InputError, NotFoundError
 from georet.models import AdapterConfig
+from georet.training.sources import SourceSpec
 
 EXTENDS_KEY = "extends"
 
@@ -82,6 +83,9 @@ class DataConfig:
     landcover: str | None = None
     landcover_field: str | None = None
     tile_size: int | str = 128
+    #: more training images beside data.path: scene folders, land-cover masks, tiles labelled by eye
+    #: (:class:`georet.training.sources.SourceSpec`), each split by place; only their training side is used
+    extra: tuple[SourceSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,16 @@ class RetrievalSplit:
                               np.array([remap[int(self.caption_image[j])] for j in keep]),
                               [self.scenes[i] for i in image_indices])
 
+    def concat(self, *others: "RetrievalSplit") -> "RetrievalSplit":
+        """This split followed by ``others`` (their captions' image indices shifted after this one's)."""
+        images, captions, owners, scenes = list(self.images), list(self.captions), [self.caption_image], list(self.scenes)
+        for other in others:
+            owners.append(other.caption_image + len(images))
+            images += other.images
+            captions += other.captions
+            scenes += other.scenes
+        return RetrievalSplit(images, captions, np.concatenate(owners), scenes)
+
     def where_scene(self, allowed: set[str]) -> "RetrievalSplit":
         return self.subset([i for i, s in enumerate(self.scenes) if s in allowed])
 

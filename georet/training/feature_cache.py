@@ -61,6 +61,16 @@ class FeatureCache:
             return taps, pooled
         return taps, torch.from_numpy(self.mask[items]).to(device), pooled
 
+    @classmethod
+    def concat(cls, caches: Sequence["FeatureCache"]) -> "FeatureCache":
+        """Image caches of consecutive parts of one table (same views), as one; a single cache as it is."""
+        if len(caches) == 1:
+            return caches[0]
+        if len({(c.views, c.model_views) for c in caches}) != 1:
+            raise ConflictError("feature caches of one table must have the same views")
+        return cls([np.concatenate([c.taps[k] for c in caches], axis=1) for k in range(len(caches[0].taps))],
+                   np.concatenate([c.pooled for c in caches], axis=1), None, caches[0].model_views)
+
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for k, tap in enumerate(self.taps):

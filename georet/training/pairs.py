@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -57,12 +58,27 @@ class PairTable:
     texts: tuple[str, ...]
     train: RetrievalSplit
     val: RetrievalSplit
+    #: how many of ``paths``, in order, each source holds (the main data first, then each extra source), so
+    #: feature caches are kept per source and a run that adds or drops one computes only that one's images
+    parts: tuple[int, ...] = ()
 
     @classmethod
-    def build(cls, train: RetrievalSplit, val: RetrievalSplit) -> "PairTable":
-        paths = tuple(dict.fromkeys([*train.images, *val.images]))
+    def build(cls, train: RetrievalSplit, val: RetrievalSplit, extra: Sequence[RetrievalSplit] = ()) -> "PairTable":
+        """The rows of ``train`` and ``val`` (the main data), then the ``extra`` sources' training images."""
+        paths = list(dict.fromkeys([*train.images, *val.images]))
+        parts = [len(paths)]
+        for split in extra:
+            new = [p for p in dict.fromkeys(split.images) if p not in set(paths)]
+            paths += new
+            parts.append(len(new))
+        train = train.concat(*extra)
         texts = tuple(dict.fromkeys([*train.captions, *scene_texts(train), *val.captions]))
-        return cls(paths, texts, train, val)
+        return cls(tuple(paths), texts, train, val, tuple(parts))
+
+    def part_paths(self) -> list[tuple[Path, ...]]:
+        """``paths`` cut into :attr:`parts` (one part when the table was built without extra sources)."""
+        bounds = np.cumsum([0, *(self.parts or (len(self.paths),))])
+        return [self.paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def rows(self, split: RetrievalSplit) -> EvalSet:
         image_row = {p: i for i, p in enumerate(self.paths)}
@@ -85,5 +101,8 @@ class PairTable:
 
     def fingerprint(self, what: str) -> str:
         """A short hash of the image paths (``what="images"``) or texts, in row order."""
-        items = self.paths if what == "images" else self.texts
+        return self.fingerprint_of(self.paths if what == "images" else self.texts)
+
+    @staticmethod
+    def fingerprint_of(items: Sequence) -> str:
         return hashlib.sha1("\n".join(map(str, items)).encode()).hexdigest()[:16]

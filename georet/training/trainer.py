@@ -56,6 +56,7 @@ from georet.training.evaluate import retrieval_scores
 from georet.training.feature_cache import FeatureCache, cache_images, cache_texts
 from georet.training.losses import FeatureQueues, hmmc_loss, info_nce
 from georet.training.pairs import EvalSet, Pairs, PairTable
+from georet.training.sources import read_source
 
 #: Upper bound of the learned logit scale (1/temperature), as in CLIP, so training cannot diverge through it.
 MAX_LOGIT_SCALE = 100.0
@@ -251,6 +252,12 @@ def load_splits(config: TrainConfig, out_dir: Path) -> tuple[RetrievalSplit, Ret
     return data.split_validation(data_cfg.val_fraction, val_seed, data_cfg.val_min_distinct_captions)
 
 
+def load_extra_sources(config: TrainConfig) -> list[RetrievalSplit]:
+    """The training side of each ``data.extra`` source (crops and tiles written under ``train.cache_dir``)."""
+    work_dir = Path(config.train.cache_dir) / "sources"
+    return [read_source(spec, work_dir, "train") for spec in config.data.extra]
+
+
 def tower_model_config(config: TrainConfig) -> TowerCLIPConfig | None:
     """The tower model ``model.arch`` names, under the configured method; None for open_clip architectures."""
     raw = tower_config(config.model.arch)
@@ -293,11 +300,14 @@ def tower_feature_caches(model: TowerCLIP, table: PairTable, config: TrainConfig
     cfg, loop = model.cfg, config.train
     root = Path(loop.cache_dir)
     pooled_only = cfg.method == "frozen"  # heads only: no side branch reads the token maps
-    image_meta = {"tower": cfg.image_tower, "size": cfg.image_size, "taps": list(cfg.image_taps),
-                  "views": cfg.image_views, "crop": cfg.centre_crop_view, "augmented": loop.augmented_views,
-                  "pooled_only": pooled_only, "images": table.fingerprint("images"), "n": len(table.paths)}
-    if loop.sensor_views:  # caches made before sensor views existed keep their names
-        image_meta["sensor"] = loop.sensor_views
+    image_metas = []
+    for paths in table.part_paths():  # one cache per source: adding or dropping one computes only its images
+        meta = {"tower": cfg.image_tower, "size": cfg.image_size, "taps": list(cfg.image_taps),
+                "views": cfg.image_views, "crop": cfg.centre_crop_view, "augmented": loop.augmented_views,
+                "pooled_only": pooled_only, "images": PairTable.fingerprint_of(paths), "n": len(paths)}
+        if loop.sensor_views:  # caches made before sensor views existed keep their names
+            meta["sensor"] = loop.sensor_views
+        image_metas.append((paths, meta))
     text_meta = {"taps": list(cfg.text_taps), "context": cfg.text_context_length, "texts": table.fingerprint("texts"),
                  "n": len(table.texts)}
 
@@ -306,9 +316,9 @@ def tower_feature_caches(model: TowerCLIP, table: PairTable, config: TrainConfig
 
     model.eval()
     progress = loop.progress is not False
-    images = _cached(folder("images", image_meta), image_meta, lambda: cache_images(
-        model, table.paths, tower_preprocess(cfg.image_size), loop.augmented_views, seed=0, pooled_only=pooled_only,
-        progress=progress, sensor=loop.sensor_views))
+    images = FeatureCache.concat([_cached(folder("images", meta), meta, lambda: cache_images(
+        model, paths, tower_preprocess(cfg.image_size), loop.augmented_views, seed=0, pooled_only=pooled_only,
+        progress=progress, sensor=loop.sensor_views)) for paths, meta in image_metas])
     texts = _cached(folder("texts", text_meta), text_meta, lambda: cache_texts(model, table.texts, progress=progress))
     return images, texts
 
@@ -367,7 +377,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_split, val_split = load_splits(config, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    table = PairTable.build(train_split, val_split)
+    table = PairTable.build(train_split, val_split, load_extra_sources(config))
     pairs, val = table.pairs(config.data.distinct_pairs), table.rows(val_split)
     device = resolve_device(loop.device)
     started = time.perf_counter()
