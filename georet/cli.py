@@ -369,20 +369,26 @@ def _bounds_text(wkt: str) -> str:
 
 @main.command()
 @db_option
-@click.argument("sets", nargs=-1, required=True)
+@click.argument("sets", nargs=-1)
+@click.option("--mark", nargs=2, metavar="TILE_ID CLASS",
+              help="This tile is a CLASS: add it to that class's examples, then relabel from every class with some.")
 @click.option("--method", type=click.Choice(["prototype", "cache"]), default="prototype", show_default=True,
               help="prototype: each class moves towards its examples' mean; cache: Tip-Adapter's example cache.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: tiles per scene.")
-def relabel(db, sets, method, as_json) -> None:
+def relabel(db, sets, mark, method, as_json) -> None:
     """Relabel every tile's scene from a few examples: each of SETS is a label set named after a class.
 
     Mark a handful of tiles per class first (georet label --db DB --set forest --positive TILE_ID ...),
-    then run `georet relabel --db DB forest sea town`. A set naming a class the legend lacks adds it.
-    Searches that name a class with examples (georet query "forest") are steered by them too.
+    then run `georet relabel --db DB forest sea town`; or mark one at a time with --mark TILE_ID forest.
+    A set naming a class the legend lacks adds it. Searches that name a class with examples
+    (georet query "forest") are steered by them too.
     """
     from georet.search import open_index
 
-    counts = open_index(db).relabel(sets, method=method)
+    if bool(sets) == bool(mark):
+        raise GeoretError("name the label sets to relabel from, or --mark TILE_ID CLASS (not both)")
+    index = open_index(db)
+    counts = index.mark_scene(*mark, method=method) if mark else index.relabel(sets, method=method)
     if as_json:
         click.echo(json.dumps(counts))
         return

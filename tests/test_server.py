@@ -126,6 +126,7 @@ def test_web_map_in_headless_chromium(served, tmp_path):
     assert listed(dom) == expected  # the page ran the search and listed the hits in rank order
     assert 'id="download"' in dom and "3 hits — score: cosine similarity to the text" in dom
     assert dom.count(">more like this</button>") == dom.count(">not this</button>") == 3
+    assert dom.count(">this tile is a …</button>") == 3  # each hit can become an example of a class
 
     marked = plain + [("like", expected[0]), ("unlike", expected[1])]  # what the hit buttons add to the page URL
     again = [f["properties"]["tile_id"] for f in server.json("/search?" + urllib.parse.urlencode(marked))[1]["features"]]
@@ -191,3 +192,34 @@ def test_web_map_shows_imagery_and_change_hits_in_chromium(dated, tmp_path):
     assert dom.count("before: 2016-05-01") == 3 and dom.count(">see before</button>") == 3
     assert '<option value="2021-06-15">2021-06-15</option>' in dom  # the imagery dates, the latest shown
     assert "leaflet-tile-loaded" in dom and "imagery/1/" in dom and "imagery/0/" not in dom
+
+
+def test_this_tile_is_a_class_over_http(tmp_path, rasters):
+    """The web map's "this tile is a …": POST /scenes adds the tile to that class's examples and relabels."""
+    db = tmp_path / "idx.db"
+    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    server = Server(db)
+    try:
+        def post(body: dict) -> tuple[int, dict]:
+            request = urllib.request.Request(server.url + "/scenes", data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        tiles = [f["properties"]["tile_id"] for f in server.json("/search?q=forest&k=16")[1]["features"]]
+        status, counts = post({"tile_id": tiles[0], "scene": "orchard"})
+        assert status == 200 and sum(counts.values()) == 16 and counts.get("orchard", 0) >= 1
+        assert "orchard" in server.json("/info")[1]["scenes"]  # the scene filter and the class list offer it
+        assert server.json("/search?q=x&scene=orchard&k=16")[1]["features"]  # the new scenes are searchable now
+        assert post({"tile_id": "nope", "scene": "orchard"}) == (400, {
+            "error": "tile_id: 'nope' is not a tile of this index"})
+        status, body = post({"tile_id": tiles[0], "scene": "../etc"})
+        assert status == 400 and body["error"].startswith("label set name '../etc'")
+        assert post({"tile_id": tiles[0], "scene": "x", "extra": 1})[0] == 400
+        marked = json.loads(invoke_cli("label", "--db", db, "--json", check=True).stdout)
+        assert marked == {"orchard": {"positive": [tiles[0]], "negative": []}}
+    finally:
+        server.stop()

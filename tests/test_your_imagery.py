@@ -182,3 +182,12 @@ def test_feature_caches_are_kept_per_source(tmp_path):
     caches = [FeatureCache([], np.full((2, n, 4), k, np.float16), None, 1) for k, n in enumerate(table.parts)]
     joined = FeatureCache.concat(caches)
     assert joined.pooled.shape == (2, 6, 4) and joined.pooled[0, :, 0].tolist() == [0, 0, 0, 1, 2, 2]
+
+
+def test_a_batch_of_odd_sizes_is_brought_to_its_most_common_size():
+    from georet.training.data import same_size
+
+    batch = [np.zeros((256, 256, 3), np.uint8), np.full((247, 256, 3), 200, np.uint8), np.zeros((256, 256, 3), np.uint8)]
+    resized = same_size(batch)
+    assert [p.shape for p in resized] == [(256, 256, 3)] * 3
+    assert resized[0] is batch[0] and int(resized[1].mean()) == 200  # the odd one resized, not cropped or blanked

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from georet.geo import (
     TILE_LABEL_TEMPLATES,
@@ -47,7 +47,7 @@ from georet.provenance import write_results
 from georet.search import embed_queries
 from georet.search.feedback import pseudo_feedback_query
 from georet.training import load_retrieval_data
-from georet.training.evaluate import load_image
+from georet.training.data import load_image, same_size
 from georet.training.sources import CLASS_WORDS, SourceSpec, held_out, source_places
 
 OUT = Path(__file__).with_name("results")
@@ -85,10 +85,7 @@ def accepted(truth: str) -> set[str]:
 def embed(model, paths: list[Path]) -> np.ndarray:
     out = []
     for start in range(0, len(paths), 64):
-        images = [load_image(p) for p in paths[start:start + 64]]
-        side = images[0].shape[0]  # UC Merced keeps a few odd sizes: squared to the batch's first
-        pixels = np.stack([im if im.shape[:2] == (side, side) else
-                           np.asarray(Image.fromarray(im).resize((side, side), Image.BICUBIC)) for im in images])
+        pixels = np.stack(same_size([load_image(p) for p in paths[start:start + 64]]))
         out.append(model.encode_images(model.preprocess.apply(pixels)))
     return np.concatenate(out).astype(np.float32)
 
@@ -149,6 +146,37 @@ def coral(vectors: np.ndarray, places: list[str], target_mean: np.ndarray, targe
         cov = (1 - shrink) * np.cov(x.T) + shrink * np.trace(np.cov(x.T)) / dim * np.eye(dim)
         aligned = (x - x.mean(0)) @ root(cov, True) @ colour + target_mean
         out[members] = aligned / np.linalg.norm(aligned, axis=1, keepdims=True)
+    return out
+
+
+def adabn_embed(model, paths: list[Path], places: list[str], mix: float) -> np.ndarray:
+    """Each place's tiles embedded after the image tower's BatchNorm statistics are re-estimated on that place's
+    own tiles (AdaBN), ``mix`` of the way from the training statistics (1: the place's alone); needs the torch
+    image side. The training statistics are restored afterwards."""
+    import torch
+
+    norms = [m for m in model.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:  # the tower was built under inference mode: its buffers become ordinary tensors to update
+        m.running_mean, m.running_var = m.running_mean.clone(), m.running_var.clone()
+        m.num_batches_tracked = m.num_batches_tracked.clone()
+    trained = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms]
+    out = np.zeros((len(paths), model.dim), np.float32)
+    for place in sorted(set(places)):
+        members = [i for i, p in enumerate(places) if p == place]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the place's tiles
+            m.train()
+        embed(model, [paths[i] for i in members])
+        for m, (mean, var, momentum) in zip(norms, trained):
+            m.running_mean.mul_(mix).add_((1 - mix) * mean)
+            m.running_var.mul_(mix).add_((1 - mix) * var)
+            m.momentum = momentum
+            m.eval()
+        out[members] = embed(model, [paths[i] for i in members])
+        for m, (mean, var, _) in zip(norms, trained):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
     return out
 
 
@@ -240,10 +268,10 @@ def main() -> None:
     legends = {"aid30": read_classes(), "tile legend": tile_legend()}
     labellers = {name: ZeroShotScenes(model, classes, TILE_LABEL_TEMPLATES, vocabulary)
                  for name, classes in legends.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        sets = read_sets(args.data, Path(tmp))
-        for s in sets.values():
-            s["vectors"] = embed(model, s["paths"])
+    work = Path(tempfile.mkdtemp(prefix="your-imagery-"))  # tiles and crops, read again by AdaBN
+    sets = read_sets(args.data, work)
+    for s in sets.values():
+        s["vectors"] = embed(model, s["paths"])
     result: dict = {"model": f"{args.model} ({args.pretrained})", "sets": {k: len(v["paths"]) for k, v in sets.items()}}
     # 1. zero-shot, legends, propagation, alignment
     aid_mean = aid_cov = None
@@ -274,6 +302,20 @@ def main() -> None:
                     "raw": main_class_accuracy(labeller.labels, p.argmax(1), s["truth"]),
                     "propagated": main_class_accuracy(labeller.labels, per_place(aligned, p, s["place"]).argmax(1),
                                                       s["truth"])}
+    # 2b. AdaBN: the image tower's BatchNorm statistics re-estimated per raster (torch image side)
+    torch_model = load_model(ModelSpec.from_options(args.model, args.pretrained), image_runtime="torch")
+    torch_model.model.visual._fold_pending = False  # keep the BatchNorms the inference tower folds into its convs
+    result["adabn_main_class"] = {}
+    for name in ("sentinel2", "naip_landsat"):
+        s = sets[name]
+        for mix in (0.5, 1.0):
+            adapted = adabn_embed(torch_model, s["paths"], s["place"], mix)
+            labeller = labellers["tile legend"]
+            p = labeller.probabilities(adapted)
+            result["adabn_main_class"][f"{name}, mix {mix}"] = {
+                "raw": main_class_accuracy(labeller.labels, p.argmax(1), s["truth"]),
+                "propagated": main_class_accuracy(labeller.labels, per_place(adapted, p, s["place"]).argmax(1),
+                                                  s["truth"])}
     # 3. few-shot: examples from other blocks of the raster / other scene groups or mosaic tiles
     curves = {}
     for name, s in sets.items():
@@ -311,8 +353,8 @@ def main() -> None:
                                          zip(lab.probabilities(vectors).argmax(1), test.scenes)])), 4)
             for legend, lab in labellers.items()}
         del labeller
-    with tempfile.TemporaryDirectory() as tmp:
-        result["sentinel2_raster_as_a_user_meets_it"] = sentinel2_user_flow(model, args.data, Path(tmp))
+    result["sentinel2_raster_as_a_user_meets_it"] = sentinel2_user_flow(model, args.data, work)
+    shutil.rmtree(work, ignore_errors=True)
     write_results(OUT / f"{args.name}.json", result)
     import json
     print(json.dumps({k: v for k, v in result.items()}, indent=1))

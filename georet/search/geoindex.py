@@ -295,6 +295,15 @@ class GeoIndex:
         self._catalog = None
         return counts
 
+    def mark_scene(self, tile_id: str, scene: str, who: str | None = None,
+                   method: FewShotMethod = "prototype") -> dict[str, int]:
+        """"This tile is a ``scene``": the tile joins the examples of that class (label set ``scene``) and the
+        index is relabelled from every class that has examples (see :meth:`relabel`)."""
+        self.label(scene, positive=[tile_id], who=who)
+        marked = [name for entry in self.store.manifest["sources"].values()
+                  for name in (entry.get("scene_examples") or {}).get("examples", {})]
+        return self.relabel([*dict.fromkeys(marked), scene], method=method)
+
     def _class_examples(self, text: str) -> list[str]:
         """The example tiles of the class a short query names, when :meth:`relabel` was given some ("forest",
         "the sea"): the search is then steered by them as by ``like`` (empty when none)."""

@@ -26,6 +26,7 @@ from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 
 from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyError
 
@@ -56,6 +57,14 @@ def check_bind(host: str, token: str | None) -> None:
     if not is_loopback(host) and not token:
         raise GeoretError(f"{{host}} {host} makes the index reachable from other machines; pass {{token}} TOKEN "
                           "(clients send it as 'Authorization: Bearer TOKEN')", names=("host", "token"))
+
+
+class SceneExample(BaseModel):
+    """A tile an analyst says shows a class: its id, and the class (a label set name)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tile_id: str = Field(max_length=200)
+    scene: str = Field(min_length=1, max_length=64)
 
 
 def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None) -> FastAPI:
@@ -146,6 +155,17 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
                                              None, like, unlike, labels, min_score, dissolve, scorer,
                                              when or None, from_date or None, to_date or None))
         return JSONResponse(to_geojson(hits, q or "(examples)"), media_type="application/geo+json")
+
+    @app.post("/scenes", summary='"This tile is a forest": the tile becomes an example of the class and every '
+              'tile is relabelled (as `georet label --set CLASS` then `georet relabel`); returns tiles per scene')
+    def mark_scene(example: SceneExample):
+        with lock:
+            current = state["index"]
+            if example.tile_id not in current.catalog().index_of:
+                return error(400, f"tile_id: {example.tile_id!r} is not a tile of this index")
+            counts = current.mark_scene(example.tile_id, example.scene, who="web map")
+            current.catalog()  # the relabelled scenes, read now rather than by the next search
+        return counts
 
     @app.get("/imagery", summary="The index's rasters as map layers: id, name, acquisition date, bounds, zooms")
     def imagery():

@@ -189,3 +189,12 @@ def tiled_scenes(raster: str | Path, landcover: str | Path, out_dir: str | Path,
 def load_image(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))
+
+
+def same_size(pixels: list[np.ndarray]) -> list[np.ndarray]:
+    """Images of one batch at one size, the batch's most common (a few UC Merced scenes keep odd sizes, and
+    a batch is stacked into one array)."""
+    shapes = [p.shape[:2] for p in pixels]
+    height, width = max(set(shapes), key=shapes.count)
+    return [p if p.shape[:2] == (height, width) else
+            np.asarray(Image.fromarray(p).resize((width, height), Image.BICUBIC)) for p in pixels]

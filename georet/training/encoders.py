@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from georet.models import AdaptedCLIP, Preprocess
 from georet.models.tower_clip import TowerCLIP
-from georet.training.data import load_image
+from georet.training.data import load_image, same_size
 from georet.training.feature_cache import FeatureCache, augment_view, resize_square
 
 #: share of live training images given a random flip/turn/crop (the rest stay as they are)
@@ -143,7 +143,7 @@ class LiveImages:
         return model.image_features(self.preprocess.apply(np.stack(pixels)).to(self.device))
 
     def inference(self, model: TowerCLIP, rows: np.ndarray) -> torch.Tensor:
-        pixels = np.stack([load_image(self.paths[r]) for r in rows])
+        pixels = np.stack(same_size([load_image(self.paths[r]) for r in rows]))
         views = model.views(self.preprocess.apply(pixels).to(self.device))
         return model.image_head(torch.stack([model.fused_image_feature(*model.image_features(v))
                                              for v in views]).mean(0))

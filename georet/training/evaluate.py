@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from georet.geo import ZeroShotScenes, classes_for_labels
-from georet.training.data import RetrievalSplit, load_image
+from georet.training.data import RetrievalSplit, load_image, same_size
 from georet.training.metrics import retrieval_recalls
 
 
@@ -28,7 +28,7 @@ def embed_split(model, split: RetrievalSplit, batch_size: int = 64, progress: bo
 
     images = []
     for start in tqdm(range(0, len(split.images), batch_size), desc="images", disable=not progress, leave=False):
-        pixels = np.stack([load_image(p) for p in split.images[start:start + batch_size]])
+        pixels = np.stack(same_size([load_image(p) for p in split.images[start:start + batch_size]]))
         images.append(model.encode_images(model.preprocess.apply(pixels)))
     texts = [model.encode_text(split.captions[s:s + batch_size]) for s in range(0, len(split.captions), batch_size)]
     return np.concatenate(images), np.concatenate(texts)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from georet.errors import ConflictError, GeoretError
 from georet.models import Preprocess
 from georet.models.tower_clip import TowerCLIP
-from georet.training.data import load_image
+from georet.training.data import load_image, same_size
 
 
 @dataclass
@@ -158,7 +158,7 @@ def cache_images(model: TowerCLIP, paths: Sequence[Path], preprocess: Preprocess
     chunks = []  # per batch: ([per view: taps], [per view: pooled])
     model_views = None
     for start in range(0, len(paths), batch_size):
-        pixels = [load_image(p) for p in paths[start:start + batch_size]]
+        pixels = same_size([load_image(p) for p in paths[start:start + batch_size]])
         views = model.views(preprocess.apply(np.stack(pixels)))
         model_views = len(views)
         for _ in range(augmented):

@@ -54,7 +54,7 @@ from .results_layer import build_layer, build_partner_layer, parse_geojson, repl
 from .server import ServerProcess, error_of
 
 ANY_SCENE = "(any scene)"
-MORE_LIKE_THIS, NOT_THIS = "More like this", "Not this"
+MORE_LIKE_THIS, NOT_THIS, THIS_TILE_IS = "More like this", "Not this", "This tile is a…"
 _TABLE_COLUMNS = ("rank", "score", "scene", "tile_id", "acquired")
 _PREVIEW_PX = 96
 #: The threshold slider runs 0..100 for scores 0.00..1.00; 0 means no threshold.
@@ -78,6 +78,7 @@ class GeoretDock(QDockWidget):
     searchFinished = pyqtSignal(bool)
     scenesLoaded = pyqtSignal()
     labelsSaved = pyqtSignal(bool)
+    sceneMarked = pyqtSignal(bool)
     previewShown = pyqtSignal(bool)
 
     def __init__(self, iface, parent=None):
@@ -205,7 +206,7 @@ class GeoretDock(QDockWidget):
         self.preview.setVisible(False)
         layout.addWidget(self.preview)
 
-        layout.addWidget(QLabel("Labels (right-click a hit: more like this / not this)"))
+        layout.addWidget(QLabel("Labels (right-click a hit: more like this / not this / this tile is a…)"))
         self.labels_list = QListWidget()
         self.labels_list.setMaximumHeight(90)
         layout.addWidget(self.labels_list)
@@ -465,7 +466,35 @@ class GeoretDock(QDockWidget):
             action = menu.addAction(text)
             action.setEnabled(tile_id is not None)
             action.triggered.connect(lambda _checked=False, p=positive: self.mark(tile_id, p))
+        action = menu.addAction(THIS_TILE_IS)
+        action.setEnabled(tile_id is not None)
+        action.triggered.connect(lambda _checked=False: self._ask_and_mark_scene(tile_id))
         return menu
+
+    def _ask_and_mark_scene(self, tile_id: str) -> None:
+        scenes = [self.scene_combo.itemText(i) for i in range(1, self.scene_combo.count())]
+        scene, ok = QInputDialog.getItem(self, THIS_TILE_IS, "Class (a known scene, or a new one):", scenes, 0, True)
+        if ok and scene.strip():
+            self.mark_scene(tile_id, scene.strip())
+
+    def mark_scene(self, tile_id: str, scene: str) -> None:
+        """"This tile is a ``scene``" (``georet relabel --mark``, in the background): the tile becomes an example
+        of the class, every tile is relabelled, then the scene list and the search are refreshed."""
+        process = runner.new_process(self)
+        process.finished.connect(lambda code, _status: self._scene_marked(process, code, scene))
+        self._label_process = process
+        self.status_label.setText(f"marking the tile as {scene} and relabelling…")
+        process.start(self._executable(), runner.mark_scene_args(self.index_edit.text().strip(), tile_id, scene))
+
+    def _scene_marked(self, process: QProcess, exit_code: int, scene: str) -> None:
+        if exit_code == 0:
+            counts = json.loads(bytes(process.readAllStandardOutput()).decode("utf-8"))
+            self.status_label.setText(f"relabelled: {scene} now has {counts.get(scene, 0)} tiles")
+            self.load_scenes()
+        else:
+            self._fail(runner.error_message(bytes(process.readAllStandardError()).decode("utf-8", "replace"),
+                                            exit_code))
+        self.sceneMarked.emit(exit_code == 0)
 
     def mark(self, tile_id: str, positive: bool) -> None:
         """Add ``tile_id`` to the current labels (moving it if marked the other way) and search again."""

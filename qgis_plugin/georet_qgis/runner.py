@@ -103,6 +103,11 @@ def label_args(db: str, name: str, positive: Sequence[str], negative: Sequence[s
     return args
 
 
+def mark_scene_args(db: str, tile_id: str, scene: str) -> list[str]:
+    """"This tile is a SCENE": the tile becomes an example of that class and the index is relabelled."""
+    return ["relabel", "--db", db, "--mark", tile_id, scene, "--json"]
+
+
 def info_args(db: str) -> list[str]:
     return ["info", "--db", db, "--json"]
 

@@ -172,6 +172,30 @@ def test_feedback_loop_marks_threshold_and_regions(plugin, env):
     assert not dock.row_menu(0).actions()[0].isEnabled()  # a region is not one tile to mark
 
 
+def test_this_tile_is_a_class_relabels_the_index(plugin, env, tmp_path):
+    """Right-click → "This tile is a…" on a hit of an index of its own: the tile becomes an example of the
+    class, the index is relabelled, and the scene filter offers the class."""
+    from georet_qgis.dock import THIS_TILE_IS
+
+    db = str(tmp_path / "own.db")
+    runner.run_blocking(env["GEORET_EXE"], ["index", env["GEORET_TEST_RASTER"], "--db", db, "--tile-size", "64",
+                                            "--model", "georet-tiny", "--device", "cpu"])
+    dock = plugin.dock
+    _search_in_panel(dock, db, "forest", 4)
+    assert THIS_TILE_IS in [a.text() for a in dock.row_menu(0).actions()]
+    tile_id = dock.table.item(0, 3).text()
+    dock.mark_scene(tile_id, "orchard")
+    assert wait_for(dock.sceneMarked) == [True]
+    assert dock.status_label.text().startswith("relabelled: orchard now has ")
+    marked = json.loads(runner.run_blocking(env["GEORET_EXE"], ["label", "--db", db, "--json"]))
+    assert marked == {"orchard": {"positive": [tile_id], "negative": []}}
+    scenes = json.loads(runner.run_blocking(env["GEORET_EXE"], ["info", "--db", db, "--json"]))["scenes"]
+    assert "orchard" in scenes
+    dock.mark_scene(tile_id, "no/such")
+    assert wait_for(dock.sceneMarked) == [False]
+    assert "label set name 'no/such'" in dock.status_label.text()
+
+
 def test_searches_go_to_one_warm_server_stopped_on_unload(iface, env):
     runner.set_executable(env["GEORET_EXE"])
     plug = georet_qgis.classFactory(iface)

@@ -146,6 +146,16 @@ function draw(collection) {
         button.addEventListener("click", (event) => { event.stopPropagation(); mark(p.tile_id, kind); });
         buttons.appendChild(button);
       }
+      const scene = document.createElement("form");  // "this tile is a …": an example of a class, then relabel
+      scene.className = "scene-example";
+      scene.innerHTML = `<input name="scene" list="known-scenes" placeholder="forest" size="9" required>
+        <button type="submit">this tile is a …</button>`;
+      scene.addEventListener("click", (event) => event.stopPropagation());
+      scene.addEventListener("submit", (event) => {
+        event.preventDefault();
+        markScene(p.tile_id, scene.elements.scene.value.trim());
+      });
+      buttons.appendChild(scene);
       li.querySelector("div").appendChild(buttons);
     }
     li.addEventListener("click", () => select(index));
@@ -181,6 +191,21 @@ function mark(tileId, kind) {
   search();
 }
 
+function markScene(tileId, scene) {
+  setStatus(`marking ${tileId} as ${scene} and relabelling…`);
+  fetch("scenes", { method: "POST", headers: { ...headers, "Content-Type": "application/json" },
+                    body: JSON.stringify({ tile_id: tileId, scene }) })
+    .then(async (response) => {
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.error || response.statusText);
+      const counts = Object.entries(body).map(([name, n]) => `${name} ${n}`).join(", ");
+      setStatus(`relabelled: ${counts}`);
+      loadScenes();
+      search();
+    })
+    .catch((error) => setStatus(error.message, true));
+}
+
 function search() {
   const q = document.getElementById("q").value.trim();
   if (!q && !marks.like.length) { setStatus("type something to search for", true); return; }
@@ -213,10 +238,26 @@ document.getElementById("clear-labels").addEventListener("click", () => {
 });
 showMarks();
 
-api("info").then((info) => {
+function showScenes(info) {  // the scene filter and the classes offered by "this tile is a …"
   const select = document.getElementById("scene");
-  for (const scene of info.scenes || []) select.add(new Option(scene, scene));
-  if (params.get("scene")) select.value = params.get("scene");
+  const chosen = select.value;
+  while (select.options.length > 1) select.remove(1);
+  const known = document.getElementById("known-scenes");
+  known.innerHTML = "";
+  for (const scene of info.scenes || []) {
+    select.add(new Option(scene, scene));
+    known.appendChild(new Option(scene));
+  }
+  select.value = chosen;
+}
+
+function loadScenes() {
+  api("info").then(showScenes).catch((error) => setStatus(error.message, true));
+}
+
+api("info").then((info) => {
+  showScenes(info);
+  if (params.get("scene")) document.getElementById("scene").value = params.get("scene");
   const dates = document.getElementById("known-dates");
   for (const date of info.dates || []) dates.appendChild(new Option(date));
   document.getElementById("dates").hidden = !(info.dates || []).length;
