@@ -194,6 +194,8 @@ def test_real_netherlands_orthophoto(tmp_path):
             assert 4.9 < lon < 5.1 and 51.8 < lat < 51.9  # near Gorinchem/Waal, NL
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif").exists(),
+                    reason="../shared/data not present")
 def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp_path):
     """No --tile-size: 300 m tiles on the 0.25 m orthophoto, clamped to its 1000 px (250 m); another tiling
     of an indexed raster is refused in one line, index untouched, and --reindex replaces the old grid

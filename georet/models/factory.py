@@ -187,10 +187,6 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     return path, cfg
 
 
-#: where a tower model's image side runs: its ONNX graph on OpenVINO or ONNX Runtime on a CPU (auto: the first
-#: installed), or torch
-
-
 def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
                image_runtime: str = "auto", threads: int | None = None) -> EmbeddingModel:
     """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`).

@@ -162,9 +162,11 @@ def fit(encoder: Encoder, pairs: Pairs, val: EvalSet, val_split: RetrievalSplit,
 
     def keep_resume_state() -> None:
         if resume is not None:
+            partial = resume.with_name(resume.name + ".partial")  # a kill mid-save leaves the last whole state
             torch.save({"trainable": trainable_state(model), "step": step, "best": best, "best_state": best_state,
                         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                        "queues": queues.state_dict() if queues is not None else None}, resume)
+                        "queues": queues.state_dict() if queues is not None else None}, partial)
+            partial.replace(resume)
 
     def validate() -> dict[str, float]:
         model.eval()  # no dropout while validating
