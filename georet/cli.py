@@ -225,8 +225,10 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
     if explain and (dissolve or like or unlike or label_set):
         raise GeoretError("--explain describes text and relational searches; leave out the examples and --dissolve")
-    request = SearchRequest(text, k, bbox, bbox_crs, within, scene, not plain, near, None, like, unlike, label_set,
-                            min_score, dissolve, scorer, when, from_date, to_date)
+    request = SearchRequest(text=text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene,
+                            relational=not plain, near=near, like=like, unlike=unlike, labels=label_set,
+                            min_score=min_score, dissolve=dissolve, scorer=scorer, when=when, from_date=from_date,
+                            to_date=to_date)
     index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
     hits = index.run(request)
     text = text or "(examples)"

@@ -30,11 +30,13 @@ def test_every_rule_names_the_parameter(options, param, problem):
 
 
 def test_a_request_holds_its_parsed_values():
-    request = SearchRequest("  airport near river ", k=3, bbox="4,51,5,52", near="2km", like=["t1"])
+    request = SearchRequest(text="  airport near river ", k=3, bbox="4,51,5,52", near="2km", like=["t1"])
     assert request.text == "airport near river" and request.near_m == 2000.0 and request.like == ("t1",)
     assert request.area.bounds == (4.0, 51.0, 5.0, 52.0) and request.has_examples
     assert SearchRequest(labels="good").text is None  # a label set alone is something to search with
-    assert SearchRequest("x", near=750).near_m == 750.0
+    assert SearchRequest(text="x", near=750).near_m == 750.0
+    with pytest.raises(TypeError):  # keyword-only: eighteen fields are never passed by position
+        SearchRequest("x", 5)
 
 
 def test_the_cli_names_flags_where_the_library_names_parameters(built_index):

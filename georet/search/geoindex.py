@@ -212,9 +212,10 @@ class GeoIndex:
         tiles of one place at two dates, by default its earliest and latest, or the ones of
         ``from_date`` and ``to_date``; its hits are the later tiles, with the earlier one's id and date.
         """
-        return self.run(SearchRequest(text, k, bbox, bbox_crs, within, scene, relational, near, scene_prior,
-                                      like or (), unlike or (), labels, min_score, dissolve, scorer, when,
-                                      from_date, to_date))
+        return self.run(SearchRequest(
+            text=text, k=k, bbox=bbox, bbox_crs=bbox_crs, within=within, scene=scene, relational=relational,
+            near=near, scene_prior=scene_prior, like=like or (), unlike=unlike or (), labels=labels,
+            min_score=min_score, dissolve=dissolve, scorer=scorer, when=when, from_date=from_date, to_date=to_date))
 
     def run(self, request: SearchRequest) -> gpd.GeoDataFrame:
         """The hits of a checked :class:`SearchRequest` (see :meth:`search`)."""

@@ -25,7 +25,7 @@ from georet.search.relations import parse_distance
 Example = Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchRequest:
     """A search: text and/or examples, where, which scene, how to score, what to return.
 

@@ -151,9 +151,10 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
             strangers = [t for t in [*like, *unlike] if t not in known]
             if strangers:  # never a path: examples over HTTP are tiles of this index
                 return error(400, f"like/unlike take tile ids of this index; {strangers[0]!r} is not one")
-            hits = current.run(SearchRequest(q.strip() or None, k, bbox, bbox_crs, None, scene, not plain, near,
-                                             None, like, unlike, labels, min_score, dissolve, scorer,
-                                             when or None, from_date or None, to_date or None))
+            hits = current.run(SearchRequest(
+                text=q.strip() or None, k=k, bbox=bbox, bbox_crs=bbox_crs, scene=scene, relational=not plain,
+                near=near, like=like, unlike=unlike, labels=labels, min_score=min_score, dissolve=dissolve,
+                scorer=scorer, when=when or None, from_date=from_date or None, to_date=to_date or None))
         return JSONResponse(to_geojson(hits, q or "(examples)"), media_type="application/geo+json")
 
     @app.post("/scenes", summary='"This tile is a forest": the tile becomes an example of the class and every '

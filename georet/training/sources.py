@@ -165,6 +165,8 @@ class SourceSpec:
     hold_out: tuple[str, ...] = ()
     #: share of the other places kept out too, drawn by a stable hash of their names
     hold_out_fraction: float = 0.0
+    #: captions per image (1-5 of the wordings): fewer keep template captions from outweighing real ones
+    captions: int = 5
 
 
 def read_source(spec: SourceSpec, work_dir: Path, side: Literal["train", "held_out"] = "train") -> RetrievalSplit:
@@ -173,12 +175,16 @@ def read_source(spec: SourceSpec, work_dir: Path, side: Literal["train", "held_o
         raise NotFoundError(f"data.extra: {spec.kind} source not found: {spec.path}")
     if not 0.0 <= spec.hold_out_fraction < 1.0:
         raise InputError("hold_out_fraction", f"must be in [0, 1); got {spec.hold_out_fraction}")
+    if not 1 <= spec.captions <= len(TILE_CAPTION_TEMPLATES):
+        raise InputError("captions", f"must be 1 to {len(TILE_CAPTION_TEMPLATES)}; got {spec.captions}")
     images = source_places(spec, work_dir)
     keep = [im for im in images
             if held_out(im.place, spec.hold_out, spec.hold_out_fraction) == (side == "held_out")]
     paths, captions, owners, scenes = [], [], [], []
     for image in keep:
         texts = captions_for(image.classes)
+        start = len(paths) % len(texts) if texts else 0  # the wordings taken turn about from image to image
+        texts = (texts[start:] + texts[:start])[:spec.captions]
         if not texts:
             continue
         captions += texts
