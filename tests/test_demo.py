@@ -43,14 +43,15 @@ def test_demo_writes_hits_sheet_and_map(tmp_path):
     assert info["tiles"] == 36 and info["model"]["arch"] == "georet-base"
     assert info["model"]["pretrained"] == "bundled"
 
-    # tiles are labelled by the mean of the eight class wordings, refined over the raster's look-alike tiles,
-    # and mostly right on these real AID chips
-    from georet.geo import TILE_LABEL_TEMPLATES, ZeroShotScenes, propagate_labels, read_classes
+    # tiles are labelled with the tile legend (its classes AID lacks anchored to AID's) by the mean of the eight
+    # class wordings, refined over the raster's look-alike tiles, and mostly right on these real AID chips
+    from georet.geo import TILE_LABEL_TEMPLATES, SceneVocabulary, ZeroShotScenes, propagate_labels, tile_legend
     from georet.index import TileStore
     from georet.models import load_model
 
     rows = TileStore.open(out / "index").table.to_arrow().select(["col_off", "row_off", "scene", "vector"]).to_pylist()
-    labeller = ZeroShotScenes(load_model(device="cpu"), read_classes(), TILE_LABEL_TEMPLATES)
+    model = load_model(device="cpu")
+    labeller = ZeroShotScenes(model, tile_legend(), TILE_LABEL_TEMPLATES, SceneVocabulary.of(model))
     vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
     expected = labeller.labels_of(propagate_labels(vectors, labeller.probabilities(vectors)))
     assert [r["scene"] for r in rows] == [label.scene for label in expected]

@@ -160,10 +160,14 @@ def test_training_sources_split_by_place(tmp_path):
         csv.writer(f).writerows([["raster", "col_off", "row_off", "label", "also"], ["r.tif", 0, 0, "sea", ""],
                                  ["r.tif", 150, 0, "wetland", "farmland"]])
     tiles = read_source(SourceSpec("labelled_tiles", str(table), root=str(tmp_path)), tmp_path / "work")
-    assert tiles.captions[5] == "an aerial image of a marsh and farmland."
+    assert "an aerial image of a marsh and farmland." in tiles.captions[5:]  # the second tile's, wordings rotated
     assert np.asarray(Image.open(tiles.images[0])).shape == (150, 150, 3)
     assert len(read_source(SourceSpec("labelled_tiles", str(table), root=str(tmp_path), hold_out=("r.tif",)),
                            tmp_path / "work")) == 0
+    one = read_source(SourceSpec("labelled_tiles", str(table), root=str(tmp_path), captions=1), tmp_path / "work")
+    assert one.captions == ["an aerial image of the sea.", "a satellite view of a marsh and farmland."]
+    with pytest.raises(GeoretError, match="captions: must be 1 to 5"):
+        read_source(SourceSpec("labelled_tiles", str(table), root=str(tmp_path), captions=0), tmp_path / "work")
 
 
 def test_feature_caches_are_kept_per_source(tmp_path):
