@@ -129,6 +129,13 @@ def per_place(vectors, probabilities, places) -> np.ndarray:
     return refined
 
 
+def raw_and_propagated(labeller: ZeroShotScenes, vectors: np.ndarray, s: dict) -> dict[str, float]:
+    """Main-class accuracy of ``vectors`` labelled as they are and propagated per raster."""
+    p = labeller.probabilities(vectors)
+    return {"raw": main_class_accuracy(labeller.labels, p.argmax(1), s["truth"]),
+            "propagated": main_class_accuracy(labeller.labels, per_place(vectors, p, s["place"]).argmax(1), s["truth"])}
+
+
 def coral(vectors: np.ndarray, places: list[str], target_mean: np.ndarray, target_cov: np.ndarray,
           shrink: float = 0.5) -> np.ndarray:
     """Each place's embeddings whitened by its own covariance and re-coloured by the target's (CORAL),
@@ -296,12 +303,8 @@ def main() -> None:
             s = sets[name]
             for shrink in (0.5, 0.9):
                 aligned = coral(s["vectors"], s["place"], aid_mean, aid_cov, shrink)
-                labeller = labellers["tile legend"]
-                p = labeller.probabilities(aligned)
-                result["coral_main_class"][f"{name}, shrink {shrink}"] = {
-                    "raw": main_class_accuracy(labeller.labels, p.argmax(1), s["truth"]),
-                    "propagated": main_class_accuracy(labeller.labels, per_place(aligned, p, s["place"]).argmax(1),
-                                                      s["truth"])}
+                result["coral_main_class"][f"{name}, shrink {shrink}"] = raw_and_propagated(
+                    labellers["tile legend"], aligned, s)
     # 2b. AdaBN: the image tower's BatchNorm statistics re-estimated per raster (torch image side)
     torch_model = load_model(ModelSpec.from_options(args.model, args.pretrained), image_runtime="torch")
     torch_model.model.visual._fold_pending = False  # keep the BatchNorms the inference tower folds into its convs
@@ -310,12 +313,7 @@ def main() -> None:
         s = sets[name]
         for mix in (0.5, 1.0):
             adapted = adabn_embed(torch_model, s["paths"], s["place"], mix)
-            labeller = labellers["tile legend"]
-            p = labeller.probabilities(adapted)
-            result["adabn_main_class"][f"{name}, mix {mix}"] = {
-                "raw": main_class_accuracy(labeller.labels, p.argmax(1), s["truth"]),
-                "propagated": main_class_accuracy(labeller.labels, per_place(adapted, p, s["place"]).argmax(1),
-                                                  s["truth"])}
+            result["adabn_main_class"][f"{name}, mix {mix}"] = raw_and_propagated(labellers["tile legend"], adapted, s)
     # 3. few-shot: examples from other blocks of the raster / other scene groups or mosaic tiles
     curves = {}
     for name, s in sets.items():
