@@ -35,6 +35,7 @@ def _state(db):
     return table.count_rows(), table.version, (db / "georet.json").read_text()
 
 
+@pytest.mark.slow
 def test_query_table_json_geojson(cli_index):
     table = invoke_cli("query", "dense residential area", "--db", cli_index, "-k", "3", check=True).stdout
     assert table.splitlines()[0].split()[:4] == ["rank", "score", "scene", "tile_id"]
@@ -82,6 +83,7 @@ def _assert_one_line_error(proc, pattern):
     assert pattern in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, rasters, tmp_path):
     before = _state(cli_index)
     not_raster = tmp_path / "notes.tif"
@@ -108,6 +110,7 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
     assert _state(cli_index) == before
 
 
+@pytest.mark.slow
 def test_truncated_raster_names_file_and_window(tmp_path):
     """A GeoTIFF cut off halfway opens fine and fails only when a tile reads past the end."""
     import numpy as np
@@ -125,6 +128,7 @@ def test_truncated_raster_names_file_and_window(tmp_path):
     assert "TIFFReadEncodedTile" in proc.stderr and "unexpected" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_index_refuses_another_model(cli_index, rasters, tmp_path):
     import torch
 
@@ -136,6 +140,7 @@ def test_index_refuses_another_model(cli_index, rasters, tmp_path):
     assert _state(cli_index) == before
 
 
+@pytest.mark.slow
 def test_default_model_offline_fails_fast_with_advice(tmp_path, rasters):
     started = time.perf_counter()
     proc = run_cli("index", rasters["utm"], "--db", tmp_path / "d.db", "--model", "ViT-B-32", "--pretrained",
@@ -147,6 +152,7 @@ def test_default_model_offline_fails_fast_with_advice(tmp_path, rasters):
     assert not (tmp_path / "d.db").exists()
 
 
+@pytest.mark.slow
 def test_killed_index_resumes_without_loss_or_duplicates(tmp_path):
     raster = write_raster(tmp_path / "big.tif", "utm", (2048, 2048), seed=11)  # 1024 tiles of 64 px
     db = tmp_path / "resume.db"
@@ -182,6 +188,7 @@ def test_killed_index_resumes_without_loss_or_duplicates(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif").exists(),
                     reason="../shared/data not present")
+@pytest.mark.slow
 def test_real_netherlands_orthophoto(tmp_path):
     raster = SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif"
     db = tmp_path / "nl.db"
@@ -196,6 +203,7 @@ def test_real_netherlands_orthophoto(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif").exists(),
                     reason="../shared/data not present")
+@pytest.mark.slow
 def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp_path):
     """No --tile-size: 300 m tiles on the 0.25 m orthophoto, clamped to its 1000 px (250 m); another tiling
     of an indexed raster is refused in one line, index untouched, and --reindex replaces the old grid
@@ -222,6 +230,7 @@ def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp
                            "--stride: takes pixels (200) or a fraction of the tile")
 
 
+@pytest.mark.slow
 def test_sources_indexed_before_the_stretch_option_are_not_redone(tmp_path, rasters):
     """Their tiles kept their uint8 colours, as ``--stretch auto`` keeps well-exposed ones; --reindex redoes them."""
     db = tmp_path / "old.db"

@@ -15,6 +15,9 @@ from georet.demo import DEMO_QUERIES, DEMO_RASTER
 from georet.errors import GeoretError
 from georet.geo.mosaic import SYNTHETIC_NOTE, mosaic_cells, write_mosaic
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 def test_demo_writes_hits_sheet_and_map(tmp_path):
     out = tmp_path / "demo"

@@ -205,6 +205,7 @@ def test_not_an_index(tmp_path):
     assert (tmp_path / "folder" / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_open_index_sees_rows_added_by_another_process(tmp_path, rasters, tiny_model):
     """A long-lived handle (notebook, server) must not keep answering from the index as it first saw it."""
     from conftest import TINY, run_cli
@@ -346,6 +347,7 @@ def test_overlapping_tiles_return_each_place_once(tmp_path, rasters, tiny_model)
     assert index.search("forest", k=5, dissolve=True)["tiles"].sum() == 5
 
 
+@pytest.mark.slow
 def test_an_index_at_two_scales(tmp_path, rasters, tiny_model):
     """`--tile-size 64,128` writes every raster's tiles at both sizes into one table; a re-run finds them all;
     a search returns each place once, at whichever scale scored best; "near" pairs tiles across scales."""

@@ -16,6 +16,9 @@ from georet.models import ModelSpec, load_model
 from georet.models.light import LightModel, NumpyPreprocess, light_manifest
 from georet.models.preprocess import tower_preprocess
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 #: a virtualenv with ``pip install .`` and no torch (``.ci/run`` makes it)
 LIGHT_VENV = os.environ.get("GEORET_LIGHT_VENV")

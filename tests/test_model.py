@@ -145,6 +145,7 @@ def test_a_named_architecture_must_name_its_weights():
     assert ModelSpec.from_options("ViT-B-32", "openai", "c.pt") == ModelSpec("ViT-B-32", "openai", "c.pt")
 
 
+@pytest.mark.slow
 def test_onnx_image_side_gives_torchs_embeddings_and_is_exported_once(tmp_path, monkeypatch):
     """The bundled model's image side exported to ONNX: OpenVINO (float32) and ONNX Runtime embed the reference
     chips as torch does (cosine >= 0.9999); the file is named by the weights and made once."""
@@ -174,6 +175,7 @@ def test_onnx_image_side_gives_torchs_embeddings_and_is_exported_once(tmp_path, 
         load_model(ModelSpec("georet-base", "bundled"), device="cpu", image_runtime="tpu")
 
 
+@pytest.mark.slow
 def test_index_takes_the_image_runtime(tmp_path, rasters):
     """`georet index --image-runtime openvino` embeds in float32, torch's own vectors; the default takes the
     fastest engine (bfloat16 where the CPU has it): the same tiles and identity, vectors within its rounding."""

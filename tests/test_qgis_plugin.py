@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import GEORET_EXE, TINY, run_cli
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 QGIS_PYTHON = os.environ.get("GEORET_QGIS_PYTHON", "/usr/bin/python3")
 

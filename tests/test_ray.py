@@ -4,9 +4,13 @@ written as Lance fragments by the workers; resumes and re-runs like the local en
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import AREA_BBOX, TINY, run_cli, touching
 
 from georet.index import TileStore
+
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
 
 RAY = ("--engine", "ray")
 

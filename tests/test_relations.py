@@ -226,6 +226,7 @@ def test_relational_search_respects_scene_and_area(built_index, tiny_model):
     assert 0 < len(inside) < len(every)
 
 
+@pytest.mark.slow
 def test_cli_explain_and_geojson(built_index):
     proc = run_cli("query", "water not near houses", "--db", built_index, "-k", "3", "--explain", "--device", "cpu", check=True)
     assert "parsed: subject 'water' · relation not near · partner 'houses'" in proc.stdout

@@ -20,6 +20,9 @@ from conftest import GEORET_EXE, TINY, invoke_cli, run_cli
 
 from georet.testing.rasters import write_raster
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 TILING = ["--tile-size", "64", "--batch-size", "16", "--quiet", *TINY]
 
 

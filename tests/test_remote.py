@@ -17,6 +17,9 @@ from georet.geo import search_area
 from georet.index import TileStore
 from georet.testing.loopback import range_server, s3_server
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def server(stac_dir):

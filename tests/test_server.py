@@ -16,6 +16,9 @@ import pytest
 from conftest import TINY, Server, invoke_cli, run_cli
 from PIL import Image
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -22,6 +22,9 @@ from georet.search.change import pair_places, rank_change, zscores_by_date
 from georet.search.relations import Change, parse_query
 from georet.testing.rasters import write_raster
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 
 # -- dates -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, iso", [

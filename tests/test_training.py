@@ -394,6 +394,7 @@ def test_checkpoints_are_verified(mini, tmp_path):
         load_model(ModelSpec(checkpoint=str(tmp_path / "run" / "best.pt")), device="cpu")
 
 
+@pytest.mark.slow
 def test_tower_model_trains_a_head_ensemble_whose_weights_plug_in(mini, tmp_path):
     out, cache = tmp_path / "base", tmp_path / "cache"
     overrides = [f"data.path={mini}", "model.arch=georet-base", "model.pretrained=null", "method.name=frozen",
@@ -440,6 +441,7 @@ def test_training_refuses_options_of_the_other_family(mini, tmp_path, overrides,
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_train_and_eval_cli(mini, tmp_path):
     out = tmp_path / "cli"
     run = run_cli("train", "--set", f"data.path={mini}", *sum((["--set", o] for o in _config(mini, out, "focus")[1:]), []),

@@ -21,6 +21,9 @@ from conftest import run_cli
 from georet.errors import GeoretError
 from georet.models import ModelSpec, file_sha256, load_model, zoo
 
+#: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
+pytestmark = pytest.mark.slow
+
 ARCH = "ViT-B-32"
 
 
