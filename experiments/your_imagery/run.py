@@ -187,12 +187,17 @@ def adabn_embed(model, paths: list[Path], places: list[str], mix: float) -> np.n
     return out
 
 
-def few_shot(model, classes, vectors, truth_labels, places, method, shots, seed) -> float:
-    """Accuracy on each block's tiles with ``shots`` examples per class drawn from the other blocks; the
-    legend is ``classes`` plus the classes the examples name (in their caption words), as relabelling adds."""
+def few_shot_legend(model, classes, truth_labels) -> ZeroShotScenes:
+    """The legend few-shot labels a set with: ``classes`` plus the classes its examples name (in their caption
+    words), as relabelling adds them; encoded once per set."""
     known = {c.label for c in classes}
     classes = classes + [SceneClass(c, CLASS_WORDS.get(c, c) or c) for c in sorted(set(truth_labels) - known)]
-    labeller = ZeroShotScenes(model, classes, TILE_LABEL_TEMPLATES, SceneVocabulary.of(model, cache_dir("vocabulary")))
+    return ZeroShotScenes(model, classes, TILE_LABEL_TEMPLATES, SceneVocabulary.of(model, cache_dir("vocabulary")))
+
+
+def few_shot(labeller: ZeroShotScenes, vectors, truth_labels, places, method, shots, seed) -> float:
+    """Accuracy on each block's tiles with ``shots`` examples per class drawn from the other blocks, labelled
+    by ``labeller`` (:func:`few_shot_legend`) and the examples."""
     rng = np.random.default_rng(seed)
     right = []
     for place in sorted(set(places)):
@@ -318,10 +323,11 @@ def main() -> None:
     curves = {}
     for name, s in sets.items():
         places = s["block"]
+        labeller = few_shot_legend(model, legends["tile legend"], s["truth"])
         for method in ("cache", "prototype"):
             curve = {}
             for shots in SHOTS:
-                scores = [few_shot(model, legends["tile legend"], s["vectors"], s["truth"], places, method, shots, seed)
+                scores = [few_shot(labeller, s["vectors"], s["truth"], places, method, shots, seed)
                           for seed in range(DRAWS if shots else 1)]
                 curve[str(shots)] = [round(float(np.mean(scores)), 3), round(float(np.std(scores)), 3)]
             curves[f"{name}, {method}"] = curve

@@ -23,7 +23,6 @@ from georet.index.store import (
 from georet.lazy import lazy_exports
 
 _HEAVY_MODULES = {"georet.index.build": ("IndexReport", "index_raster"),
-                  "georet.index.scenes": ("refine_scenes", "relabel_scenes"),
                   "georet.index.export": ("export_geoparquet",)}
 __getattr__ = lazy_exports(__name__, _HEAVY_MODULES)
 

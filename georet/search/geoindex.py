@@ -57,9 +57,7 @@ from georet.index import (
     save_labels,
     sql_string,
 )
-from georet.index.scenes import (
-    relabel_scenes,
-)
+from georet.index.scenes import relabel_scenes
 from georet.models import QueryTextEncoder, cache_dir, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.change import CHANGE_COLUMNS, rank_change
@@ -301,9 +299,12 @@ class GeoIndex:
         """"This tile is a ``scene``": the tile joins the examples of that class (label set ``scene``) and the
         index is relabelled from every class that has examples (see :meth:`relabel`)."""
         self.label(scene, positive=[tile_id], who=who)
-        marked = [name for entry in self.store.manifest["sources"].values()
-                  for name in (entry.get("scene_examples") or {}).get("examples", {})]
-        return self.relabel([*dict.fromkeys(marked), scene], method=method)
+        return self.relabel([*self._marked_classes(), scene], method=method)
+
+    def _marked_classes(self) -> list[str]:
+        """The classes (label set names) the index was last relabelled from, as its manifest records them."""
+        return list(dict.fromkeys(name for entry in self.store.manifest["sources"].values()
+                                  for name in (entry.get("scene_examples") or {}).get("examples", {})))
 
     def _class_examples(self, text: str) -> list[str]:
         """The example tiles of the class a short query names, when :meth:`relabel` was given some ("forest",
@@ -311,12 +312,10 @@ class GeoIndex:
         name = class_name(text)
         if name is None:
             return []
-        for entry in self.store.manifest["sources"].values():
-            marked = (entry.get("scene_examples") or {}).get("examples", {})
-            for label in marked:
-                if label.lower().replace(" ", "").replace("_", "") == name.replace("_", ""):
-                    with contextlib.suppress(NotFoundError):  # the set was deleted since
-                        return read_labels(self.path, label).positives
+        for label in self._marked_classes():
+            if label.lower().replace(" ", "").replace("_", "") == name.replace("_", ""):
+                with contextlib.suppress(NotFoundError):  # the set was deleted since
+                    return read_labels(self.path, label).positives
         return []
 
     def _legend(self) -> list[SceneClass]:

@@ -66,9 +66,10 @@ class PairTable:
     def build(cls, train: RetrievalSplit, val: RetrievalSplit, extra: Sequence[RetrievalSplit] = ()) -> "PairTable":
         """The rows of ``train`` and ``val`` (the main data), then the ``extra`` sources' training images."""
         paths = list(dict.fromkeys([*train.images, *val.images]))
-        parts = [len(paths)]
+        seen, parts = set(paths), [len(paths)]
         for split in extra:
-            new = [p for p in dict.fromkeys(split.images) if p not in set(paths)]
+            new = [p for p in dict.fromkeys(split.images) if p not in seen]
+            seen.update(new)
             paths += new
             parts.append(len(new))
         train = train.concat(*extra)
