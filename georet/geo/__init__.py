@@ -9,7 +9,6 @@ Depends on nothing else in georet but :mod:`georet.errors`; models are passed in
 """
 
 from georet.geo.areas import parse_bbox, search_area
-from georet.geo.discover import discover_rasters
 from georet.geo.grid import (
     DEFAULT_GROUND_SCALE,
     GroundScale,
@@ -22,7 +21,6 @@ from georet.geo.grid import (
     parse_tile_sizes,
 )
 from georet.geo.landcover import open_landcover
-from georet.geo.raster import BandStretch, RasterSource, Tile
 from georet.geo.scenes import (
     TILE_LABEL_TEMPLATES,
     UNKNOWN,
@@ -40,7 +38,13 @@ from georet.geo.scenes import (
     tile_legend,
 )
 from georet.geo.sources import RasterRef, as_ref, gdal_env, is_url
-from georet.geo.stac import search_stac_api
+from georet.lazy import lazy_exports
+
+# reading rasters (GDAL, 0.2 s to import) loads on first use: searching an index never opens one
+_RASTER_MODULES = {"georet.geo.raster": ("BandStretch", "RasterSource", "Tile"),
+                   "georet.geo.discover": ("discover_rasters",),
+                   "georet.geo.stac": ("search_stac_api",)}
+__getattr__ = lazy_exports(__name__, _RASTER_MODULES)
 
 __all__ = ["parse_bbox", "search_area", "DEFAULT_GROUND_SCALE", "GroundScale", "TileGrid", "TilingParams", "parse_stride", "grid_offsets", "parse_bands", "parse_tile_size", "parse_tile_sizes",
            "open_landcover", "BandStretch", "RasterSource", "Tile", "RasterRef", "as_ref", "discover_rasters", "gdal_env", "is_url",

@@ -19,16 +19,13 @@ import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyproj
-import rasterio.windows
 import shapely
 import shapely.prepared
 from affine import Affine
-from rasterio.crs import CRS
-from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
@@ -43,6 +40,10 @@ _METRES_PER_DEGREE = 111_320.0
 #: what a laptop can give; larger tiles would be shrunk to the model's ~100–300 px
 #: input anyway, so a coarser overview of the raster is the way to cover more ground.
 MIN_TILE_PX, MAX_TILE_PX = 8, 2048
+
+if TYPE_CHECKING:  # rasterio is imported where a grid is cut: parsing tile sizes needs no GDAL
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
 
 
 def check_tile_px(tile_px: int, where: str = "") -> int:
@@ -311,6 +312,8 @@ class TileGrid:
         cols = grid_offsets(self.width, self.tile_px, self.stride_px)
         if area is not None:
             rows, cols = self._offsets_near(area, rows, cols)
+        from rasterio.windows import Window
+
         windows = [Window(col, row, min(self.tile_px, self.width - col), min(self.tile_px, self.height - row))
                    for row in rows for col in cols]
         if area is None:
@@ -341,6 +344,8 @@ class TileGrid:
         Densifying keeps the lon/lat outline honest where projected straight
         edges become curves (large tiles, high latitudes).
         """
+        import rasterio.windows
+
         left, bottom, right, top = rasterio.windows.bounds(window, self.transform)
         poly_src = box(left, bottom, right, top)
         edge = max(right - left, top - bottom) / _FOOTPRINT_VERTICES_PER_EDGE

@@ -105,12 +105,17 @@ def classes_for_labels(labels: Iterable[str | None]) -> list[SceneClass]:
 
 
 class TextEncoder(Protocol):
-    """What zero-shot scenes need of a model. A model whose heads sit on a frozen pretrained text tower also
-    has ``sentence_vectors(texts)``: the tower's own unit vectors (see :class:`SceneVocabulary`)."""
+    """What zero-shot scenes and queries need of a model: its unit text embeddings and, for a model whose heads
+    sit on a frozen pretrained text tower, the tower's own unit vectors (``None`` for other models; see
+    :class:`SceneVocabulary`), alone or both from one pass."""
 
     logit_scale: float
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray | None: ...
+
+    def text_and_sentence_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 #: a name the model was not trained with moves this far towards the model's own scene classes, weighted by a

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import rasterio
+if TYPE_CHECKING:
+    import rasterio
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg"}
 URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://")
@@ -90,6 +91,8 @@ def gdal_env(remote: bool = False) -> rasterio.Env:
     ``remote`` adds :data:`REMOTE_GDAL_OPTIONS` and the S3 endpoint of :func:`s3_endpoint_options`.
     Options are per thread in rasterio, so each thread that reads enters its own.
     """
+    import rasterio  # here, not above: searching an index never opens a raster and need not import GDAL
+
     options: dict[str, Any] = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
     if remote:
         options.update({k: v for k, v in REMOTE_GDAL_OPTIONS.items() if k not in os.environ})

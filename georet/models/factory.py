@@ -104,13 +104,41 @@ class EmbeddingModel:
         legends in other words are matched to the scene classes the model knows there
         (:class:`georet.geo.SceneVocabulary`).
         """
+        return self.text_and_sentence_vectors(texts)[1]
+
+    def _frozen_text_tower(self) -> bool:
         from georet.models.tower_clip import TowerCLIP
 
-        if not isinstance(self.model, TowerCLIP) or not self.model.tower_modules_frozen():
+        return isinstance(self.model, TowerCLIP) and self.model.tower_modules_frozen()
+
+    def text_and_sentence_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(:meth:`encode_text`, :meth:`sentence_vectors`) of ``texts`` from one pass through the text tower."""
+        if not self._frozen_text_tower():
+            return self.encode_text(texts), None
+        with torch.inference_mode(), _autocast(self.device):
+            taps, mask, pooled = self.model.text_features(self.tokenizer(list(texts)).to(self.device))
+            embeddings = self.model.embed_text(taps, mask, pooled)
+        return (F.normalize(embeddings.float(), dim=-1).cpu().numpy(),
+                F.normalize(pooled.float(), dim=-1).cpu().numpy())
+
+    def export_text_graph(self) -> Path | None:
+        """Write this model's text side into georet's cache as an ONNX graph, so later queries encode text
+        without torch (:func:`~georet.models.text_query.load_query_encoder` finds it); None where it cannot
+        run there: models other than frozen-tower ones from a weights file, or no ``onnx`` to write it."""
+        import importlib.util
+
+        from georet.models.onnx_text import export_text_side, text_graph_path
+        from georet.models.text_query import text_meta
+
+        if not self._frozen_text_tower() or self.spec.pretrained is None or self.spec.checkpoint \
+                or importlib.util.find_spec("onnx") is None:
             return None
-        with torch.inference_mode():
-            _, _, pooled = self.model.text_features(self.tokenizer(list(texts)).to(self.device))
-        return F.normalize(pooled.float(), dim=-1).cpu().numpy()
+        path = text_graph_path(self.weights_id)
+        if not path.is_file():
+            meta = text_meta(self.spec.arch, self.weights_id, self.backbones, self.preprocess.size[0], self.dim,
+                             self.logit_scale, self.model.text.context_length)
+            export_text_side(self.model, path, meta, self.model.text.folder / "tokenizer.json")
+        return path
 
 
 def _autocast(device: torch.device):

@@ -22,7 +22,7 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def cache_dir(kind: str) -> Path:
-    """Where georet keeps files it can make again from a model (``kind``: onnx, vocabulary):
+    """Where georet keeps files it can make again from a model (``kind``: onnx, openvino, vocabulary, queries):
     ``$XDG_CACHE_HOME/georet/<kind>``, else ``~/.cache/georet/<kind>``."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "georet" / kind
 

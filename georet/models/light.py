@@ -1,4 +1,4 @@
-"""georet-base without torch: its image side as the ONNX graph shipped in the package, its text side in numpy.
+"""georet-base without torch: its image and text sides as ONNX graphs shipped in the package.
 
 A plain ``pip install georet`` brings no torch, torchvision, timm or
 open_clip (5 GB of CUDA wheels that most users, who index and search, never
@@ -9,9 +9,10 @@ made from the declared weights by ``training/export_light.py``:
   heads and normalisation as one graph (:mod:`georet.models.onnx_image`), its
   weights stored in float16 and cast to float32 inside the graph (22 MB
   instead of 44); OpenVINO, else ONNX Runtime, runs it;
-* ``minilm/`` — all-MiniLM-L6-v2 (tokenizer, config, weights in float16) for
-  the numpy text tower of :mod:`georet.models.text_query`, which reads the
-  trained text head from the bundled weights file as a torch install does;
+* ``text.onnx`` — all-MiniLM-L6-v2 and the trained text head as one graph
+  (:mod:`georet.models.onnx_text`), weights in float16 as above, with its
+  tokenizer (``text.tokenizer.json``) and settings (``text.json``) beside it;
+  torch installs query the bundled model through it too;
 * ``light.json`` — what they were made from: the bundled weights file's
   sha256 and the backbones' ids, so the model has the identity of the torch
   model and an index built by either install serves the other.
@@ -24,22 +25,17 @@ lie beside the files (``NOTICE.md``).
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from georet.errors import GeoretError
-from georet.models.identity import BUNDLED_TAG, BUNDLED_WEIGHTS, DEFAULT_ARCH, cached_sha256, model_identity
+from georet.models.identity import BUNDLED_TAG, model_identity
 from georet.models.preprocess import Preprocess, tower_preprocess
+from georet.models.shipped import LIGHT_ARCH, LIGHT_DIR, light_manifest
 
-LIGHT_DIR = Path(__file__).parent / "weights" / "georet-base-light"
-LIGHT_FORMAT = "georet-light/1"
-#: what a torch-free install can run: the bundled georet-base
-LIGHT_ARCH = DEFAULT_ARCH
 TORCH_EXTRA = "pip install 'georet[torch]'"
 
 
@@ -69,18 +65,6 @@ class NumpyPreprocess(Preprocess):
         return np.asarray(image.crop((left, top, left + out_w, top + out_h)))
 
 
-def light_manifest() -> dict[str, Any] | None:
-    """``light.json`` when the shipped files exist and were made from the bundled weights file now installed."""
-    path = LIGHT_DIR / "light.json"
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != LIGHT_FORMAT or manifest.get("weights_sha256") != cached_sha256(
-            BUNDLED_WEIGHTS[LIGHT_ARCH]):
-        return None
-    return manifest
-
-
 class LightModel:
     """The bundled georet-base on ONNX and numpy: ``encode_images``, ``encode_text``, ``preprocess``,
     ``identity``, as :class:`~georet.models.factory.EmbeddingModel` offers them."""
@@ -96,13 +80,14 @@ class LightModel:
 
     @cached_property
     def _text(self):
-        """The bundled weights' text head over the shipped MiniLM (:mod:`georet.models.text_query`)."""
-        from georet.models.text_query import QueryTextEncoder, read_torch_file
+        """The shipped text graph (:mod:`georet.models.text_query`)."""
+        from georet.models.onnx_text import text_engine
+        from georet.models.text_query import QueryTextEncoder
 
-        weights_file = BUNDLED_WEIGHTS[self.spec.arch]
-        payload = read_torch_file(weights_file)
-        return QueryTextEncoder(self.spec.arch, BUNDLED_TAG, weights_file, payload["config"], payload["state_dict"],
-                                LIGHT_DIR / "minilm", self.backbones)
+        engine = text_engine()
+        if engine is None:
+            raise GeoretError("neither openvino nor onnxruntime is installed: pip install openvino")
+        return QueryTextEncoder(LIGHT_DIR / "text.onnx", BUNDLED_TAG, engine)
 
     @cached_property
     def _image(self):
@@ -135,6 +120,10 @@ class LightModel:
     def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """MiniLM's own unit vectors of ``texts`` (:class:`~georet.geo.scenes.SceneVocabulary` compares words there)."""
         return self._text.sentence_vectors(texts)
+
+    def text_and_sentence_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(:meth:`encode_text`, :meth:`sentence_vectors`) of ``texts`` in one run of the text graph."""
+        return self._text.text_and_sentence_vectors(texts)
 
 
 def load_light_model(spec, image_runtime: str = "auto", threads: int | None = None) -> LightModel:

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from georet.errors import GeoretError
 from georet.models.backbones import minilm_folder, minilm_weights
-from georet.models.text_query import WordPiece
+from georet.models.onnx_text import WordPiece
 
 
 class WordPieceTokenizer(WordPiece):
-    """:class:`~georet.models.text_query.WordPiece` ids as a torch tensor, as open_clip tokenizers return them."""
+    """:class:`~georet.models.onnx_text.WordPiece` ids as a torch tensor, as open_clip tokenizers return them."""
 
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
         return torch.from_numpy(self.ids(texts))
@@ -98,7 +98,7 @@ class MiniLMTower(nn.Module):
         self.context_length = context_length
 
     def tokenizer(self) -> WordPieceTokenizer:
-        return WordPieceTokenizer(self.folder, self.context_length)
+        return WordPieceTokenizer(self.folder / "tokenizer.json", self.context_length)
 
     def weights_path(self) -> Path:
         return minilm_weights(self.folder)

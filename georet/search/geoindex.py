@@ -33,7 +33,6 @@ from georet.geo import (
     TILE_LABEL_TEMPLATES,
     FewShotScenes,
     RasterRef,
-    RasterSource,
     SceneClass,
     SceneExamples,
     SceneVocabulary,
@@ -42,7 +41,6 @@ from georet.geo import (
     tile_legend,
 )
 from georet.geo.dates import DateRange
-from georet.geo.maptiles import MapTiles
 from georet.geo.scenes import FewShotMethod
 from georet.index import (
     ANN_NPROBES,
@@ -70,6 +68,7 @@ from georet.search.feedback import (
     score_tiles,
     touching_groups,
 )
+from georet.search.query_cache import QueryVectorCache, ResultCache, query_model_key, wording_settings
 from georet.search.relations import (
     RELATION_COLUMNS,
     SCENE_PRIOR_WEIGHT,
@@ -81,10 +80,11 @@ from georet.search.relations import (
     subject_candidates,
 )
 from georet.search.request import Example, SearchRequest
-from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, to_frame
-from georet.search.wording import class_name, embed_queries, names_a_thing
+from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, distinct_places, to_frame
+from georet.search.wording import SHORT_QUERY_WORDS, class_name, embed_queries, names_a_thing
 
 if TYPE_CHECKING:
+    from georet.geo.maptiles import MapTiles
     from georet.models import EmbeddingModel
 
 _WIDEN_FACTOR = 4
@@ -102,8 +102,12 @@ class GeoIndex:
     """A georet index opened for searching. Get one with :func:`open_index`."""
 
     def __init__(self, store: TileStore, device: str = "auto", pretrained: str | None = None,
-                 checkpoint: str | None = None, model: EmbeddingModel | None = None):
+                 checkpoint: str | None = None, model: EmbeddingModel | None = None,
+                 query_cache: QueryVectorCache | None = None):
         self.store = store
+        #: query vectors already computed (in memory unless the caller gives one kept on disk)
+        self.query_cache = query_cache or QueryVectorCache()
+        self._results = ResultCache()
         self._device = device
         self._overrides = {"pretrained": pretrained, "checkpoint": checkpoint}
         self._model = model
@@ -148,6 +152,7 @@ class GeoIndex:
             spec = self._model_spec()
             encoder = load_query_encoder(spec["arch"], spec.get("pretrained"), spec.get("checkpoint"))
             if encoder is None:
+                self.model.export_text_graph()  # where it can: the next cold query skips torch
                 return self.model
             self._check_model(encoder)
             self._text_encoder = encoder
@@ -216,7 +221,13 @@ class GeoIndex:
             min_score=min_score, dissolve=dissolve, scorer=scorer, when=when, from_date=from_date, to_date=to_date))
 
     def run(self, request: SearchRequest) -> gpd.GeoDataFrame:
-        """The hits of a checked :class:`SearchRequest` (see :meth:`search`)."""
+        """The hits of a checked :class:`SearchRequest` (see :meth:`search`); a request asked before of the
+        table as it is now is answered from the result cache."""
+        self.store.refresh()  # rows other processes added since this index was opened
+        result_key = ResultCache.key(request, self.store.version)
+        cached = self._results.get(result_key)
+        if cached is not None:
+            return cached
         like, unlike = list(request.like), list(request.unlike)
         if request.labels is None and not like and not unlike and request.text:
             like = self._class_examples(request.text)
@@ -225,7 +236,6 @@ class GeoIndex:
             like, unlike = like + saved.positives, unlike + saved.negatives
             if request.text is None and not like:
                 raise InputError("labels", f"label set {request.labels!r} marks no tile right: nothing to search for")
-        self.store.refresh()  # rows other processes added since this index was opened
         fetch_factor = self._overlap_fetch_factor()
         overlapping = fetch_factor > 1
         # neighbours of an overlapping index show the same place: ask for more, keep the best of each place
@@ -241,7 +251,9 @@ class GeoIndex:
             kept = hits[hits["score"] >= request.min_score].reset_index(drop=True)
             kept.attrs = dict(hits.attrs)
             hits = kept
-        return self._dissolve(hits) if request.dissolve else hits
+        hits = self._dissolve(hits) if request.dissolve else hits
+        self._results.put(result_key, hits)
+        return hits
 
     def similar(self, tile_id: str, k: int = 10, **options: Any) -> gpd.GeoDataFrame:
         """The ``k`` tiles most like one tile of the index (the tile itself is not among them)."""
@@ -370,8 +382,8 @@ class GeoIndex:
         that show one place (overlapping, or of several sizes) only the best counts."""
         tiles = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), area, scene, when,
                                    with_vectors=True)
-        places = collapse_overlaps(to_frame(tiles, extra_columns=["vector"]), PSEUDO_FEEDBACK_PLACES)
-        return np.array(places["vector"].tolist(), dtype=np.float32).reshape(len(places), len(query))
+        kept = distinct_places(shapely.from_wkb([tile["geometry"] for tile in tiles]), PSEUDO_FEEDBACK_PLACES)
+        return np.array([tiles[i]["vector"] for i in kept], dtype=np.float32).reshape(len(kept), len(query))
 
     def _nearest_hits(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
                       with_vectors: bool = False) -> list[dict]:
@@ -494,6 +506,8 @@ class GeoIndex:
             elif isinstance(item, (str, Path)):
                 if not Path(item).is_file():
                     raise GeoretError(f"{item!r} is neither a tile id of {self.path} nor an image file")
+                from georet.geo import RasterSource
+
                 pixels.append(RasterSource.read_image(item))
             else:
                 pixels.append(_as_pixels(item))
@@ -588,10 +602,13 @@ class GeoIndex:
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
                                   subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
-        wanted = [*ranking.tiles.tolist(), *(int(p[0]) for p in ranking.partners[: 4 * k] if len(p))]
-        rows = catalog.rows(wanted)
+        rows: dict[int, dict] = {}
         hits = []
         for i, tile in enumerate(ranking.tiles):
+            if int(tile) not in rows:  # footprints are read from disk: k tiles and their partners at a time
+                chunk = slice(i, i + k)
+                rows.update(catalog.rows([*ranking.tiles[chunk].tolist(),
+                                          *(int(p[0]) for p in ranking.partners[chunk] if len(p))]))
             row = rows[int(tile)]
             if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
                 continue
@@ -668,8 +685,23 @@ class GeoIndex:
         return SceneVocabulary.of(self.text_model, cache_dir("vocabulary"))
 
     def _embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored."""
-        return embed_queries(self.text_model, texts, self._vocabulary)
+        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored; from the
+        query cache where it has them, the rest encoded in one batch and added to it."""
+        key = self._query_key
+        vectors = [self.query_cache.get(key, text) for text in texts]
+        missing = list(dict.fromkeys(text for text, vector in zip(texts, vectors) if vector is None))
+        if missing:
+            encoded = dict(zip(missing, embed_queries(self.text_model, missing, self._vocabulary)))
+            for text, vector in encoded.items():
+                self.query_cache.put(key, text, vector)
+            vectors = [encoded[text] if vector is None else vector for text, vector in zip(texts, vectors)]
+        return np.stack(vectors)
+
+    @cached_property
+    def _query_key(self) -> str:
+        """What names this index's query vectors in the cache: its model (an index is only ever queried by a
+        model of the identity it stores) and the wording settings."""
+        return query_model_key(self.store.model_identity, wording_settings(SHORT_QUERY_WORDS))
 
     def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
         """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
@@ -723,6 +755,8 @@ class GeoIndex:
 
     def _tiles_of(self, name: str, entry: dict[str, Any]) -> MapTiles | GeoretError:
         """The open map-tile reader of one source (its bands and stretch as indexed), opened once."""
+        from georet.geo.maptiles import MapTiles  # GDAL: imported by the map's first tile, not by every search
+
         if name not in self._map_tiles:
             tiling = entry.get("tiling", {})
             params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
@@ -744,13 +778,16 @@ class GeoIndex:
 
 
 def open_index(path: str | Path, *, device: str = "auto", pretrained: str | None = None,
-               checkpoint: str | None = None, model: EmbeddingModel | None = None) -> GeoIndex:
+               checkpoint: str | None = None, model: EmbeddingModel | None = None,
+               query_cache: QueryVectorCache | None = None) -> GeoIndex:
     """Open the georet index at ``path`` for searching.
 
     The index remembers its model; ``pretrained``/``checkpoint`` only say where
     its weight files are now if they moved (their hashes must still match).
+    ``query_cache`` keeps query vectors (:mod:`georet.search.query_cache`; in memory by default).
     """
-    return GeoIndex(TileStore.open(path), device=device, pretrained=pretrained, checkpoint=checkpoint, model=model)
+    return GeoIndex(TileStore.open(path), device=device, pretrained=pretrained, checkpoint=checkpoint, model=model,
+                    query_cache=query_cache)
 
 
 def _with_kind(frame: gpd.GeoDataFrame, kind: str | None) -> gpd.GeoDataFrame:

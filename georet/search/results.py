@@ -38,28 +38,35 @@ def collapse_overlaps(hits: gpd.GeoDataFrame, k: int) -> gpd.GeoDataFrame:
 
     Tiles of a grid without overlap only touch, so this changes nothing there.
     """
-    geometry = hits.geometry.values
     if len(hits) < 2:
         return hits.head(k)
+    out = hits.iloc[distinct_places(hits.geometry.values, k)].reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    out.attrs = dict(hits.attrs)
+    return out
+
+
+def distinct_places(geometry: np.ndarray, k: int) -> list[int]:
+    """Positions of the first ``k`` footprints (best first) that show no place a better one kept shows: the
+    selection :func:`collapse_overlaps` makes, for callers that need no frame."""
+    if len(geometry) < 2:
+        return list(range(min(k, len(geometry))))
     first, second = shapely.STRtree(geometry).query(geometry, predicate="intersects")
     pairs = first < second  # each intersecting pair once, the better (earlier) hit first
     first, second = first[pairs], second[pairs]
     shared = shapely.area(shapely.intersection(geometry[first], geometry[second]))
     smaller = np.minimum(shapely.area(geometry[first]), shapely.area(geometry[second]))
     same = shared >= SAME_PLACE_OVERLAP * smaller
-    better_of = {}
+    better_of: dict[int, list[int]] = {}
     for a, b in zip(first[same], second[same]):
         better_of.setdefault(int(b), []).append(int(a))
     kept: list[int] = []
-    for i in range(len(hits)):  # best first: a hit goes when a better one of the same place stays
+    for i in range(len(geometry)):  # best first: a hit goes when a better one of the same place stays
         if set(kept).isdisjoint(better_of.get(i, ())):
             kept.append(i)
             if len(kept) == k:
                 break
-    out = hits.iloc[kept].reset_index(drop=True)
-    out["rank"] = np.arange(1, len(out) + 1)
-    out.attrs = dict(hits.attrs)
-    return out
+    return kept
 
 
 def to_geojson(hits: gpd.GeoDataFrame, query: str) -> dict[str, Any]:

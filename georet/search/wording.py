@@ -65,15 +65,20 @@ def query_sentences(text: str) -> list[str]:
 
 def embed_queries(text_model: TextEncoder, texts: Sequence[str],
                   vocabulary: SceneVocabulary | None = None) -> np.ndarray:
-    """Query texts -> float32 (N, dim) unit vectors, all their sentences encoded in one batch; with the
-    model's ``vocabulary``, short queries are anchored to the scene classes it knows."""
+    """Query texts -> float32 (N, dim) unit vectors; with the model's ``vocabulary``, short queries are anchored
+    to the scene classes it knows. Every wording of every text, and the bare names anchoring compares, go
+    through the text tower in one batch."""
     sentences = [query_sentences(text) for text in texts]
-    vectors = text_model.encode_text([s for group in sentences for s in group])
+    short = [i for i, text in enumerate(texts) if names_a_thing(text) and _words(text)] if vocabulary else []
+    batch = [s for group in sentences for s in group]
+    if short:
+        vectors, tower = text_model.text_and_sentence_vectors(batch + [_words(texts[i]) for i in short])
+        vectors, words = vectors[:len(batch)], tower[len(batch):]
+    else:
+        vectors = text_model.encode_text(batch)
     ends = np.cumsum([len(group) for group in sentences])
     means = np.stack([vectors[end - len(group):end].mean(axis=0) for group, end in zip(sentences, ends)])
     means = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    short = [i for i, text in enumerate(texts) if names_a_thing(text) and _words(text)]
-    if vocabulary is not None and short:
-        words = text_model.sentence_vectors([_words(texts[i]) for i in short])  # type: ignore[attr-defined]
+    if short:
         means[short] = vocabulary.anchored(means[short], words)
     return means
