@@ -39,3 +39,23 @@ def test_code_cites_only_docs_that_live_in_the_repository():
     bare = [p.name for p in (ROOT / "georet").rglob("*.py")
             if re.search(r"(?<!docs/)methods\.md", p.read_text(encoding="utf-8"))]
     assert not bare, f"cite docs/methods.md, not a methods.md outside the repository: {bare}"
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    """Links and images in every page (README, CHANGELOG, docs/, experiments' and benchmarks' READMEs)
+    point at files that exist, relative to the page that holds them."""
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *ROOT.glob("docs/**/*.md"),
+             *ROOT.glob("experiments/**/README.md"), *ROOT.glob("benchmarks/**/*.md")]
+    assert len(pages) > 15
+    broken, checked = [], 0
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)  # code is not a link
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#", 1)[0]
+            if not path or re.match(r"[a-z]+:", path):  # an anchor in the page, or a URL
+                continue
+            checked += 1
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert checked > 100
+    assert not broken, "\n".join(broken)
