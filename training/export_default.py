@@ -7,7 +7,7 @@
   plain open_clip state dict in float16 (the model runs in float32: the weights are upcast on load).
 
     python training/export_default.py runs/georet-base/best.pt      # -> georet/models/weights/georet-base.pt
-    python training/export_default.py runs/georet_small/best.pt     # -> georet/models/weights/georet-small.pt
+    python training/export_default.py runs/georet_small/best.pt     # -> packages/georet-small-weights/.../georet-small.pt
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from georet.files import atomic_write
 from georet.models import BUNDLED_WEIGHTS
 from georet.models.identity import TOWER_WEIGHTS_FORMAT
 from georet.models.io import load_torch_file
+
+#: georet-small's weights live in a package of their own, in this repository
+SMALL_WEIGHTS = (Path(__file__).resolve().parents[1] / "packages" / "georet-small-weights" / "georet_small_weights"
+                 / "georet-small.pt")
 
 
 def export(checkpoint: Path, out: Path | None) -> str:
@@ -37,7 +41,7 @@ def export(checkpoint: Path, out: Path | None) -> str:
     elif isinstance(payload, dict) and payload.get("method") == "full" and payload.get("arch") == "georet-small":
         weights = {k.removeprefix("clip."): v.half() if v.is_floating_point() else v
                    for k, v in payload["state_dict"].items()}
-        out = out or BUNDLED_WEIGHTS["georet-small"]
+        out = out or SMALL_WEIGHTS
         atomic_write(out, lambda tmp: torch.save(weights, tmp))
         val = payload.get("val", {}).get("mR", float("nan"))
     else:

@@ -33,6 +33,7 @@ from georet.models.identity import (
     describe_weights,
     file_sha256,
     is_file_reference,
+    missing_weights_advice,
     model_identity,
     tower_config,
 )
@@ -191,7 +192,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     if tag == BUNDLED_TAG:  # ModelSpec admits the tag only for architectures with bundled weights
         bundled = BUNDLED_WEIGHTS[arch]
         if not bundled.is_file():
-            raise GeoretError(f"the bundled weights {bundled} are missing; reinstall georet")
+            raise GeoretError(f"the bundled weights of {arch} are missing ({bundled}); {missing_weights_advice(arch)}")
         return str(bundled), {}
     open_clip = open_clip_module()
     cfg = open_clip.get_pretrained_cfg(arch, tag)
@@ -306,7 +307,7 @@ def _load_tower_model(spec: ModelSpec, config: dict[str, Any], device: torch.dev
         weights_file = str(BUNDLED_WEIGHTS[spec.arch]) if spec.pretrained == BUNDLED_TAG else spec.pretrained
         if not Path(weights_file).is_file():
             raise NotFoundError(f"weights file not found: {weights_file}"
-                              + ("; reinstall georet" if spec.pretrained == BUNDLED_TAG else ""))
+                              + (f"; {missing_weights_advice(spec.arch)}" if spec.pretrained == BUNDLED_TAG else ""))
     # a trained file carries its model config (method, heads, views: `georet train` writes them); the
     # architecture's config file describes the bundled weights and random init
     cfg = tower_weights_config(weights_file) if weights_file and spec.pretrained != BUNDLED_TAG \

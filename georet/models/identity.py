@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -24,7 +25,26 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
 #: works offline at once. Stored by tag (not path) so an index survives a
 #: reinstall; the weights hash still pins the exact file.
 BUNDLED_TAG = "bundled"
-BUNDLED_WEIGHTS = {arch: Path(__file__).parent / "weights" / f"{arch}.pt" for arch in ("georet-small", "georet-base")}
+#: georet-small's weights are a package of their own (``packages/georet-small-weights``): with them inside,
+#: georet's wheel would pass PyPI's 100 MB limit
+SMALL_WEIGHTS_PACKAGE = "georet-small-weights"
+
+
+def _bundled_weights(arch: str) -> Path:
+    """Where ``arch``'s bundled weights file lies (or would lie: its package may not be installed)."""
+    if arch == "georet-small":
+        found = importlib.util.find_spec(SMALL_WEIGHTS_PACKAGE.replace("-", "_"))
+        if found is not None and found.origin:
+            return Path(found.origin).with_name("georet-small.pt")
+    return Path(__file__).parent / "weights" / f"{arch}.pt"
+
+
+BUNDLED_WEIGHTS = {arch: _bundled_weights(arch) for arch in ("georet-small", "georet-base")}
+
+
+def missing_weights_advice(arch: str) -> str:
+    """What a user does when ``arch``'s bundled weights file is missing."""
+    return f"pip install {SMALL_WEIGHTS_PACKAGE}" if arch == "georet-small" else "reinstall georet"
 
 #: The model used when none is named. Kept here and nowhere else.
 DEFAULT_ARCH = "georet-base"
