@@ -12,6 +12,7 @@ from georet.errors import GeoretError
 from georet.search.catalog import TileCatalog, TileGeometry
 from georet.search.relations import (
     Relation,
+    ScenePrior,
     parse_distance,
     parse_query,
     rank_relational,
@@ -154,9 +155,11 @@ def test_scene_prior_changes_the_ranking():
     probs = np.array([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]])
     assert [c.label for c in catalog.scene_classes] == ["airport", "farmland", "river"]
     assert catalog.scene_codes.tolist() == [1, 2, 1, 0, 2, 1]
-    boost = scene_prior_boost(probs, catalog.scene_codes)
+    prior = ScenePrior.of(probs, catalog.scene_codes)
+    np.testing.assert_array_equal(prior.table(), scene_prior_boost(probs, catalog.scene_codes))
+    np.testing.assert_array_equal(prior.at(1, np.array([5, 2])), prior.table()[1, [5, 2]])
     with_prior = rank_relational(relation, catalog, phrases, k=2, near_m=1.0,
-                                 eligible=np.array([1, 0, 0, 1, 0, 0], bool), prior_boost=boost)
+                                 eligible=np.array([1, 0, 0, 1, 0, 0], bool), prior=prior)
     assert with_prior.tiles.tolist() == [3, 0]
     assert with_prior.subject_z[0] - without.subject_z[1] == pytest.approx(1.0)  # tile 3 gained the full boost
     assert with_prior.partners[0].tolist()[0] == 4 and with_prior.partner_gap_m[0] == pytest.approx(0.0, abs=1e-6)

@@ -105,12 +105,16 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
     assert sorted(layer["acquired"] for layer in layers) == ["2024-06-01", "2024-07-01"]
     west, south, east, north = layers[0]["bounds"]
     tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, layers[0]["zoom"][1])
-    local = np.asarray(Image.open(io.BytesIO(MapTiles(RasterRef(str(stac_dir / "scene.tif")), TilingParams())
-                                             .png(tile.z, tile.x, tile.y))))
+    with MapTiles(RasterRef(str(stac_dir / "scene.tif")), TilingParams()) as reader:
+        local = np.asarray(Image.open(io.BytesIO(reader.png(tile.z, tile.x, tile.y))))
+    assert reader._source.dataset.closed  # a with block (or close) closes the raster
     assert local[..., 3].max() == 255
     for layer in layers:
         served = np.asarray(Image.open(io.BytesIO(index.map_tile(layer["id"], tile.z, tile.x, tile.y))))
         np.testing.assert_array_equal(served, local)
+    opened = [tiles._source.dataset for tiles in index._map_tiles.values()]
+    index.close()  # as the server does when it stops
+    assert len(opened) == 2 and all(dataset.closed for dataset in opened)
 
     picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",
                         "--tile-size", "512", "-q", *TINY)

@@ -70,17 +70,35 @@ def test_tile_grid_is_pure_geometry(tmp_path):
     assert 2.99 < poly.centroid.x < 3.01 and 52.3 < poly.centroid.y < 52.4
 
 
-def test_gdal_options_are_scoped_to_reading(rasters, monkeypatch):
-    """georet caps GDAL's block cache while it reads and gives the process its own setting back after."""
+def test_gdal_options_are_scoped_to_each_read(rasters, monkeypatch):
+    """georet caps GDAL's block cache for each read, in whichever thread reads, and holds no options
+    between reads: rasterio keeps them per thread, and a server or a Ray worker reads an open raster from
+    threads other than the one that opened it."""
+    import threading
+
     import rasterio.env
+    import rasterio.io
 
     from georet.geo.sources import GDAL_CACHE_BYTES
 
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     before = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
+    seen = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def reading(self, *args, **kwargs):
+        seen.append((threading.current_thread().name, rasterio.env.get_gdal_config("GDAL_CACHEMAX")))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", reading)
     with RasterSource(rasters["utm"], TilingParams(tile_size=64)) as src:
-        assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == GDAL_CACHE_BYTES
+        assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") == before  # nothing held between reads
         next(src.iter_tiles())
+        other = threading.Thread(target=src.read, args=(src.windows()[1],), name="other")
+        other.start()
+        other.join()
+    assert {name for name, _ in seen} >= {"MainThread", "other"}
+    assert all(int(value) == GDAL_CACHE_BYTES for _, value in seen)
     assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") == before
 
 

@@ -23,7 +23,8 @@ TILE_PX = 256
 
 
 class MapTiles:
-    """The web-mercator tiles of one raster. The raster stays open; one tile is read at a time."""
+    """The web-mercator tiles of one raster. The raster stays open until :meth:`close` (or the end of a
+    ``with`` block); one tile is read at a time, under GDAL's options for that read only."""
 
     def __init__(self, ref: RasterRef, tiling: TilingParams):
         from rio_tiler.io import Reader
@@ -31,6 +32,16 @@ class MapTiles:
         self._source = RasterSource(ref, tiling).__enter__()  # bands and stretch as the index used them
         self._reader = Reader(None, dataset=self._source.dataset)
         self._lock = threading.Lock()  # a GDAL dataset serves one thread at a time
+
+    def close(self) -> None:
+        with self._lock:
+            self._source.__exit__(None, None, None)
+
+    def __enter__(self) -> "MapTiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:

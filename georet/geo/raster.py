@@ -91,21 +91,23 @@ class RasterSource:
     metres_per_pixel: float = field(init=False)  # ground size of one pixel
 
     def __enter__(self) -> "RasterSource":
+        """Open the raster and choose its bands and stretch. GDAL's options are entered for the opening and
+        for each read, never for the object's life: rasterio keeps them per thread, and an open source may be
+        read from other threads (a server, a Ray worker) than the one that opened it."""
         self._scope = ExitStack()
         self.ref = as_ref(self.ref)
-        self._scope.enter_context(gdal_env(self.ref.remote))
-        with warnings.catch_warnings():
+        with gdal_env(self.ref.remote), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
                 self.dataset = self._scope.enter_context(rasterio.open(self.ref.href))
             except RasterioIOError as exc:
                 self._scope.close()
                 raise GeoretError(self._open_error(exc)) from None
-        try:
-            self._configure()
-        except BaseException:
-            self._scope.close()
-            raise
+            try:
+                self._configure()
+            except BaseException:
+                self._scope.close()
+                raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -252,8 +254,9 @@ class RasterSource:
         """
         try:
             shape = (len(self.bands), *out_shape) if out_shape else None
-            data = self.dataset.read(self.bands, window=window, out_shape=shape, resampling=Resampling.average)
-            valid = np.any(self.dataset.read_masks(self.bands, window=window, out_shape=shape) > 0, axis=0)
+            with gdal_env(self.ref.remote):  # per read: see __enter__
+                data = self.dataset.read(self.bands, window=window, out_shape=shape, resampling=Resampling.average)
+                valid = np.any(self.dataset.read_masks(self.bands, window=window, out_shape=shape) > 0, axis=0)
         except RasterioError as exc:  # a truncated or damaged file fails here, not when opened
             cause = exc.__cause__ or exc  # rasterio's own message only says "see previous exception"
             detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
@@ -294,10 +297,9 @@ class RasterSource:
         return self.grid.windows(self.area)
 
     def iter_tiles(self, windows: Sequence[Window] | None = None) -> Iterator[Tile]:
-        """The tiles of ``windows`` (default: :meth:`windows`), in order; GDAL options scoped to the reading thread."""
-        with gdal_env(self.ref.remote):
-            for window in self.windows() if windows is None else windows:
-                yield self.read(window)
+        """The tiles of ``windows`` (default: :meth:`windows`), in order (each read under GDAL's options)."""
+        for window in self.windows() if windows is None else windows:
+            yield self.read(window)
 
 
 def needs_stretch(lows: np.ndarray, highs: np.ndarray) -> bool:

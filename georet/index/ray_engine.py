@@ -25,7 +25,7 @@ import pyarrow as pa
 from rasterio.windows import Window
 
 from georet.errors import GeoretError, InputError
-from georet.geo import BandStretch, RasterRef, RasterSource, TilingParams, gdal_env, open_landcover
+from georet.geo import BandStretch, RasterRef, RasterSource, TilingParams, open_landcover
 from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, sql_string, tile_schema
 from georet.models import ModelSpec
@@ -86,9 +86,9 @@ class _Worker:
         return spec, device, ref.name, json.dumps(tiling.to_dict()), image_runtime
 
     def rows(self, batch: dict[str, np.ndarray], acquired: str | None) -> pa.Table:
-        with gdal_env(self.source.ref.remote):  # GDAL options are per thread, and Ray picks the thread
-            tiles = [self.source.read(Window(int(c), int(r), int(w), int(h)))
-                     for c, r, w, h in zip(batch["col"], batch["row"], batch["width"], batch["height"])]
+        # each read enters GDAL's options in the thread Ray runs it on (RasterSource keeps none open)
+        tiles = [self.source.read(Window(int(c), int(r), int(w), int(h)))
+                 for c, r, w, h in zip(batch["col"], batch["row"], batch["width"], batch["height"])]
         min_valid = self.source.params.min_valid
         tiles = [t for t in tiles if t.valid_fraction >= min_valid and t.valid_fraction > 0.0]
         if not tiles:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from georet.search.catalog import TileCatalog
-from georet.search.relations import WHOLE_QUERY_WEIGHT, Change, subject_candidates
+from georet.search.relations import WHOLE_QUERY_WEIGHT, Change, ScenePrior, subject_candidates
 
 #: two tiles show the same place when they share this share of the smaller footprint
 SAME_PLACE_SHARE = 0.5
@@ -128,20 +128,20 @@ def _pick(place: np.ndarray, share: np.ndarray, allowed: np.ndarray, order: np.n
 
 
 def rank_change(change: Change, catalog: TileCatalog, phrase_vectors: np.ndarray, k: int,
-                earlier: np.ndarray, later: np.ndarray, prior_boost: np.ndarray | None = None,
+                earlier: np.ndarray, later: np.ndarray, prior: ScenePrior | None = None,
                 stay_weight: float = STAY_WEIGHT, whole_weight: float = WHOLE_QUERY_WEIGHT) -> ChangeRanking:
     """Rank the places of ``catalog`` for ``change`` (see the module docstring).
 
     ``phrase_vectors`` are the unit vectors of (before phrase, after phrase, whole sentence), a missing
     phrase's row unused; ``earlier``/``later`` (bool per tile) the tiles each side may take, dated ones only;
-    ``prior_boost`` (2, tiles) the weighted scene prior of the two phrases.
+    ``prior`` the weighted scene prior of the two phrases.
     """
     _, codes = catalog.date_codes
     earlier, later = earlier & (codes >= 0), later & (codes >= 0)
     z = zscores_by_date(catalog.vectors @ np.asarray(phrase_vectors, dtype=catalog.vectors.dtype).T,
                         catalog.date_groups)
-    if prior_boost is not None:
-        z[:, :2] += prior_boost.T
+    if prior is not None:
+        z[:, :2] += prior.table().T
     z_before, z_after, z_whole = z[:, 0], z[:, 1], z[:, 2]
     pool = subject_candidates(k)
     sides = {"became": ((z_before, earlier), (z_after, later)), "new": ((z_after, later),),

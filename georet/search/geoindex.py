@@ -19,6 +19,7 @@ import base64
 import contextlib
 import io
 import math
+import threading
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -74,9 +75,9 @@ from georet.search.relations import (
     SCENE_PRIOR_WEIGHT,
     Change,
     Relation,
+    ScenePrior,
     parse_query,
     rank_relational,
-    scene_prior_boost,
     subject_candidates,
 )
 from georet.search.request import Example, SearchRequest
@@ -115,6 +116,7 @@ class GeoIndex:
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
         self._map_tiles: dict[str, MapTiles | GeoretError] = {}
+        self._map_tiles_lock = threading.Lock()
         self._vector_index: bool = False
         self._vector_index_version: int | None = None
         if model is not None:
@@ -597,9 +599,9 @@ class GeoIndex:
         if len(catalog) == 0 or (area is not None and area.is_empty):
             return result([], near_m or 0.0)
         phrases = self._embed_queries([relation.subject, relation.partner, relation.text])
-        boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
+        prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
         eligible = self._eligible(catalog, area, scene, when)
-        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, boost,
+        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, prior,
                                   subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
         rows: dict[int, dict] = {}
@@ -644,9 +646,9 @@ class GeoIndex:
         later = self._eligible(catalog, area, request.scene, request.when_range) \
             & (catalog.dated_within(request.to_range) if request.to_range else True)
         phrases = self._embed_queries([change.before or change.after, change.after or change.before, change.text])
-        boost = prior_weight * self.scene_prior(phrases[:2], catalog) if prior_weight else None
+        prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
         ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
-                              earlier, later, boost)
+                              earlier, later, prior)
         rows = catalog.rows(ranking.after.tolist())  # the hits are the later tiles: only their rows are read
         hits, befores = [], []
         for i, (after, before) in enumerate(zip(ranking.after.tolist(), ranking.before.tolist())):
@@ -703,15 +705,15 @@ class GeoIndex:
         model of the identity it stores) and the wording settings."""
         return query_model_key(self.store.model_identity, wording_settings(SHORT_QUERY_WORDS))
 
-    def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog) -> np.ndarray:
-        """(phrases, tiles) scene prior over the index's scene labels; zero when fewer than two labels exist."""
+    def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog, weight: float = 1.0) -> ScenePrior | None:
+        """The scene prior of ``phrases`` over the index's scene labels; None when fewer than two labels exist."""
         classes = catalog.scene_classes
         if len(classes) < 2:
-            return np.zeros((len(phrases), len(catalog)))
+            return None
         key = tuple(c.label for c in classes)
         if key not in self._zero_shot:  # class prompts are encoded once per model and label set
             self._zero_shot[key] = ZeroShotScenes(self.text_model, classes, vocabulary=self._vocabulary)
-        return scene_prior_boost(self._zero_shot[key].probabilities(phrases), catalog.scene_codes)
+        return ScenePrior.of(self._zero_shot[key].probabilities(phrases), catalog.scene_codes, weight)
 
     def catalog(self) -> TileCatalog:
         """Vectors and footprints of every tile, read once and cached until the table changes."""
@@ -757,15 +759,24 @@ class GeoIndex:
         """The open map-tile reader of one source (its bands and stretch as indexed), opened once."""
         from georet.geo.maptiles import MapTiles  # GDAL: imported by the map's first tile, not by every search
 
-        if name not in self._map_tiles:
-            tiling = entry.get("tiling", {})
-            params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
-                                  assume_crs=tiling.get("assume_crs"), stretch=tiling.get("stretch", "auto"))
-            try:
-                self._map_tiles[name] = MapTiles(RasterRef(name, entry.get("href", name)), params)
-            except GeoretError as exc:
-                self._map_tiles[name] = exc
-        return self._map_tiles[name]
+        with self._map_tiles_lock:  # two map requests at once open a raster once
+            if name not in self._map_tiles:
+                tiling = entry.get("tiling", {})
+                params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
+                                      assume_crs=tiling.get("assume_crs"), stretch=tiling.get("stretch", "auto"))
+                try:
+                    self._map_tiles[name] = MapTiles(RasterRef(name, entry.get("href", name)), params)
+                except GeoretError as exc:
+                    self._map_tiles[name] = exc
+            return self._map_tiles[name]
+
+    def close(self) -> None:
+        """Close the rasters the web map's imagery opened (the server does on shutdown)."""
+        with self._map_tiles_lock:
+            for tiles in self._map_tiles.values():
+                if not isinstance(tiles, GeoretError):
+                    tiles.close()
+            self._map_tiles.clear()
 
     def thumbnail(self, tile_id: str):
         """The stored thumbnail of one tile as a PIL image."""

@@ -49,8 +49,10 @@ and phrase vectors: encoding text and fetching rows is
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -181,7 +183,7 @@ class SampledZ:
     """
 
     def __init__(self, vectors: np.ndarray, phrase: np.ndarray, sample_vectors: np.ndarray,
-                 boost: np.ndarray | None):
+                 boost: Callable[[np.ndarray], np.ndarray] | None):
         self.vectors, self.phrase, self.boost = vectors, phrase, boost
         cosines = sample_vectors @ phrase
         self.mean, self.std = float(cosines.mean()), float(cosines.std()) or 1.0
@@ -201,7 +203,7 @@ class SampledZ:
 
     def _score(self, positions: np.ndarray) -> None:
         z = (self.vectors[positions] @ self.phrase - self.mean) / self.std
-        self.values[positions] = z + self.boost[positions] if self.boost is not None else z
+        self.values[positions] = z + self.boost(positions) if self.boost is not None else z
         self.known[positions] = True
 
 
@@ -252,17 +254,37 @@ def score_relation(relation: Relation, z_subject: np.ndarray, z_partner: np.ndar
     return np.array(kept, dtype=int), np.array(scores), np.array(best_partner), partners
 
 
-def scene_prior_boost(phrase_probs: np.ndarray, tile_classes: np.ndarray) -> np.ndarray:
-    """(phrases, tiles): ``P_phrase(scene of the tile) / max_c P_phrase(c)``; 0 for unlabelled tiles.
+@dataclass(frozen=True)
+class ScenePrior:
+    """The scene prior of some phrases, kept per class and looked up per tile when read.
 
-    ``phrase_probs`` (phrases, classes) are the phrases' zero-shot class
-    probabilities; ``tile_classes`` each tile's column in them, -1 when the tile
-    has no scene (:attr:`TileCatalog.scene_codes`). Dividing by the best class
-    makes the boost 1 for the phrase's most likely class whatever the number of classes.
+    For phrase p and a tile of class c it is ``P_p(c) / max_c' P_p(c')`` (times a weight): 1 for the phrase's
+    most likely class whatever the number of classes, 0 for unlabelled tiles. The whole (phrases, tiles)
+    table is a gather over every tile (~10 ms a phrase at a million tiles); the candidate stage of relational
+    search reads a few thousand tiles (:meth:`at`).
     """
-    probs = (phrase_probs / phrase_probs.max(axis=1, keepdims=True)).astype(np.float32)
-    with_none = np.concatenate([probs, np.zeros((len(probs), 1), np.float32)], axis=1)
-    return with_none[:, tile_classes]  # class -1 (no scene) picks the zero column: one gather per phrase
+
+    per_class: np.ndarray  # (phrases, classes + 1); the last column, for tiles without a scene, is 0
+    codes: np.ndarray  # (tiles,) each tile's class column, -1 (the zero column) for none
+
+    @classmethod
+    def of(cls, phrase_probs: np.ndarray, tile_classes: np.ndarray, weight: float = 1.0) -> "ScenePrior":
+        """From the phrases' zero-shot class probabilities (phrases, classes) and each tile's column in them
+        (:attr:`TileCatalog.scene_codes`, -1 when the tile has no scene)."""
+        probs = (weight * phrase_probs / phrase_probs.max(axis=1, keepdims=True)).astype(np.float32)
+        return cls(np.concatenate([probs, np.zeros((len(probs), 1), np.float32)], axis=1), tile_classes)
+
+    def at(self, phrase: int, positions: np.ndarray) -> np.ndarray:
+        return self.per_class[phrase, self.codes[positions]]
+
+    def table(self) -> np.ndarray:
+        """(phrases, tiles): one gather per phrase."""
+        return self.per_class[:, self.codes]
+
+
+def scene_prior_boost(phrase_probs: np.ndarray, tile_classes: np.ndarray) -> np.ndarray:
+    """(phrases, tiles) :class:`ScenePrior` table of weight 1."""
+    return ScenePrior.of(phrase_probs, tile_classes).table()
 
 
 @dataclass(frozen=True)
@@ -287,14 +309,13 @@ def subject_candidates(k: int) -> int:
 
 def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np.ndarray, k: int,
                     near_m: float | None = None, eligible: np.ndarray | None = None,
-                    prior_boost: np.ndarray | None = None, candidates: int | None = None,
+                    prior: ScenePrior | None = None, candidates: int | None = None,
                     subject_pool: np.ndarray | None = None) -> RelationalRanking:
     """Rank the subject tiles of ``catalog`` for ``relation`` (see the module docstring).
 
     ``phrase_vectors`` are the unit vectors of (subject, partner, whole sentence);
     ``eligible`` (bool per tile) restricts the subjects, partners may lie anywhere;
-    ``prior_boost`` (2, tiles) is added to the subject and partner z-scores (the
-    weighted scene prior). Only the best ``candidates`` subjects (default
+    ``prior`` (of the two phrases) is added to the subject and partner z-scores. Only the best ``candidates`` subjects (default
     :func:`subject_candidates`) are scored. ``subject_pool`` (tile positions, e.g. a vector
     index's nearest tiles to the subject phrase) limits the subjects considered,
     and then z-scores are computed only where needed, normalised over
@@ -303,16 +324,17 @@ def rank_relational(relation: Relation, catalog: TileCatalog, phrase_vectors: np
     n = len(catalog)
     near_m = near_m if near_m is not None else NEAR_TILE_FRACTION * catalog.geometry.tile_side_m
     phrases = np.asarray(phrase_vectors, dtype=catalog.vectors.dtype)
-    boosts = prior_boost if prior_boost is not None else (None, None)
     if subject_pool is not None:
-        z_subject, z_partner = (SampledZ(catalog.vectors, p, catalog.stats_vectors, b)
-                                for p, b in zip(phrases[:2], boosts))
+        z_subject, z_partner = (SampledZ(catalog.vectors, phrases[i], catalog.stats_vectors,
+                                         None if prior is None else functools.partial(prior.at, i))
+                                for i in (0, 1))
         z_whole = SampledZ(catalog.vectors, phrases[2], catalog.stats_vectors, None)
     else:
         # one pass over the vectors for the three phrases: at a million tiles the scan is memory-bound
         z_subject, z_partner, z_whole = (_zscore(column) for column in (catalog.vectors @ phrases.T).T)
-        if prior_boost is not None:
-            z_subject, z_partner = z_subject + prior_boost[0], z_partner + prior_boost[1]
+        if prior is not None:
+            boost = prior.table()
+            z_subject, z_partner = z_subject + boost[0], z_partner + boost[1]
     pool = np.arange(n) if subject_pool is None else np.unique(subject_pool)
     if eligible is not None:
         pool = pool[eligible[pool]]

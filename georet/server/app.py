@@ -88,6 +88,8 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
     async def lifespan(_app):
         warm()
         yield
+        if state["index"] is not None:
+            state["index"].close()
 
     app = FastAPI(title="georet", summary="Search satellite and aerial imagery with words",
                   version=_version(), lifespan=lifespan)
