@@ -113,13 +113,32 @@ class TileCatalog:
     def nearest(self, query: np.ndarray, k: int, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Positions and cosine distances of the ``k`` tiles nearest to ``query`` by the table's vector index
         (:data:`~georet.index.ANN_NPROBES` probes, an exact re-rank of ``ANN_REFINE_FACTOR``·k unless
-        ``refine`` is off), at the catalog's version. Asks Lance directly: LanceDB's query builder adds
-        ~1.5 ms of async round trips to a 10 ms search."""
-        nearest = {"column": "vector", "q": query, "k": k, "nprobes": ANN_NPROBES, "metric": "cosine"}
+        ``refine`` is off), at the catalog's version.
+
+        The exact re-rank is done here (:meth:`rerank`), on the vectors in memory: Lance's would read the
+        candidates' vectors from disk again (12.2 ms a query at a million tiles against 9.4, the same tiles
+        in the same order on 50 real captions: ``experiments/fast_queries``)."""
         if refine:
-            nearest["refine_factor"] = ANN_REFINE_FACTOR
-        found = self.dataset.to_table(columns=["tile_id", "_distance"], nearest=nearest)
+            return self.rerank(self.candidates(query, k * ANN_REFINE_FACTOR), query, k)
+        found = self._search(query, k)
         return self.positions(found["tile_id"].to_pylist()), found["_distance"].to_numpy()
+
+    def candidates(self, query: np.ndarray, n: int) -> np.ndarray:
+        """Positions of the ``n`` tiles nearest to ``query`` by the vector index alone (its approximate
+        distances, not re-ranked): what :meth:`rerank` orders exactly for this or a nearby query."""
+        return self.positions(self._search(query, n)["tile_id"].to_pylist())
+
+    def rerank(self, positions: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` of ``positions`` nearest to ``query`` by exact cosine distance, nearest first."""
+        distances = 1.0 - self.vectors[positions] @ np.asarray(query, dtype=self.vectors.dtype)
+        best = np.argsort(distances, kind="stable")[:k]
+        return positions[best], distances[best]
+
+    def _search(self, query: np.ndarray, k: int) -> pa.Table:
+        """Lance's nearest neighbours by the vector index, asked directly: LanceDB's query builder adds ~1.5 ms
+        of async round trips to a 10 ms search."""
+        nearest = {"column": "vector", "q": query, "k": k, "nprobes": ANN_NPROBES, "metric": "cosine"}
+        return self.dataset.to_table(columns=["tile_id", "_distance"], nearest=nearest)
 
     def rows(self, positions: Sequence[int]) -> dict[int, dict]:
         """Result rows (:data:`~georet.search.results.ROW_COLUMNS`) of some tiles, by catalog position.
