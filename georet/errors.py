@@ -3,7 +3,9 @@
 The CLI prints the message as a single line and exits non-zero; anything else
 escaping the library is a bug and keeps its traceback (``GEORET_DEBUG=1``).
 The subclasses say what kind of problem it is, so a shell maps them without
-reading messages (the server: 404, 403, 409, else 400).
+reading messages (the server: 404, 403, 409, else 400); as rasterio's do, the kinds that
+mean one of Python's own also subclass it (``InputError`` a ``ValueError``, ``NotFoundError`` a
+``LookupError``).
 
 A message that names an option writes it as ``{name}`` and lists it in
 ``names``: the library spells it as its parameter (``bbox_crs``), the CLI as
@@ -41,8 +43,9 @@ def _restore(cls: type, args: tuple, state: dict) -> GeoretError:
     return error
 
 
-class NotFoundError(GeoretError):
-    """Something named does not exist: a file, a tile, a label set, an index."""
+class NotFoundError(GeoretError, LookupError):
+    """Something named does not exist: a file, a tile, a label set, an index (a ``LookupError`` too, so code
+    that asks for something by name catches it as Python's own kind)."""
 
 
 class ReadOnlyError(GeoretError):
@@ -53,8 +56,9 @@ class ConflictError(GeoretError):
     """What exists was made for something else: an index or cache of another model, a file that is not georet's."""
 
 
-class InputError(GeoretError):
-    """A bad value for one named parameter: ``bbox: must be four numbers`` (the CLI: ``--bbox: ...``)."""
+class InputError(GeoretError, ValueError):
+    """A bad value for one named parameter: ``bbox: must be four numbers`` (the CLI: ``--bbox: ...``); a
+    ``ValueError`` too, as Python's own bad values are."""
 
     def __init__(self, param: str, problem: str, *, names: Sequence[str] = ()):
         self.param, self.problem = param, problem

@@ -307,3 +307,19 @@ def test_a_raster_s_stretch_is_sampled_once_for_all_its_scales(tmp_path, tiny_mo
             np.testing.assert_array_equal(given.read(given.windows()[5]).pixels, own.read(own.windows()[5]).pixels)
         with RasterSource(hazy, TilingParams(tile_size=64), stretch=None) as unstretched:
             assert not unstretched.stretched and unstretched.read(unstretched.windows()[5]).pixels.min() >= 90
+
+
+def test_tiling_options_fail_as_the_parameter_they_name_and_as_python_s_own_kind():
+    """Every tiling parser names its parameter (the CLI spells it as the flag) and raises a ValueError, as
+    Python's own parsers do; a missing thing is a LookupError."""
+    from georet.errors import InputError, NotFoundError
+    from georet.geo import parse_bands, parse_stride, parse_tile_size
+
+    for parse, value, param in ((parse_tile_size, "2 miles", "tile_size"), (parse_tile_size, "12.5", "tile_size"),
+                                (parse_stride, "-1", "stride"), (parse_bands, "0,1,2", "bands"),
+                                (parse_bands, "red", "bands")):
+        with pytest.raises(InputError) as caught:
+            parse(value)
+        assert caught.value.param == param and isinstance(caught.value, ValueError)
+        assert caught.value.render(lambda name: "--" + name.replace("_", "-")).startswith(f"--{param.replace('_', '-')}: ")
+    assert issubclass(NotFoundError, LookupError)

@@ -210,13 +210,13 @@ def parse_tile_size(value: int | str) -> tuple[float, str]:
     text = str(value).strip().lower()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(px|m|km)?", text)
     if not match or float(match.group(1)) <= 0:
-        raise GeoretError(f"tile size must look like 256, 256px, 200m or 1.5km; got {value!r}")
+        raise InputError("tile_size", f"must look like 256, 256px, 200m or 1.5km; got {value!r}")
     number, unit = float(match.group(1)), match.group(2) or "px"
     if unit == "km":
         return number * 1000.0, "m"
     if unit == "px":
         if not number.is_integer():
-            raise GeoretError(f"a tile size in pixels must be a whole number; got {value!r}")
+            raise InputError("tile_size", f"in pixels must be a whole number; got {value!r}")
         check_tile_px(int(number))
     return number, unit
 
@@ -230,7 +230,7 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise InputError("bands", f"takes band numbers like 4,3,2; got {text!r}") from None
     if any(b < 1 for b in bands):
-        raise GeoretError(f"band numbers start at 1; got {text!r}")
+        raise InputError("bands", f"band numbers start at 1; got {text!r}")
     return bands
 
 
