@@ -318,12 +318,41 @@ def test_training_steps_write_plug_in_checkpoints(mini, tmp_path, method, loss):
     assert evaluate(trained, val) == pytest.approx(selected, abs=1e-6)
 
 
-def test_training_resumes_where_it_stopped(mini, tmp_path):
+def test_training_resumes_where_it_stopped(mini, tmp_path, monkeypatch):
+    """A run killed after 3 of its 5 steps and run again ends with the weights, optimiser moments and negative
+    queues of a run that never stopped (batches, augmentations and views are drawn per step)."""
+    queue = ["loss.queue_size=16"]
+    recipe = _config(mini, tmp_path / "resume", "focus", checkpoint_every_steps=1, max_steps=5) + queue
     out = tmp_path / "resume"
-    first = train(load_config(None, _config(mini, out, "focus", checkpoint_every_steps=1)))
-    assert first["steps"] == 3
-    second = train(load_config(None, _config(mini, out, "focus", checkpoint_every_steps=1, max_steps=5)))
+    real_step, steps = torch.optim.AdamW.step, []
+
+    def dies_in_step_4(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 4:
+            raise KeyboardInterrupt  # as a kill: the state of step 3 is on disk, nothing after it
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dies_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, recipe))
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert torch.load(out / "resume.pt", weights_only=False)["step"] == 3
+    second = train(load_config(None, recipe))
     assert second["steps"] == 5 and [h["step"] for h in second["history"]] == [5]
+    straight = tmp_path / "straight"
+    train(load_config(None, _config(mini, straight, "focus", checkpoint_every_steps=1, max_steps=5) + queue))
+    resumed, whole = (torch.load(d / "resume.pt", weights_only=False) for d in (out, straight))
+    assert resumed["step"] == whole["step"] == 5
+    assert resumed["trainable"].keys() == whole["trainable"].keys()
+    for name, tensor in whole["trainable"].items():
+        torch.testing.assert_close(resumed["trainable"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    moments = [(a, b) for s_a, s_b in zip(resumed["optimizer"]["state"].values(), whole["optimizer"]["state"].values())
+               for a, b in ((s_a["exp_avg"], s_b["exp_avg"]), (s_a["exp_avg_sq"], s_b["exp_avg_sq"]))]
+    assert len(moments) > 2
+    for a, b in moments:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for name, tensor in whole["queues"].items():
+        torch.testing.assert_close(resumed["queues"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -155,6 +155,10 @@ def fit(encoder: Encoder, pairs: Pairs, val: EvalSet, val_split: RetrievalSplit,
         if queues is not None and state.get("queues"):
             queues.load_state_dict(state["queues"])
         step, best, best_state = state["step"], state["best"], state["best_state"]
+        if state.get("torch_rng") is not None:  # dropout draws from torch's generators: go on where they stopped
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def checkpoint(kind: str, metrics: dict) -> None:
         if save is not None:
@@ -165,7 +169,9 @@ def fit(encoder: Encoder, pairs: Pairs, val: EvalSet, val_split: RetrievalSplit,
             partial = resume.with_name(resume.name + ".partial")  # a kill mid-save leaves the last whole state
             torch.save({"trainable": trainable_state(model), "step": step, "best": best, "best_state": best_state,
                         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                        "queues": queues.state_dict() if queues is not None else None}, partial)
+                        "queues": queues.state_dict() if queues is not None else None,
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, partial)
             partial.replace(resume)
 
     def validate() -> dict[str, float]:
