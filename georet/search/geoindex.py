@@ -41,7 +41,6 @@ from georet.geo import (
     ZeroShotScenes,
     tile_legend,
 )
-from georet.geo.dates import DateRange
 from georet.geo.scenes import FewShotMethod
 from georet.index import (
     ANN_NPROBES,
@@ -69,6 +68,7 @@ from georet.search.feedback import (
     score_tiles,
     touching_groups,
 )
+from georet.search.filters import TileFilter
 from georet.search.query_cache import QueryVectorCache, ResultCache, query_model_key, wording_settings
 from georet.search.relations import (
     RELATION_COLUMNS,
@@ -243,8 +243,7 @@ class GeoIndex:
         # neighbours of an overlapping index show the same place: ask for more, keep the best of each place
         fetch = request.k * fetch_factor
         if like or unlike:
-            hits = self._example_search(request.text, like, unlike, fetch, request.area, request.scene,
-                                        request.when_range, request.scorer)
+            hits = self._example_search(request.text, like, unlike, fetch, TileFilter.of(request), request.scorer)
         else:
             hits = self._text_search(request, fetch)
         if overlapping:
@@ -355,7 +354,7 @@ class GeoIndex:
 
     def _text_search(self, request: SearchRequest, k: int) -> gpd.GeoDataFrame:
         """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""
-        text, area, scene, when = request.text, request.area, request.scene, request.when_range
+        text, scene, where = request.text, request.scene, TileFilter.of(request)
         relation = parse_query(text) if request.relational else None
         prior = SCENE_PRIOR_WEIGHT if request.scene_prior is None else request.scene_prior
         if (request.from_range or request.to_range) and not isinstance(relation, Change):
@@ -367,66 +366,62 @@ class GeoIndex:
         if isinstance(relation, Change):
             return self._change_search(relation, k, request, prior)
         if relation is not None:
-            return self._relational_search(relation, k, request.near_m, area, scene, when, prior)
-        if area is not None and area.is_empty:
+            return self._relational_search(relation, k, request.near_m, where, prior)
+        if where.keeps_none:
             return _with_kind(to_frame([]), "text")
         query = self._embed_queries([text])[0]
         name = names_a_thing(text)
         pool = None
         if name:  # its best places stand in for examples marked right
-            pool = self._feedback_pool(query, k, area, scene, when)
-            query = pseudo_feedback_query(query, self._best_places(query, area, scene, when, pool))
-        hits = self._nearest_hits(query, k, area, scene, when, pool=pool)
+            pool = self._feedback_pool(query, k, where)
+            query = pseudo_feedback_query(query, self._best_places(query, where, pool))
+        hits = self._nearest_hits(query, k, where, pool=pool)
         if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
         return _with_kind(to_frame(hits), "pseudo-feedback" if name else "text")
 
-    def _feedback_pool(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
-                       ) -> np.ndarray | None:
+    def _feedback_pool(self, query: np.ndarray, k: int, where: TileFilter) -> np.ndarray | None:
         """Where the vector index answers (warm, no filter): the candidates of one index search that both of
         pseudo-feedback's rankings (the query's best places, then the moved query's hits) re-rank exactly. The
         moved query lies between the query and its best places, so its nearest tiles are among the query's
         candidates: the same top 10 in the same order as a second index search on 30 names at a million tiles
         (``experiments/fast_queries``), one index search fewer. None elsewhere (each ranking is exact)."""
-        if not (self._catalog_is_current() and self._has_vector_index()) or area is not None or scene is not None \
-                or when is not None:
+        if not (self._catalog_is_current() and self._has_vector_index() and where.keeps_all):
             return None
         wanted = max(k, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor())
         return self.catalog().candidates(query, wanted * ANN_REFINE_FACTOR)
 
-    def _best_places(self, query: np.ndarray, area, scene: str | None, when: DateRange | None,
-                     pool: np.ndarray | None = None) -> np.ndarray:
+    def _best_places(self, query: np.ndarray, where: TileFilter, pool: np.ndarray | None = None) -> np.ndarray:
         """Vectors (n, dim) of the :data:`PSEUDO_FEEDBACK_PLACES` best eligible places for ``query``: of tiles
         that show one place (overlapping, or of several sizes) only the best counts."""
-        tiles = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), area, scene, when,
+        tiles = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), where,
                                    with_vectors=True, pool=pool)
         kept = distinct_places(shapely.from_wkb([tile["geometry"] for tile in tiles]), PSEUDO_FEEDBACK_PLACES)
         return np.array([tiles[i]["vector"] for i in kept], dtype=np.float32).reshape(len(kept), len(query))
 
-    def _nearest_hits(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
-                      with_vectors: bool = False, pool: np.ndarray | None = None) -> list[dict]:
+    def _nearest_hits(self, query: np.ndarray, k: int, where: TileFilter, with_vectors: bool = False,
+                      pool: np.ndarray | None = None) -> list[dict]:
         """The ``k`` eligible tiles nearest ``query`` (rows with ``score``, and ``vector`` when asked), by
         the fastest of three ways for the index's size and state (among ``pool``'s candidates when given:
         :meth:`_feedback_pool`)."""
         current = self._catalog_is_current()
         if current and not self._has_vector_index():
-            hits = self._scan_catalog(query, k, area, scene, when)
-        elif current and area is None and scene is None and when is None:
+            hits = self._scan_catalog(query, k, where)
+        elif current and where.keeps_all:
             hits = self._nearest_in_catalog(query, k, pool)
         else:
-            hits = self._search_table(query, k, area, scene, when, ["vector"] if with_vectors and not current else [])
+            hits = self._search_table(query, k, where, ["vector"] if with_vectors and not current else [])
         if with_vectors and current:
             catalog = self.catalog()
             hits = [{**hit, "vector": catalog.vectors[catalog.index_of[hit["tile_id"]]]} for hit in hits]
         return hits
 
-    def _scan_catalog(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None
-                      ) -> list[dict]:
+    def _scan_catalog(self, query: np.ndarray, k: int, where: TileFilter) -> list[dict]:
         """Warm (a server), below the vector-index size: exact search over the vectors in memory is faster
         than any index there."""
         catalog = self.catalog()
         cosines = catalog.vectors @ query
-        return self._top_rows(catalog, cosines, cosines, self._eligible(catalog, area, scene, when), k, area)
+        return self._top_rows(catalog, cosines, cosines, where.mask(catalog), k, where)
 
     def _nearest_in_catalog(self, query: np.ndarray, k: int, pool: np.ndarray | None = None) -> list[dict]:
         """Warm, past the vector-index size, no filter: the index gives ids (or ``pool`` is re-ranked), the
@@ -436,34 +431,18 @@ class GeoIndex:
         rows = catalog.rows(positions)
         return [{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]
 
-    def _search_table(self, query: np.ndarray, k: int, area, scene: str | None, when: DateRange | None,
-                      extra_columns: Sequence[str] = ()) -> list[dict]:
-        """Cold: Lance's nearest neighbours with the scene, the area's bounds and the dates as a prefilter,
-        the exact area and dates checked on the rows, the limit widened until ``k`` hits survive."""
-        clauses = [f"scene = {sql_string(scene)}"] if scene is not None else []
-        if area is not None:
-            minx, miny, maxx, maxy = area.bounds
-            clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
+    def _search_table(self, query: np.ndarray, k: int, where: TileFilter, extra_columns: Sequence[str] = ()
+                      ) -> list[dict]:
+        """Cold: Lance's nearest neighbours with the filter's SQL as a prefilter, its exact test on the rows,
+        the limit widened until ``k`` hits survive."""
         missing = self.store.missing_columns(ROW_COLUMNS)
-        if when is not None:
-            if missing:  # an index from before dates: no tile has one
-                return []
-            # an ISO date of any precision that shares a day with [start, end] sorts at or after start's year
-            # and at or before end: a prefilter the exact test below completes
-            clauses.append(f"acquired >= '{when.start.year:04d}' AND acquired <= '{when.end.isoformat()}'")
-        where = " AND ".join(clauses) or None
+        if where.when is not None and missing:  # an index from before dates: no tile has one
+            return []
         limit = k
         while True:
             hits = self._nearest_rows(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), *extra_columns],
-                                      where)
-            if area is not None:
-                geoms = shapely.from_wkb([h["geometry"] for h in hits])
-                keep = shapely.intersects(geoms, area) if hits else []
-                kept = [h for h, ok in zip(hits, keep) if ok]
-            else:
-                kept = hits
-            if when is not None:
-                kept = [h for h in kept if DateRange.of(h["acquired"]).overlaps(when)]
+                                      where.where())
+            kept = [h for h in hits if where.keeps(h)]
             if len(kept) >= k or len(hits) < limit:
                 break
             limit *= _WIDEN_FACTOR
@@ -479,28 +458,28 @@ class GeoIndex:
         return self.store.dataset.to_table(columns=[*columns, "_distance"], nearest=nearest, filter=where,
                                            prefilter=where is not None).to_pylist()
 
-    def _example_search(self, text: str | None, like: list, unlike: list, k: int, area, scene: str | None,
-                        when: DateRange | None, scorer: Scorer) -> gpd.GeoDataFrame:
+    def _example_search(self, text: str | None, like: list, unlike: list, k: int, where: TileFilter,
+                        scorer: Scorer) -> gpd.GeoDataFrame:
         """Score every tile of the catalog against the text and the examples; the top ``k`` eligible ones."""
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
         query = self._embed_queries([text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
-        eligible = self._eligible(catalog, area, scene, when)
+        eligible = where.mask(catalog)
         for tile_id in positive_ids | negative_ids:
             eligible[catalog.index_of[tile_id]] = False
-        return _with_kind(to_frame(self._top_rows(catalog, scores, rank_key, eligible, k, area)), kind)
+        return _with_kind(to_frame(self._top_rows(catalog, scores, rank_key, eligible, k, where)), kind)
 
     def _catalog_is_current(self) -> bool:
         """Whether every vector is already in memory at the table's current version."""
         return self._catalog is not None and self._catalog.version == self.store.version
 
     def _top_rows(self, catalog: TileCatalog, scores: np.ndarray, rank_key: np.ndarray, eligible: np.ndarray,
-                  k: int, area) -> list[dict]:
-        """Stored rows of the ``k`` best eligible tiles by ``rank_key``, with ``score``; exact ``area`` test."""
+                  k: int, where: TileFilter) -> list[dict]:
+        """Stored rows of the ``k`` best eligible tiles by ``rank_key``, with ``score``; the filter's exact test."""
         candidates = np.flatnonzero(eligible)
-        if area is None and len(candidates) > 4 * k:  # at a million tiles a full sort costs more than the scan
+        if where.area is None and len(candidates) > 4 * k:  # at a million tiles a full sort costs more than the scan
             candidates = candidates[np.argpartition(-rank_key[candidates], 4 * k)[:4 * k]]
         order = candidates[np.argsort(-rank_key[candidates], kind="stable")]
         hits: list[dict] = []
@@ -509,7 +488,7 @@ class GeoIndex:
             rows = catalog.rows(chunk)
             for i in chunk:
                 row = rows[int(i)]
-                if area is None or shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+                if where.keeps(row):
                     hits.append({**row, "score": float(scores[i])})
             if len(hits) >= k:
                 break
@@ -534,21 +513,6 @@ class GeoIndex:
             vectors.append(self.model.encode_images(self.model.preprocess.apply(image[None]))[0])
         dim = catalog.vectors.shape[1] if len(catalog) else self.text_model.dim
         return (np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim), tile_ids)
-
-    @staticmethod
-    def _eligible(catalog: TileCatalog, area, scene: str | None, when: DateRange | None = None) -> np.ndarray:
-        """Tiles a search may return: of ``scene``, acquired ``when``, with bounds touching ``area`` (exact
-        test later)."""
-        eligible = np.ones(len(catalog), dtype=bool)
-        if scene is not None:
-            eligible &= catalog.scenes == scene
-        if when is not None:
-            eligible &= catalog.dated_within(when)
-        if area is not None:
-            minx, miny, maxx, maxy = area.bounds
-            b = catalog.bounds
-            eligible &= (b[:, 2] >= minx) & (b[:, 0] <= maxx) & (b[:, 3] >= miny) & (b[:, 1] <= maxy)
-        return eligible
 
     def _dissolve(self, hits: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         """Touching hits merged into regions: best and mean score, tile count, member ids; best region first."""
@@ -600,11 +564,11 @@ class GeoIndex:
         if scene not in known:
             raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
 
-    def _relational_search(self, relation: Relation, k: int, near_m: float | None, area, scene: str | None,
-                           when: DateRange | None, prior_weight: float) -> gpd.GeoDataFrame:
+    def _relational_search(self, relation: Relation, k: int, near_m: float | None, where: TileFilter,
+                           prior_weight: float) -> gpd.GeoDataFrame:
         """Top ``k`` subject tiles for ``relation``: encode the phrases, rank on the catalog, fetch the rows.
 
-        ``area`` and ``scene`` restrict the subject tiles; partners may lie anywhere.
+        ``where`` restricts the subject tiles; partners may lie anywhere.
         """
         def result(hits: list[dict], used_near_m: float) -> gpd.GeoDataFrame:
             frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
@@ -613,11 +577,11 @@ class GeoIndex:
             return frame
 
         catalog = self.catalog()
-        if len(catalog) == 0 or (area is not None and area.is_empty):
+        if len(catalog) == 0 or where.keeps_none:
             return result([], near_m or 0.0)
         phrases = self._embed_queries([relation.subject, relation.partner, relation.text])
         prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
-        eligible = self._eligible(catalog, area, scene, when)
+        eligible = where.mask(catalog)
         ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, prior,
                                   subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
 
@@ -629,7 +593,7 @@ class GeoIndex:
                 rows.update(catalog.rows([*ranking.tiles[chunk].tolist(),
                                           *(int(p[0]) for p in ranking.partners[chunk] if len(p))]))
             row = rows[int(tile)]
-            if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+            if not where.keeps(row):
                 continue
             partners = ranking.partners[i]
             partner_row = rows.get(int(partners[0])) if len(partners) else None
@@ -653,24 +617,23 @@ class GeoIndex:
         frame_attrs = {"change": change.describe(), "scene_prior": prior_weight,
                        "dates": f"{request.from_date or 'earliest'} → {request.to_date or 'latest'}",
                        "score_kind": "change: z-scores of each phrase among its date's tiles, combined"}
-        area = request.area
-        if len(dates) < 2 or (area is not None and area.is_empty):
+        where = TileFilter.of(request)
+        if len(dates) < 2 or where.keeps_none:
             frame = to_frame([], extra_columns=CHANGE_COLUMNS)
             frame.attrs.update(frame_attrs, acquisitions=len(dates))
             return frame
-        both = self._eligible(catalog, area, None, request.when_range)
-        earlier = both & (catalog.dated_within(request.from_range) if request.from_range else True)
-        later = self._eligible(catalog, area, request.scene, request.when_range) \
-            & (catalog.dated_within(request.to_range) if request.to_range else True)
+        earlier = where.without_scene().mask(catalog) \
+            & (catalog.dated_within(request.from_range) if request.from_range else True)
+        later = where.mask(catalog) & (catalog.dated_within(request.to_range) if request.to_range else True)
         phrases = self._embed_queries([change.before or change.after, change.after or change.before, change.text])
         prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
-        ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if area is not None else 1),
+        ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if where.area is not None else 1),
                               earlier, later, prior)
         rows = catalog.rows(ranking.after.tolist())  # the hits are the later tiles: only their rows are read
         hits, befores = [], []
         for i, (after, before) in enumerate(zip(ranking.after.tolist(), ranking.before.tolist())):
             row = rows[after]
-            if area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), area):
+            if not where.keeps(row):
                 continue
             befores.append(before)
             hits.append({**row, "score": float(ranking.scores[i]), "change": change.kind,
