@@ -112,7 +112,7 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
     for layer in layers:
         served = np.asarray(Image.open(io.BytesIO(index.map_tile(layer["id"], tile.z, tile.x, tile.y))))
         np.testing.assert_array_equal(served, local)
-    opened = [tiles._source.dataset for tiles in index._map_tiles.values()]
+    opened = [tiles._source.dataset for tiles in index._imagery._open.values()]
     index.close()  # as the server does when it stops
     assert len(opened) == 2 and all(dataset.closed for dataset in opened)
 

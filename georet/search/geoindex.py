@@ -19,7 +19,6 @@ import base64
 import contextlib
 import io
 import math
-import threading
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -33,11 +32,9 @@ from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
     TILE_LABEL_TEMPLATES,
     FewShotScenes,
-    RasterRef,
     SceneClass,
     SceneExamples,
     SceneVocabulary,
-    TilingParams,
     ZeroShotScenes,
     tile_legend,
 )
@@ -69,6 +66,7 @@ from georet.search.feedback import (
     touching_groups,
 )
 from georet.search.filters import TileFilter
+from georet.search.imagery import ImageryLayers
 from georet.search.query_cache import QueryVectorCache, ResultCache, query_model_key, wording_settings
 from georet.search.relations import (
     RELATION_COLUMNS,
@@ -85,7 +83,6 @@ from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps
 from georet.search.wording import SHORT_QUERY_WORDS, class_name, embed_queries, names_a_thing
 
 if TYPE_CHECKING:
-    from georet.geo.maptiles import MapTiles
     from georet.models import EmbeddingModel
 
 _WIDEN_FACTOR = 4
@@ -115,8 +112,7 @@ class GeoIndex:
         self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
-        self._map_tiles: dict[str, MapTiles | GeoretError] = {}
-        self._map_tiles_lock = threading.Lock()
+        self._imagery = ImageryLayers(store)
         self._vector_index: bool = False
         self._vector_index_version: int | None = None
         if model is not None:
@@ -711,52 +707,17 @@ class GeoIndex:
         return self.store.dataset.to_table(columns=columns, filter=where).to_pylist()
 
     def imagery(self) -> list[dict[str, Any]]:
-        """The index's rasters a map can show under the hits: number (for :meth:`map_tile`), name, acquisition
-        date, lon/lat bounds and zoom range; a raster that cannot be opened now (moved, offline) says why."""
-        self.store.refresh()
-        layers = []
-        for number, (name, entry) in enumerate(self.store.manifest["sources"].items()):
-            layer = {"id": number, "name": RasterRef(name).display_name, "acquired": entry.get("acquired")}
-            tiles = self._tiles_of(name, entry)
-            if isinstance(tiles, GeoretError):
-                layers.append({**layer, "error": str(tiles)})
-            else:
-                layers.append({**layer, "bounds": tiles.bounds, "zoom": tiles.zoom_range})
-        return layers
+        """The index's rasters a map can show under the hits (:meth:`ImageryLayers.layers`)."""
+        return self._imagery.layers()
 
     def map_tile(self, number: int, z: int, x: int, y: int) -> bytes | None:
         """Web-mercator tile z/x/y of source ``number`` (see :meth:`imagery`) as a PNG in the colours the index
         saw, or None outside the raster."""
-        sources = list(self.store.manifest["sources"].items())
-        if not 0 <= number < len(sources):
-            raise NotFoundError(f"no source {number} in {self.path} (it has {len(sources)})")
-        tiles = self._tiles_of(*sources[number])
-        if isinstance(tiles, GeoretError):
-            raise tiles
-        return tiles.png(z, x, y)
-
-    def _tiles_of(self, name: str, entry: dict[str, Any]) -> MapTiles | GeoretError:
-        """The open map-tile reader of one source (its bands and stretch as indexed), opened once."""
-        from georet.geo.maptiles import MapTiles  # GDAL: imported by the map's first tile, not by every search
-
-        with self._map_tiles_lock:  # two map requests at once open a raster once
-            if name not in self._map_tiles:
-                tiling = entry.get("tiling", {})
-                params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
-                                      assume_crs=tiling.get("assume_crs"), stretch=tiling.get("stretch", "auto"))
-                try:
-                    self._map_tiles[name] = MapTiles(RasterRef(name, entry.get("href", name)), params)
-                except GeoretError as exc:
-                    self._map_tiles[name] = exc
-            return self._map_tiles[name]
+        return self._imagery.tile(number, z, x, y)
 
     def close(self) -> None:
         """Close the rasters the web map's imagery opened (the server does on shutdown)."""
-        with self._map_tiles_lock:
-            for tiles in self._map_tiles.values():
-                if not isinstance(tiles, GeoretError):
-                    tiles.close()
-            self._map_tiles.clear()
+        self._imagery.close()
 
     def thumbnail(self, tile_id: str):
         """The stored thumbnail of one tile as a PIL image."""
