@@ -19,7 +19,8 @@ PYPI_LIMIT = 100 * 2**20
 
 @pytest.mark.slow
 def test_georet_and_georet_small_weights_are_wheels_under_pypi_s_limit(tmp_path):
-    # built from clean copies: setuptools keeps files of earlier builds in a project's build/ folder
+    # built from clean copies (setuptools keeps files of earlier builds in a project's build/ folder), with the
+    # setuptools of this environment (the dev extra pins one that reads PEP 639 licences): no download
     for project in (ROOT, ROOT / "packages" / "georet-small-weights"):
         source = tmp_path / "src" / project.name
         for name in ("pyproject.toml", "README.md", "LICENSE"):
