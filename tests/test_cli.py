@@ -93,7 +93,7 @@ def test_bad_input_gives_one_line_error_and_leaves_index_unchanged(cli_index, ra
         (("index", not_raster, "--db", cli_index, *TINY), "not a readable raster"),
         (("index", rasters["no_crs"], "--db", cli_index, *TINY), "has no CRS"),
         (("index", rasters["utm"], "--db", cli_index, "--bands", "9,8,7", *TINY), "utm_rgb.tif has 3 band(s); band 9 was asked for"),
-        (("index", rasters["utm"], "--db", cli_index, "--tile-size", "big", *TINY), "tile size"),
+        (("index", rasters["utm"], "--db", cli_index, "--tile-size", "big", *TINY), "--tile-size: must look like 256"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "4", *TINY), "tiles of 4 px are outside"),
         (("index", rasters["utm"], "--db", cli_index, "--tile-size", "100km", *TINY),
          "utm_rgb.tif: tiles of 10000 px are outside what georet takes (8–2048 px per side)"),
