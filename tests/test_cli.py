@@ -210,7 +210,7 @@ def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp
     instead of mixing two."""
     raster = SHARED_DATA / "rasters" / "netherlands_aerial_0.25m.tif"
     db = tmp_path / "nl.db"
-    run_cli("index", raster, "--db", db, *TINY, check=True)
+    invoke_cli("index", raster, "--db", db, *TINY, check=True)
     entry = json.loads((db / "georet.json").read_text())["sources"][str(raster)]
     assert (entry["tile_px"], entry["stride_px"], entry["tile_m"]) == (1000, 667, 250.0)
     assert entry["tiling"]["tile_size"] == "auto" and entry["tiling"]["scale"]["metres"] == 300.0
@@ -221,7 +221,7 @@ def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp
                            "is indexed with other tiling (1000 px tiles every 667 px, from tile size auto); repeat those "
                            "options to add to this index, or re-tile it with --reindex")
     assert _state(db) == before
-    run_cli("index", raster, "--db", db, "--tile-size", "50m", "--stride", "2/3", "--reindex", *TINY, check=True)
+    invoke_cli("index", raster, "--db", db, "--tile-size", "50m", "--stride", "2/3", "--reindex", *TINY, check=True)
     entry = json.loads((db / "georet.json").read_text())["sources"][str(raster)]
     assert (entry["tile_px"], entry["stride_px"]) == (200, 133)
     widths = lancedb.connect(str(db)).open_table("tiles").to_arrow()["width"].to_pylist()
@@ -234,16 +234,16 @@ def test_default_tiles_cover_the_model_ground_and_a_new_tiling_needs_reindex(tmp
 def test_sources_indexed_before_the_stretch_option_are_not_redone(tmp_path, rasters):
     """Their tiles kept their uint8 colours, as ``--stretch auto`` keeps well-exposed ones; --reindex redoes them."""
     db = tmp_path / "old.db"
-    run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    invoke_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
     manifest_file = db / "georet.json"
     manifest = json.loads(manifest_file.read_text())
     for entry in manifest["sources"].values():
         del entry["tiling"]["stretch"]  # as an index written before the option existed
     manifest_file.write_text(json.dumps(manifest))
-    again = run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
+    again = invoke_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", *TINY, check=True)
     assert "indexed 0 tiles" in again.stderr and "16 already indexed" in again.stderr, again.stderr
-    changed = run_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", "--stretch", "always", "--reindex",
-                      *TINY, check=True)
+    changed = invoke_cli("index", rasters["utm"], "--db", db, "--tile-size", "64", "--stretch", "always",
+                         "--reindex", *TINY, check=True)
     assert "indexed 16 tiles" in changed.stderr, changed.stderr
     tiling = json.loads(manifest_file.read_text())["sources"][str(rasters["utm"])]["tiling"]
     assert tiling["stretch"] == "always"

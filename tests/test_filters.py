@@ -33,7 +33,7 @@ def db(tmp_path_factory):
 def filters() -> list[TileFilter]:
     rng = np.random.default_rng(1)
     out = [TileFilter()]
-    for _ in range(30):
+    for _ in range(14):
         x, y = rng.uniform(4.0, 5.0, 2)
         w, h = rng.uniform(0.02, 0.6, 2)
         area = shapely.box(x, y + 47.0, x + w, y + h + 47.0) if rng.random() < 0.8 else None
