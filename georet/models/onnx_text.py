@@ -18,7 +18,6 @@ skip torch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from georet.files import atomic_write
 from georet.models.io import cache_dir
-from georet.models.onnx_image import OPSET
+from georet.models.onnx_image import OPSET, graph_runner
 
 #: bumped when the exported graph changes for the same weights
 TEXT_FORMAT = "georet-onnx-text/1"
@@ -72,34 +71,12 @@ class OnnxTextSide:
 
     def __init__(self, path: str | Path, engine: str = "openvino", threads: int | None = None):
         self.path, self.engine = Path(path), engine
-        if engine == "openvino":
-            import openvino
-
-            hints: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-            compiled_cache = cache_dir("openvino")
-            with contextlib.suppress(OSError):  # a read-only cache only costs each cold query the compile again
-                compiled_cache.mkdir(parents=True, exist_ok=True)
-                hints["CACHE_DIR"] = str(compiled_cache)
-            if threads:
-                hints["INFERENCE_NUM_THREADS"] = threads
-            compiled = openvino.Core().compile_model(str(self.path), "CPU", hints)
-            request = compiled.create_infer_request()
-
-            def run(ids: np.ndarray) -> list[np.ndarray]:
-                outputs = request.infer({0: ids})
-                return [outputs[compiled.output(i)] for i in range(2)]
-        else:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if threads:
-                options.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-
-            def run(ids: np.ndarray) -> list[np.ndarray]:
-                return session.run(None, {"ids": ids})
-        self._run = run
+        compiled_cache: Path | None = cache_dir("openvino")
+        try:
+            compiled_cache.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only cache only costs each cold query the compile again
+            compiled_cache = None
+        self._run = graph_runner(self.path, engine, threads, compiled_cache, providers=["CPUExecutionProvider"])
 
     def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeddings, sentences = self._run(np.ascontiguousarray(ids, dtype=np.int64))
