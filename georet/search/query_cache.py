@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from georet.files import atomic_write
 from georet.geo import TILE_LABEL_TEMPLATES, read_classes
 from georet.geo.scenes import ANCHOR_TEMPERATURE, ANCHOR_WEIGHT
 
@@ -89,13 +89,8 @@ class QueryVectorCache:
         with self._lock:
             for key in sorted(self._changed):
                 entries = self._entries[key]
-                path = self._path(key)
                 with contextlib.suppress(OSError):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    partial = path.with_suffix(f".{os.getpid()}.partial.npz")
-                    np.savez(partial, texts=np.array(list(entries), dtype=str),
-                             vectors=np.stack(list(entries.values())))
-                    partial.replace(path)
+                    atomic_write(self._path(key), lambda tmp, entries=entries: _write_npz(tmp, entries))
             self._changed.clear()
 
     def _path(self, key: str) -> Path:
@@ -113,6 +108,11 @@ class QueryVectorCache:
                                                                    vectors[-self.capacity:]))
             self._entries[key] = entries
         return self._entries[key]
+
+
+def _write_npz(path: Path, entries: OrderedDict[str, np.ndarray]) -> None:
+    with open(path, "wb") as out:  # a file object: numpy would add ".npz" to a temporary file's name
+        np.savez(out, texts=np.array(list(entries), dtype=str), vectors=np.stack(list(entries.values())))
 
 
 #: results kept per open index: a web map asks the same search again each time the user pans
