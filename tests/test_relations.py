@@ -16,7 +16,6 @@ from georet.search.relations import (
     parse_distance,
     parse_query,
     rank_relational,
-    scene_prior_boost,
     score_relation,
 )
 
@@ -131,7 +130,7 @@ def test_and_accepts_the_tile_itself():
 # -- the query-time scene prior -------------------------------------------------------------
 def test_scene_prior_boost_is_relative_to_the_best_class():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])  # two phrases over classes airport, farmland, river
-    boost = scene_prior_boost(probs, np.array([1, -1, 0, -1]))  # tiles: farmland, unlabelled, airport, unlabelled
+    boost = ScenePrior.of(probs, np.array([1, -1, 0, -1])).table()  # tiles: farmland, unlabelled, airport, unlabelled
     assert boost == pytest.approx(np.array([[0.2 / 0.7, 0, 1, 0], [0.125, 0, 0.125, 0]]))
 
 
@@ -156,7 +155,6 @@ def test_scene_prior_changes_the_ranking():
     assert [c.label for c in catalog.scene_classes] == ["airport", "farmland", "river"]
     assert catalog.scene_codes.tolist() == [1, 2, 1, 0, 2, 1]
     prior = ScenePrior.of(probs, catalog.scene_codes)
-    np.testing.assert_array_equal(prior.table(), scene_prior_boost(probs, catalog.scene_codes))
     np.testing.assert_array_equal(prior.at(1, np.array([5, 2])), prior.table()[1, [5, 2]])
     with_prior = rank_relational(relation, catalog, phrases, k=2, near_m=1.0,
                                  eligible=np.array([1, 0, 0, 1, 0, 0], bool), prior=prior)

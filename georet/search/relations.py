@@ -282,11 +282,6 @@ class ScenePrior:
         return self.per_class[:, self.codes]
 
 
-def scene_prior_boost(phrase_probs: np.ndarray, tile_classes: np.ndarray) -> np.ndarray:
-    """(phrases, tiles) :class:`ScenePrior` table of weight 1."""
-    return ScenePrior.of(phrase_probs, tile_classes).table()
-
-
 @dataclass(frozen=True)
 class RelationalRanking:
     """Subject tiles ranked for a relation, best first, with what explains each score."""
