@@ -484,8 +484,11 @@ def optimize(db) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (other than loopback needs --token).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0 = any free port; the URL is printed).")
 @click.option("--token", envvar="GEORET_TOKEN", help="Require 'Authorization: Bearer TOKEN' on every request [env GEORET_TOKEN].")
+@click.option("--max-pending", type=click.IntRange(min=1),
+              help="Requests in progress past which new ones get 503 with Retry-After [default: about a 3 s queue; "
+                   "docs/reliability.md].")
 @device_option
-def serve(db, host, port, token, device) -> None:
+def serve(db, host, port, token, max_pending, device) -> None:
     """Keep the index, its model and vectors warm: HTTP API (docs at /docs) and a web map at /."""
     from georet.server import serve as run_server
 
@@ -494,7 +497,8 @@ def serve(db, host, port, token, device) -> None:
         click.echo(url)  # alone on stdout, for programs that start the server (the QGIS panel)
         sys.stdout.flush()
 
-    run_server(db, host=host, port=port, token=token, device=device, on_listening=announce)
+    run_server(db, host=host, port=port, token=token, device=device, max_pending=max_pending,
+               on_listening=announce)
 
 
 def _split_ids(values: tuple[str, ...]) -> list[str]:

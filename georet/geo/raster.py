@@ -18,8 +18,9 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, Interleaving, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
@@ -46,6 +47,14 @@ _STRETCH_OVERVIEW_PX = 1024
 MAX_READ_PX = 512
 #: Largest side of an example image (``read_image``): a chip, not a whole scene.
 MAX_EXAMPLE_PX = 4096
+#: Largest block (one compressed tile or strip, decoded whole by GDAL for any pixel in it) georet reads:
+#: what one read may hold in memory. Real products use blocks of at most a few MB.
+MAX_BLOCK_BYTES = 256 * 2**20
+#: Largest ratio of a local raster's pixels (the bands read) to its file size, once it inflates past
+#: :data:`BOMB_MIN_BYTES`. Deflate cannot compress beyond 1032:1, so beyond this a file is a decompression bomb
+#: (or blocks never written): gigabytes of nothing an index would spend hours on.
+MAX_INFLATION = 2000
+BOMB_MIN_BYTES = 2**30
 
 #: per-band (lows, highs) a raster's values are stretched from to 0–255; None: its uint8 values as they are
 BandStretch = tuple[np.ndarray, np.ndarray]
@@ -166,13 +175,57 @@ class RasterSource:
                 raise InputError("assume_crs", f"not a CRS: {params.assume_crs!r}") from None
         else:
             self.crs = ds.crs
-        if ds.transform.is_identity:
-            raise GeoretError(f"{self.ref.name}: raster has no geotransform (pixel grid not georeferenced)")
+        self._check_georeference()
         self.bands = self._choose_bands()
+        self._check_inflation()
         self.metres_per_pixel = metres_per_pixel(ds.transform, self.crs, (ds.bounds.bottom + ds.bounds.top) / 2)
         tile_px, stride_px = tile_and_stride_px(params, self.metres_per_pixel, ds.width, ds.height)
         self.grid = TileGrid(self.ref.name, ds.width, ds.height, ds.transform, self.crs, tile_px, stride_px)
         self._stretch = self._estimate_stretch() if isinstance(self.stretch, str) else self.stretch
+
+    def _check_georeference(self) -> None:
+        """Refuse a pixel grid no footprint can be drawn from: none, degenerate, not finite, or in a CRS with no
+        way to longitude and latitude (an engineering or local grid)."""
+        name, transform = self.ref.name, self.dataset.transform
+        if transform.is_identity:
+            raise GeoretError(f"{name}: raster has no geotransform (pixel grid not georeferenced)")
+        if not all(np.isfinite(transform[:6])):
+            raise GeoretError(f"{name}: its geotransform is not finite ({tuple(transform[:6])})")
+        if transform.determinant == 0:
+            raise GeoretError(f"{name}: its geotransform is degenerate: pixels of {transform.a} x {transform.e} "
+                              "map units have no area")
+        if not (self.crs.is_geographic or self.crs.is_projected):
+            raise GeoretError(f"{name}: its CRS ({self.crs.to_string()[:60]}) is neither geographic nor projected, "
+                              "so its tiles cannot be placed on the map; reproject it (gdalwarp -t_srs EPSG:xxxx)")
+        centre = transform * (self.dataset.width / 2, self.dataset.height / 2)
+        try:
+            lon, lat = warp_points(self.crs, "EPSG:4326", [centre[0]], [centre[1]])
+        except Exception:  # noqa: BLE001 - PROJ's errors have no common type; all mean the same here
+            lon, lat = [np.nan], [np.nan]
+        if not (np.isfinite(lon[0]) and np.isfinite(lat[0])):
+            raise GeoretError(f"{name}: its centre cannot be transformed from {self.crs.to_string()[:60]} to "
+                              "longitude and latitude (a CRS PROJ cannot use, or coordinates outside it)")
+
+    def _check_inflation(self) -> None:
+        """Refuse what would decode to gigabytes per read (one huge compressed block) or in all (a few KB that
+        inflate beyond any real compression): bounded memory and time for any file a user is handed."""
+        ds = self.dataset
+        item = np.dtype(ds.dtypes[self.bands[0] - 1]).itemsize
+        per_block = ds.count if ds.interleaving == Interleaving.pixel else 1
+        rows, cols = ds.block_shapes[self.bands[0] - 1]
+        block = rows * cols * item * per_block
+        if ds.compression is not None and block > MAX_BLOCK_BYTES:
+            raise GeoretError(f"{self.ref.name}: one compressed block is {rows} x {cols} px ({block / 2**20:,.0f} MB "
+                              f"decoded whole for any pixel in it; at most {MAX_BLOCK_BYTES // 2**20} MB); "
+                              "retile it (gdal_translate -co TILED=YES)")
+        if self.ref.remote:
+            return
+        inflated = ds.width * ds.height * len(self.bands) * item
+        on_disk = max(1, Path(self.ref.href).stat().st_size)
+        if inflated > BOMB_MIN_BYTES and inflated / on_disk > MAX_INFLATION:
+            raise GeoretError(f"{self.ref.name}: {_size(on_disk)} on disk inflate to {_size(inflated)} of pixels "
+                              f"({inflated / on_disk:,.0f}:1, beyond any real compression): a decompression bomb, or "
+                              "blocks that were never written")
 
     def _choose_bands(self) -> tuple[int, ...]:
         ds = self.dataset
@@ -300,6 +353,17 @@ class RasterSource:
         """The tiles of ``windows`` (default: :meth:`windows`), in order (each read under GDAL's options)."""
         for window in self.windows() if windows is None else windows:
             yield self.read(window)
+
+
+def _size(n: float) -> str:
+    """``n`` bytes for a person: 131 KB, 12.0 GB."""
+    if n < 1024:
+        return f"{n:,.0f} bytes"
+    for unit in ("KB", "MB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1024:,.1f} GB"
 
 
 def needs_stretch(lows: np.ndarray, highs: np.ndarray) -> bool:

@@ -8,7 +8,14 @@ class-prompt vectors.
 
 Safety: no request can name a file (examples are tile ids of the index, label
 sets are names); ``k`` and the query length are capped; a host other than
-loopback needs a token, checked on every request.
+loopback needs a token, checked on every request; no answer holds a traceback
+or a path (an unexpected error is logged here and answered in one line); no
+CORS header is sent, so other sites' pages cannot read the answers.
+
+Load: searches run one at a time (they share the model and the catalog), so a
+queue longer than ``max_pending`` only makes every answer late. Past it the
+server sheds the request at once with 503 and ``Retry-After``
+(docs/reliability.md says where the default comes from).
 """
 
 import contextlib
@@ -17,6 +24,7 @@ import hmac
 import io
 import ipaddress
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,13 +35,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyError
 
+logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 1000
 MAX_QUERY_CHARS = 500
 MAX_EXAMPLES = 200
+#: requests in progress or waiting past which new ones get 503: at the 1M-tile index's p95 of ~0.1 s a
+#: search, 32 waiting is about 3 s, beyond which a person or a map gives up anyway (docs/reliability.md)
+MAX_PENDING = 32
+RETRY_AFTER_S = 1
+#: largest request body: the one body the API takes (a tile id and a class name) is under 300 bytes
+MAX_BODY_BYTES = 16 * 1024
 LOOPBACK_HOSTS = {"localhost"}
 
 #: HTTP status of each kind of georet error; any other is the caller's bad input
@@ -67,11 +83,13 @@ class SceneExample(BaseModel):
     scene: str = Field(min_length=1, max_length=64)
 
 
-def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None) -> FastAPI:
-    """The FastAPI application serving one index (``index``: an already open GeoIndex, for tests)."""
+def create_app(db: str | Path, *, token: str | None = None, device: str = "auto", index=None,
+               max_pending: int = MAX_PENDING) -> FastAPI:
+    """The FastAPI application serving one index (``index``: an already open GeoIndex, for tests), shedding
+    requests beyond ``max_pending`` in progress."""
     from georet.search import SearchRequest, open_index, to_geojson
 
-    state: dict[str, Any] = {"index": index, "ready": False}
+    state: dict[str, Any] = {"index": index, "ready": False, "pending": 0}
     lock = threading.Lock()  # one search at a time: the model and the catalog cache are shared
 
     def warm() -> None:
@@ -98,6 +116,17 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
         return JSONResponse({"error": message}, status_code=status)
 
     @app.middleware("http")
+    async def cap_body(request: Request, call_next):
+        """Refused before it is read: a body must say its length, and be small."""
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return error(411, "send the body with a Content-Length")
+            if int(length) > MAX_BODY_BYTES:
+                return error(413, f"the body is {int(length):,} bytes; at most {MAX_BODY_BYTES:,}")
+        return await call_next(request)
+
+    @app.middleware("http")
     async def require_token(request: Request, call_next):
         if token:
             sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
@@ -106,15 +135,45 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
                 return error(401, "this georet server needs a token: send 'Authorization: Bearer TOKEN'")
         return await call_next(request)
 
+    @app.middleware("http")
+    async def shed_load(request: Request, call_next):
+        """Outermost: counted on the event loop's one thread, so no lock is needed."""
+        if state["pending"] >= max_pending:
+            response = error(503, f"busy: {max_pending} requests in progress; retry in {RETRY_AFTER_S} s")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        state["pending"] += 1
+        try:
+            return await call_next(request)
+        finally:
+            state["pending"] -= 1
+
+    @app.exception_handler(Exception)
+    async def one_line_internal_error(request: Request, exc: Exception):
+        """Logged in full on the server's stderr; the client learns that it failed, not where."""
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error(500, "internal error (logged by the server)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def one_line_http_error(_request, exc: StarletteHTTPException):
+        """Unknown routes, wrong methods, missing static files: the API's own error shape, not Starlette's."""
+        return JSONResponse({"error": str(exc.detail).lower()}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def one_line_validation_error(_request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return error(400, f"{where}: {first.get('msg', 'invalid value')}")
 
+    # the index's own folder, in every spelling a message may hold, longest first (it names no file to clients)
+    index_paths = sorted({str(db), str(Path(db).absolute()), str(Path(db).resolve())}, key=len, reverse=True)
+
     @app.exception_handler(GeoretError)
     async def georet_error(_request, exc: GeoretError):
-        return error(_STATUS.get(type(exc), 400), exc.render(lambda name: _QUERY_PARAMETERS.get(name, name)))
+        message = exc.render(lambda name: _QUERY_PARAMETERS.get(name, name))
+        for path in index_paths:
+            message = message.replace(path, "the index")
+        return error(_STATUS.get(type(exc), 400), message)
 
     @app.get("/health", summary="200 once the model and the vectors are loaded")
     def health():
@@ -197,7 +256,7 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
 
 
 def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          device: str = "auto", on_listening=None) -> None:
+          device: str = "auto", max_pending: int | None = None, on_listening=None) -> None:
     """Run the server until interrupted. ``port=0`` takes a free port; ``on_listening(url)`` hears which."""
     import socket
 
@@ -214,7 +273,7 @@ def serve(db: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: s
         sock.bind((host, port))
     except OSError as exc:
         raise GeoretError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    app = create_app(db, token=token, device=device, index=index)
+    app = create_app(db, token=token, device=device, index=index, max_pending=max_pending or MAX_PENDING)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     bound = sock.getsockname()[1]
