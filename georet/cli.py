@@ -139,7 +139,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     from georet.models import ModelSpec
 
     tiling = TilingParams(tile_size=parse_tile_sizes(tile_size),
-                          stride=int(stride) if stride and stride.isdigit() else stride,
+                          stride=int(stride) if stride and stride.isdecimal() else stride,
                           bands=parse_bands(bands), min_valid=min_valid, assume_crs=assume_crs, stretch=stretch)
     area = search_area(bbox, bbox_crs, within) if bbox or bbox_crs or within else None
     inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)

@@ -4,6 +4,7 @@ and load shed with 503 and Retry-After."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from starlette.routing import Mount
 from georet.search import open_index
 from georet.server import create_app
 from georet.server.app import MAX_BODY_BYTES, MAX_EXAMPLES, MAX_K, MAX_QUERY_CHARS
+from georet.testing.fuzz import run_api
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -165,3 +167,16 @@ def test_past_max_pending_requests_are_shed_with_503_and_retry_after(built_index
     shed = next(r for r in responses if r.status_code == 503)
     assert shed.headers["Retry-After"] == "1" and shed.json()["error"].startswith("busy: 2 requests in progress")
     assert after.status_code == 200  # nothing stays counted once the burst is over
+
+
+def test_generated_requests_over_the_whole_api_get_no_5xx_and_one_line_errors(built_index, tmp_path):
+    """Schemathesis over the server's own OpenAPI schema (``georet.testing.fuzz.run_api``), on a copy of the
+    index (the cases mark tiles as classes)."""
+    db = tmp_path / "copy.db"
+    shutil.copytree(built_index, db)
+    app = create_app(db, token=TOKEN, index=open_index(db, device="cpu"))
+    with TestClient(app):
+        answers = run_api(app, examples=40, headers=AUTH)
+    assert set(answers) >= {"GET /search", "POST /scenes", "GET /tiles/{tile_id}/thumbnail.png",
+                            "GET /imagery/{source}/{z}/{x}/{y}.png", "GET /info"}
+    assert sum(sum(by_status.values()) for by_status in answers.values()) >= 150

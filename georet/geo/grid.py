@@ -180,6 +180,8 @@ def parse_stride(value: int | float | str) -> tuple[float, str]:
     """
     text = str(value).strip()
     if re.fullmatch(r"\d+", text) and int(text) >= 1:
+        if not math.isfinite(float(text)):
+            raise InputError("stride", f"is more pixels than any raster has: {value!r}")
         return float(text), "px"
     ratio = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
     decimal = re.fullmatch(r"\d*\.\d+", text)
@@ -201,7 +203,7 @@ def stride_in_pixels(stride: int | float | str | None, tile_px: int) -> int:
 def parse_tile_sizes(text: str) -> int | str | tuple[int | str, ...]:
     """The command line's ``--tile-size``: ``auto``, ``256``, ``200m`` or several, comma-separated
     (``auto,1.2km``: one index at each scale); whole numbers become pixel counts."""
-    sizes = tuple(int(part) if part.isdigit() else part for part in (p.strip() for p in text.split(",")))
+    sizes = tuple(int(part) if part.isdecimal() else part for part in (p.strip() for p in text.split(",")))
     return sizes if len(sizes) > 1 else sizes[0]
 
 
@@ -209,7 +211,7 @@ def parse_tile_size(value: int | str) -> tuple[float, str]:
     """``256`` → (256, 'px'); ``"200m"`` → (200, 'm'); ``"1.5km"`` → (1500, 'm')."""
     text = str(value).strip().lower()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(px|m|km)?", text)
-    if not match or float(match.group(1)) <= 0:
+    if not match or not 0 < float(match.group(1)) < math.inf:
         raise InputError("tile_size", f"must look like 256, 256px, 200m or 1.5km; got {value!r}")
     number, unit = float(match.group(1)), match.group(2) or "px"
     if unit == "km":

@@ -74,6 +74,8 @@ def read_classes(path: str | Path | None = None) -> list[SceneClass]:
         if not line:
             continue
         label, _, words = line.partition(":")
+        if not label.strip():
+            raise GeoretError(f"{path}: {line!r} has no class label before its ':'")
         classes.append(SceneClass(label.strip(), words.strip() or label.strip()))
     labels = [c.label for c in classes]
     if len(labels) < 2:

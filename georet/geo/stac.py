@@ -73,14 +73,16 @@ def stac_rasters(doc: dict[str, Any], asset: str | None = None) -> list[RasterRe
 
 def item_raster(item: dict[str, Any], asset: str | None, location: str = "") -> RasterRef:
     """One item → one raster: ``asset`` (a name, or three names ``r,g,b``), else visual, else red/green/blue."""
+    if not isinstance(item, dict):
+        raise GeoretError(f"{location}: a STAC item must be a JSON object, got {type(item).__name__}")
     item_id = item.get("id")
     assets = item.get("assets")
     if not isinstance(item_id, str) or not isinstance(assets, dict):
         raise GeoretError(f"{location}: a STAC item without 'id' or 'assets'")
     names = _pick_assets(item_id, assets, asset)
     base = _self_href(item) or location
-    hrefs = [_resolve(assets[name].get("href", ""), base, item_id, name) for name in names]
-    props = item.get("properties") or {}
+    hrefs = [_resolve(_href(assets[name], item_id, name), base, item_id, name) for name in names]
+    props = item.get("properties") if isinstance(item.get("properties"), dict) else {}
     metadata = {"stac_item": item_id, "collection": item.get("collection"),
                 "datetime": props.get("datetime") or props.get("start_datetime"),
                 "assets": dict(zip(names, hrefs))}
@@ -97,15 +99,15 @@ def _pick_assets(item_id: str, assets: dict[str, Any], asset: str | None) -> lis
             raise InputError("asset", f"takes one asset name or three (red,green,blue); got {asset!r}")
         missing = [a for a in wanted if a not in assets]
         if missing:
-            raise GeoretError(f"STAC item {item_id} has no asset {missing[0]!r} (it has: {', '.join(sorted(assets))})")
+            raise GeoretError(f"STAC item {item_id!r} has no asset {missing[0]!r} (it has: {', '.join(map(repr, sorted(assets)))})")
         return wanted
     if DEFAULT_ASSET in assets:
         return [DEFAULT_ASSET]
     by_colour = {colour: name for name, body in assets.items() for colour in _colours(name, body)}
     if all(colour in by_colour for colour in RGB):
         return [by_colour[colour] for colour in RGB]
-    raise GeoretError(f"STAC item {item_id} has neither a '{DEFAULT_ASSET}' asset nor red, green and blue band "
-                      f"assets; pick one with --asset (it has: {', '.join(sorted(assets))})")
+    raise GeoretError(f"STAC item {item_id!r} has neither a '{DEFAULT_ASSET}' asset nor red, green and blue band "
+                      f"assets; pick one with --asset (it has: {', '.join(map(repr, sorted(assets)))})")
 
 
 def _colours(name: str, body: Any) -> list[str]:
@@ -113,24 +115,34 @@ def _colours(name: str, body: Any) -> list[str]:
     if name in RGB:
         return [name]
     bands = (body.get("eo:bands") or body.get("bands") or []) if isinstance(body, dict) else []
+    bands = bands if isinstance(bands, list) else []
     common = [b.get("common_name") or b.get("eo:common_name") for b in bands if isinstance(b, dict)]
     return [common[0]] if len(common) == 1 and common[0] in RGB else []
 
 
+def _href(asset: Any, item_id: str, name: str) -> str:
+    """An asset's href, checked for what a hand-written or hostile document may hold instead."""
+    href = asset.get("href", "") if isinstance(asset, dict) else None
+    if not isinstance(href, str):
+        raise GeoretError(f"STAC item {item_id!r}: asset {name!r} is not an object with a text 'href'")
+    return href
+
+
 def _self_href(item: dict[str, Any]) -> str | None:
-    for link in item.get("links") or []:
-        if isinstance(link, dict) and link.get("rel") == "self" and link.get("href"):
+    links = item.get("links")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("rel") == "self" and isinstance(link.get("href"), str) and link["href"]:
             return link["href"]
     return None
 
 
 def _resolve(href: str, base: str, item_id: str, asset: str) -> str:
     if not href:
-        raise GeoretError(f"STAC item {item_id}: asset {asset!r} has no href")
+        raise GeoretError(f"STAC item {item_id!r}: asset {asset!r} has no href")
     if is_url(href) or Path(href).is_absolute():
         return href
     if not base:
-        raise GeoretError(f"STAC item {item_id}: asset {asset!r} has a relative href and the item no location")
+        raise GeoretError(f"STAC item {item_id!r}: asset {asset!r} has a relative href and the item no location")
     if is_url(base):
         return urljoin(base, href)
     return str((Path(base).parent / href).resolve())
@@ -150,10 +162,10 @@ def band_stack_vrt(hrefs: Sequence[str], item_id: str) -> str:
                     grids.append((ds.width, ds.height, ds.transform, ds.crs, ds.dtypes[0], ds.nodata))
             except RasterioIOError as exc:
                 detail = (str(exc).strip().splitlines() or ["unreadable"])[0]
-                raise GeoretError(f"STAC item {item_id}: cannot open {href}: {detail}") from None
+                raise GeoretError(f"STAC item {item_id!r}: cannot open {href}: {detail}") from None
     width, height, transform, crs, dtype, nodata = grids[0]
     if any(g[:3] != grids[0][:3] for g in grids[1:]):
-        raise GeoretError(f"STAC item {item_id}: its band assets are on different pixel grids; "
+        raise GeoretError(f"STAC item {item_id!r}: its band assets are on different pixel grids; "
                           f"pick one asset with --asset")
     gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                  "float32": "Float32", "float64": "Float64"}[dtype]

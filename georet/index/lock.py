@@ -60,7 +60,7 @@ def lock_holder(index_dir: Path) -> int | None:
             _unlock(fd)
             return None
         text = path.read_text(encoding="ascii", errors="ignore").strip()
-        return int(text) if text.isdigit() else -1
+        return int(text) if text.isdecimal() else -1
     finally:
         os.close(fd)
 

@@ -50,6 +50,7 @@ and phrase vectors: encoding text and fetching rows is
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -142,8 +143,8 @@ def parse_distance(text: str, param: str = "near") -> float:
     if not match:
         raise InputError(param, f"not a distance: {text!r} (use e.g. 500m or 2km)")
     value = float(match.group(1)) * (1000.0 if match.group(2).lower() == "km" else 1.0)
-    if value <= 0:
-        raise InputError(param, f"a distance must be positive, got {text!r}")
+    if not 0 < value < math.inf:
+        raise InputError(param, f"a distance must be positive and finite, got {text!r}")
     return value
 
 

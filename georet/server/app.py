@@ -120,7 +120,7 @@ def create_app(db: str | Path, *, token: str | None = None, device: str = "auto"
         """Refused before it is read: a body must say its length, and be small."""
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
+            if length is None or not length.isdecimal():
                 return error(411, "send the body with a Content-Length")
             if int(length) > MAX_BODY_BYTES:
                 return error(413, f"the body is {int(length):,} bytes; at most {MAX_BODY_BYTES:,}")
