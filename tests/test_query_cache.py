@@ -117,7 +117,7 @@ def test_a_repeated_search_is_answered_from_the_result_cache_until_the_table_cha
     searches = []
     real = geoindex_module.GeoIndex._text_search
     monkeypatch.setattr(geoindex_module.GeoIndex, "_text_search",
-                        lambda self, request, k: searches.append(request.text) or real(self, request, k))
+                        lambda self, request, *rest: searches.append(request.text) or real(self, request, *rest))
     request = SearchRequest(text="harbour", k=3, bbox="4.0,51.0,4.5,51.5")
     first = index.run(request)
     first.loc[0, "score"] = -9.0  # what a caller does with its frame stays its own

@@ -158,6 +158,12 @@ class TileCatalog:
     def __len__(self) -> int:
         return len(self.tile_ids)
 
+    def of_sources(self, sources: frozenset[str]) -> np.ndarray:
+        """(tiles,) bool: the tiles of any of ``sources``."""
+        encoded = self.attributes.column("source").combine_chunks()  # dictionary-encoded (see _compact)
+        wanted = np.array([value in sources for value in encoded.dictionary.to_pylist()] + [False])
+        return wanted[encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)]
+
     @cached_property
     def date_codes(self) -> tuple[list[str], np.ndarray]:
         """The distinct acquisition dates, oldest first, and each tile's position among them (-1: undated)."""

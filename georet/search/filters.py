@@ -1,5 +1,11 @@
-"""Which tiles a search may return: one rule (inside an area, of a scene, acquired when) in the three forms
-the search strategies need, so a cold search of the table and a warm one of the catalog never disagree.
+"""Which tiles a search may return: one rule (inside an area, of a scene, acquired when, of a raster whose
+writing has finished) in the three forms the search strategies need, so a cold search of the table and a warm
+one of the catalog never disagree.
+
+A raster's rows are committed in batches while it is indexed; its manifest entry says ``incomplete`` before
+the first and ``complete`` after the last. A search reads the manifest before the table, so hiding the
+sources the manifest calls unfinished means no answer ever holds part of a raster, whatever a writer in
+another process is doing (docs/reliability.md).
 
 LanceDB has no geometry predicates and stores dates as ISO text of any precision, so a filter is
 * a SQL **prefilter** (:meth:`TileFilter.where`) on the bounds columns, the scene and the date text, which
@@ -28,19 +34,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TileFilter:
-    """Tiles inside ``area`` (EPSG:4326), of ``scene``, acquired ``when``; None: any."""
+    """Tiles inside ``area`` (EPSG:4326), of ``scene``, acquired ``when`` (None: any), and of none of the
+    ``unfinished`` sources (rasters being written, or whose writing stopped)."""
 
     area: BaseGeometry | None = None
     scene: str | None = None
     when: DateRange | None = None
+    unfinished: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, request: SearchRequest) -> TileFilter:
-        return cls(request.area, request.scene, request.when_range)
+    def of(cls, request: SearchRequest, unfinished: frozenset[str] = frozenset()) -> TileFilter:
+        return cls(request.area, request.scene, request.when_range, unfinished)
 
     @property
     def keeps_all(self) -> bool:
-        return self.area is None and self.scene is None and self.when is None
+        return self.area is None and self.scene is None and self.when is None and not self.unfinished
 
     @property
     def keeps_none(self) -> bool:
@@ -56,6 +64,8 @@ class TileFilter:
             clauses.append(f"maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
         if self.when is not None:
             clauses.append(f"acquired >= '{self.when.start.year:04d}' AND acquired <= '{self.when.end.isoformat()}'")
+        if self.unfinished:
+            clauses.append(f"source NOT IN ({', '.join(sql_string(s) for s in sorted(self.unfinished))})")
         return " AND ".join(clauses) or None
 
     def mask(self, catalog: TileCatalog) -> np.ndarray:
@@ -69,11 +79,15 @@ class TileFilter:
             minx, miny, maxx, maxy = self.area.bounds
             b = catalog.bounds
             kept &= (b[:, 2] >= minx) & (b[:, 0] <= maxx) & (b[:, 3] >= miny) & (b[:, 1] <= maxy)
+        if self.unfinished:
+            kept &= ~catalog.of_sources(self.unfinished)
         return kept
 
     def keeps(self, row: dict[str, Any]) -> bool:
         """The exact test of one stored row (``scene``, footprint WKB in ``geometry``, ISO date in ``acquired``)."""
         if self.scene is not None and row.get("scene") != self.scene:
+            return False
+        if row.get("source") in self.unfinished:
             return False
         if self.area is not None and not shapely.intersects(shapely.from_wkb(row["geometry"]), self.area):
             return False
@@ -84,4 +98,4 @@ class TileFilter:
 
     def without_scene(self) -> TileFilter:
         """The same area and dates, any scene (a change query's earlier tiles)."""
-        return TileFilter(self.area, None, self.when)
+        return TileFilter(self.area, None, self.when, self.unfinished)

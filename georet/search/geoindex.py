@@ -43,6 +43,7 @@ from georet.index import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
     AUTO_VECTOR_INDEX_ROWS,
+    COMPLETE,
     LabelSet,
     TileStore,
     delete_labels,
@@ -222,7 +223,8 @@ class GeoIndex:
         """The hits of a checked :class:`SearchRequest` (see :meth:`search`); a request asked before of the
         table as it is now is answered from the result cache."""
         self.store.refresh()  # rows other processes added since this index was opened
-        result_key = ResultCache.key(request, self.store.version)
+        unfinished = self._unfinished_sources()  # read from the manifest before the table (filters.py)
+        result_key = ResultCache.key(request, (self.store.version, unfinished))
         cached = self._results.get(result_key)
         if cached is not None:
             return cached
@@ -239,9 +241,10 @@ class GeoIndex:
         # neighbours of an overlapping index show the same place: ask for more, keep the best of each place
         fetch = request.k * fetch_factor
         if like or unlike:
-            hits = self._example_search(request.text, like, unlike, fetch, TileFilter.of(request), request.scorer)
+            hits = self._example_search(request.text, like, unlike, fetch, TileFilter.of(request, unfinished),
+                                        request.scorer)
         else:
-            hits = self._text_search(request, fetch)
+            hits = self._text_search(request, fetch, unfinished)
         if overlapping:
             hits = collapse_overlaps(hits, request.k)
         if request.min_score is not None:  # scores fall with rank, so this cuts the tail
@@ -348,9 +351,14 @@ class GeoIndex:
             geometry=shapely.from_wkb([rows[label.tile_id]["geometry"] for label in present]) if present else [],
             crs="EPSG:4326")
 
-    def _text_search(self, request: SearchRequest, k: int) -> gpd.GeoDataFrame:
+    def _unfinished_sources(self) -> frozenset[str]:
+        """Sources whose rows are being written, or whose writing stopped: a search never shows them."""
+        return frozenset(name for name, entry in self.store.manifest["sources"].items()
+                         if entry.get("state", COMPLETE) != COMPLETE)
+
+    def _text_search(self, request: SearchRequest, k: int, unfinished: frozenset[str]) -> gpd.GeoDataFrame:
         """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""
-        text, scene, where = request.text, request.scene, TileFilter.of(request)
+        text, scene, where = request.text, request.scene, TileFilter.of(request, unfinished)
         relation = parse_query(text) if request.relational else None
         prior = SCENE_PRIOR_WEIGHT if request.scene_prior is None else request.scene_prior
         if (request.from_range or request.to_range) and not isinstance(relation, Change):
@@ -360,7 +368,7 @@ class GeoIndex:
         if relation is not None and scene is not None:
             self._check_scene(scene)
         if isinstance(relation, Change):
-            return self._change_search(relation, k, request, prior)
+            return self._change_search(relation, k, request, prior, where)
         if relation is not None:
             return self._relational_search(relation, k, request.near_m, where, prior)
         if where.keeps_none:
@@ -604,16 +612,16 @@ class GeoIndex:
                 break
         return result(hits, ranking.near_m)
 
-    def _change_search(self, change: Change, k: int, request: SearchRequest, prior_weight: float
-                       ) -> gpd.GeoDataFrame:
+    def _change_search(self, change: Change, k: int, request: SearchRequest, prior_weight: float,
+                       where: TileFilter) -> gpd.GeoDataFrame:
         """Top ``k`` places for ``change``: the later tile of each with its earlier tile and their scores
-        (:mod:`georet.search.change`). ``request``'s area and dates restrict both tiles; its scene the later."""
+        (:mod:`georet.search.change`). ``where`` (the request's area, dates and finished sources) restricts
+        both tiles; the request's scene the later."""
         catalog = self.catalog()
         dates, codes = catalog.date_codes
         frame_attrs = {"change": change.describe(), "scene_prior": prior_weight,
                        "dates": f"{request.from_date or 'earliest'} → {request.to_date or 'latest'}",
                        "score_kind": "change: z-scores of each phrase among its date's tiles, combined"}
-        where = TileFilter.of(request)
         if len(dates) < 2 or where.keeps_none:
             frame = to_frame([], extra_columns=CHANGE_COLUMNS)
             frame.attrs.update(frame_attrs, acquisitions=len(dates))

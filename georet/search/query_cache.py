@@ -133,9 +133,10 @@ class ResultCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(request: Any, version: int) -> tuple | None:
-        """What names one :class:`~georet.search.request.SearchRequest`'s result at a table version, or None
-        when its result may change without the table changing."""
+    def key(request: Any, version: Any) -> tuple | None:
+        """What names one :class:`~georet.search.request.SearchRequest`'s result at a table version (with
+        whatever else its result depends on: the sources still being written), or None when its result may
+        change without them changing."""
         examples = (*request.like, *request.unlike)
         if request.labels is not None or not all(isinstance(e, str) for e in examples):
             return None
