@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from georet import __version__
-from georet.errors import GeoretError
+from georet.errors import DISK_FULL, GeoretError, disk_full
 
 OUTPUT_SUFFIXES = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".parquet": "parquet"}
 
@@ -26,12 +26,18 @@ class _GeoretGroup(click.Group):
     """Turns library errors into one-line CLI errors instead of tracebacks."""
 
     def invoke(self, ctx: click.Context):
+        command_line = list(ctx.args)  # the subcommand's own arguments, before click consumes them
         try:
             return super().invoke(ctx)
         except GeoretError as exc:  # the library names its parameters; a CLI user typed flags
             raise click.ClickException(exc.render(_flag)) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see _stop_on_sigterm)
+            stopped = click.ClickException(f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'}); what was "
+                                           "committed is kept, and running the command again resumes")
+            stopped.exit_code = 130
+            raise stopped from None
         except ModuleNotFoundError as exc:  # the plain install: what needs torch says which extra brings it
             from georet.models.light import TORCH_EXTRA
 
@@ -43,9 +49,32 @@ class _GeoretGroup(click.Group):
         except Exception as exc:
             if os.environ.get("GEORET_DEBUG"):
                 raise
+            if _lost_data_file(exc):
+                db = _db_argument(command_line)
+                raise click.ClickException(f"the index is damaged: a data file of its table is missing; run "
+                                           f"`georet doctor --db {db} --repair`") from None
+            if disk_full(exc):
+                raise click.ClickException(f"{DISK_FULL} while `georet {ctx.invoked_subcommand}` wrote; what "
+                                           "was committed before is kept") from None
             first_line = (str(exc).strip().splitlines() or [""])[0]
             raise click.ClickException(
                 f"unexpected {type(exc).__name__}: {first_line} (set GEORET_DEBUG=1 for a traceback)") from None
+
+
+def _db_argument(args: list[str]) -> str:
+    """The ``--db`` a command line names (``DB`` if none), for advice that names the index."""
+    for i, arg in enumerate(args):
+        if arg == "--db" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--db="):
+            return arg[len("--db="):]
+    return "DB"
+
+
+def _lost_data_file(exc: Exception) -> bool:
+    """Whether Lance failed because a data file of a table is gone (it says "Not found: …/x.lance")."""
+    text = str(exc)
+    return "Not found:" in text and ".lance" in text
 
 
 def _flag(param: str) -> str:
@@ -60,6 +89,24 @@ def _flag(param: str) -> str:
 def main() -> None:
     """Search satellite and aerial imagery with words."""
     _quiet_libraries()
+    _stop_on_sigterm()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service manager, ``kill``) stops a command as Ctrl-C does: the raster being indexed is
+    marked incomplete and the command ends in one line, instead of dying between two writes. Set by the
+    command line for its own process; ``serve`` replaces it with uvicorn's own graceful shutdown."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, _frame) -> None:
+    import signal
+
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _quiet_libraries() -> None:
@@ -67,13 +114,16 @@ def _quiet_libraries() -> None:
 
     Set by the command line for its own process (a library import changes no global state): Lance's
     Rust logger prints WARN lines (retried commits) and Ray Data each execution and its progress;
-    Ray starts its workers with fork+exec, which Lance's fork warnings cannot tell from a bare fork.
-    Setting the variables yourself shows their output again.
+    Ray starts its workers with fork+exec, which Lance's fork warnings cannot tell from a bare fork. GDAL's
+    warnings (each HTTP retry of a remote raster) reach Python's logging through rasterio; a read that
+    fails after its retries still ends in one ``Error:`` line naming the URL. Setting the variables
+    yourself shows their output again.
     """
     os.environ.setdefault("LANCEDB_LOG", "error")
     os.environ.setdefault("LANCE_LOG", "error")
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("rasterio._err").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*(lance is not fork-safe|lancedb fork support)")
 
 
@@ -497,8 +547,16 @@ def serve(db, host, port, token, max_pending, device) -> None:
         click.echo(url)  # alone on stdout, for programs that start the server (the QGIS panel)
         sys.stdout.flush()
 
+    import signal
+
+    for stop in (signal.SIGTERM, signal.SIGINT):  # uvicorn shuts down gracefully, then raises the signal again:
+        signal.signal(stop, _stopped)  # that is a clean stop, not an interrupted command
     run_server(db, host=host, port=port, token=token, device=device, max_pending=max_pending,
                on_listening=announce)
+
+
+def _stopped(_signum: int, _frame) -> None:
+    raise SystemExit(0)
 
 
 def _split_ids(values: tuple[str, ...]) -> list[str]:
@@ -559,12 +617,23 @@ def evaluate_cmd(data, split, image_root, checkpoint, arch, pretrained, scene_pr
 
 
 @main.command()
-@click.option("--db", help="Also check this index (a folder: exists, writable; an object-store URL: answers).")
+@click.option("--db", help="Also check this index (a folder: exists, writable, its manifest and table intact; an "
+                           "object-store URL: answers).")
+@click.option("--repair", is_flag=True, help="Mend the index --db names: restore its manifest from its copy, its "
+                                             "table from its newest intact version (docs/reliability.md).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(db, as_json) -> None:
+def doctor(db, repair, as_json) -> None:
     """Versions, device, offline model, caches: what georet sees here (paste it into bug reports)."""
     from georet.doctor import markdown, report
 
+    if repair:
+        from georet.index.repair import repair as repair_index
+
+        if not db:
+            raise click.UsageError("--repair mends the index --db names")
+        done = repair_index(db)
+        click.echo(json.dumps(done.__dict__, indent=2) if as_json else done.describe())
+        return
     info = report(db)
     click.echo(json.dumps(info, indent=2) if as_json else markdown(info))
 

@@ -92,7 +92,10 @@ def _db_status(db: str | Path) -> dict[str, Any]:
     if not path.exists():
         state = "does not exist yet" + ("" if writable else f"; {probe} is not writable")
     elif (path / MANIFEST_NAME).is_file():
+        from georet.index.repair import diagnose
+
         state = "georet index"
+        return {"path": str(path), "state": state, "writable": writable, "health": diagnose(path).to_dict()}
     elif path.is_dir() and not any(path.iterdir()):
         state = "empty folder"
     else:
@@ -147,4 +150,9 @@ def markdown(info: dict[str, Any]) -> str:
         db = info["db"]
         access = "" if db["writable"] is None else f", {'writable' if db['writable'] else 'NOT writable'}"
         lines.append(f"index {_short(db['path'])}: {db['state']}{access}")
+        health = db.get("health")
+        if health:
+            lines += [f"manifest: {health['manifest']}", f"tiles table: {health['table']}"]
+            if "repair" in health:
+                lines.append(f"repair: {health['repair']}")
     return "```text\n" + "\n".join(lines) + "\n```"

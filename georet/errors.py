@@ -15,7 +15,11 @@ its flag (``--bbox-crs``) and the server as its query parameter, through
 
 from __future__ import annotations
 
+import errno
 from typing import Callable, Sequence
+
+#: what a full disk reads as, whoever wrote to it
+DISK_FULL = "the disk is full (no space left on device)"
 
 
 class GeoretError(Exception):
@@ -63,3 +67,12 @@ class InputError(GeoretError, ValueError):
     def __init__(self, param: str, problem: str, *, names: Sequence[str] = ()):
         self.param, self.problem = param, problem
         super().__init__("{" + param + "}: " + problem, names=(param, *names))
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full: an ``OSError`` from Python, or Lance's own error, which carries
+    the OS error only in its text."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or f"os error {errno.ENOSPC})" in text

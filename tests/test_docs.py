@@ -59,3 +59,18 @@ def test_every_relative_link_of_the_docs_resolves():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert checked > 100
     assert not broken, "\n".join(broken)
+
+
+def test_cli_and_api_references_are_generated_from_the_code(tmp_path):
+    """docs/reference/ says what the code says: a changed option or signature without its page fails."""
+    check = subprocess.run([sys.executable, str(ROOT / "docs" / "make_reference.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_reference
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    cli = make_reference.cli_page()
+    assert "## georet doctor" in cli and "--repair" in cli and "--max-pending" in cli
+    assert "### `georet.search.GeoIndex`" in make_reference.api_page()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Iterable, Literal, Protocol, Sequence
 import numpy as np
 
 from georet.errors import GeoretError, NotFoundError
+from georet.files import atomic_write
 
 DEFAULT_CLASSES_FILE = Path(__file__).resolve().parents[1] / "data" / "scene_classes.txt"
 #: the classes real rasters hold and AID lacks (sea, wetland, cloud, snow, shrubland); see :func:`tile_legend`
@@ -176,11 +176,12 @@ class SceneVocabulary:
             return None
         vocabulary = cls(tuple(c.label for c in classes), words, class_vectors(model, classes, TILE_LABEL_TEMPLATES))
         if path is not None:
+            def write(tmp: Path) -> None:
+                with tmp.open("wb") as file:  # a file, not a name: numpy would add .npz to the name
+                    np.savez(file, labels=np.array(vocabulary.labels), words=words, vectors=vocabulary.vectors)
+
             with contextlib.suppress(OSError):  # a read-only cache only costs the next cold query the time again
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(f".{os.getpid()}.partial.npz")
-                np.savez(partial, labels=np.array(vocabulary.labels), words=words, vectors=vocabulary.vectors)
-                partial.replace(path)
+                atomic_write(path, write)
         return vocabulary
 
     def anchored(self, vectors: np.ndarray, words: np.ndarray) -> np.ndarray:

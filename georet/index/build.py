@@ -25,7 +25,7 @@ import shapely
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
+from georet.errors import DISK_FULL, ConflictError, GeoretError, InputError, NotFoundError, disk_full
 from georet.geo import (
     DEFAULT_GROUND_SCALE,
     TILE_LABEL_TEMPLATES,
@@ -294,8 +294,11 @@ def index_raster(
                         refine_scenes(store, ref.name, zero_shot)
                 except (Exception, KeyboardInterrupt) as exc:
                     reason = _one_line(exc)
-                    store.end_source(ref.name, failure=reason)
-                    if not isinstance(exc, GeoretError):
+                    try:
+                        store.end_source(ref.name, failure=reason)
+                    except OSError:  # the manifest cannot be rewritten either: it says incomplete already
+                        pass
+                    if not isinstance(exc, GeoretError) and not disk_full(exc):
                         raise
                     raise GeoretError(
                         f"{reason} — {ref.display_name} is marked incomplete in {store.path} (re-run to resume it, "
@@ -421,7 +424,9 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
+        return f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})"
+    if disk_full(exc):
+        return f"{DISK_FULL}: free space, then re-run to resume"
     first = (str(exc).strip().splitlines() or [""])[0]
     return first if isinstance(exc, GeoretError) else f"{type(exc).__name__}: {first}"
 

@@ -41,7 +41,7 @@ import json
 import os
 import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -54,7 +54,13 @@ from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
+MANIFEST_BACKUP_NAME = "georet.json.bak"
 TABLE_NAME = "tiles"
+#: fragments with fewer rows are merged by :meth:`TileStore.optimize`; larger ones are left as written
+SMALL_FRAGMENT_ROWS = 65_536
+#: how long superseded table versions stay on disk: what ``georet doctor --repair`` can go back to when a
+#: data file is lost (LanceDB's own default)
+KEEP_VERSIONS = timedelta(days=7)
 #: From this many tiles ``georet index`` builds an approximate vector index by itself. Below it a warm
 #: index (the server) searches exactly from memory: 6 ms at 100k rows, 61 ms at 1M, linear in between
 #: (benchmarks/results/ann.json), so ~15 ms here; the index answers 1M rows in 12 ms.
@@ -264,8 +270,12 @@ class TileStore:
 
     # -- manifest --------------------------------------------------------
     def save_manifest(self) -> None:
+        """Write the manifest whole, and its copy first: a manifest a disk or an editor damages is restored
+        from the copy by ``georet doctor --repair``."""
         self.manifest["updated"] = now()
-        atomic_write_text(self.path / MANIFEST_NAME, json.dumps(self.manifest, indent=2))
+        text = json.dumps(self.manifest, indent=2)
+        atomic_write_text(self.path / MANIFEST_BACKUP_NAME, text)
+        atomic_write_text(self.path / MANIFEST_NAME, text)
         self._manifest_stamp = self._stamp()
 
     def begin_source(self, source: str, info: dict[str, Any]) -> None:
@@ -277,6 +287,8 @@ class TileStore:
         """Mark ``source`` complete, or incomplete with the one-line ``failure`` that stopped it."""
         entry = self.manifest["sources"][source]
         entry.update(state=INCOMPLETE if failure else COMPLETE, reason=failure)
+        if not failure:  # what a repair checks the rows it kept against
+            entry["rows"] = self.count(f"source = {sql_string(source)}")
         self.save_manifest()
 
     @_writes_table
@@ -436,8 +448,17 @@ class TileStore:
 
     @_writes_table
     def optimize(self) -> None:
-        """Compact the small fragments that batched writes leave behind (and add new rows to a vector index)."""
-        self.table.optimize()
+        """Compact the small fragments that batched writes leave behind, add new rows to a vector index, and
+        drop table versions older than :data:`KEEP_VERSIONS`.
+
+        Only fragments under :data:`SMALL_FRAGMENT_ROWS` are merged: LanceDB's own ``optimize`` merges up to a
+        million rows a fragment, so adding one raster to a million-tile index rewrote the whole table (over
+        18 minutes on 2 cores, ``benchmarks/serve_load.py --writes``)."""
+        dataset = self.table.to_lance()
+        dataset.optimize.compact_files(target_rows_per_fragment=SMALL_FRAGMENT_ROWS)
+        dataset.optimize.optimize_indices(num_indices_to_merge=0)  # a delta: merging rewrote the 1M-row index
+        dataset.cleanup_old_versions(older_than=KEEP_VERSIONS)
+        self.table.checkout_latest()
 
     # -- approximate search ----------------------------------------------------
     def vector_index(self) -> dict[str, Any] | None:

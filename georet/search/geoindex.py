@@ -734,6 +734,8 @@ class GeoIndex:
         rows = self.store.column("thumbnail", f"tile_id = {sql_string(tile_id)}").to_pylist()
         if not rows:
             raise NotFoundError(f"no tile {tile_id!r} in {self.path}")
+        if not rows[0]:  # rows written without one (tables made by other tools, synthetic benchmark rows)
+            raise NotFoundError(f"tile {tile_id!r} has no thumbnail")
         return Image.open(io.BytesIO(rows[0]))
 
 

@@ -1,5 +1,6 @@
 """Stand-ins for remote services, all on 127.0.0.1: a range-capable HTTP file server (COGs, STAC JSON)
-that counts the bytes it sends, a minimal STAC API, and moto's S3 server.
+that counts the bytes it sends and can be told to fail (:attr:`RangeServer.fault`), a minimal STAC API, and
+moto's S3 server.
 
 Used by the tests and by ``benchmarks/remote.py``; nothing here talks to anything but loopback.
 """
@@ -10,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,11 @@ class RangeServer(ThreadingHTTPServer):
         self.bytes_sent = 0
         self.requests = 0
         self._count_lock = threading.Lock()
+        #: ``(kind, after)``: once ``after`` range requests were answered, every later one fails: "error"
+        #: (HTTP 500), "stall" (headers, then no byte for a minute) or "drop" (half the body, then the
+        #: connection closes); None: no faults
+        self.fault: tuple[str, int] | None = None
+        self.faulted = 0  # requests answered with the fault
 
     @property
     def url(self) -> str:
@@ -67,6 +74,8 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes */{size}")
             self.end_headers()
             return
+        if match and self.server.fault and self.server.requests >= self.server.fault[1]:
+            return self._fail(self.server.fault[0], end - start + 1)
         self.send_response(206 if match else 200)
         self.send_header("Content-Type", "application/json" if path.suffix == ".json" else "image/tiff")
         self.send_header("Accept-Ranges", "bytes")
@@ -79,6 +88,20 @@ class _Handler(SimpleHTTPRequestHandler):
             body = fh.read(end - start + 1)
         self.wfile.write(body)
         self.server.count(len(body))
+
+    def _fail(self, kind: str, length: int) -> None:
+        with self.server._count_lock:
+            self.server.faulted += 1
+        if kind == "error":
+            return self.send_error(500, "Internal Server Error")
+        self.send_response(206)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if kind == "stall":
+            time.sleep(60)
+        else:  # "drop"
+            self.wfile.write(b"\0" * (length // 2))
+        self.close_connection = True
 
     def do_POST(self) -> None:
         if self.path.split("?")[0].startswith("/stac-api"):
