@@ -57,6 +57,9 @@ SENTENCES = ["many planes are parked next to a long runway", "a river with green
 RELATIONAL = ["airport near river", "bridge near river", "school near park", "farmland near river",
               "houses near forest", "industrial area not near forest"]
 CHANGE = ["farmland that became houses", "forest that became bare land", "new houses", "lost forest"]
+#: the texts of each query kind, and whether it is searched as written (not read as a relation or change)
+TEXTS = {"short": (NAMES, True), "written": (SENTENCES, True), "relational": (RELATIONAL, False),
+         "change": (CHANGE, False)}
 #: request kinds and their shares of the traffic (a web map's session: searches, then many map tiles)
 MIX = {"short": 0.15, "written": 0.1, "relational": 0.08, "change": 0.05, "example": 0.07, "thumbnail": 0.2,
        "imagery": 0.3, "info": 0.05}
@@ -108,14 +111,9 @@ class Requests:
     def next(self) -> tuple[str, str]:
         kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
         pick, k = self.rng.choice, self.rng.choice([10, 10, 10, 25, 50])
-        if kind == "short":
-            return kind, f"/search?q={pick(NAMES)}&k={k}&plain=true"
-        if kind == "written":
-            return kind, f"/search?q={pick(SENTENCES)}&k={k}&plain=true"
-        if kind == "relational":
-            return kind, f"/search?q={pick(RELATIONAL)}&k={k}"
-        if kind == "change":
-            return kind, f"/search?q={pick(CHANGE)}&k={k}"
+        if kind in TEXTS:
+            texts, plain = TEXTS[kind]
+            return kind, f"/search?q={pick(texts)}&k={k}" + ("&plain=true" if plain else "")
         if kind == "example":
             return kind, f"/search?like={pick(self.tile_ids)}&k={k}"
         if kind == "thumbnail":
