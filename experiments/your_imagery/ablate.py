@@ -6,6 +6,9 @@ tile legend, propagated per raster on the real tiles).
         georet train --config experiments/your_imagery/recipes/$r.yaml
     done
     python experiments/your_imagery/ablate.py --data ../shared/data
+
+Other seeds: ``georet train --config … --set train.seed=1 --set train.out_dir=runs/your-imagery/seed1/<recipe>``,
+then ``ablate.py --runs runs/your-imagery/seed1 --out results/ablation-seed1.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/your-imagery"))
+    parser.add_argument("--out", type=Path, default=OUT / "ablation.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="your-imagery-ablate-"))
     sets = read_sets(args.data, work)
@@ -56,7 +60,7 @@ def main() -> None:
         result[run] = entry
         print(run, entry, flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    write_results(OUT / "ablation.json", result)
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":
