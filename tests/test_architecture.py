@@ -20,7 +20,7 @@ ALLOWED = {
     "lazy": set(),
     "files": set(),
     "provenance": set(),
-    "testing": {"geo", "index"},
+    "testing": {"geo", "index", "search"},
     "models": {"errors"},
     "geo": {"errors"},
     "index": {"errors", "geo", "models"},

@@ -25,7 +25,8 @@ def test_doctor_json_via_cli(built_index):
     model = info["default_model"]
     assert model["name"] == "georet-base/bundled"
     assert model["available_offline"] and Path(model["weights"]).is_file() and model["hint"] is None
-    assert info["db"] == {"path": str(built_index), "state": "georet index", "writable": True}
+    assert info["db"] == {"path": str(built_index), "state": "georet index", "writable": True,
+                          "health": {"manifest": "ok", "table": "ok", "missing_files": []}}
 
 
 def test_db_states(tmp_path):
