@@ -139,6 +139,8 @@ def _self_href(item: dict[str, Any]) -> str | None:
 def _resolve(href: str, base: str, item_id: str, asset: str) -> str:
     if not href:
         raise GeoretError(f"STAC item {item_id!r}: asset {asset!r} has no href")
+    if not href.isprintable():
+        raise GeoretError(f"STAC item {item_id!r}: asset {asset!r} has an href with control characters: {href!r}")
     if is_url(href) or Path(href).is_absolute():
         return href
     if not base:

@@ -131,7 +131,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st
                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
                      max_leaves=12)
 _ASSET = st.fixed_dictionaries({}, optional={"href": st.one_of(st.text(max_size=30), _JSON,
-                                                                st.sampled_from(["a.tif", "../../etc/passwd", "/dev/null",
+                                                                st.sampled_from(["a.tif", "../../etc/passwd", "/dev/null", "a\\x00.tif",
                                                                                  "stac://x", "\n"])),
                                              "roles": _JSON, "type": st.text(max_size=20),
                                              "eo:bands": st.one_of(_JSON, st.lists(st.fixed_dictionaries(
