@@ -535,7 +535,7 @@ def optimize(db) -> None:
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0 = any free port; the URL is printed).")
 @click.option("--token", envvar="GEORET_TOKEN", help="Require 'Authorization: Bearer TOKEN' on every request [env GEORET_TOKEN].")
 @click.option("--max-pending", type=click.IntRange(min=1),
-              help="Requests in progress past which new ones get 503 with Retry-After [default: about a 3 s queue; "
+              help="Requests in progress past which new ones get 503 with Retry-After [default: about a 1 s queue; "
                    "docs/reliability.md].")
 @device_option
 def serve(db, host, port, token, max_pending, device) -> None:

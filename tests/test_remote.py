@@ -119,7 +119,7 @@ def test_stac_items_index_the_visual_cog_and_stack_separate_band_files(tmp_path,
     picked = invoke_cli("index", f"{server.url}/items.json", "--asset", "B04", "--db", tmp_path / "red.db",
                         "--tile-size", "512", "-q", *TINY)
     assert picked.returncode == 1
-    assert picked.stderr.strip() == ("Error: STAC item scene-visual has no asset 'B04' (it has: thumbnail, visual)")
+    assert picked.stderr.strip() == "Error: STAC item 'scene-visual' has no asset 'B04' (it has: 'thumbnail', 'visual')"
 
 
 def test_a_stac_api_search_indexes_the_items_in_the_area(tmp_path, stac_dir, server):

@@ -44,8 +44,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 1000
 MAX_QUERY_CHARS = 500
 MAX_EXAMPLES = 200
-#: requests in progress or waiting past which new ones get 503: at the 1M-tile index's p95 of ~0.1 s a
-#: search, 32 waiting is about 3 s, beyond which a person or a map gives up anyway (docs/reliability.md)
+#: requests in progress or waiting past which new ones get 503: at a million tiles the server answers ~55 a
+#: second, so 32 is a wait of ~0.6 s (measured p99 1.3 s with 64 clients; docs/reliability.md)
 MAX_PENDING = 32
 RETRY_AFTER_S = 1
 #: largest request body: the one body the API takes (a tile id and a class name) is under 300 bytes
