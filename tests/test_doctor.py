@@ -47,3 +47,13 @@ def test_markdown_block_shortens_home_paths(tmp_path, monkeypatch):
     human = run_cli("doctor", check=True).stdout
     assert human.startswith("```text") and "device:" in human and "default model:" in human
     assert "~/.cache" in human and str(tmp_path) not in human  # the subprocess inherits HOME
+
+
+def test_repair_names_what_it_cannot_mend(tmp_path):
+    from conftest import invoke_cli
+
+    remote = invoke_cli("doctor", "--db", "s3://bucket/tiles", "--repair")
+    assert remote.returncode == 1 and remote.stderr.strip().startswith(
+        "Error: s3://bucket/tiles: --repair mends indexes in local folders")
+    missing = invoke_cli("doctor", "--repair")
+    assert missing.returncode == 2 and "--repair mends the index --db names" in missing.stderr

@@ -100,6 +100,9 @@ def diagnose(db: str | Path) -> Diagnosis:
 
 def repair(db: str | Path) -> Repair:
     """Mend what :func:`diagnose` finds, under the writer lock; a one-line error where nothing can."""
+    if TileStore.in_object_store(db):  # no file to stat, no lock to hold: the object store keeps versions itself
+        raise GeoretError(f"{db}: --repair mends indexes in local folders; an object-store index keeps every "
+                          "table version, so restore one with Lance (dataset.restore) instead")
     path = Path(db).expanduser()
     found, done = diagnose(path), Repair()
     if found.manifest:
