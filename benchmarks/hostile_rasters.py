@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 import sys
 import tempfile
@@ -19,20 +18,6 @@ import psutil
 from georet.provenance import write_results
 from georet.testing import hostile
 from georet.testing.rasters import write_raster
-
-CASES = {
-    "sparse bomb: 128 KB inflating to 12 GB": ("bomb.tif", hostile.sparse_bomb),
-    "one compressed block of 768 MB": ("block.tif", hostile.one_huge_block),
-    "zero pixel size": ("zero.vrt", lambda p: hostile.pixel_size(p, 0.0, -10.0)),
-    "NaN pixel size": ("nan-px.vrt", lambda p: hostile.pixel_size(p, math.nan, -10.0)),
-    "NaN geotransform origin": ("nan.tif", hostile.nan_geotransform),
-    "engineering CRS (no way to lon/lat)": ("local.tif", hostile.unreadable_crs),
-    "no CRS": ("nocrs.tif", hostile.no_crs),
-    "200 bands": ("bands.tif", hostile.many_bands),
-    "negative pixel width (columns run west)": ("west.vrt", lambda p: hostile.pixel_size(p, -10.0, -10.0)),
-    "1 x 1 pixel": ("pixel.tif", hostile.one_pixel),
-    "all nodata": ("empty.tif", hostile.all_nodata),
-}
 
 
 def run(raster: Path, db: Path) -> dict:
@@ -61,7 +46,7 @@ def main() -> None:
         work = Path(folder)
         good = write_raster(work / "good.tif")
         results["an ordinary 256 px raster (for scale)"] = run(good, work / "good.db")
-        for name, (file_name, write) in CASES.items():
+        for name, (file_name, write) in hostile.RASTERS.items():
             raster = write(work / file_name)
             results[name] = {"file_bytes": raster.stat().st_size, **run(raster, work / f"{file_name}.db")}
             print(name, results[name], flush=True)

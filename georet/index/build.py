@@ -47,7 +47,7 @@ from georet.geo import (
 from georet.geo.dates import acquisition_date, parse_date
 from georet.index.rows import Labels, tile_rows
 from georet.index.scenes import refine_scenes
-from georet.index.store import TileStore, describe_mismatch, sql_string
+from georet.index.store import TileStore, describe_mismatch, is_complete, sql_string
 from georet.models import ModelSpec, cache_dir, load_model
 
 if TYPE_CHECKING:
@@ -360,7 +360,7 @@ def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, ar
                         reindex: bool) -> bool:
     """Complete with this tiling, over an area that covers the one asked for (no area: the whole raster)."""
     entry = manifest["sources"].get(ref.name)
-    if reindex or entry is None or entry.get("state", "complete") != "complete":
+    if reindex or entry is None or not is_complete(entry):
         return False
     if _tiling_changed(entry, tiling):
         return False

@@ -5,8 +5,9 @@ Two things can break under an index: its manifest (``georet.json``), and the dat
 (a disk error, a copy that missed files, a hand that deleted one). georet keeps what mends both:
 
 * every manifest write writes a copy first (``georet.json.bak``), so a damaged manifest is restored from it;
-* Lance never rewrites a data file and georet never deletes old versions, so the newest table version whose
-  every data file is still on disk holds every row that was not in a lost file. Repair makes that version
+* Lance never rewrites a data file and georet keeps superseded versions for a week (``KEEP_VERSIONS``), so the
+  newest table version whose every data file is still on disk holds every row that was not in a lost file
+  (of the last week's versions). Repair makes that version
   the latest, drops the rows of rasters the manifest no longer lists (a version from before a
   ``georet remove``), and marks incomplete each raster with fewer rows than it completed with. ``georet
   index`` on those rasters then embeds only their missing tiles.
@@ -22,16 +23,17 @@ from typing import Any
 
 from georet.errors import GeoretError
 from georet.index.store import (
-    COMPLETE,
     INCOMPLETE,
     MANIFEST_BACKUP_NAME,
     MANIFEST_NAME,
     TABLE_NAME,
     TileStore,
     check_manifest,
+    is_complete,
 )
 
 LOST_ROWS = "rows lost to a damaged table; re-run `georet index` on it to embed them again"
+TABLE_MISSING = "the tiles table is missing"
 
 
 @dataclass
@@ -85,7 +87,7 @@ def diagnose(db: str | Path) -> Diagnosis:
         found.manifest = f"{MANIFEST_NAME} is unreadable or corrupt"
     table = path / f"{TABLE_NAME}.lance"
     if not table.is_dir():
-        found.table = "the tiles table is missing"
+        found.table = TABLE_MISSING
         return found
     try:
         files = _data_files(str(table), None)
@@ -108,8 +110,8 @@ def repair(db: str | Path) -> Repair:
     if found.manifest:
         _restore_manifest(path)
         done.manifest_restored = True
-    if found.table == "the tiles table is missing":
-        raise GeoretError(f"{path}: the tiles table is missing; re-run `georet index` with the same rasters "
+    if found.table == TABLE_MISSING:
+        raise GeoretError(f"{path}: {TABLE_MISSING}; re-run `georet index` with the same rasters "
                           "(it rebuilds the table from the manifest)")
     store = TileStore.open(path)
     with store.writing():
@@ -165,11 +167,10 @@ def _reconcile(store: TileStore, done: Repair) -> None:
     for source, entry in listed.items():
         rows = counts.get(source, 0)
         expected = entry.get("rows")
-        lost = entry.get("state", COMPLETE) == COMPLETE and (rows < expected if expected is not None else rows == 0)
-        if lost:
+        if is_complete(entry) and (rows < expected if expected is not None else rows == 0):  # rows were lost
             entry.update(state=INCOMPLETE, reason=LOST_ROWS)
             changed = True
-        if entry.get("state", COMPLETE) != COMPLETE:
+        if not is_complete(entry):
             done.to_index_again.append(Path(source).name)
         elif rows:
             done.rasters_kept += 1

@@ -338,6 +338,10 @@ class TileStore:
                                             "re-run `georet index` on it or `georet remove` it"}
         return listed
 
+    def unfinished_sources(self) -> frozenset[str]:
+        """Sources the manifest does not call complete: being written, or stopped midway."""
+        return frozenset(name for name, entry in self.manifest["sources"].items() if not is_complete(entry))
+
     def source_counts(self) -> dict[str, int]:
         """Tiles per source, counted in the table."""
         if not self.has_table():
@@ -657,6 +661,12 @@ def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:
         raise GeoretError(f"{name!r} matches several sources in {index_dir}; give the full path: {', '.join(by_name)}")
     listing = ", ".join(Path(source).name for source in known) or "none"
     raise GeoretError(f"no source {name!r} in {index_dir}; its sources: {listing}")
+
+
+def is_complete(entry: dict[str, Any]) -> bool:
+    """Whether a manifest entry's raster is wholly written (format-1 manifests, written before states existed,
+    hold only complete rasters)."""
+    return entry.get("state", COMPLETE) == COMPLETE
 
 
 def require_writable(path: Path) -> None:

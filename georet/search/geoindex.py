@@ -44,7 +44,6 @@ from georet.index import (
     ANN_NPROBES,
     ANN_REFINE_FACTOR,
     AUTO_VECTOR_INDEX_ROWS,
-    COMPLETE,
     LabelSet,
     TileStore,
     delete_labels,
@@ -232,7 +231,7 @@ class GeoIndex:
         """The hits of a checked :class:`SearchRequest` (see :meth:`search`); a request asked before of the
         table as it is now is answered from the result cache."""
         self.store.refresh()  # rows other processes added since this index was opened
-        unfinished = self._unfinished_sources()  # read from the manifest before the table (filters.py)
+        unfinished = self.store.unfinished_sources()  # the manifest is read before the table (filters.py)
         result_key = ResultCache.key(request, (self.store.version, unfinished))
         cached = self._results.get(result_key)
         if cached is not None:
@@ -359,11 +358,6 @@ class GeoIndex:
             columns=["tile_id", "mark", "who", "when", "source", "scene"],
             geometry=shapely.from_wkb([rows[label.tile_id]["geometry"] for label in present]) if present else [],
             crs="EPSG:4326")
-
-    def _unfinished_sources(self) -> frozenset[str]:
-        """Sources whose rows are being written, or whose writing stopped: a search never shows them."""
-        return frozenset(name for name, entry in self.store.manifest["sources"].items()
-                         if entry.get("state", COMPLETE) != COMPLETE)
 
     def _text_search(self, request: SearchRequest, k: int, unfinished: frozenset[str]) -> gpd.GeoDataFrame:
         """A text query: relational when it reads like one, else the nearest tiles by one of three strategies."""

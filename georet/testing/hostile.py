@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -89,3 +90,20 @@ def one_pixel(path: Path) -> Path:
 def all_nodata(path: Path) -> Path:
     """A raster whose every pixel is its nodata value."""
     return _write(path, np.zeros((3, 512, 512), dtype=np.uint8), width=512, height=512, nodata=0)
+
+
+#: every hostile raster by what it is: (file name, writer); the tests and ``benchmarks/hostile_rasters.py``
+#: both read this list
+RASTERS: dict[str, tuple[str, Callable[[Path], Path]]] = {
+    "sparse bomb: 128 KB inflating to 12 GB": ("bomb.tif", sparse_bomb),
+    "one compressed block of 768 MB": ("block.tif", one_huge_block),
+    "zero pixel size": ("zero.vrt", lambda p: pixel_size(p, 0.0, -10.0)),
+    "NaN pixel size": ("nan-px.vrt", lambda p: pixel_size(p, math.nan, -10.0)),
+    "NaN geotransform origin": ("nan.tif", nan_geotransform),
+    "engineering CRS (no way to lon/lat)": ("local.tif", unreadable_crs),
+    "no CRS": ("nocrs.tif", no_crs),
+    "200 bands": ("bands.tif", many_bands),
+    "negative pixel width (columns run west)": ("west.vrt", lambda p: pixel_size(p, -10.0, -10.0)),
+    "1 x 1 pixel": ("pixel.tif", one_pixel),
+    "all nodata": ("empty.tif", all_nodata),
+}
