@@ -23,7 +23,7 @@ except PackageNotFoundError:  # running from a source tree
 
 _EXPORTS = {
     "georet.search": ("open_index", "GeoIndex"),
-    "georet.index": ("index_raster", "IndexReport", "remove_sources"),
+    "georet.index": ("index_raster", "IndexJob", "IndexReport", "remove_sources"),
     "georet.geo": ("TilingParams",),
     "georet.models": ("ModelSpec", "load_model"),
     "georet.errors": ("GeoretError",),

@@ -185,7 +185,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     URLs); or search a STAC API with --stac URL --collection ID.
     """
     from georet.geo import TilingParams, parse_bands, parse_tile_sizes, search_area
-    from georet.index import index_raster
+    from georet.index import IndexJob, index_raster
     from georet.models import ModelSpec
 
     tiling = TilingParams(tile_size=parse_tile_sizes(tile_size),
@@ -195,12 +195,11 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
     inputs = list(rasters) + _stac_search(stac_api, collection, stac_datetime, max_items, area, asset)
     if not inputs:
         raise click.UsageError("give RASTERS to index, or --stac API_URL --collection ID")
-    report = index_raster(inputs, db, tiling=tiling, area=area, asset=asset, engine=engine, ray_address=ray_address,
-                          model=ModelSpec.from_options(arch, pretrained, checkpoint),
-                          device=device, batch_size=batch_size, classes=classes, landcover=landcover,
-                          landcover_field=landcover_field, reindex=reindex, acquired=acquired,
-                          image_runtime=image_runtime,
-                          progress=False if quiet or progress_json else None,
+    job = IndexJob(tiling=tiling, area=area, asset=asset, engine=engine, ray_address=ray_address,
+                   batch_size=batch_size, classes=classes, landcover=landcover, landcover_field=landcover_field,
+                   reindex=reindex, acquired=acquired, image_runtime=image_runtime,
+                   progress=False if quiet or progress_json else None)
+    report = index_raster(inputs, db, job, model=ModelSpec.from_options(arch, pretrained, checkpoint), device=device,
                           on_progress=_print_progress_json if progress_json else None)
     click.echo(report.summary(), err=True)
 
@@ -429,8 +428,10 @@ def _bounds_text(wkt: str) -> str:
 @click.argument("sets", nargs=-1)
 @click.option("--mark", nargs=2, metavar="TILE_ID CLASS",
               help="This tile is a CLASS: add it to that class's examples, then relabel from every class with some.")
-@click.option("--method", type=click.Choice(["prototype", "cache"]), default="prototype", show_default=True,
-              help="prototype: each class moves towards its examples' mean; cache: Tip-Adapter's example cache.")
+@click.option("--method", type=click.Choice(["prototype", "probe", "cache"]), default="prototype", show_default=True,
+              help="prototype: each class moves towards its examples' mean; probe: a linear classifier fitted to "
+                   "the examples, kept near the prototypes (better on scene collections, worse where one class "
+                   "dominates); cache: Tip-Adapter's example cache.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: tiles per scene.")
 def relabel(db, sets, mark, method, as_json) -> None:
     """Relabel every tile's scene from a few examples: each of SETS is a label set named after a class.

@@ -69,13 +69,29 @@ def test_prototypes_move_a_class_to_its_examples():
     sea_tiles = unit([[0.6, 0.3, 0.0, 0.74], [0.55, 0.3, 0.0, 0.78], [0.6, 0.25, 0.0, 0.76]])
     zero_shot = axis_scenes()
     assert {s.scene for s in zero_shot.label([], sea_tiles)} == {"forest"}
-    few = FewShotScenes(zero_shot, SceneExamples(("sea", "sea"), sea_tiles[:2]))
+    few = FewShotScenes(zero_shot, SceneExamples(("sea", "sea"), sea_tiles[:2]))  # prototypes: the default
     assert [s.scene for s in few.label([], sea_tiles)] == ["sea"] * 3
     expected = unit(unit([0.0, 1.0, 0.0, 0.0]) + unit(sea_tiles[:2].sum(axis=0)))
     np.testing.assert_allclose(few.text_vectors[1], expected, atol=1e-6)
     np.testing.assert_allclose(few.text_vectors[[0, 2]], zero_shot.text_vectors[[0, 2]])  # no examples: unmoved
     cache = FewShotScenes(zero_shot, SceneExamples(("sea", "sea"), sea_tiles[:2]), "cache")
     assert [s.scene for s in cache.label([], sea_tiles)] == ["sea"] * 3
+
+
+def test_the_probe_separates_look_alike_classes_that_prototypes_do_not():
+    # sea tiles that read as forest even after "sea" moves to their mean; the probe fits the examples
+    sea = unit([[0.8, 0.2, 0.0, 0.57], [0.78, 0.22, 0.0, 0.59], [0.81, 0.18, 0.0, 0.56], [0.79, 0.2, 0.0, 0.58]])
+    forest = unit([[0.9, 0.0, 0.1, 0.42], [0.92, 0.0, 0.08, 0.38], [0.91, 0.02, 0.1, 0.4]])
+    examples = SceneExamples(("sea", "sea", "forest", "forest"), np.concatenate([sea[:2], forest[:2]]))
+    prototype = FewShotScenes(axis_scenes(), examples)
+    assert {s.scene for s in prototype.label([], sea)} == {"forest"}
+    probe = FewShotScenes(axis_scenes(), examples, "probe")
+    assert [s.scene for s in probe.label([], sea)] == ["sea"] * 4  # two of them were not examples
+    assert [s.scene for s in probe.label([], forest)] == ["forest"] * 3
+    farmland = probe.text_vectors[2] / np.linalg.norm(probe.text_vectors[2])
+    assert farmland @ axis_scenes().text_vectors[2] > 0.99  # a class without examples keeps its words
+    with pytest.raises(GeoretError, match="one of prototype, probe, cache, got 'knn'"):
+        FewShotScenes(axis_scenes(), examples, "knn")
 
 
 def test_examples_must_name_a_class_of_the_legend():
@@ -119,6 +135,10 @@ def test_relabel_from_marked_tiles_then_a_search_naming_the_class(tmp_path, tiny
     hits = open_index(db, model=tiny_model).search("the water", k=len(right) - 2)
     assert set(hits.tile_id) == set(right[2:])
     assert "scene" in invoke_cli("relabel", "--db", db, "water", check=True).stdout
+    probed = json.loads(invoke_cli("relabel", "--db", db, "ground", "water", "--method", "probe", "--json",
+                                   check=True).stdout)
+    assert probed == {"ground": len(left), "water": len(right)}
+    assert next(iter(open_index(db).store.manifest["sources"].values()))["scene_examples"]["method"] == "probe"
 
 
 def test_relabel_refuses_an_empty_or_unknown_set(built_index):

@@ -22,7 +22,7 @@ from georet.index.store import (
 )
 from georet.lazy import lazy_exports
 
-_HEAVY_MODULES = {"georet.index.build": ("IndexReport", "index_raster"),
+_HEAVY_MODULES = {"georet.index.build": ("IndexReport", "index_raster"), "georet.index.job": ("IndexJob",),
                   "georet.index.export": ("export_geoparquet",)}
 __getattr__ = lazy_exports(__name__, _HEAVY_MODULES)
 

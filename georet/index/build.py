@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,8 @@ from georet.geo import (
     read_classes,
     tile_legend,
 )
-from georet.geo.dates import acquisition_date, parse_date
+from georet.geo.dates import acquisition_date
+from georet.index.job import IndexJob
 from georet.index.rows import Labels, tile_rows
 from georet.index.scenes import refine_scenes
 from georet.index.store import TileStore, describe_mismatch, is_complete, sql_string
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from georet.models import EmbeddingModel
 
 _PREFETCH_BATCHES = 3
-ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -148,27 +148,17 @@ def _progress(total: int, desc: str, enabled: bool):
 def index_raster(
     paths: str | Path | RasterRef | Sequence[str | Path | RasterRef],
     db: str | Path,
+    job: IndexJob | None = None,
     *,
-    tiling: TilingParams | None = None,
-    area: BaseGeometry | None = None,
-    asset: str | None = None,
     model: EmbeddingModel | ModelSpec | None = None,
     device: str = "auto",
-    batch_size: int = 32,
-    classes: str | Path | None = None,
-    landcover: str | Path | None = None,
-    landcover_field: str | None = None,
-    reindex: bool = False,
-    progress: bool | None = None,
-    write_every: int = 256,
     on_progress: Callable[[str, int, int], None] | None = None,
-    lock_timeout: float | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    acquired: str | None = None,
-    image_runtime: str = "auto",
+    **settings: Any,
 ) -> IndexReport:
     """Tile, embed and store rasters in the index at ``db`` (created if needed).
+
+    How is an :class:`IndexJob`: pass one, or its settings as keywords (``tiling=``, ``area=``, …: a
+    misspelt one is a ``TypeError``), or both (the keywords replace the job's).
 
     ``paths`` are files, folders, URLs of (cloud-optimised) GeoTIFFs and STAC
     Item/ItemCollection JSON (``asset`` picks the items' asset); ``area`` (a
@@ -196,7 +186,8 @@ def index_raster(
 
     ``image_runtime`` says what runs the image side of a model loaded here
     (:func:`georet.models.load_model`): ``openvino-bf16`` is about twice as fast
-    as the float32 default on CPUs with bfloat16, at cosine ~0.9998 to it.
+    as the float32 default on CPUs with bfloat16, at cosine ~0.9998 to it. A
+    model passed loaded already has its runtime: naming another is an error.
 
     Inputs are all validated before the index is touched. One writer at a
     time: a run waits for another run on the same ``db`` (up to
@@ -206,43 +197,37 @@ def index_raster(
     so a re-run resumes it), and a :class:`GeoretError` says so.
     """
     started = time.perf_counter()
-    tiling = tiling or TilingParams()
-    if batch_size < 1:
-        raise InputError("batch_size", f"must be positive, got {batch_size}")
-    if classes and landcover:
-        raise InputError("classes", "use either {classes} (zero-shot) or {landcover} (your layer), not both", names=("landcover",))
-    if landcover_field and not landcover:
-        raise InputError("landcover_field", "needs {landcover}", names=("landcover",))
-    if engine not in ENGINES:
-        raise InputError("engine", f"must be one of {', '.join(ENGINES)}; got {engine!r}")
-    if ray_address and engine != "ray":
-        raise InputError("ray_address", "needs {engine} ray", names=("engine",))
-    if acquired is not None:
-        acquired = parse_date(acquired)
-    if engine == "ray":
+    job = replace(job or IndexJob(), **settings)
+    if job.image_runtime != "auto" and not (model is None or isinstance(model, ModelSpec)):
+        raise InputError("image_runtime", "applies to a model loaded by index_raster; this model is loaded already "
+                         "(load it with the runtime you want)")
+    if job.engine == "ray":
         if not all(importlib.util.find_spec(m) for m in ("ray", "lance_ray")):
             raise InputError("engine", "ray needs Ray on this machine: pip install 'georet[ray]'")
         from georet.index.ray_engine import connect
 
-        connect(ray_address)  # before the index is touched
-    rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, asset)
+        connect(job.ray_address)  # before the index is touched
+    rasters = discover_rasters([paths] if isinstance(paths, (str, Path, RasterRef)) else paths, job.asset)
+    area = job.area
     touched = 0
     dates: dict[str, tuple[str | None, str | None]] = {}
     stretches: dict[str, BandStretch | None] = {}  # estimated once a raster, here, for every scale and worker
     for ref in rasters:  # validate every input before touching the index
-        with RasterSource(ref, tiling.scales()[0], area) as source:
+        with RasterSource(ref, job.tiling.scales()[0], area) as source:
             touched += len(source.windows()) if area is not None else 1
-            dates[ref.name] = acquisition_date(ref, source.dataset.tags(), acquired)
+            dates[ref.name] = acquisition_date(ref, source.dataset.tags(), job.acquired)
             stretches[ref.name] = source.band_stretch
     if not touched:
         raise GeoretError("the area ({bbox}/{within}) touches none of the rasters; nothing to index", names=("bbox", "within"))
-    scene_classes = None if landcover else (read_classes(classes) if classes else tile_legend())
+    landcover = job.landcover
+    scene_classes = None if landcover else (read_classes(job.classes) if job.classes else tile_legend())
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if model is None or isinstance(model, ModelSpec):
-        model = load_model(model, device=device, image_runtime=image_runtime)
-    if "auto" in tiling.tile_sizes and tiling.scale is None:
-        tiling = replace(tiling, scale=model_scale(model))
+        model = load_model(model, device=device, image_runtime=job.image_runtime)
+    if "auto" in job.tiling.tile_sizes and job.tiling.scale is None:
+        job = replace(job, tiling=replace(job.tiling, scale=model_scale(model)))
+    tiling, reindex = job.tiling, job.reindex
     spec = {"arch": model.spec.arch,
             "pretrained": _absolute_if_file(model.spec.pretrained),
             "checkpoint": _absolute_if_file(model.spec.checkpoint)}
@@ -255,9 +240,8 @@ def index_raster(
     if scene_classes:  # a legend in other words is anchored to the classes the model knows
         vocabulary = SceneVocabulary.of(model, cache_dir("vocabulary")) if foreign_classes(scene_classes) else None
         zero_shot = ZeroShotScenes(model, scene_classes, TILE_LABEL_TEMPLATES, vocabulary)
-    show = sys.stderr.isatty() if progress is None else progress
 
-    with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=lock_timeout,
+    with TileStore.open_for_writing(db, model.identity, spec, lock_timeout=job.lock_timeout,
                                     on_wait=lambda message: print(message, file=sys.stderr)) as store:
         report.db = str(store.path)
         for position, ref in enumerate(rasters):
@@ -283,13 +267,12 @@ def index_raster(
                 })
                 if not reindex and store.count(f"source = {sql_string(ref.name)}"):  # resumed: one date for all
                     store.set_acquired(ref.name, *dates[ref.name])
-                if reindex and engine == "ray":  # appended fragments cannot replace rows: they go first (the
+                if reindex and job.engine == "ray":  # appended fragments cannot replace rows: they go first (the
                     store.delete_rows(ref.name)  # entry says incomplete meanwhile)
                 try:
                     for source in sources:
-                        _index_scale(source, model, store, zero_shot, landcover, landcover_field, engine,
-                                     batch_size, reindex, show, write_every, ray_address, dates[ref.name][0],
-                                     image_runtime, report, on_progress)
+                        _index_scale(Scale(source, store, dates[ref.name][0], report, on_progress), model,
+                                     job, zero_shot)
                     if zero_shot is not None:
                         refine_scenes(store, ref.name, zero_shot)
                 except (Exception, KeyboardInterrupt) as exc:
@@ -321,19 +304,31 @@ def _grid(source: RasterSource) -> dict:
             "tile_m": round(source.grid.tile_px * source.metres_per_pixel, 2)}
 
 
-def _index_scale(source: RasterSource, model: EmbeddingModel, store: TileStore, zero_shot,
-                 landcover: str | Path | None, landcover_field: str | None, engine: str, batch_size: int,
-                 reindex: bool, show: bool, write_every: int, ray_address: str | None, acquired: str | None,
-                 image_runtime: str, report: IndexReport, on_progress) -> None:
+@dataclass
+class Scale:
+    """One raster at one tile scale, on its way into ``store``: what every step of indexing it shares."""
+
+    source: RasterSource
+    store: TileStore
+    #: the raster's acquisition date (ISO), or None when unknown
+    acquired: str | None
+    report: IndexReport
+    on_progress: Callable[[str, int, int], None] | None = None
+
+    def progressed(self, done: int, total: int) -> None:
+        if self.on_progress:
+            self.on_progress(self.source.ref.name, done, total)
+
+
+def _index_scale(scale: Scale, model: EmbeddingModel, job: IndexJob, zero_shot: ZeroShotScenes | None) -> None:
     """Embed and store one raster's tiles at one scale, on the local engine or on Ray."""
-    if engine == "ray":
-        _index_source_on_ray(source, model, store, Labels(zero_shot, landcover, landcover_field), source.params,
-                             batch_size, show, ray_address, acquired, image_runtime, report, on_progress)
+    if job.engine == "ray":
+        _index_source_on_ray(scale, model, job, job.labels(zero_shot))
         return
-    layer = open_landcover(landcover, landcover_field, source.dataset, source.crs) if landcover else None
+    source = scale.source
+    layer = open_landcover(job.landcover, job.landcover_field, source.dataset, source.crs) if job.landcover else None
     try:
-        _index_source(source, model, store, layer or zero_shot, source.params, batch_size, reindex, show,
-                      write_every, acquired, report, on_progress)
+        _index_source(scale, model, job, layer or zero_shot)
     finally:
         if layer is not None:
             layer.close()
@@ -443,42 +438,38 @@ def _plan(source: RasterSource, store: TileStore, reindex: bool, report: IndexRe
     return todo
 
 
-def _index_source(source: RasterSource, model: EmbeddingModel, store: TileStore, labeler, tiling: TilingParams,
-                  batch_size: int, reindex: bool, show: bool, write_every: int, acquired: str | None,
-                  report: IndexReport, on_progress: Callable[[str, int, int], None] | None) -> None:
-    todo = _plan(source, store, reindex, report)
+def _index_source(scale: Scale, model: EmbeddingModel, job: IndexJob, labeler) -> None:
+    source, store, report = scale.source, scale.store, scale.report
+    todo = _plan(source, store, job.reindex, report)
     pending: list[pa.Table] = []
     pending_rows = 0
     source_crs = source.crs.to_string()
     total, done = len(todo), 0
-    with _progress(total, source.ref.display_name, show) as bar:
-        for batch in _prefetch(_batches(source, model, todo, batch_size, tiling.min_valid, report)):
+    with _progress(total, source.ref.display_name, job.show_progress) as bar:
+        for batch in _prefetch(_batches(source, model, todo, job.batch_size, source.params.min_valid, report)):
             if batch.tiles:
                 vectors = model.encode_images(batch.images)
                 labels = labeler.label(batch.tiles, vectors)
-                pending.append(tile_rows(batch.tiles, vectors, labels, source_crs, model.dim, acquired))
+                pending.append(tile_rows(batch.tiles, vectors, labels, source_crs, model.dim, scale.acquired))
                 pending_rows += len(batch.tiles)
                 report.indexed += len(batch.tiles)
-            if pending_rows >= write_every:
+            if pending_rows >= job.write_every:
                 store.upsert(pa.concat_tables(pending))
                 pending, pending_rows = [], 0
             bar.update(batch.windows_done)
             done += batch.windows_done
-            if on_progress:
-                on_progress(source.ref.name, done, total)
+            scale.progressed(done, total)
         if pending:
             store.upsert(pa.concat_tables(pending))
 
 
-def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: TileStore, labels, tiling: TilingParams,
-                         batch_size: int, show: bool, address: str | None, acquired: str | None,
-                         image_runtime: str, report: IndexReport,
-                         on_progress: Callable[[str, int, int], None] | None) -> None:
+def _index_source_on_ray(scale: Scale, model: EmbeddingModel, job: IndexJob, labels: Labels) -> None:
     """Ray appends fragments and cannot replace rows: a re-index removed the raster's rows before its first
     scale (:func:`index_raster`), so the plan skips only what this run wrote."""
-    from georet.index.ray_engine import index_source_on_ray
+    from georet.index.ray_engine import WorkerModel, index_source_on_ray
 
-    todo = _plan(source, store, False, report)
+    report = scale.report
+    todo = _plan(scale.source, scale.store, False, report)
     done = 0
 
     def committed(planned: int, written: int, total: int) -> None:
@@ -486,11 +477,10 @@ def _index_source_on_ray(source: RasterSource, model: EmbeddingModel, store: Til
         done += planned
         report.indexed += written
         report.below_min_valid += planned - written
-        if on_progress:
-            on_progress(source.ref.name, done, total)
+        scale.progressed(done, total)
 
-    index_source_on_ray(source, store, todo, model.spec, model.identity, model.dim, labels, tiling, batch_size,
-                        show, address, acquired, image_runtime, committed)
+    worker_model = WorkerModel(model.spec, model.identity, model.dim, job.image_runtime)
+    index_source_on_ray(scale.source, scale.store, todo, worker_model, labels, job, scale.acquired, committed)
 
 
 def _absolute_if_file(value: str | None) -> str | None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -30,11 +31,44 @@ from georet.index.rows import Labels, tile_rows
 from georet.index.store import TileStore, sql_string, tile_schema
 from georet.models import ModelSpec
 
+if TYPE_CHECKING:
+    from georet.index.job import IndexJob
+
 #: Tiles per Lance commit: what a killed run can lose (and one Ray Data execution each).
 COMMIT_TILES = 20_000
 #: Windows per Ray Data block: how finely the plan spreads over workers.
 WINDOWS_PER_BLOCK = 64
 _CONNECT_TIMEOUT_S = 5
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """The driver's model as a worker rebuilds it: its spec and image runtime, and the identity and width the
+    rebuilt one must have."""
+
+    spec: ModelSpec
+    identity: dict
+    dim: int
+    image_runtime: str = "auto"
+
+
+@dataclass(frozen=True)
+class RasterTask:
+    """What a worker needs to embed windows of one raster: the model, where it runs, the raster as the
+    driver opened it (bands, band stretch) and how its tiles are labelled."""
+
+    model: WorkerModel
+    device: str
+    threads: int
+    ref: RasterRef
+    tiling: TilingParams
+    labels: Labels
+    stretch: BandStretch | None
+
+    def key(self) -> tuple:
+        """What a kept model and raster serve: a task with another key builds its own."""
+        return (self.model.spec, self.device, self.ref.name, json.dumps(self.tiling.to_dict()),
+                self.model.image_runtime)
 
 
 class _Worker:
@@ -48,42 +82,39 @@ class _Worker:
 
     current: "_Worker | None" = None
 
-    def __init__(self, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels, image_runtime: str, stretch: BandStretch | None):
+    def __init__(self, task: RasterTask):
         from georet.models import has_torch, load_model
 
-        self.key = self._key(spec, device, ref, tiling, image_runtime)
+        self.key = task.key()
         if has_torch():  # for image_runtime torch; the ONNX image side is told its share below
             import torch
 
-            torch.set_num_threads(threads)
-        self.model = load_model(spec, device=device, image_runtime=image_runtime, threads=threads)
-        if self.model.identity != identity:
+            torch.set_num_threads(task.threads)
+        wanted = task.model
+        self.model = load_model(wanted.spec, device=task.device, image_runtime=wanted.image_runtime,
+                                threads=task.threads)
+        if self.model.identity != wanted.identity:
             raise GeoretError("a Ray worker built another model than the driver (different weights on that node?)")
-        self.source = RasterSource(ref, tiling, stretch=stretch).__enter__()  # the driver's: not sampled again
+        # the driver's bands and stretch: not sampled again
+        self.source = RasterSource(task.ref, task.tiling, stretch=task.stretch).__enter__()
+        labels = task.labels
         self.labeler = labels.zero_shot or open_landcover(labels.landcover, labels.landcover_field,
                                                           self.source.dataset, self.source.crs)
 
     @classmethod
-    def for_task(cls, spec: ModelSpec, identity: dict, device: str, threads: int, ref: RasterRef,
-                 tiling: TilingParams, labels: Labels, image_runtime: str, stretch: BandStretch | None) -> "_Worker":
+    def for_task(cls, task: RasterTask) -> "_Worker":
         """The worker state for a task's raster: kept from the last task, or built (once per raster)."""
-        if cls.current is None or cls.current.key != cls._key(spec, device, ref, tiling, image_runtime):
+        if cls.current is None or cls.current.key != task.key():
             if cls.current is not None:
                 cls.current.close()
             cls.current = None  # drop the old model before building the next
-            cls.current = cls(spec, identity, device, threads, ref, tiling, labels, image_runtime, stretch)
+            cls.current = cls(task)
         return cls.current
 
     def close(self) -> None:
         if hasattr(self.labeler, "close"):  # a land-cover layer; the zero-shot labeler holds no files
             self.labeler.close()
         self.source.__exit__(None, None, None)
-
-    @staticmethod
-    def _key(spec: ModelSpec, device: str, ref: RasterRef, tiling: TilingParams, image_runtime: str) -> tuple:
-        """What a kept model and raster serve: a task with another key builds its own."""
-        return spec, device, ref.name, json.dumps(tiling.to_dict()), image_runtime
 
     def rows(self, batch: dict[str, np.ndarray], acquired: str | None) -> pa.Table:
         # each read enters GDAL's options in the thread Ray runs it on (RasterSource keeps none open)
@@ -98,9 +129,9 @@ class _Worker:
                          self.model.dim, acquired)
 
 
-def _embed_windows(batch: dict[str, np.ndarray], acquired: str | None, **worker: object) -> pa.Table:
+def _embed_windows(batch: dict[str, np.ndarray], task: RasterTask, acquired: str | None) -> pa.Table:
     """Ray map task: planned windows of a raster acquired on ``acquired`` → index rows."""
-    return _Worker.for_task(**worker).rows(batch, acquired)
+    return _Worker.for_task(task).rows(batch, acquired)
 
 
 def connect(address: str | None) -> dict[str, float]:
@@ -118,16 +149,15 @@ def connect(address: str | None) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Window], spec: ModelSpec,
-                        identity: dict, dim: int, labels: Labels, tiling: TilingParams, batch_size: int, show: bool,
-                        address: str | None, acquired: str | None, image_runtime: str,
+def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Window], model: WorkerModel,
+                        labels: Labels, job: IndexJob, acquired: str | None,
                         on_committed: Callable[[int, int, int], None]) -> None:
     """Embed the planned ``windows`` of ``source`` (tiles not in the table yet, of a raster acquired on
-    ``acquired``) on Ray and append them to ``store``'s table.
+    ``acquired``) with ``model`` as ``job`` says, on Ray, and append them to ``store``'s table.
 
     ``on_committed(planned, written, total)`` is called after every commit.
     """
-    resources = connect(address)
+    resources = connect(job.ray_address)
     import lance_ray
     import ray.data
 
@@ -135,22 +165,22 @@ def index_source_on_ray(source: RasterSource, store: TileStore, windows: list[Wi
     name = source.ref.name
     gpus = resources.get("GPU", 0.0)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = show
+    context.enable_progress_bars = job.show_progress
     context.print_on_execution_start = False
     total = len(windows)
+    task = RasterTask(model, "cuda" if gpus >= 1 else "cpu", threads, source.ref, source.params, labels,
+                      source.band_stretch)
     for start in range(0, total, COMMIT_TILES):
         chunk = windows[start:start + COMMIT_TILES]
         plan = ray.data.from_items(
             [{"col": int(w.col_off), "row": int(w.row_off), "width": int(w.width), "height": int(w.height)}
              for w in chunk], override_num_blocks=max(1, len(chunk) // WINDOWS_PER_BLOCK))
         rows = plan.map_batches(
-            _embed_windows, batch_size=batch_size, batch_format="numpy",
+            _embed_windows, batch_size=job.batch_size, batch_format="numpy",
             num_gpus=1 if gpus >= 1 else 0, num_cpus=1 if gpus >= 1 else threads,
-            fn_kwargs={"spec": spec, "identity": identity, "device": "cuda" if gpus >= 1 else "cpu",
-                       "threads": threads, "ref": source.ref, "tiling": tiling, "labels": labels,
-                       "acquired": acquired, "image_runtime": image_runtime, "stretch": source.band_stretch})
+            fn_kwargs={"task": task, "acquired": acquired})
         before = store.count(f"source = {sql_string(name)}")
-        lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(dim), mode="append")
+        lance_ray.write_lance(rows, store.table_uri, schema=tile_schema(model.dim), mode="append")
         store.refresh()
         written = store.count(f"source = {sql_string(name)}") - before
         on_committed(len(chunk), written, total)
