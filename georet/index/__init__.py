@@ -8,6 +8,7 @@ index does not import them.
 """
 
 from georet.index.labels import DEFAULT_SET, Label, LabelSet, delete_labels, label_sets, read_labels, save_labels
+from georet.index.manifest import Grid, SourceEntry
 from georet.index.store import (
                                 ANN_NPROBES,
                                 ANN_REFINE_FACTOR,
@@ -26,7 +27,7 @@ _HEAVY_MODULES = {"georet.index.build": ("IndexReport", "index_raster"), "georet
                   "georet.index.export": ("export_geoparquet",)}
 __getattr__ = lazy_exports(__name__, _HEAVY_MODULES)
 
-__all__ = ["ANN_NPROBES", "ANN_REFINE_FACTOR", "AUTO_VECTOR_INDEX_ROWS", "optimize_index", "DEFAULT_SET", "Label",
+__all__ = ["Grid", "SourceEntry", "ANN_NPROBES", "ANN_REFINE_FACTOR", "AUTO_VECTOR_INDEX_ROWS", "optimize_index", "DEFAULT_SET", "Label",
            "LabelSet", "delete_labels", "label_sets", "read_labels", "save_labels", "MANIFEST_NAME", "TileStore",
            "describe_mismatch", "remove_sources", "sql_string", "tile_schema",
            *(n for names in _HEAVY_MODULES.values() for n in names)]

@@ -46,9 +46,10 @@ from georet.geo import (
 )
 from georet.geo.dates import acquisition_date
 from georet.index.job import IndexJob
+from georet.index.manifest import LANDCOVER_PREFIX, ZERO_SHOT, Grid, SourceEntry
 from georet.index.rows import Labels, tile_rows
 from georet.index.scenes import refine_scenes
-from georet.index.store import TileStore, describe_mismatch, is_complete, sql_string
+from georet.index.store import TileStore, describe_mismatch, sql_string
 from georet.models import ModelSpec, cache_dir, load_model
 
 if TYPE_CHECKING:
@@ -245,26 +246,26 @@ def index_raster(
                                     on_wait=lambda message: print(message, file=sys.stderr)) as store:
         report.db = str(store.path)
         for position, ref in enumerate(rasters):
-            if _source_is_complete(store.manifest, ref, tiling, area, reindex):  # done before, or meanwhile
-                if _redated(store.manifest, ref, dates):
+            entry = store.entry(ref.name)
+            if _source_is_complete(entry, tiling, area, reindex):  # done before, or meanwhile
+                if _redated(entry, dates[ref.name]):
                     store.set_acquired(ref.name, *dates[ref.name])
                 report.already_indexed += store.count(f"source = {sql_string(ref.name)}")
                 report.sources.append(ref.name)
                 continue
-            entry = store.manifest["sources"].get(ref.name)
             if reindex and entry is not None and _tiling_changed(entry, tiling):  # a new grid: the old one goes
                 store.remove_source(ref.name)
             with contextlib.ExitStack() as opened:  # one grid per scale (their tile ids name their size)
                 sources = [opened.enter_context(RasterSource(ref, scale, area, stretches[ref.name]))
                            for scale in tiling.scales()]
-                grids = [_grid(source) for source in sources]
-                store.begin_source(ref.name, {
-                    **_origin(ref, area), **grids[0], "tiling": tiling.to_dict(),
-                    **({"scales": grids} if len(grids) > 1 else {}),
-                    "scenes": f"landcover:{Path(landcover).resolve()}" if landcover else "zero-shot",
-                    "classes": [c.label for c in scene_classes] if scene_classes else None,
-                    "acquired": dates[ref.name][0], "acquired_from": dates[ref.name][1],
-                })
+                grids = tuple(_grid(source) for source in sources)
+                store.begin_source(ref.name, SourceEntry(
+                    grid=grids[0], tiling=tiling.to_dict(), scales=grids if len(grids) > 1 else (),
+                    scenes=f"{LANDCOVER_PREFIX}{Path(landcover).resolve()}" if landcover else ZERO_SHOT,
+                    classes=tuple(c.label for c in scene_classes) if scene_classes else None,
+                    acquired=dates[ref.name][0], acquired_from=dates[ref.name][1],
+                    area=area.wkt if area is not None else None, href=ref.href if ref.href != ref.name else None,
+                    stac=ref.metadata or None))
                 if not reindex and store.count(f"source = {sql_string(ref.name)}"):  # resumed: one date for all
                     store.set_acquired(ref.name, *dates[ref.name])
                 if reindex and job.engine == "ray":  # appended fragments cannot replace rows: they go first (the
@@ -297,11 +298,11 @@ def index_raster(
     return report
 
 
-def _grid(source: RasterSource) -> dict:
+def _grid(source: RasterSource) -> Grid:
     """What the manifest keeps of a raster's grid at one scale: shape, CRS, bands, tile and stride."""
-    return {"crs": source.crs.to_string(), "width": source.dataset.width, "height": source.dataset.height,
-            "bands": list(source.bands), "tile_px": source.grid.tile_px, "stride_px": source.grid.stride_px,
-            "tile_m": round(source.grid.tile_px * source.metres_per_pixel, 2)}
+    return Grid(crs=source.crs.to_string(), width=source.dataset.width, height=source.dataset.height,
+                bands=tuple(source.bands), tile_px=source.grid.tile_px, stride_px=source.grid.stride_px,
+                tile_m=round(source.grid.tile_px * source.metres_per_pixel, 2))
 
 
 @dataclass
@@ -341,56 +342,44 @@ def model_scale(model: EmbeddingModel) -> GroundScale:
                    min_px=max(model.preprocess.size))
 
 
-def _origin(ref: RasterRef, area: BaseGeometry | None) -> dict:
-    """What the manifest keeps about where a source's tiles came from: href, STAC item, area."""
-    origin: dict = {"area": area.wkt if area is not None else None}
-    if ref.href != ref.name:
-        origin["href"] = ref.href
-    if ref.metadata:
-        origin["stac"] = ref.metadata
-    return origin
-
-
-def _source_is_complete(manifest: dict, ref: RasterRef, tiling: TilingParams, area: BaseGeometry | None,
+def _source_is_complete(entry: SourceEntry | None, tiling: TilingParams, area: BaseGeometry | None,
                         reindex: bool) -> bool:
     """Complete with this tiling, over an area that covers the one asked for (no area: the whole raster)."""
-    entry = manifest["sources"].get(ref.name)
-    if reindex or entry is None or not is_complete(entry):
+    if reindex or entry is None or not entry.complete:
         return False
     if _tiling_changed(entry, tiling):
         return False
-    done_area = entry.get("area")
-    return done_area is None or (area is not None and shapely.from_wkt(done_area).covers(area))
+    return entry.area is None or (area is not None and shapely.from_wkt(entry.area).covers(area))
 
 
-def _tiling_changed(entry: dict, tiling: TilingParams) -> bool:
+def _tiling_changed(entry: SourceEntry, tiling: TilingParams) -> bool:
     """Whether a source's manifest entry was tiled otherwise than ``tiling`` asks.
 
     Sources indexed before ``stretch`` existed kept their uint8 colours, as "auto"
     keeps well-exposed ones: a plain re-run does not redo them (--reindex does).
     """
-    return {"stretch": "auto", **entry.get("tiling", {})} != tiling.to_dict()
+    return {"stretch": "auto", **entry.tiling} != tiling.to_dict()
 
 
-def _check_same_tiling(manifest: dict, rasters: list[RasterRef], tiling: TilingParams) -> None:
+def _check_same_tiling(store: TileStore, rasters: list[RasterRef], tiling: TilingParams) -> None:
     """A raster is tiled one way in one index: adding another grid's tiles to its own would mix two grids
     under one manifest entry (its counts, resume and overlap rules would all be wrong)."""
     for ref in rasters:
-        entry = manifest["sources"].get(ref.name)
+        entry = store.entry(ref.name)
         if entry is not None and _tiling_changed(entry, tiling):
-            old = entry.get("tiling", {})
+            old = entry.tiling
             stride = f", stride {old['stride']}" if old.get("stride") is not None else ""
             size = old.get("tile_size")
             size = ",".join(map(str, size)) if isinstance(size, list) else size
             raise ConflictError(
-                f"{ref.display_name} is indexed with other tiling ({entry.get('tile_px')} px tiles every "
-                f"{entry.get('stride_px')} px, from tile size {size}{stride}); repeat those options "
+                f"{ref.display_name} is indexed with other tiling ({entry.grid.tile_px} px tiles every "
+                f"{entry.grid.stride_px} px, from tile size {size}{stride}); repeat those options "
                 "to add to this index, or re-tile it with {reindex}", names=("reindex",))
 
 
-def _redated(manifest: dict, ref: RasterRef, dates: dict[str, tuple[str | None, str | None]]) -> bool:
+def _redated(entry: SourceEntry, date: tuple[str | None, str | None]) -> bool:
     """Whether an indexed raster's acquisition date is now another one (its rows are re-dated, not re-embedded)."""
-    return manifest["sources"][ref.name].get("acquired") != dates[ref.name][0]
+    return entry.acquired != date[0]
 
 
 def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParams, area: BaseGeometry | None,
@@ -407,9 +396,10 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
     if problem:
         raise ConflictError(f"cannot add to {db}: {problem}; use a new {{db}}", names=("db",))
     if not reindex:
-        _check_same_tiling(store.manifest, rasters, tiling)
-    if not all(_source_is_complete(store.manifest, ref, tiling, area, reindex)
-               and not _redated(store.manifest, ref, dates) for ref in rasters):
+        _check_same_tiling(store, rasters, tiling)
+    entries = store.entries()
+    if not all(_source_is_complete(entries.get(ref.name), tiling, area, reindex)
+               and not _redated(entries[ref.name], dates[ref.name]) for ref in rasters):
         return False
     counts = store.source_counts()
     report.already_indexed = sum(counts.get(ref.name, 0) for ref in rasters)

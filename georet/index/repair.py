@@ -23,13 +23,11 @@ from typing import Any
 
 from georet.errors import GeoretError
 from georet.index.store import (
-    INCOMPLETE,
     MANIFEST_BACKUP_NAME,
     MANIFEST_NAME,
     TABLE_NAME,
     TileStore,
     check_manifest,
-    is_complete,
 )
 
 LOST_ROWS = "rows lost to a damaged table; re-run `georet index` on it to embed them again"
@@ -159,18 +157,18 @@ def _restore_intact_version(uri: str) -> int:
 def _reconcile(store: TileStore, done: Repair) -> None:
     """Rows and manifest agree again: rows of unlisted rasters go, rasters short of rows become incomplete."""
     counts = store.source_counts()
-    listed = store.manifest["sources"]
+    listed = store.entries()
     strays = [source for source in counts if source not in listed]
     for source in strays:
         done.rows_of_removed_rasters += store.delete_rows(source)
     changed = bool(strays)
     for source, entry in listed.items():
         rows = counts.get(source, 0)
-        expected = entry.get("rows")
-        if is_complete(entry) and (rows < expected if expected is not None else rows == 0):  # rows were lost
-            entry.update(state=INCOMPLETE, reason=LOST_ROWS)
+        lost = rows < entry.rows if entry.rows is not None else rows == 0
+        if entry.complete and lost:
+            store.mark_incomplete(source, LOST_ROWS)
             changed = True
-        if not is_complete(entry):
+        if not entry.complete or lost:
             done.to_index_again.append(Path(source).name)
         elif rows:
             done.rasters_kept += 1

@@ -41,10 +41,10 @@ def relabel_scenes(store: TileStore, labeller: FewShotScenes, examples: dict[str
     over the index's legend and the marked tiles), propagated per raster as when it was indexed, and record
     the examples in each source's entry (caller holds the lock). Sources labelled by a land-cover layer keep
     their layer's classes. Returns how many tiles each scene now has."""
-    for name, entry in store.manifest["sources"].items():
-        if str(entry.get("scenes", "zero-shot")).startswith("landcover:"):
+    for name, entry in store.entries().items():
+        if entry.labelled_by_landcover:
             continue
         refine_scenes(store, name, labeller)
-        entry.update(scenes="few-shot", scene_examples={"method": method, "examples": examples})
+        store.record_examples(name, method, examples)
     store.save_manifest()
     return dict(Counter(s for s in store.column("scene").to_pylist() if s).most_common())

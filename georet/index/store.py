@@ -41,6 +41,7 @@ import json
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -51,6 +52,7 @@ from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyErr
 from georet.files import atomic_write_text
 from georet.geo import is_url
 from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
+from georet.index.manifest import COMPLETE, IN_PROGRESS, INCOMPLETE, SourceEntry
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
@@ -74,9 +76,6 @@ VECTOR_INDEX_TYPE = "IVF_HNSW_SQ"
 ANN_NPROBES, ANN_REFINE_FACTOR = 40, 10
 #: Identity fields that must agree before an index may be queried or extended by a model.
 IDENTITY_KEYS = ("arch", "weights_id", "checkpoint_id", "dim", "preprocess", "backbones")
-COMPLETE, INCOMPLETE = "complete", "incomplete"
-#: The reason a source carries while it is being written; after a kill it stays, and says so.
-IN_PROGRESS = "indexing started but did not finish (interrupted?); re-run `georet index` to resume"
 
 
 def tile_schema(dim: int) -> pa.Schema:
@@ -215,8 +214,8 @@ class TileStore:
                                    "model": {"identity": model_identity, "spec": model_spec}, "sources": {}})
             if not store.has_table():  # new, or a manifest whose table was deleted
                 store.db.create_table(TABLE_NAME, schema=tile_schema(model_identity["dim"]))
-                for entry in store.manifest["sources"].values():
-                    entry.update(state=INCOMPLETE, reason="its tiles were lost with the tiles table; re-run to rebuild")
+                for source in store.manifest["sources"]:
+                    store.mark_incomplete(source, "its tiles were lost with the tiles table; re-run to rebuild")
                 store.save_manifest()
             store.add_missing_columns()
             store.drop_duplicate_tiles()
@@ -278,10 +277,28 @@ class TileStore:
         atomic_write_text(self.path / MANIFEST_NAME, text)
         self._manifest_stamp = self._stamp()
 
-    def begin_source(self, source: str, info: dict[str, Any]) -> None:
+    def entries(self) -> dict[str, SourceEntry]:
+        """Every source's manifest entry, typed (in the order they were first indexed)."""
+        return {name: SourceEntry.from_dict(raw, str(self.path)) for name, raw in self.manifest["sources"].items()}
+
+    def entry(self, source: str) -> SourceEntry | None:
+        raw = self.manifest["sources"].get(source)
+        return None if raw is None else SourceEntry.from_dict(raw, str(self.path))
+
+    def begin_source(self, source: str, entry: SourceEntry) -> None:
         """Record ``source`` as incomplete before any of its rows is written (caller holds the lock)."""
-        self.manifest["sources"][source] = {**info, "state": INCOMPLETE, "reason": IN_PROGRESS}
+        self.manifest["sources"][source] = replace(entry, state=INCOMPLETE, reason=IN_PROGRESS).to_dict()
         self.save_manifest()
+
+    def mark_incomplete(self, source: str, reason: str) -> None:
+        """Say ``source`` must be indexed again, and why (the caller saves the manifest)."""
+        self.manifest["sources"][source].update(state=INCOMPLETE, reason=reason)
+
+    def record_examples(self, source: str, method: str, examples: dict[str, int]) -> None:
+        """Say ``source`` was relabelled from marked examples: how, and how many of each class (the caller
+        saves the manifest)."""
+        self.manifest["sources"][source].update(scenes="few-shot", scene_examples={"method": method,
+                                                                                   "examples": examples})
 
     def end_source(self, source: str, failure: str | None = None) -> None:
         """Mark ``source`` complete, or incomplete with the one-line ``failure`` that stopped it."""
@@ -340,7 +357,7 @@ class TileStore:
 
     def unfinished_sources(self) -> frozenset[str]:
         """Sources the manifest does not call complete: being written, or stopped midway."""
-        return frozenset(name for name, entry in self.manifest["sources"].items() if not is_complete(entry))
+        return frozenset(name for name, entry in self.entries().items() if not entry.complete)
 
     def source_counts(self) -> dict[str, int]:
         """Tiles per source, counted in the table."""
@@ -661,12 +678,6 @@ def _match_source(name: str, known: dict[str, Any], index_dir: Path) -> str:
         raise GeoretError(f"{name!r} matches several sources in {index_dir}; give the full path: {', '.join(by_name)}")
     listing = ", ".join(Path(source).name for source in known) or "none"
     raise GeoretError(f"no source {name!r} in {index_dir}; its sources: {listing}")
-
-
-def is_complete(entry: dict[str, Any]) -> bool:
-    """Whether a manifest entry's raster is wholly written (format-1 manifests, written before states existed,
-    hold only complete rasters)."""
-    return entry.get("state", COMPLETE) == COMPLETE
 
 
 def require_writable(path: Path) -> None:

@@ -190,7 +190,7 @@ class GeoIndex:
             "model": {**manifest["model"]["spec"], **manifest["model"]["identity"]},
             "sources": self.store.sources(),
             "scenes": self.store.scenes(),
-            "dates": sorted({entry["acquired"] for entry in manifest["sources"].values() if entry.get("acquired")}),
+            "dates": sorted({entry.acquired for entry in self.store.entries().values() if entry.acquired}),
             "created": manifest.get("created"),
             "updated": manifest.get("updated"),
         }
@@ -323,8 +323,7 @@ class GeoIndex:
 
     def _marked_classes(self) -> list[str]:
         """The classes (label set names) the index was last relabelled from, as its manifest records them."""
-        return list(dict.fromkeys(name for entry in self.store.manifest["sources"].values()
-                                  for name in (entry.get("scene_examples") or {}).get("examples", {})))
+        return list(dict.fromkeys(name for entry in self.store.entries().values() for name in entry.example_classes))
 
     def _class_examples(self, text: str) -> list[str]:
         """The example tiles of the class a short query names, when :meth:`relabel` was given some ("forest",
@@ -340,8 +339,8 @@ class GeoIndex:
 
     def _legend(self) -> list[SceneClass]:
         """The zero-shot classes the index's rasters were labelled with (the default tile legend if none say)."""
-        labels = [c for entry in self.store.manifest["sources"].values()
-                  if entry.get("scenes") in ("zero-shot", "few-shot") for c in entry.get("classes") or ()]
+        labels = [c for entry in self.store.entries().values()
+                  if not entry.labelled_by_landcover for c in entry.classes or ()]
         if not labels:
             return tile_legend()
         words = {c.label: c.prompt_words for c in tile_legend()}
@@ -551,10 +550,10 @@ class GeoIndex:
         area ratio of its largest to its smallest tile where it was tiled at several scales (a large tile's
         place holds that many small ones, which may all rank next to it)."""
         factor = 1
-        for entry in self.store.manifest.get("sources", {}).values():
-            grids = entry.get("scales") or [entry]
-            if len(grids) > 1 or entry.get("stride_px", 0) < entry.get("tile_px", 0):
-                sides = [grid["tile_px"] for grid in grids]
+        for entry in self.store.entries().values():
+            grids = entry.grids
+            if len(grids) > 1 or grids[0].overlapping:
+                sides = [grid.tile_px for grid in grids]
                 factor = max(factor, OVERLAP_FETCH * math.ceil((max(sides) / min(sides)) ** 2))
         return factor
 

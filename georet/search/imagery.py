@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from georet.errors import GeoretError, NotFoundError
 from georet.geo import RasterRef, TilingParams
-from georet.index import TileStore
+from georet.index import SourceEntry, TileStore
 
 if TYPE_CHECKING:
     from georet.geo.maptiles import MapTiles
@@ -32,8 +32,8 @@ class ImageryLayers:
         raster that cannot be opened now (moved, offline) says why."""
         self.store.refresh()
         layers = []
-        for number, (name, entry) in enumerate(self.store.manifest["sources"].items()):
-            layer = {"id": number, "name": RasterRef(name).display_name, "acquired": entry.get("acquired")}
+        for number, (name, entry) in enumerate(self.store.entries().items()):
+            layer = {"id": number, "name": RasterRef(name).display_name, "acquired": entry.acquired}
             tiles = self._tiles_of(name, entry)
             if isinstance(tiles, GeoretError):
                 layers.append({**layer, "error": str(tiles)})
@@ -43,7 +43,7 @@ class ImageryLayers:
 
     def tile(self, number: int, z: int, x: int, y: int) -> bytes | None:
         """Web-mercator tile z/x/y of raster ``number`` as a PNG, or None outside the raster."""
-        sources = list(self.store.manifest["sources"].items())
+        sources = list(self.store.entries().items())
         if not 0 <= number < len(sources):
             raise NotFoundError(f"no source {number} in {self.store.path} (it has {len(sources)})")
         tiles = self._tiles_of(*sources[number])
@@ -59,17 +59,16 @@ class ImageryLayers:
                     tiles.close()
             self._open.clear()
 
-    def _tiles_of(self, name: str, entry: dict[str, Any]) -> MapTiles | GeoretError:
+    def _tiles_of(self, name: str, entry: SourceEntry) -> MapTiles | GeoretError:
         """The open map-tile reader of one source, opened once (two requests at once open it once)."""
         from georet.geo.maptiles import MapTiles  # GDAL: imported by the map's first tile, not by every search
 
         with self._lock:
             if name not in self._open:
-                tiling = entry.get("tiling", {})
-                params = TilingParams(bands=tuple(entry["bands"]) if entry.get("bands") else None,
-                                      assume_crs=tiling.get("assume_crs"), stretch=tiling.get("stretch", "auto"))
+                params = TilingParams(bands=entry.grid.bands or None, assume_crs=entry.tiling.get("assume_crs"),
+                                      stretch=entry.tiling.get("stretch", "auto"))
                 try:
-                    self._open[name] = MapTiles(RasterRef(name, entry.get("href", name)), params)
+                    self._open[name] = MapTiles(RasterRef(name, entry.href or name), params)
                 except GeoretError as exc:
                     self._open[name] = exc
             return self._open[name]
