@@ -81,8 +81,14 @@ class EmbeddingModel:
         scale = getattr(self.model, "logit_scale", None)
         return float(scale.detach().exp()) if scale is not None else 100.0
 
-    def encode_images(self, images: torch.Tensor) -> np.ndarray:
-        """Preprocessed images (N, 3, h, w) -> float32 (N, dim), unit length."""
+    def encode_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Preprocessed images (N, 3, h, w) float32 -> float32 (N, dim), unit length.
+
+        The contract every georet model keeps (:class:`~georet.models.light.LightModel` too): numpy in,
+        numpy out. A torch tensor (what :meth:`Preprocess.apply` makes here) is taken as is.
+        """
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
         if self.onnx_image is not None:
             return self.onnx_image(images.numpy())
         with torch.inference_mode(), _autocast(self.device):
@@ -216,7 +222,7 @@ def _fetch_tag(arch: str, tag: str, cache_dir: str | None) -> tuple[str, dict[st
     return path, cfg
 
 
-def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
+def load_torch_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: str | None = None,
                image_runtime: str = "auto", threads: int | None = None) -> EmbeddingModel:
     """Build the embedding model named by ``spec`` (default: :data:`DEFAULT_ARCH`/:data:`DEFAULT_PRETRAINED`).
 

@@ -14,13 +14,13 @@ def load_model(spec: ModelSpec | None = None, device: str = "auto", cache_dir: s
     ``threads``: the cores the ONNX image side may use (a Ray worker's share; None: torch's thread count, or
     every core without torch).
 
-    With torch: :func:`georet.models.factory.load_model` (every architecture, device and runtime). Without:
+    With torch: :func:`georet.models.factory.load_torch_model` (every architecture, device and runtime). Without:
     the bundled georet-base on ONNX and numpy (:class:`~georet.models.light.LightModel`, CPU), or a one-line
     error naming the extra that brings torch.
     """
     spec = spec or ModelSpec()
     if has_torch():
-        from georet.models.factory import load_model as load_torch_model
+        from georet.models.factory import load_torch_model
 
         return load_torch_model(spec, device, cache_dir, image_runtime, threads)
     from georet.models.light import TORCH_EXTRA, load_light_model
