@@ -383,6 +383,17 @@ def test_config_types_and_method_keys():
     assert AdaptedCLIP(tiny_clip(), AdapterConfig("mrs", bottleneck=config.method.bottleneck)).mrs.down["image"].out_features == 32
 
 
+def test_each_model_family_keeps_its_own_mrs_settings_unless_a_recipe_sets_them():
+    from georet.training.trainer import tower_model_config
+
+    clip_adapter = AdaptedCLIP(tiny_clip(), AdapterConfig("mrs")).mrs
+    assert clip_adapter.dropout == 0.5  # MRSAdapter's default, for open_clip CLIPs
+    tower = ["method.name=mrs"]  # a recipe naming no model trains the package's default, georet-base
+    assert tower_model_config(load_config(None, tower)).mrs_dropout == 0.1  # georet-base.json's, not the trainer's
+    chosen = tower_model_config(load_config(None, [*tower, "method.adapter_dropout=0.3", "method.bottleneck=16"]))
+    assert (chosen.mrs_dropout, chosen.mrs_bottleneck, chosen.mrs_shared) == (0.3, 16, 64)
+
+
 def test_recipes_extend_the_base(tmp_path):
     recipes = Path(__file__).resolve().parents[1] / "training" / "configs"
     base, rsicd = load_config(recipes / "cmer_base.yaml"), load_config(recipes / "rsicd_cmer.yaml")

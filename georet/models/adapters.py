@@ -59,10 +59,11 @@ class AdapterConfig:
     side_ratio: float = 0.125
     #: focus: fraction of tokens the focus layer keeps (1.0 keeps all, still saliency-weighted; None: no focus layer)
     focus_keep: float | None = 0.5
-    #: mrs: adapter bottleneck width, shared output channels and dropout
-    bottleneck: int = 64
-    shared: int = 64
-    adapter_dropout: float = 0.5
+    #: mrs: adapter bottleneck width, shared output channels and dropout; None takes the model's own, held once
+    #: per model family: :class:`MRSAdapter`'s defaults for open_clip CLIPs, the model config's for tower models
+    bottleneck: int | None = None
+    shared: int | None = None
+    adapter_dropout: float | None = None
     #: train the logit scale (default: every method that trains anything)
     learn_logit_scale: bool | None = None
 
@@ -73,6 +74,11 @@ class AdapterConfig:
             raise ValueError(f"focus_keep must lie in (0, 1], got {self.focus_keep}")
         if self.tap_every < 1:
             raise ValueError(f"tap_every must be at least 1, got {self.tap_every}")
+
+    def mrs_options(self) -> dict[str, Any]:
+        """The MRS-Adapter settings this config sets (the rest stay the model's own)."""
+        named = {"bottleneck": self.bottleneck, "shared": self.shared, "dropout": self.adapter_dropout}
+        return {key: value for key, value in named.items() if value is not None}
 
     def options(self) -> dict[str, Any]:
         """Everything but the method name, as stored in checkpoints (``method_config``)."""
@@ -273,8 +279,7 @@ class AdaptedCLIP(nn.Module):
         embed_dim = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) \
             else clip.text_projection.out_features
         if method == "mrs":
-            self.mrs = MRSAdapter({"image": vision_width, "text": text_width}, config.bottleneck, config.shared,
-                                  config.adapter_dropout)
+            self.mrs = MRSAdapter({"image": vision_width, "text": text_width}, **config.mrs_options())
             for modality, blocks in (("image", clip.visual.transformer.resblocks), ("text", clip.transformer.resblocks)):
                 for block in blocks:
                     block.forward = functools.partial(_mrs_block_forward, block, self.mrs, modality)

@@ -32,8 +32,10 @@ class ModelConfig:
     """The base model: an open_clip architecture and its weights (tag, file, or null = random init), or a
     tower model by its config name (``georet-base``; its towers come from their packages: pretrained null)."""
 
-    arch: str = "ViT-B-32"
-    pretrained: str | None = "openai"
+    #: the package's default model, so a recipe that names no model trains georet-base's heads offline (an
+    #: open_clip CLIP names its weights too: ``arch: ViT-B-32``, ``pretrained: openai``)
+    arch: str = "georet-base"
+    pretrained: str | None = None
     #: tower models: heads per tower (null: the model config's). Above 1, one head is trained per seed
     #: (train.seed, +1, ...) on the frozen towers and the heads are assembled into one ensemble
     head_members: int | None = None

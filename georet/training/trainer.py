@@ -281,9 +281,10 @@ def tower_model_config(config: TrainConfig) -> TowerCLIPConfig | None:
         raise GeoretError(f"model.pretrained must be null for {arch}: its towers come from their packages and "
                           "its heads are trained here")
     cfg = TowerCLIPConfig.from_dict(raw)
+    mrs = {f"mrs_{key}": value for key, value in method.mrs_options().items()}  # the rest: the model config's
     return dataclasses.replace(cfg, method=method.name, image_side=dataclasses.replace(
-        cfg.image_side, focus_keep=method.focus_keep), mrs_bottleneck=method.bottleneck, mrs_shared=method.shared,
-        mrs_dropout=method.adapter_dropout, head_members=config.model.head_members or cfg.head_members)
+        cfg.image_side, focus_keep=method.focus_keep), head_members=config.model.head_members or cfg.head_members,
+        **mrs)
 
 
 def _cache_wanted(config: TrainConfig, cfg: TowerCLIPConfig) -> bool:
