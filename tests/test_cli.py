@@ -58,13 +58,20 @@ def test_query_table_json_geojson(cli_index):
 
 @pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".parquet"])
 def test_query_output_files(cli_index, tmp_path, suffix):
+    from georet.index import TileStore, sql_string
+
     out = tmp_path / f"hits{suffix}"
-    proc = invoke_cli("query", "forest", "--db", cli_index, "-k", "5", "--scene",
-                   json.loads(invoke_cli("info", "--db", cli_index, "--json").stdout)["scenes"][0], "-o", out, check=True)
+    scene = json.loads(invoke_cli("info", "--db", cli_index, "--json").stdout)["scenes"][0]
+    query = ["query", "forest", "--db", cli_index, "-k", "5", "--scene", scene]
+    proc = invoke_cli(*query, "-o", out, check=True)
     assert "wrote" in proc.stderr
     frame = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
-    assert 1 <= len(frame) <= 5 and frame.crs.is_geographic
-    assert list(frame["rank"]) == list(range(1, len(frame) + 1))
+    shown = json.loads(invoke_cli(*query, "--format", "json", check=True).stdout)["results"]
+    # the file holds the hits the screen shows, in their order, all of the scene asked, as many as there are
+    assert list(frame["tile_id"]) == [hit["tile_id"] for hit in shown] and set(frame["scene"]) == {scene}
+    assert len(frame) == min(5, TileStore.open(cli_index).count(f"scene = {sql_string(scene)}"))
+    assert list(frame["rank"]) == list(range(1, len(frame) + 1)) and frame.crs.is_geographic
+    assert frame["score"].tolist() == pytest.approx([hit["score"] for hit in shown], abs=1e-6)
 
 
 def test_info_json(cli_index):

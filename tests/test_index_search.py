@@ -22,7 +22,6 @@ from georet.geo import TILE_LABEL_TEMPLATES
 from georet.index import TileStore
 from georet.models import ModelSpec, load_model
 from georet.search import embed_queries
-from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, PSEUDO_FEEDBACK_WEIGHT
 
 
 def _table(db):
@@ -72,6 +71,11 @@ def test_search_returns_exact_top_k_as_geodataframe(built_index, tiny_model):
     assert hits["score"].iloc[0] == pytest.approx(float(sims.max()), abs=1e-4)
 
 
+#: pseudo-relevance feedback as documented (docs/search.md): half the mean of the 10 best places, pinned here
+#: rather than read from the module, so changing the rule fails this test instead of following it
+FEEDBACK_WEIGHT, FEEDBACK_PLACES = 0.5, 10
+
+
 def test_a_short_query_is_read_in_every_wording_and_moved_towards_its_best_places(built_index, tiny_model):
     """"a marina": the mean of its eight wordings, then pseudo-relevance feedback from its best 10 places
     (these tiles only touch: 10 tiles); a sentence is embedded as written and searched as it is."""
@@ -82,8 +86,8 @@ def test_a_short_query_is_read_in_every_wording_and_moved_towards_its_best_place
     sentence = "many boats are moored in a marina"
     assert np.allclose(embed_queries(tiny_model, ["a marina", " a marina. ", sentence]),
                        [wordings, wordings, tiny_model.encode_text([sentence])[0]], atol=1e-5)
-    best = vectors[np.argsort(-(vectors @ wordings))[:PSEUDO_FEEDBACK_PLACES]]
-    moved = wordings + PSEUDO_FEEDBACK_WEIGHT * best.mean(axis=0)
+    best = vectors[np.argsort(-(vectors @ wordings))[:FEEDBACK_PLACES]]
+    moved = wordings + FEEDBACK_WEIGHT * best.mean(axis=0)
     moved /= np.linalg.norm(moved)
     assert not np.allclose(moved, wordings, atol=1e-3)
     for opened in (index, open_index(built_index, model=tiny_model)):  # warm (the catalog) and cold (LanceDB)
@@ -105,7 +109,7 @@ def test_the_feedback_comes_from_the_tiles_the_search_may_return(built_index, ti
     inside = np.array([shapely.from_wkb(rows[i]["geometry"]).intersects(shapely.box(*box)) for i in range(len(catalog))])
     assert inside.sum() == 6 < len(catalog)
     query = embed_queries(tiny_model, ["farmland"])[0]
-    moved = query + PSEUDO_FEEDBACK_WEIGHT * catalog.vectors[inside].mean(axis=0)
+    moved = query + FEEDBACK_WEIGHT * catalog.vectors[inside].mean(axis=0)
     expected = np.sort(catalog.vectors[inside] @ (moved / np.linalg.norm(moved)))[::-1]
     for index in (warm, open_index(built_index, model=tiny_model)):  # the catalog, then LanceDB
         hits = index.search("farmland", k=6, bbox=",".join(map(str, box)))

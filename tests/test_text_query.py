@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from georet.geo import SceneVocabulary, read_classes
-from georet.geo.scenes import ANCHOR_TEMPERATURE, ANCHOR_WEIGHT
 from georet.models import BUNDLED_WEIGHTS, ModelSpec, load_model, load_query_encoder
 from georet.models.shipped import LIGHT_DIR
 from georet.models.text_query import QueryTextEncoder
 from georet.search import embed_queries, open_index
-from georet.search.feedback import PSEUDO_FEEDBACK_PLACES, pseudo_feedback_query
+from georet.search.feedback import pseudo_feedback_query
 
 TEXTS = ["airport near river", "a creek", "", "many buildings and green trees are around a playground " * 4,
          "STORAGE TANKS next to the harbour, with ships!"]
@@ -114,9 +113,9 @@ def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own
     plain, anchored = embed_queries(torch_base, words), embed_queries(torch_base, words, vocabulary)
     nearest = [vocabulary.labels[i] for i in (np.stack([plain[0], anchored[0]]) @ vocabulary.vectors.T).argmax(1)]
     assert nearest == ["bareland", "farmland"]
-    closeness = torch_base.sentence_vectors(["cropland"]) @ vocabulary.words.T / ANCHOR_TEMPERATURE
+    closeness = torch_base.sentence_vectors(["cropland"]) @ vocabulary.words.T / 0.05  # documented temperature
     weights = np.exp(closeness - closeness.max()) / np.exp(closeness - closeness.max()).sum()
-    by_hand = plain[0] + ANCHOR_WEIGHT * (weights @ vocabulary.vectors)[0]
+    by_hand = plain[0] + 0.5 * (weights @ vocabulary.vectors)[0]  # and weight
     np.testing.assert_allclose(anchored[0], by_hand / np.linalg.norm(by_hand), atol=1e-5)
     np.testing.assert_allclose(anchored[2], plain[2], atol=1e-6)  # a sentence is not a name
     np.testing.assert_allclose(embed_queries(graph_encoder, words, SceneVocabulary.of(graph_encoder)), anchored,
@@ -132,7 +131,7 @@ def test_short_queries_are_anchored_to_the_scene_classes_in_the_text_tower_s_own
     expected = {}
     for name, vocab in (("anchored", vocabulary), ("plain", None)):
         query = embed_queries(torch_base, ["cropland"], vocab)[0]
-        moved = pseudo_feedback_query(query, vectors[np.argsort(-(vectors @ query))[:PSEUDO_FEEDBACK_PLACES]])
+        moved = pseudo_feedback_query(query, vectors[np.argsort(-(vectors @ query))[:10]])
         expected[name] = np.sort(vectors @ moved)[::-1][:5]
     assert not np.allclose(expected["anchored"], expected["plain"], atol=1e-4)
     for opened in (index, open_index(db)):  # warm torch, cold graph
