@@ -32,7 +32,7 @@ def test_optimize_builds_the_index_that_searches_then_use(tmp_path, tiny_model, 
     assert done.stdout.strip() == "6,000 tiles; IVF_HNSW_SQ vector index over 6,000 of them"
 
     index = GeoIndex(TileStore.open(db), model=tiny_model)
-    assert index._has_vector_index()
+    assert index._nearest.has_vector_index()
     catalog = index.catalog()
     recalls = []
     for text in ("many planes parked at an airport", "a river winding through fields", "dense green forest trees",

@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import math
-from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -31,17 +30,11 @@ import shapely
 
 from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
 from georet.geo import (
-    TILE_LABEL_TEMPLATES,
-    FewShotScenes,
-    SceneClass,
-    SceneExamples,
     SceneVocabulary,
     ZeroShotScenes,
-    tile_legend,
 )
 from georet.geo.scenes import FewShotMethod
 from georet.index import (
-    ANN_NPROBES,
     ANN_REFINE_FACTOR,
     AUTO_VECTOR_INDEX_ROWS,
     LabelSet,
@@ -53,7 +46,7 @@ from georet.index import (
     save_labels,
     sql_string,
 )
-from georet.index.scenes import relabel_scenes
+from georet.index.scenes import few_shot_labeller, marked_classes, relabel_scenes
 from georet.models import QueryTextEncoder, cache_dir, load_query_encoder
 from georet.search.catalog import TileCatalog
 from georet.search.change import CHANGE_COLUMNS, rank_change
@@ -68,6 +61,7 @@ from georet.search.feedback import (
 )
 from georet.search.filters import TileFilter
 from georet.search.imagery import ImageryLayers
+from georet.search.nearest import NearestTiles, top_rows
 from georet.search.query_cache import QueryVectorCache, ResultCache, query_model_key, wording_settings
 from georet.search.relations import (
     RELATION_COLUMNS,
@@ -86,7 +80,6 @@ from georet.search.wording import SHORT_QUERY_WORDS, class_name, embed_queries, 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
 
-_WIDEN_FACTOR = 4
 #: an index with overlapping tiles is asked for this many times k hits before each place's best is kept
 OVERLAP_FETCH = 4
 #: From this many tiles (with a vector index) relational queries take their subjects from the
@@ -114,8 +107,7 @@ class GeoIndex:
         self._catalog: TileCatalog | None = None
         self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
         self._imagery = ImageryLayers(store)
-        self._vector_index: bool = False
-        self._vector_index_version: int | None = None
+        self._nearest = NearestTiles(store, self.catalog, lambda: self._catalog)
         self._info: tuple[tuple, dict[str, Any]] | None = None  # (table version and manifest, what info says)
         if model is not None:
             self._check_model(model)
@@ -291,26 +283,9 @@ class GeoIndex:
         then propagated per raster); a set naming no class of the legend adds that class, in the set's name
         as its words. Returns the tiles per scene.
         """
-        if not sets:
-            raise InputError("sets", "name at least one label set: its right-marked tiles are examples of a class")
-        examples = {name: read_labels(self.path, name).positives for name in dict.fromkeys(sets)}
-        empty = [name for name, ids in examples.items() if not ids]
-        if empty:
-            raise InputError("sets", f"label set {empty[0]!r} marks no tile right: no example of that class")
-        ids = [t for tiles in examples.values() for t in tiles]
-        rows = self.store.dataset.to_table(columns=["tile_id", "vector"], filter="tile_id IN (" + ", ".join(
-            sql_string(t) for t in dict.fromkeys(ids)) + ")")
-        vectors = dict(zip(rows["tile_id"].to_pylist(), rows["vector"].to_pylist()))
-        known = [(name, t) for name, tiles in examples.items() for t in tiles if t in vectors]
-        if not known:
-            raise NotFoundError(f"none of the marked tiles is in {self.path} any more")
-        legend = self._legend()
-        legend += [SceneClass(name, name) for name in examples if name not in {c.label for c in legend}]
-        labeller = FewShotScenes(
-            ZeroShotScenes(self.text_model, legend, TILE_LABEL_TEMPLATES, self._vocabulary),
-            SceneExamples(tuple(n for n, _ in known), np.array([vectors[t] for _, t in known], np.float32)), method)
+        labeller, examples = few_shot_labeller(self.store, self.text_model, self._vocabulary, sets, method)
         with self.store.writing(lock_timeout):
-            counts = relabel_scenes(self.store, labeller, dict(Counter(n for n, _ in known)), method)
+            counts = relabel_scenes(self.store, labeller, examples, method)
         self._catalog = None
         return counts
 
@@ -319,11 +294,7 @@ class GeoIndex:
         """"This tile is a ``scene``": the tile joins the examples of that class (label set ``scene``) and the
         index is relabelled from every class that has examples (see :meth:`relabel`)."""
         self.label(scene, positive=[tile_id], who=who)
-        return self.relabel([*self._marked_classes(), scene], method=method)
-
-    def _marked_classes(self) -> list[str]:
-        """The classes (label set names) the index was last relabelled from, as its manifest records them."""
-        return list(dict.fromkeys(name for entry in self.store.entries().values() for name in entry.example_classes))
+        return self.relabel([*marked_classes(self.store), scene], method=method)
 
     def _class_examples(self, text: str) -> list[str]:
         """The example tiles of the class a short query names, when :meth:`relabel` was given some ("forest",
@@ -331,20 +302,11 @@ class GeoIndex:
         name = class_name(text)
         if name is None:
             return []
-        for label in self._marked_classes():
+        for label in marked_classes(self.store):
             if label.lower().replace(" ", "").replace("_", "") == name.replace("_", ""):
                 with contextlib.suppress(NotFoundError):  # the set was deleted since
                     return read_labels(self.path, label).positives
         return []
-
-    def _legend(self) -> list[SceneClass]:
-        """The zero-shot classes the index's rasters were labelled with (the default tile legend if none say)."""
-        labels = [c for entry in self.store.entries().values()
-                  if not entry.labelled_by_landcover for c in entry.classes or ()]
-        if not labels:
-            return tile_legend()
-        words = {c.label: c.prompt_words for c in tile_legend()}
-        return [SceneClass(label, words.get(label, label)) for label in dict.fromkeys(labels)]
 
     def label_layer(self, name: str) -> gpd.GeoDataFrame:
         """A saved set as a layer: each marked tile's footprint with its mark, who marked it and when."""
@@ -381,7 +343,7 @@ class GeoIndex:
         if name:  # its best places stand in for examples marked right
             pool = self._feedback_pool(query, k, where)
             query = pseudo_feedback_query(query, self._best_places(query, where, pool))
-        hits = self._nearest_hits(query, k, where, pool=pool)
+        hits = self._nearest.hits(query, k, where, pool=pool)
         if not hits and scene is not None:  # checked only here: listing scenes reads a whole column
             self._check_scene(scene)
         return _with_kind(to_frame(hits), "pseudo-feedback" if name else "text")
@@ -392,7 +354,7 @@ class GeoIndex:
         moved query lies between the query and its best places, so its nearest tiles are among the query's
         candidates: the same top 10 in the same order as a second index search on 30 names at a million tiles
         (``experiments/fast_queries``), one index search fewer. None elsewhere (each ranking is exact)."""
-        if not (self._catalog_is_current() and self._has_vector_index() and where.keeps_all):
+        if not (self._nearest.catalog_is_current() and self._nearest.has_vector_index() and where.keeps_all):
             return None
         wanted = max(k, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor())
         return self.catalog().candidates(query, wanted * ANN_REFINE_FACTOR)
@@ -400,69 +362,10 @@ class GeoIndex:
     def _best_places(self, query: np.ndarray, where: TileFilter, pool: np.ndarray | None = None) -> np.ndarray:
         """Vectors (n, dim) of the :data:`PSEUDO_FEEDBACK_PLACES` best eligible places for ``query``: of tiles
         that show one place (overlapping, or of several sizes) only the best counts."""
-        tiles = self._nearest_hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), where,
+        tiles = self._nearest.hits(query, PSEUDO_FEEDBACK_PLACES * self._overlap_fetch_factor(), where,
                                    with_vectors=True, pool=pool)
         kept = distinct_places(shapely.from_wkb([tile["geometry"] for tile in tiles]), PSEUDO_FEEDBACK_PLACES)
         return np.array([tiles[i]["vector"] for i in kept], dtype=np.float32).reshape(len(kept), len(query))
-
-    def _nearest_hits(self, query: np.ndarray, k: int, where: TileFilter, with_vectors: bool = False,
-                      pool: np.ndarray | None = None) -> list[dict]:
-        """The ``k`` eligible tiles nearest ``query`` (rows with ``score``, and ``vector`` when asked), by
-        the fastest of three ways for the index's size and state (among ``pool``'s candidates when given:
-        :meth:`_feedback_pool`)."""
-        current = self._catalog_is_current()
-        if current and not self._has_vector_index():
-            hits = self._scan_catalog(query, k, where)
-        elif current and where.keeps_all:
-            hits = self._nearest_in_catalog(query, k, pool)
-        else:
-            hits = self._search_table(query, k, where, ["vector"] if with_vectors and not current else [])
-        if with_vectors and current:
-            catalog = self.catalog()
-            hits = [{**hit, "vector": catalog.vectors[catalog.index_of[hit["tile_id"]]]} for hit in hits]
-        return hits
-
-    def _scan_catalog(self, query: np.ndarray, k: int, where: TileFilter) -> list[dict]:
-        """Warm (a server), below the vector-index size: exact search over the vectors in memory is faster
-        than any index there."""
-        catalog = self.catalog()
-        cosines = catalog.vectors @ query
-        return self._top_rows(catalog, cosines, cosines, where.mask(catalog), k, where)
-
-    def _nearest_in_catalog(self, query: np.ndarray, k: int, pool: np.ndarray | None = None) -> list[dict]:
-        """Warm, past the vector-index size, no filter: the index gives ids (or ``pool`` is re-ranked), the
-        catalog's positions give the rows (selecting every column in the search costs 2.5× the ids)."""
-        catalog = self.catalog()
-        positions, distances = catalog.nearest(query, k) if pool is None else catalog.rerank(pool, query, k)
-        rows = catalog.rows(positions)
-        return [{**rows[p], "score": 1.0 - float(d)} for p, d in zip(positions, distances)]
-
-    def _search_table(self, query: np.ndarray, k: int, where: TileFilter, extra_columns: Sequence[str] = ()
-                      ) -> list[dict]:
-        """Cold: Lance's nearest neighbours with the filter's SQL as a prefilter, its exact test on the rows,
-        the limit widened until ``k`` hits survive."""
-        missing = self.store.missing_columns(ROW_COLUMNS)
-        if where.when is not None and missing:  # an index from before dates: no tile has one
-            return []
-        limit = k
-        while True:
-            hits = self._nearest_rows(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), *extra_columns],
-                                      where.where())
-            kept = [h for h in hits if where.keeps(h)]
-            if len(kept) >= k or len(hits) < limit:
-                break
-            limit *= _WIDEN_FACTOR
-        return [{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]
-
-    def _nearest_rows(self, query: np.ndarray, limit: int, columns: list[str], where: str | None) -> list[dict]:
-        """Lance's nearest neighbours (through the vector index, its probes and an exact re-rank, when the table
-        has one; else an exact scan), filtered first by ``where``: rows with ``_distance``. Read with pylance
-        alone, so a cold query never imports LanceDB."""
-        nearest = {"column": "vector", "q": query, "k": limit, "metric": "cosine"}
-        if self._has_vector_index():
-            nearest.update(nprobes=ANN_NPROBES, refine_factor=ANN_REFINE_FACTOR)
-        return self.store.dataset.to_table(columns=[*columns, "_distance"], nearest=nearest, filter=where,
-                                           prefilter=where is not None).to_pylist()
 
     def _example_search(self, text: str | None, like: list, unlike: list, k: int, where: TileFilter,
                         scorer: Scorer) -> gpd.GeoDataFrame:
@@ -475,30 +378,7 @@ class GeoIndex:
         eligible = where.mask(catalog)
         for tile_id in positive_ids | negative_ids:
             eligible[catalog.index_of[tile_id]] = False
-        return _with_kind(to_frame(self._top_rows(catalog, scores, rank_key, eligible, k, where)), kind)
-
-    def _catalog_is_current(self) -> bool:
-        """Whether every vector is already in memory at the table's current version."""
-        return self._catalog is not None and self._catalog.version == self.store.version
-
-    def _top_rows(self, catalog: TileCatalog, scores: np.ndarray, rank_key: np.ndarray, eligible: np.ndarray,
-                  k: int, where: TileFilter) -> list[dict]:
-        """Stored rows of the ``k`` best eligible tiles by ``rank_key``, with ``score``; the filter's exact test."""
-        candidates = np.flatnonzero(eligible)
-        if where.area is None and len(candidates) > 4 * k:  # at a million tiles a full sort costs more than the scan
-            candidates = candidates[np.argpartition(-rank_key[candidates], 4 * k)[:4 * k]]
-        order = candidates[np.argsort(-rank_key[candidates], kind="stable")]
-        hits: list[dict] = []
-        for start in range(0, len(order), 4 * k):  # rows come in chunks: the exact area test may drop some
-            chunk = order[start:start + 4 * k]
-            rows = catalog.rows(chunk)
-            for i in chunk:
-                row = rows[int(i)]
-                if where.keeps(row):
-                    hits.append({**row, "score": float(scores[i])})
-            if len(hits) >= k:
-                break
-        return hits[:k]
+        return _with_kind(to_frame(top_rows(catalog, scores, rank_key, eligible, k, where)), kind)
 
     def _embed_examples(self, items: list, catalog: TileCatalog) -> tuple[np.ndarray, set[str]]:
         """Vectors of examples (tile ids from the catalog; images through the model) and the tile ids among them."""
@@ -556,14 +436,6 @@ class GeoIndex:
                 sides = [grid.tile_px for grid in grids]
                 factor = max(factor, OVERLAP_FETCH * math.ceil((max(sides) / min(sides)) ** 2))
         return factor
-
-    def _has_vector_index(self) -> bool:
-        """Whether the table (at its current version) has an approximate vector index; asked once per version."""
-        version = self.store.version
-        if self._vector_index_version != version:
-            self._vector_index = self.store.vector_index() is not None
-            self._vector_index_version = version
-        return self._vector_index
 
     def _check_scene(self, scene: str) -> None:
         known = self.store.scenes()
@@ -661,7 +533,7 @@ class GeoIndex:
         """Catalog positions of the subject phrase's nearest tiles by the vector index, in indexes of
         :data:`RELATIONAL_POOL_ROWS` tiles or more; None (score every tile) below that, without an index, or
         when the area/scene leave too few of them eligible."""
-        if len(catalog) < RELATIONAL_POOL_ROWS or not self._has_vector_index():
+        if len(catalog) < RELATIONAL_POOL_ROWS or not self._nearest.has_vector_index():
             return None
         pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
