@@ -42,6 +42,7 @@ from georet.geo import (
     read_classes,
     tile_legend,
 )
+from georet.index.scenes import few_shot_labeller
 from georet.models import ModelSpec, cache_dir, load_model
 from georet.provenance import write_results
 from georet.search import embed_queries
@@ -195,9 +196,32 @@ def few_shot_legend(model, classes, truth_labels) -> ZeroShotScenes:
     return ZeroShotScenes(model, classes, TILE_LABEL_TEMPLATES, SceneVocabulary.of(model, cache_dir("vocabulary")))
 
 
-def few_shot(labeller: ZeroShotScenes, vectors, truth_labels, places, method, shots, seed) -> float:
+def prior_adapted(probabilities: np.ndarray, steps: int = 20) -> np.ndarray:
+    """Class probabilities of one raster's tiles re-weighted to the class shares the raster itself seems to
+    have (EM prior adaptation, Saerens et al., Neural Computation 2002): no labels, one prior per raster."""
+    prior = np.full(probabilities.shape[1], 1.0 / probabilities.shape[1])
+    adapted = probabilities
+    for _ in range(steps):
+        adapted = probabilities * prior * probabilities.shape[1]
+        adapted /= adapted.sum(axis=1, keepdims=True)
+        prior = adapted.mean(axis=0)
+    return adapted
+
+
+def per_raster(probabilities: np.ndarray, rasters: list[str]) -> np.ndarray:
+    """:func:`prior_adapted` over each raster's tiles."""
+    out = probabilities.copy()
+    for raster in set(rasters):
+        members = np.array([i for i, r in enumerate(rasters) if r == raster])
+        out[members] = prior_adapted(probabilities[members])
+    return out
+
+
+def few_shot(labeller: ZeroShotScenes, vectors, truth_labels, places, method, shots, seed,
+             rasters: list[str] | None = None) -> float:
     """Accuracy on each block's tiles with ``shots`` examples per class drawn from the other blocks, labelled
-    by ``labeller`` (:func:`few_shot_legend`) and the examples."""
+    by ``labeller`` (:func:`few_shot_legend`) and the examples; with ``rasters`` (each tile's raster), the
+    probabilities adapted to each raster's class shares first (:func:`prior_adapted`)."""
     rng = np.random.default_rng(seed)
     right = []
     for place in sorted(set(places)):
@@ -209,7 +233,10 @@ def few_shot(labeller: ZeroShotScenes, vectors, truth_labels, places, method, sh
             chosen += list(rng.choice(members, size=min(shots, len(members)), replace=False))
         model = labeller if not chosen else FewShotScenes(
             labeller, SceneExamples(tuple(truth_labels[i] for i in chosen), vectors[chosen]), method)
-        predicted = model.probabilities(vectors[scored]).argmax(axis=1)
+        probabilities = model.probabilities(vectors)
+        if rasters is not None:
+            probabilities = per_raster(probabilities, rasters)
+        predicted = probabilities[scored].argmax(axis=1)
         right += [model.labels[p] in accepted(truth_labels[i]) | {truth_labels[i]} for p, i in zip(predicted, scored)]
     return float(np.mean(right))
 
@@ -247,13 +274,18 @@ def sentinel2_user_flow(model, data: Path, work: Path, shots: int = 5) -> dict:
         out["mean"] = round(float(np.mean(list(out.values()))), 3)
         return out
 
-    def label_accuracy(exclude: set[str]) -> float:
-        scenes = {r["tile_id"]: r["scene"] for r in index.store.table.to_arrow().select(["tile_id", "scene"]).to_pylist()}
+    def label_accuracy(exclude: set[str], scenes: dict[str, str] | None = None) -> float:
+        if scenes is None:
+            scenes = {r["tile_id"]: r["scene"] for r in index.store.table.to_arrow().select(["tile_id", "scene"]).to_pylist()}
         judged = [t for t, v in truth.items() if v and t not in exclude]
         return round(float(np.mean([scenes[t] in accepted(truth[t][0]) | {truth[t][0], USER_SETS.get(truth[t][0])}
                                     for t in judged])), 3)
 
     result = {"tiles": len(rows), "zero-shot": {"text_p@5": precision(set()), "main_class": label_accuracy(set())}}
+    table = index.store.table.to_arrow().select(["tile_id", "vector"])
+    tile_ids = table["tile_id"].to_pylist()
+    vectors = np.asarray(table["vector"].to_pylist(), dtype=np.float32)
+    prior_draws: list[float] = []
     for method in ("prototype", "probe"):
         draws = []
         for seed in range(DRAWS):
@@ -268,11 +300,19 @@ def sentinel2_user_flow(model, data: Path, work: Path, shots: int = 5) -> dict:
                 marked |= set(chosen)
             index.relabel(list(USER_SETS.values()), method=method)
             draws.append({"text_p@5": precision(marked), "main_class": label_accuracy(marked)})
+            if method == "prototype":  # the same labeller, its probabilities adapted to the raster's shares
+                labeller, _ = few_shot_labeller(index.store, model, SceneVocabulary.of(model, cache_dir("vocabulary")),
+                                                list(USER_SETS.values()), method)
+                adapted = prior_adapted(labeller.probabilities(vectors))
+                scenes = dict(zip(tile_ids, np.array(labeller.labels)[propagate_labels(vectors, adapted).argmax(1)]))
+                prior_draws.append(label_accuracy(marked, scenes))
         result[f"{shots} examples per class, relabelled ({method}), mean and std of {DRAWS} draws"] = {
             "text_p@5": {query: [round(float(np.mean(v)), 3), round(float(np.std(v)), 3)]
                          for query in draws[0]["text_p@5"] for v in [[d["text_p@5"][query] for d in draws]]},
             "main_class": [round(float(np.mean([d["main_class"] for d in draws])), 3),
                            round(float(np.std([d["main_class"] for d in draws])), 3)]}
+    result[f"{shots} examples per class (prototype), prior adapted to the raster, main class"] = [
+        round(float(np.mean(prior_draws)), 3), round(float(np.std(prior_draws)), 3)]
     return result
 
 
@@ -342,6 +382,24 @@ def main() -> None:
                 curve[str(shots)] = [round(float(np.mean(scores)), 3), round(float(np.std(scores)), 3)]
             curves[f"{name}, {method}"] = curve
     result["few_shot_main_class_mean_std"] = curves
+    # 3b. EM prior adaptation per raster (unlabelled): zero-shot (propagated) and after 5 examples a class
+    adapted = {}
+    for name in ("sentinel2", "naip_landsat"):
+        s = sets[name]
+        p = labellers["tile legend"].probabilities(s["vectors"])
+        adapted[f"{name}, zero-shot"] = {
+            "plain": main_class_accuracy(labellers["tile legend"].labels,
+                                         per_place(s["vectors"], p, s["place"]).argmax(1), s["truth"]),
+            "prior adapted": main_class_accuracy(labellers["tile legend"].labels,
+                                                 per_place(s["vectors"], per_raster(p, s["place"]), s["place"]).argmax(1),
+                                                 s["truth"])}
+        labeller = few_shot_legend(model, legends["tile legend"], s["truth"])
+        for how, rasters in (("plain", None), ("prior adapted", s["place"])):
+            scores = [few_shot(labeller, s["vectors"], s["truth"], s["block"], "prototype", 5, seed, rasters)
+                      for seed in range(DRAWS)]
+            adapted.setdefault(f"{name}, 5 examples a class (prototypes)", {})[how] = [
+                round(float(np.mean(scores)), 3), round(float(np.std(scores)), 3)]
+    result["prior_adaptation_main_class"] = adapted
     # 4. text search, as georet query embeds a short query, then feedback from its 10 best
     search = {}
     for name, s in sets.items():
