@@ -105,7 +105,7 @@ def ablated_cells(index: GeoIndex, query: str, stay_weight: float, whole_weight:
     catalog = index.catalog()
     phrases = index.text_model.encode_text([change.before or change.after, change.after or change.before, query])
     dated = np.ones(len(catalog), dtype=bool)
-    ranking = rank_change(change, catalog, phrases, 10, dated, dated, index.scene_prior(phrases[:2], catalog),
+    ranking = rank_change(change, catalog, phrases, 10, dated, dated, index.queries.scene_prior(phrases[:2], catalog),
                           stay_weight=stay_weight, whole_weight=whole_weight)
     rows = catalog.rows(ranking.after)
     return [(rows[int(p)]["row_off"] // CHIP, rows[int(p)]["col_off"] // CHIP) for p in ranking.after]

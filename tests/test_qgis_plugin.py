@@ -47,7 +47,8 @@ def test_plugin_in_real_qgis(tmp_path, rasters):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update({"GEORET_EXE": GEORET_EXE, "GEORET_TEST_DB": str(db), "GEORET_TEST_RASTER": str(rasters["utm"]),
                 "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)})  # fresh QGIS settings
-    proc = subprocess.run([QGIS_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "qgis_plugin/tests"],
+    # -o addopts=: the repository's two workers need pytest-xdist, which QGIS's system Python lacks
+    proc = subprocess.run([QGIS_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "qgis_plugin/tests"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     print(proc.stdout[-6000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import georet.search.geoindex as geoindex_module
+import georet.search.query_text as query_text_module
 from georet.geo import read_classes
 from georet.index import TileStore
 from georet.models import load_query_encoder
@@ -35,13 +36,13 @@ def db(tmp_path_factory):
 def encodings(monkeypatch):
     """How many texts went through the text tower."""
     seen: list[str] = []
-    real = geoindex_module.embed_queries
+    real = query_text_module.embed_queries
 
     def counting(model, texts, vocabulary=None):
         seen.extend(texts)
         return real(model, texts, vocabulary)
 
-    monkeypatch.setattr(geoindex_module, "embed_queries", counting)
+    monkeypatch.setattr(query_text_module, "embed_queries", counting)
     return seen
 
 
@@ -79,7 +80,7 @@ def test_the_cli_s_cache_on_disk_serves_a_cold_query_without_loading_the_text_to
     def no_tower(*args, **kwargs):
         raise AssertionError("the text tower was loaded")
 
-    monkeypatch.setattr(geoindex_module, "load_query_encoder", no_tower)
+    monkeypatch.setattr(query_text_module, "load_query_encoder", no_tower)
     encodings.clear()
     cold = open_index(db, query_cache=QueryVectorCache(folder=folder)).run(QUERIES[0])
     assert encodings == []
@@ -126,7 +127,7 @@ def test_a_repeated_search_is_answered_from_the_result_cache_until_the_table_cha
     index.run(SearchRequest(text="harbour", k=4, bbox="4.0,51.0,4.5,51.5"))  # another k: another search
     assert searches == ["harbour", "harbour"]
     # a tile added by another writer is a new table version: the search runs again and finds it
-    query = index._embed_queries(["harbour"])[0]
+    query = index.queries.embed(["harbour"])[0]
     with TileStore.open_for_writing(path, identity, spec) as store:
         store.table.add(synthetic_rows(1, identity["dim"], scenes, vectors=query[None], grid_side=10,
                                        id_prefix="new"))

@@ -68,7 +68,7 @@ def main() -> None:
                                                         "in_memory_ms": memory_ms, **agreement(lance, memory)}}
 
     names = SHORT + NAMES_BEYOND
-    vectors = index._embed_queries(names)
+    vectors = index.queries.embed(names)
 
     def two_searches(query: np.ndarray) -> list[int]:
         best, _ = catalog.nearest(query, 10)

@@ -15,12 +15,10 @@ candidates run out.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
 import math
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,11 +26,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from georet.errors import ConflictError, GeoretError, InputError, NotFoundError
-from georet.geo import (
-    SceneVocabulary,
-    ZeroShotScenes,
-)
+from georet.errors import GeoretError, InputError, NotFoundError
 from georet.geo.scenes import FewShotMethod
 from georet.index import (
     ANN_REFINE_FACTOR,
@@ -40,16 +34,14 @@ from georet.index import (
     LabelSet,
     TileStore,
     delete_labels,
-    describe_mismatch,
     label_sets,
     read_labels,
     save_labels,
     sql_string,
 )
 from georet.index.scenes import few_shot_labeller, marked_classes, relabel_scenes
-from georet.models import QueryTextEncoder, cache_dir, load_query_encoder
+from georet.models import QueryTextEncoder
 from georet.search.catalog import TileCatalog
-from georet.search.change import CHANGE_COLUMNS, rank_change
 from georet.search.feedback import (
     PSEUDO_FEEDBACK_PLACES,
     SCORE_KINDS,
@@ -62,26 +54,29 @@ from georet.search.feedback import (
 from georet.search.filters import TileFilter
 from georet.search.imagery import ImageryLayers
 from georet.search.nearest import NearestTiles, top_rows
-from georet.search.query_cache import QueryVectorCache, ResultCache, query_model_key, wording_settings
+from georet.search.phrase_search import change_frame, relational_frame
+from georet.search.query_cache import QueryVectorCache, ResultCache
+from georet.search.query_text import QueryEncoder
 from georet.search.relations import (
-    RELATION_COLUMNS,
     SCENE_PRIOR_WEIGHT,
     Change,
-    Relation,
-    ScenePrior,
     parse_query,
-    rank_relational,
     subject_candidates,
 )
 from georet.search.request import Example, SearchRequest
-from georet.search.results import REGION_COLUMNS, ROW_COLUMNS, collapse_overlaps, distinct_places, to_frame
-from georet.search.wording import SHORT_QUERY_WORDS, class_name, embed_queries, names_a_thing
+from georet.search.results import (
+    OVERLAP_FETCH,
+    REGION_COLUMNS,
+    ROW_COLUMNS,
+    collapse_overlaps,
+    distinct_places,
+    to_frame,
+)
+from georet.search.wording import class_name, names_a_thing
 
 if TYPE_CHECKING:
     from georet.models import EmbeddingModel
 
-#: an index with overlapping tiles is asked for this many times k hits before each place's best is kept
-OVERLAP_FETCH = 4
 #: From this many tiles (with a vector index) relational queries take their subjects from the
 #: :data:`RELATIONAL_POOL` nearest tiles to the subject phrase instead of scoring every tile
 #: (benchmarks/ann.py serve measures both and their agreement).
@@ -97,20 +92,14 @@ class GeoIndex:
                  checkpoint: str | None = None, model: EmbeddingModel | None = None,
                  query_cache: QueryVectorCache | None = None):
         self.store = store
-        #: query vectors already computed (in memory unless the caller gives one kept on disk)
-        self.query_cache = query_cache or QueryVectorCache()
+        #: query words → vectors, with the index's own model (checked against it)
+        self.queries = QueryEncoder(store, device, {"pretrained": pretrained, "checkpoint": checkpoint}, model,
+                                    query_cache)
         self._results = ResultCache()
-        self._device = device
-        self._overrides = {"pretrained": pretrained, "checkpoint": checkpoint}
-        self._model = model
-        self._text_encoder: QueryTextEncoder | None = None
         self._catalog: TileCatalog | None = None
-        self._zero_shot: dict[tuple[str, ...], ZeroShotScenes] = {}
         self._imagery = ImageryLayers(store)
         self._nearest = NearestTiles(store, self.catalog, lambda: self._catalog)
         self._info: tuple[tuple, dict[str, Any]] | None = None  # (table version and manifest, what info says)
-        if model is not None:
-            self._check_model(model)
 
     @property
     def path(self) -> Path:
@@ -126,44 +115,13 @@ class GeoIndex:
     @property
     def model(self) -> EmbeddingModel:
         """The model the index was built with, loaded on first use."""
-        if self._model is None:
-            from georet.models import ModelSpec, load_model
-
-            model = load_model(ModelSpec(**self._model_spec()), device=self._device)
-            self._check_model(model)
-            self._model = model
-        return self._model
+        return self.queries.model
 
     @property
     def text_model(self) -> EmbeddingModel | QueryTextEncoder:
         """What encodes query text: the torch-free encoder when the index's model has one
         (:mod:`georet.models.text_query`: a cold query skips importing torch), else :attr:`model`."""
-        if self._model is not None:
-            return self._model
-        if self._text_encoder is None:
-            spec = self._model_spec()
-            encoder = load_query_encoder(spec["arch"], spec.get("pretrained"), spec.get("checkpoint"))
-            if encoder is None:
-                self.model.export_text_graph()  # where it can: the next cold query skips torch
-                return self.model
-            self._check_model(encoder)
-            self._text_encoder = encoder
-        return self._text_encoder
-
-    def _model_spec(self) -> dict[str, Any]:
-        spec = dict(self.store.model_spec)
-        spec.update({k: v for k, v in self._overrides.items() if v})
-        for key in ("pretrained", "checkpoint"):
-            value = spec.get(key)
-            if value and Path(value).suffix and not Path(value).is_file():
-                raise GeoretError(f"this index was built with {key} file {value}, which is gone; "
-                                  f"pass its new location (--{key} FILE)")
-        return spec
-
-    def _check_model(self, model: EmbeddingModel | QueryTextEncoder) -> None:
-        problem = describe_mismatch(self.store.model_identity, model.identity)
-        if problem:
-            raise ConflictError(f"cannot query {self.path}: {problem}; re-index into a new {{db}}", names=("db",))
+        return self.queries.text_model
 
     def info(self) -> dict[str, Any]:
         """Summary of the index: tile count, model, sources, scenes; counted once per table version and
@@ -283,7 +241,7 @@ class GeoIndex:
         then propagated per raster); a set naming no class of the legend adds that class, in the set's name
         as its words. Returns the tiles per scene.
         """
-        labeller, examples = few_shot_labeller(self.store, self.text_model, self._vocabulary, sets, method)
+        labeller, examples = few_shot_labeller(self.store, self.text_model, self.queries.vocabulary, sets, method)
         with self.store.writing(lock_timeout):
             counts = relabel_scenes(self.store, labeller, examples, method)
         self._catalog = None
@@ -332,12 +290,13 @@ class GeoIndex:
         if relation is not None and scene is not None:
             self._check_scene(scene)
         if isinstance(relation, Change):
-            return self._change_search(relation, k, request, prior, where)
+            return change_frame(relation, k, request, prior, where, self.catalog(), self.queries)
         if relation is not None:
-            return self._relational_search(relation, k, request.near_m, where, prior)
+            return relational_frame(relation, k, request.near_m, where, prior, self.catalog(), self.queries,
+                                    self._subject_pool)
         if where.keeps_none:
             return _with_kind(to_frame([]), "text")
-        query = self._embed_queries([text])[0]
+        query = self.queries.embed([text])[0]
         name = names_a_thing(text)
         pool = None
         if name:  # its best places stand in for examples marked right
@@ -373,7 +332,7 @@ class GeoIndex:
         catalog = self.catalog()
         positives, positive_ids = self._embed_examples(like, catalog)
         negatives, negative_ids = self._embed_examples(unlike, catalog)
-        query = self._embed_queries([text])[0] if text else None
+        query = self.queries.embed([text])[0] if text else None
         scores, rank_key, kind = score_tiles(catalog.vectors, query, Examples(positives, negatives), scorer)
         eligible = where.mask(catalog)
         for tile_id in positive_ids | negative_ids:
@@ -442,92 +401,6 @@ class GeoIndex:
         if scene not in known:
             raise GeoretError(f"unknown scene {scene!r}; known scenes: {', '.join(known) or 'none'}")
 
-    def _relational_search(self, relation: Relation, k: int, near_m: float | None, where: TileFilter,
-                           prior_weight: float) -> gpd.GeoDataFrame:
-        """Top ``k`` subject tiles for ``relation``: encode the phrases, rank on the catalog, fetch the rows.
-
-        ``where`` restricts the subject tiles; partners may lie anywhere.
-        """
-        def result(hits: list[dict], used_near_m: float) -> gpd.GeoDataFrame:
-            frame = to_frame(hits, extra_columns=RELATION_COLUMNS)
-            frame.attrs.update({"relation": relation.describe(), "near_m": used_near_m, "scene_prior": prior_weight,
-                                "score_kind": "relational: z-scores of subject, partner and sentence, combined"})
-            return frame
-
-        catalog = self.catalog()
-        if len(catalog) == 0 or where.keeps_none:
-            return result([], near_m or 0.0)
-        phrases = self._embed_queries([relation.subject, relation.partner, relation.text])
-        prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
-        eligible = where.mask(catalog)
-        ranking = rank_relational(relation, catalog, phrases, k, near_m, eligible, prior,
-                                  subject_pool=self._subject_pool(catalog, phrases[0], eligible, k))
-
-        rows: dict[int, dict] = {}
-        hits = []
-        for i, tile in enumerate(ranking.tiles):
-            if int(tile) not in rows:  # footprints are read from disk: k tiles and their partners at a time
-                chunk = slice(i, i + k)
-                rows.update(catalog.rows([*ranking.tiles[chunk].tolist(),
-                                          *(int(p[0]) for p in ranking.partners[chunk] if len(p))]))
-            row = rows[int(tile)]
-            if not where.keeps(row):
-                continue
-            partners = ranking.partners[i]
-            partner_row = rows.get(int(partners[0])) if len(partners) else None
-            hits.append({**row, "score": float(ranking.scores[i]), "relation": relation.kind,
-                         "subject_score": round(float(ranking.subject_z[i]), 4),
-                         "partner_score": round(float(ranking.partner_z[i]), 4) if len(partners) else None,
-                         "whole_score": round(float(ranking.whole_z[i]), 4),
-                         "partners": ",".join(catalog.tile_ids[u] for u in partners),
-                         "partner_distance_m": round(float(ranking.partner_gap_m[i]), 1) if len(partners) else None,
-                         "partner_wkt": shapely.from_wkb(partner_row["geometry"]).wkt if partner_row else None})
-            if len(hits) == k:
-                break
-        return result(hits, ranking.near_m)
-
-    def _change_search(self, change: Change, k: int, request: SearchRequest, prior_weight: float,
-                       where: TileFilter) -> gpd.GeoDataFrame:
-        """Top ``k`` places for ``change``: the later tile of each with its earlier tile and their scores
-        (:mod:`georet.search.change`). ``where`` (the request's area, dates and finished sources) restricts
-        both tiles; the request's scene the later."""
-        catalog = self.catalog()
-        dates, codes = catalog.date_codes
-        frame_attrs = {"change": change.describe(), "scene_prior": prior_weight,
-                       "dates": f"{request.from_date or 'earliest'} → {request.to_date or 'latest'}",
-                       "score_kind": "change: z-scores of each phrase among its date's tiles, combined"}
-        if len(dates) < 2 or where.keeps_none:
-            frame = to_frame([], extra_columns=CHANGE_COLUMNS)
-            frame.attrs.update(frame_attrs, acquisitions=len(dates))
-            return frame
-        earlier = where.without_scene().mask(catalog) \
-            & (catalog.dated_within(request.from_range) if request.from_range else True)
-        later = where.mask(catalog) & (catalog.dated_within(request.to_range) if request.to_range else True)
-        phrases = self._embed_queries([change.before or change.after, change.after or change.before, change.text])
-        prior = self.scene_prior(phrases[:2], catalog, prior_weight) if prior_weight else None
-        ranking = rank_change(change, catalog, phrases, k * (OVERLAP_FETCH if where.area is not None else 1),
-                              earlier, later, prior)
-        rows = catalog.rows(ranking.after.tolist())  # the hits are the later tiles: only their rows are read
-        hits, befores = [], []
-        for i, (after, before) in enumerate(zip(ranking.after.tolist(), ranking.before.tolist())):
-            row = rows[after]
-            if not where.keeps(row):
-                continue
-            befores.append(before)
-            hits.append({**row, "score": float(ranking.scores[i]), "change": change.kind,
-                         "before_tile_id": catalog.tile_ids[before], "before_acquired": dates[codes[before]],
-                         **{name: None if np.isnan(value) else round(float(value), 4) for name, value in (
-                             ("before_score", ranking.before_z[i]), ("after_score", ranking.after_z[i]),
-                             ("stay_score", ranking.stay_z[i]), ("whole_score", ranking.whole_z[i]))}})
-            if len(hits) == k:
-                break
-        thumbnails = catalog.dataset.take(befores, columns=["thumbnail"])["thumbnail"].to_pylist() if hits else []
-        for hit, png in zip(hits, thumbnails):  # the place before, in every format a hit goes out in
-            hit["before_thumbnail"] = "data:image/png;base64," + base64.b64encode(png or b"").decode("ascii")
-        frame = to_frame(hits, extra_columns=CHANGE_COLUMNS)
-        frame.attrs.update(frame_attrs, acquisitions=len(dates))
-        return frame
-
     def _subject_pool(self, catalog: TileCatalog, subject: np.ndarray, eligible: np.ndarray, k: int
                       ) -> np.ndarray | None:
         """Catalog positions of the subject phrase's nearest tiles by the vector index, in indexes of
@@ -537,41 +410,6 @@ class GeoIndex:
             return None
         pool, _ = catalog.nearest(subject, RELATIONAL_POOL, refine=False)
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
-
-    @cached_property
-    def _vocabulary(self) -> SceneVocabulary | None:
-        """The scene classes the model was trained with, as anchors for short queries and for scene labels in
-        other words (None: it has no frozen text tower to compare words in); from the cache, or encoded."""
-        return SceneVocabulary.of(self.text_model, cache_dir("vocabulary"))
-
-    def _embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Query texts as :func:`~georet.search.wording.embed_queries` reads them, short ones anchored; from the
-        query cache where it has them, the rest encoded in one batch and added to it."""
-        key = self._query_key
-        vectors = [self.query_cache.get(key, text) for text in texts]
-        missing = list(dict.fromkeys(text for text, vector in zip(texts, vectors) if vector is None))
-        if missing:
-            encoded = dict(zip(missing, embed_queries(self.text_model, missing, self._vocabulary)))
-            for text, vector in encoded.items():
-                self.query_cache.put(key, text, vector)
-            vectors = [encoded[text] if vector is None else vector for text, vector in zip(texts, vectors)]
-        return np.stack(vectors)
-
-    @cached_property
-    def _query_key(self) -> str:
-        """What names this index's query vectors in the cache: its model (an index is only ever queried by a
-        model of the identity it stores) and the wording settings."""
-        return query_model_key(self.store.model_identity, wording_settings(SHORT_QUERY_WORDS))
-
-    def scene_prior(self, phrases: np.ndarray, catalog: TileCatalog, weight: float = 1.0) -> ScenePrior | None:
-        """The scene prior of ``phrases`` over the index's scene labels; None when fewer than two labels exist."""
-        classes = catalog.scene_classes
-        if len(classes) < 2:
-            return None
-        key = tuple(c.label for c in classes)
-        if key not in self._zero_shot:  # class prompts are encoded once per model and label set
-            self._zero_shot[key] = ZeroShotScenes(self.text_model, classes, vocabulary=self._vocabulary)
-        return ScenePrior.of(self._zero_shot[key].probabilities(phrases), catalog.scene_codes, weight)
 
     def catalog(self) -> TileCatalog:
         """Vectors and footprints of every tile, read once and cached until the table changes."""

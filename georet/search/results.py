@@ -27,6 +27,9 @@ def to_frame(hits: list[dict], extra_columns: Sequence[str] = ()) -> gpd.GeoData
     return gpd.GeoDataFrame(records, columns=columns, geometry=geometry, crs="EPSG:4326")
 
 
+#: an index with overlapping tiles is asked for this many times k hits before each place's best is kept (and
+#: a search limited to an area for this many more candidates, before the exact area test)
+OVERLAP_FETCH = 4
 #: a hit sharing at least this share of its footprint (or of a better hit's) with a better hit shows the
 #: same place: an index tiled with overlap (a stride below the tile size) would return one place several times
 SAME_PLACE_OVERLAP = 0.25
