@@ -34,6 +34,15 @@ def test_grids_of_several_scales_and_overlap():
     assert SourceEntry.from_dict(old).complete  # format-1 manifests written before states held only whole rasters
 
 
+def test_an_entry_from_an_early_georet_still_reads():
+    """Entries written before states, dates and ground sizes existed, with the tile count they once held."""
+    early = {"crs": "EPSG:32631", "width": 512, "height": 512, "bands": [1, 2, 3], "tile_px": 64, "stride_px": 64,
+             "tiling": {"tile_size": 64}, "scenes": "zero-shot", "classes": ["forest"], "tiles": 64}
+    entry = SourceEntry.from_dict(early)
+    assert entry.complete and entry.grid.tile_m is None and entry.acquired is None and entry.classes == ("forest",)
+    assert "tiles" not in entry.to_dict()  # the table counts tiles now
+
+
 @pytest.mark.parametrize("change, problem", [
     (lambda e: e.update(tile_szie=64), "unknown key 'tile_szie' in a source entry"),
     (lambda e: e.pop("tile_px"), "a source entry's grid is incomplete or malformed"),

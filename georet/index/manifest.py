@@ -32,7 +32,8 @@ class Grid:
     bands: tuple[int, ...]
     tile_px: int
     stride_px: int
-    tile_m: float
+    #: None in entries written before georet recorded it
+    tile_m: float | None = None
 
     @property
     def overlapping(self) -> bool:
@@ -47,7 +48,8 @@ class Grid:
     def from_dict(cls, raw: dict[str, Any]) -> "Grid":
         return cls(crs=raw["crs"], width=int(raw["width"]), height=int(raw["height"]),
                    bands=tuple(int(b) for b in raw["bands"]), tile_px=int(raw["tile_px"]),
-                   stride_px=int(raw["stride_px"]), tile_m=float(raw["tile_m"]))
+                   stride_px=int(raw["stride_px"]),
+                   tile_m=float(raw["tile_m"]) if raw.get("tile_m") is not None else None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +112,7 @@ class SourceEntry:
     def from_dict(cls, raw: dict[str, Any], where: str = "the manifest") -> "SourceEntry":
         """The entry of a manifest's JSON object; a key it does not know, or a grid it lacks, is a one-line
         :class:`GeoretError` naming ``where``."""
-        unknown = sorted(set(raw) - _KEYS)
+        unknown = sorted(set(raw) - _KEYS - _RETIRED_KEYS)
         if unknown:
             raise GeoretError(f"{where}: unknown key {unknown[0]!r} in a source entry (written by a newer georet?)")
         try:
@@ -129,3 +131,6 @@ class SourceEntry:
 
 
 _KEYS = ({f.name for f in fields(SourceEntry)} - {"grid"}) | {f.name for f in fields(Grid)}
+#: keys format-1 entries once held and no longer mean anything: read past, never written (``tiles``: the tile
+#: count, which the table keeps since 2026-11)
+_RETIRED_KEYS = {"tiles"}
