@@ -23,6 +23,23 @@ def test_every_entry_indexing_writes_reads_back_whole(built_index):
         assert entry.classes and not entry.labelled_by_landcover and entry.example_classes == ()
 
 
+def test_entries_are_parsed_once_per_manifest_version(tmp_path, built_index):
+    """A search reads them on every request: kept until the manifest changes here or in another process."""
+    db = tmp_path / "copy.db"
+    shutil.copytree(built_index, db)
+    store = TileStore.open(db)
+    first = store.entries()
+    assert store.entries() is first
+    name = next(iter(first))
+    store.mark_incomplete(name, "a test said so")  # changed here, not saved yet
+    assert not store.entries()[name].complete and first[name].complete
+    manifest = json.loads((db / "georet.json").read_text())
+    manifest["sources"][name]["acquired"] = "2020-01-01"  # another process rewrites the manifest
+    (db / "georet.json").write_text(json.dumps(manifest))
+    store.refresh()
+    assert store.entries()[name].acquired == "2020-01-01" and store.entries()[name].complete
+
+
 def test_grids_of_several_scales_and_overlap():
     small = Grid(crs="EPSG:32631", width=512, height=512, bands=(1, 2, 3), tile_px=64, stride_px=32, tile_m=640.0)
     large = Grid(crs="EPSG:32631", width=512, height=512, bands=(1, 2, 3), tile_px=128, stride_px=128, tile_m=1280.0)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Literal, Protocol, Sequence
+from typing import Iterable, Literal, Protocol, Sequence, get_args
 
 import numpy as np
 
@@ -272,8 +272,8 @@ PROTOTYPE_WEIGHT, CACHE_WEIGHT, CACHE_SHARPNESS = 1.0, 1.0, 5.0
 #: pulled back to the prototypes by an L2 penalty (in the manner of CLAP, Silva-Rodríguez et al., CVPR 2024):
 #: 200 steps of 0.05 and a pull of 0.01, chosen on the same validation sets (experiments/your_imagery)
 PROBE_STEPS, PROBE_STEP_SIZE, PROBE_PULL = 200, 0.05, 0.01
-FewShotMethod = Literal["cache", "probe", "prototype"]
-FEW_SHOT_METHODS: tuple[str, ...] = ("prototype", "probe", "cache")
+FewShotMethod = Literal["prototype", "probe", "cache"]
+FEW_SHOT_METHODS: tuple[str, ...] = get_args(FewShotMethod)
 
 
 class FewShotScenes:
@@ -284,9 +284,9 @@ class FewShotScenes:
     near the prototypes (:func:`_probe`): on scene collections (UC Merced, Dubai) it labels 3–9 points
     more tiles right from five examples a class, but on a raster where one class dominates and another
     is rare (the Sentinel-2 coast) it lets the rare class take the common one's tiles, 61 % against 70 %
-    right (experiments/your_imagery), so it is an option. ``cache`` is training-free in the manner of Tip-Adapter (Zhang et al., ECCV 2022):
-    a tile's class logits are the text classes' plus :data:`CACHE_WEIGHT` times its affinity to each
-    example, ``exp(-CACHE_SHARPNESS * (1 - cosine))``, summed per class; it lost to prototypes on the
+    right (experiments/your_imagery), so it is an option. ``cache`` is training-free in the manner of
+    Tip-Adapter (Zhang et al., ECCV 2022): a tile's class logits are the text classes' plus
+    :data:`CACHE_WEIGHT` times its affinity to each example, ``exp(-CACHE_SHARPNESS * (1 - cosine))``, summed per class; it lost to prototypes on the
     validation tiles (experiments/your_imagery), so it stays an option. Every example's class must be one
     of the legend's (a class named only by examples would be compared by its examples alone, and such a
     prototype's cosines dwarf a text class's). Same interface as :class:`ZeroShotScenes`, so indexing and

@@ -361,11 +361,11 @@ def _tiling_changed(entry: SourceEntry, tiling: TilingParams) -> bool:
     return {"stretch": "auto", **entry.tiling} != tiling.to_dict()
 
 
-def _check_same_tiling(store: TileStore, rasters: list[RasterRef], tiling: TilingParams) -> None:
+def _check_same_tiling(entries: dict[str, SourceEntry], rasters: list[RasterRef], tiling: TilingParams) -> None:
     """A raster is tiled one way in one index: adding another grid's tiles to its own would mix two grids
     under one manifest entry (its counts, resume and overlap rules would all be wrong)."""
     for ref in rasters:
-        entry = store.entry(ref.name)
+        entry = entries.get(ref.name)
         if entry is not None and _tiling_changed(entry, tiling):
             old = entry.tiling
             stride = f", stride {old['stride']}" if old.get("stride") is not None else ""
@@ -395,9 +395,9 @@ def _nothing_to_do(db: Path | str, rasters: list[RasterRef], tiling: TilingParam
     problem = describe_mismatch(store.model_identity, model.identity)
     if problem:
         raise ConflictError(f"cannot add to {db}: {problem}; use a new {{db}}", names=("db",))
-    if not reindex:
-        _check_same_tiling(store, rasters, tiling)
     entries = store.entries()
+    if not reindex:
+        _check_same_tiling(entries, rasters, tiling)
     if not all(_source_is_complete(entries.get(ref.name), tiling, area, reindex)
                and not _redated(entries[ref.name], dates[ref.name]) for ref in rasters):
         return False

@@ -52,7 +52,7 @@ from georet.errors import ConflictError, GeoretError, NotFoundError, ReadOnlyErr
 from georet.files import atomic_write_text
 from georet.geo import is_url
 from georet.index.lock import LOCK_NAME, lock_holder, writer_lock
-from georet.index.manifest import COMPLETE, IN_PROGRESS, INCOMPLETE, SourceEntry
+from georet.index.manifest import COMPLETE, FEW_SHOT, IN_PROGRESS, INCOMPLETE, SourceEntry
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "georet.json"
@@ -147,6 +147,8 @@ class TileStore:
         self.path = path
         self.manifest = manifest
         self._manifest_stamp: tuple[int, int, int] | None = None  # unknown: the first refresh re-reads
+        #: (manifest, its stamp, its entries typed): parsed once per manifest version (see :meth:`entries`)
+        self._entries: tuple[dict[str, Any], Any, dict[str, SourceEntry]] | None = None
         self._db = None
         self._table = None
         self._read_dataset = None
@@ -278,10 +280,17 @@ class TileStore:
         self._manifest_stamp = self._stamp()
 
     def entries(self) -> dict[str, SourceEntry]:
-        """Every source's manifest entry, typed (in the order they were first indexed)."""
-        return {name: SourceEntry.from_dict(raw, str(self.path)) for name, raw in self.manifest["sources"].items()}
+        """Every source's manifest entry, typed (in the order they were first indexed). Parsed once per
+        manifest version: a search reads them on every request, and an index may hold thousands of rasters.
+        Do not change the dict returned."""
+        cached = self._entries
+        if cached is None or cached[0] is not self.manifest or cached[1] != self._manifest_stamp:
+            parsed = {name: SourceEntry.from_dict(raw, str(self.path)) for name, raw in self.manifest["sources"].items()}
+            self._entries = cached = (self.manifest, self._manifest_stamp, parsed)
+        return cached[2]
 
     def entry(self, source: str) -> SourceEntry | None:
+        """One source's entry, parsed alone (indexing reads one raster's between writes to the manifest)."""
         raw = self.manifest["sources"].get(source)
         return None if raw is None else SourceEntry.from_dict(raw, str(self.path))
 
@@ -293,12 +302,14 @@ class TileStore:
     def mark_incomplete(self, source: str, reason: str) -> None:
         """Say ``source`` must be indexed again, and why (the caller saves the manifest)."""
         self.manifest["sources"][source].update(state=INCOMPLETE, reason=reason)
+        self._entries = None
 
     def record_examples(self, source: str, method: str, examples: dict[str, int]) -> None:
         """Say ``source`` was relabelled from marked examples: how, and how many of each class (the caller
         saves the manifest)."""
-        self.manifest["sources"][source].update(scenes="few-shot", scene_examples={"method": method,
-                                                                                   "examples": examples})
+        self.manifest["sources"][source].update(scenes=FEW_SHOT, scene_examples={"method": method,
+                                                                                 "examples": examples})
+        self._entries = None
 
     def end_source(self, source: str, failure: str | None = None) -> None:
         """Mark ``source`` complete, or incomplete with the one-line ``failure`` that stopped it."""
