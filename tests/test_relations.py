@@ -54,11 +54,16 @@ def test_parse_distance():
 
 
 # -- scoring on a generated layout ----------------------------------------------------------
-def grid_geometry(rows: int, cols: int, side_deg: float = 0.001) -> TileGeometry:
-    """rows × cols touching tiles near the equator, row 0 at the north."""
+def grid_bounds(rows: int, cols: int, side_deg: float = 0.001) -> np.ndarray:
+    """(rows × cols, 4) bounds of touching tiles near the equator, row 0 at the north."""
     r, c = np.divmod(np.arange(rows * cols), cols)
     minx, maxy = c * side_deg, -r * side_deg
-    return TileGeometry(minx, maxy - side_deg, minx + side_deg, maxy)
+    return np.column_stack([minx, maxy - side_deg, minx + side_deg, maxy])
+
+
+def grid_geometry(rows: int, cols: int, side_deg: float = 0.001) -> TileGeometry:
+    """rows × cols touching tiles near the equator, row 0 at the north."""
+    return TileGeometry(*grid_bounds(rows, cols, side_deg).T)
 
 
 def test_tile_geometry_distances():
@@ -140,11 +145,10 @@ def test_scene_prior_changes_the_ranking():
     Unit vectors in 3-d: axis 0 "airport", axis 1 "river". Tile 0 (scene farmland) looks a bit more like
     the airport phrase than tile 3 (scene airport); their partners 1 and 4 are equally river-like.
     """
-    geometry = grid_geometry(2, 3)  # tiles 0 1 2 / 3 4 5
     vectors = np.array([[0.95, 0, 0.31], [0, 1, 0], [0, 0, 1], [0.9, 0, 0.44], [0, 1, 0], [0, 0, 1]], np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     scenes = np.array(["farmland", "river", "farmland", "airport", "river", "farmland"], dtype=object)
-    catalog = TileCatalog(1, [f"t{i}" for i in range(6)], vectors, np.zeros((6, 4)), scenes, geometry)
+    catalog = TileCatalog(1, [f"t{i}" for i in range(6)], vectors, grid_bounds(2, 3), scenes)  # tiles 0 1 2 / 3 4 5
     phrases = np.array([[1, 0, 0], [0, 1, 0], [0.7, 0.7, 0]], np.float32)
     relation = Relation("near", "airport", "river", "airport near river")
 

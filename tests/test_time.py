@@ -17,7 +17,7 @@ from PIL import Image
 from georet.errors import InputError
 from georet.geo import RasterRef
 from georet.geo.dates import DateRange, acquisition_date, date_in_name, parse_date, parse_when
-from georet.search.catalog import TileCatalog, TileGeometry, group_positions
+from georet.search.catalog import TileCatalog, group_positions
 from georet.search.change import pair_places, rank_change, zscores_by_date
 from georet.search.relations import Change, parse_query
 from georet.testing.rasters import write_raster
@@ -116,8 +116,7 @@ def two_date_catalog(shift: float = 0.02, drop: float = 0.02) -> TileCatalog:
                               np.r_[minx, minx + shift * side] + side, np.r_[miny, miny - drop * side] + side])
     acquired = pa.array(["2016-05-01"] * 9 + ["2021"] * 9).dictionary_encode()
     ids = [f"early-{c}" for c in cells] + [f"late-{c}" for c in cells]
-    return TileCatalog(0, ids, vectors, bounds, np.array([""] * 18, dtype=object), TileGeometry(*bounds.T),
-                       attributes=pa.table({"acquired": acquired}))
+    return TileCatalog(0, ids, vectors, bounds, np.array([""] * 18, dtype=object), attributes=pa.table({"acquired": acquired}))
 
 
 PHRASES = np.eye(3, dtype=np.float32)  # farmland, houses, and a sentence that matches nothing in particular
@@ -142,7 +141,6 @@ def test_of_two_tiles_of_one_date_the_one_sharing_most_is_the_place():
     minx = np.array([0.0, 0.4, 0.02]) * 0.001  # earlier A, earlier B (0.6 over A), later C (0.98 over A)
     bounds = np.column_stack([minx, np.zeros(3), minx + 0.001, np.full(3, 0.001)])
     catalog = TileCatalog(0, ["a", "b", "c"], np.eye(3, dtype=np.float32), bounds, np.array([""] * 3, dtype=object),
-                          TileGeometry(*bounds.T),
                           attributes=pa.table({"acquired": pa.array(["2009", "2009", "2015"]).dictionary_encode()}))
     every = np.ones(3, dtype=bool)
     for candidate in (2, 0, 1):  # from the later tile, and from either earlier one: one pair

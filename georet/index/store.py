@@ -152,6 +152,9 @@ class TileStore:
         self._db = None
         self._table = None
         self._read_dataset = None
+        #: pylance's caches (the vector index's partitions, file metadata), shared by every version this store
+        #: opens: a long-lived reader (a server) then keeps its vector index warm across a writer's commits
+        self._lance_session = None
 
     @property
     def db(self):
@@ -412,9 +415,10 @@ class TileStore:
             import lance
 
             try:
-                self._read_dataset = lance.dataset(self.table_uri)
+                self._read_dataset = lance.dataset(self.table_uri, session=self._lance_session)
             except (ValueError, FileNotFoundError, OSError):
                 raise GeoretError(f"{self.path}: the tiles table is missing; re-run `georet index`") from None
+            self._lance_session = self._read_dataset.session()
         return self._read_dataset
 
     @property

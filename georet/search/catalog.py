@@ -2,7 +2,10 @@
 
 Relational scoring needs all tiles at once (z-scores over the whole index,
 partners anywhere on the map), which a vector search cannot give; the catalog
-is read once and kept until the table's version changes.
+is read once and kept until the table's version changes. A new version is read
+fragment by fragment: Lance never rewrites a fragment's files, so only the
+fragments a commit added or changed are read again (a writer adding one raster to
+a million-tile index then costs a server its new rows, not a million).
 """
 
 from __future__ import annotations
@@ -92,6 +95,22 @@ class TileGeometry:
         return subject[keep], other[keep], shared[keep]
 
 
+@dataclass(frozen=True)
+class FragmentRows:
+    """Where one Lance fragment's rows sit in a catalog (``start:stop``), and what made them: ``key`` is the
+    fragment's id, data files and deletion file, so an equal key means equal rows."""
+
+    key: tuple
+    start: int
+    stop: int
+
+
+def fragment_key(fragment) -> tuple:
+    """What a fragment's rows are made of: its id, its data files (new ones when columns are added or
+    rewritten) and its deletion file (a new one at every delete)."""
+    return fragment.fragment_id, tuple(f.path for f in fragment.metadata.files), fragment.deletion_file()
+
+
 @dataclass
 class TileCatalog:
     """All vectors and footprints of an index in memory, for relational scoring."""
@@ -101,10 +120,17 @@ class TileCatalog:
     vectors: np.ndarray  # (n, dim) float32, unit length
     bounds: np.ndarray  # (n, 4) minx, miny, maxx, maxy in EPSG:4326
     scenes: np.ndarray  # (n,) object: scene label or "" / None
-    geometry: TileGeometry
     dataset: object = None  # the Lance dataset at ``version``: row i of the catalog is its row i
     #: the result-row columns but the footprint (:data:`MEMORY_COLUMNS`), strings dictionary-encoded
     attributes: pa.Table | None = None
+    #: the rows of each Lance fragment, in table order (what a later version's read can reuse)
+    fragments: tuple[FragmentRows, ...] = ()
+
+    @cached_property
+    def geometry(self) -> TileGeometry:
+        """Every footprint as a metric rectangle, with a spatial index: built on first use, since only
+        relational, change and dissolving searches ask, and a million tiles' tree takes about a second."""
+        return TileGeometry(*self.bounds.T)
 
     def positions(self, tile_ids: Sequence[str]) -> np.ndarray:
         """Catalog positions of tiles by id (ids a search of the same table version returned)."""
@@ -214,21 +240,69 @@ class TileCatalog:
         return np.array([column.get(str(s), -1) if s else -1 for s in self.scenes], dtype=int)
 
     @classmethod
-    def read(cls, store: TileStore) -> "TileCatalog":
-        """Read the catalog of the table's current version (columns an older table lacks are null)."""
+    def read(cls, store: TileStore, previous: "TileCatalog | None" = None) -> "TileCatalog":
+        """Read the catalog of the table's current version (columns an older table lacks are null), taking the
+        rows of fragments ``previous`` holds unchanged from it and reading only the others."""
         dataset = store.dataset
-        version = int(dataset.version)
         missing = store.missing_columns(MEMORY_COLUMNS)
-        table = dataset.to_table(columns=list(dict.fromkeys(["vector", "minx", "miny", "maxx", "maxy",
-                                                             *(c for c in MEMORY_COLUMNS if c not in missing)])))
-        for name in missing:
-            table = table.append_column(name, pa.nulls(len(table), pa.string()))
-        ids = table["tile_id"].to_pylist()
-        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
-        bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")]).reshape(len(ids), 4)
-        return cls(version, ids, vectors.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
-                   bounds, np.asarray(table["scene"].to_pylist(), dtype=object), TileGeometry(*bounds.T), dataset,
-                   _compact(table.select(MEMORY_COLUMNS)))
+        kept = {f.key: f for f in previous.fragments} if previous is not None else {}
+        fragments = dataset.get_fragments()
+        keys = [fragment_key(f) for f in fragments]
+        unread = [f for f, key in zip(fragments, keys) if key not in kept]
+        # nothing to reuse: every fragment in one parallel scan (also what gives an empty table its columns)
+        fresh = _read_rows(dataset, unread if len(unread) < len(fragments) else None, missing) if unread \
+            or not fragments else None
+        counts = iter([f.count_rows() for f in unread])
+        parts, layout, start, offset = [], [], 0, 0
+        for key in keys:  # each fragment's rows: a slice of the previous catalog, or of the rows just read
+            if key in kept:
+                parts.append((previous, kept[key].start, kept[key].stop))
+            else:
+                n = next(counts)
+                parts.append((fresh, offset, offset + n))
+                offset += n
+            layout.append(FragmentRows(key, start, start + parts[-1][2] - parts[-1][1]))
+            start = layout[-1].stop
+        return _assemble(int(dataset.version), parts or [(fresh, 0, 0)], tuple(layout), dataset)
+
+
+def _read_rows(dataset, fragments: list | None, missing: list[str]) -> TileCatalog:
+    """The catalog rows of some fragments (None: all), in table order: a catalog of them alone."""
+    table = dataset.scanner(columns=list(dict.fromkeys(["vector", "minx", "miny", "maxx", "maxy",
+                                                        *(c for c in MEMORY_COLUMNS if c not in missing)])),
+                            fragments=fragments).to_table()
+    for name in missing:
+        table = table.append_column(name, pa.nulls(len(table), pa.string()))
+    ids = table["tile_id"].to_pylist()
+    vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
+    bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")]).reshape(len(ids), 4)
+    return TileCatalog(-1, ids, vectors.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
+                       bounds, np.asarray(table["scene"].to_pylist(), dtype=object), None, _compact(table.select(MEMORY_COLUMNS)))
+
+
+def _assemble(version: int, parts: list[tuple[TileCatalog, int, int]], layout: tuple[FragmentRows, ...],
+              dataset) -> TileCatalog:
+    """One catalog from row ranges ``(catalog, start, stop)`` of others; ranges that continue each other are
+    taken as one slice, and a catalog taken whole keeps its arrays (and its spatial index)."""
+    merged: list[list] = []
+    for source, start, stop in parts:
+        if merged and merged[-1][0] is source and merged[-1][2] == start:
+            merged[-1][2] = stop
+        elif stop > start or not merged:
+            merged.append([source, start, stop])
+    if len(merged) == 1 and merged[0][1] == 0 and merged[0][2] == len(merged[0][0]):
+        whole = merged[0][0]
+        catalog = TileCatalog(version, whole.tile_ids, whole.vectors, whole.bounds, whole.scenes, dataset,
+                              whole.attributes, layout)
+        if "geometry" in whole.__dict__:  # already built: the same footprints
+            catalog.geometry = whole.geometry
+        return catalog
+    ids = [t for source, start, stop in merged for t in source.tile_ids[start:stop]]
+    bounds = np.concatenate([source.bounds[start:stop] for source, start, stop in merged])
+    return TileCatalog(version, ids, np.concatenate([source.vectors[start:stop] for source, start, stop in merged]),
+                       bounds, np.concatenate([source.scenes[start:stop] for source, start, stop in merged]), dataset,
+                       _compact(pa.concat_tables([source.attributes.slice(start, stop - start)
+                                                  for source, start, stop in merged])), layout)
 
 
 def group_positions(codes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -246,3 +320,4 @@ def _compact(table: pa.Table) -> pa.Table:
                                                                                "acquired")
                      else column.combine_chunks() for name, column in zip(table.column_names, table.columns)],
                     names=table.column_names)
+

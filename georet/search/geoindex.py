@@ -412,9 +412,10 @@ class GeoIndex:
         return pool if eligible[pool].sum() >= subject_candidates(k) else None
 
     def catalog(self) -> TileCatalog:
-        """Vectors and footprints of every tile, read once and cached until the table changes."""
+        """Vectors and footprints of every tile, read once and kept until the table changes; then only the rows
+        of the fragments the new version added or changed are read."""
         if self._catalog is None or self._catalog.version != self.store.version:
-            self._catalog = TileCatalog.read(self.store)
+            self._catalog = TileCatalog.read(self.store, self._catalog)
         return self._catalog
 
     def fetch_rows(self, tile_ids: Sequence[str]) -> list[dict]:

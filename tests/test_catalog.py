@@ -1,0 +1,81 @@
+"""The in-memory catalog follows the table version by version, reading only the fragments a commit changed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import georet.search.catalog as catalog_module
+from georet.index import TileStore
+from georet.search import GeoIndex
+from georet.search.catalog import TileCatalog
+from georet.testing.tables import synthetic_rows
+
+SCENES = ["airport", "river", "forest"]
+
+
+def assert_same_catalog(got: TileCatalog, want: TileCatalog) -> None:
+    assert got.version == want.version
+    assert got.tile_ids == want.tile_ids
+    assert np.array_equal(got.vectors, want.vectors)
+    assert np.array_equal(got.bounds, want.bounds)
+    assert list(got.scenes) == list(want.scenes)
+    assert got.attributes.to_pylist() == want.attributes.to_pylist()
+    assert np.allclose(got.geometry.x, want.geometry.x) and np.allclose(got.geometry.half_h, want.geometry.half_h)
+    assert [(f.start, f.stop) for f in got.fragments] == [(f.start, f.stop) for f in want.fragments]
+
+
+def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, tiny_model, monkeypatch):
+    db = tmp_path / "growing.db"
+    spec = dict(tiny_model.spec.__dict__)
+    with TileStore.open_for_writing(db, tiny_model.identity, spec) as store:
+        store.table.add(synthetic_rows(300, tiny_model.dim, SCENES, seed=1, acquired="2020-06-01"))
+        store.table.add(synthetic_rows(200, tiny_model.dim, SCENES, seed=2, first_id=300, acquired="2021-06-01"))
+    index = GeoIndex(TileStore.open(db), model=tiny_model)
+    first = index.catalog()
+    assert len(first) == 500 and [(f.start, f.stop) for f in first.fragments] == [(0, 300), (300, 500)]
+
+    read: list[int] = []  # rows of each read the catalog made from the table from now on
+    real_read = catalog_module._read_rows
+    monkeypatch.setattr(catalog_module, "_read_rows", lambda *args: read.append(len(rows := real_read(*args)))
+                        or rows)
+
+    with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # another writer adds a raster
+        writer.table.add(synthetic_rows(50, tiny_model.dim, SCENES, seed=3, first_id=500, id_prefix="new"))
+    index.store.refresh()
+    grown = index.catalog()
+    assert read == [50]
+    assert grown.tile_ids[:500] == first.tile_ids and grown.tile_ids[500:] == [f"new-{i:07d}" for i in range(500, 550)]
+    monkeypatch.setattr(catalog_module, "_read_rows", real_read)
+    assert_same_catalog(grown, TileCatalog.read(index.store))
+    monkeypatch.setattr(catalog_module, "_read_rows", lambda *args: read.append(len(rows := real_read(*args)))
+                        or rows)
+
+    with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # part of one fragment, all of another
+        writer.table.delete("tile_id BETWEEN 'tile-0000000' AND 'tile-0000099' OR tile_id >= 'tile-0000300'")
+    index.store.refresh()
+    shrunk = index.catalog()
+    assert read == [50, 200]  # the first fragment's 200 rows left; the new one's 50 kept from memory
+    assert shrunk.tile_ids == first.tile_ids[100:300] + grown.tile_ids[500:]
+    monkeypatch.setattr(catalog_module, "_read_rows", real_read)
+    assert_same_catalog(shrunk, TileCatalog.read(index.store))
+
+    # catalog positions are the table's row positions: the footprints read by position belong to the same tiles
+    positions = [0, 150, 199, 200, 249]
+    rows = shrunk.rows(positions)
+    assert [rows[p]["tile_id"] for p in positions] == [shrunk.tile_ids[p] for p in positions]
+    assert shrunk.of_sources(frozenset({"synthetic.tif"})).all()
+    assert set(shrunk.date_codes[0]) >= {"2020-06-01"} and (shrunk.date_codes[1][200:] == -1).all()
+
+
+def test_an_unchanged_table_keeps_its_catalog(tmp_path, tiny_model):
+    db = tmp_path / "still.db"
+    with TileStore.open_for_writing(db, tiny_model.identity, dict(tiny_model.spec.__dict__)) as store:
+        store.table.add(synthetic_rows(40, tiny_model.dim, SCENES))
+    index = GeoIndex(TileStore.open(db), model=tiny_model)
+    first = index.catalog()
+    index.store.refresh()
+    assert index.catalog() is first
+    assert "geometry" not in first.__dict__  # the spatial index waits for a search that needs it
+    built = first.geometry
+    again = TileCatalog.read(index.store, first)  # the same version read again shares every array
+    assert again.vectors is first.vectors and again.geometry is built
