@@ -49,12 +49,52 @@ def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, ti
     assert_same_catalog(grown, TileCatalog.read(index.store))
     monkeypatch.setattr(catalog_module, "_read_rows", lambda *args: read.append(len(rows := real_read(*args)))
                         or rows)
+    grown_vectors = grown.vectors.copy()
+
+    with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # and one more
+        writer.table.add(synthetic_rows(30, tiny_model.dim, SCENES, seed=4, first_id=550, id_prefix="new"))
+    index.store.refresh()
+    regrown = index.catalog()
+    assert read == [50, 30] and len(regrown) == 580
+    assert np.shares_memory(regrown.vectors, grown.vectors)  # appended in place, not copied
+    assert regrown.index_of == {t: i for i, t in enumerate(regrown.tile_ids)}
+    with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # the last one removed again
+        writer.table.delete("tile_id BETWEEN 'new-0000550' AND 'new-0000599'")
+    index.store.refresh()
+    grown_again = index.catalog()
+    assert read == [50, 30] and np.shares_memory(grown_again.vectors, grown.vectors)  # a view: nothing read
+    assert grown_again.tile_ids == grown.tile_ids and np.array_equal(grown_again.vectors, grown_vectors)
+
+    def add_then_remove(first_id: int, n: int) -> tuple[TileCatalog, TileCatalog, np.ndarray]:
+        """A raster of ``n`` tiles added, then removed: the catalogs after each, and its vectors."""
+        rows = synthetic_rows(n, tiny_model.dim, SCENES, seed=first_id, first_id=first_id, id_prefix="new")
+        with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:
+            writer.table.add(rows)
+        index.store.refresh()
+        added = index.catalog()
+        with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:
+            writer.table.delete(f"tile_id BETWEEN 'new-{first_id:07d}' AND 'new-{first_id + n - 1:07d}'")
+        index.store.refresh()
+        return added, index.catalog(), rows["vector"].combine_chunks().flatten().to_numpy().reshape(n, -1)
+
+    regrown_vectors = regrown.vectors.copy()
+    added, truncated, vectors = add_then_remove(600, 20)
+    # the 580-tile catalog still lives, so the rows it holds past 550 are not written over: a copy
+    assert not np.shares_memory(added.vectors, regrown.vectors)
+    assert np.array_equal(regrown.vectors, regrown_vectors) and np.array_equal(added.vectors[550:], vectors)
+    assert np.shares_memory(truncated.vectors, added.vectors) and len(truncated) == 550
+    del regrown, added
+    again, _, vectors = add_then_remove(700, 10)  # now no catalog holds the rows past 550: written in place
+    assert np.shares_memory(again.vectors, truncated.vectors)
+    assert np.array_equal(again.vectors[550:], vectors) and np.array_equal(again.vectors[:550], grown_vectors)
+    assert read == [50, 30, 20, 10]
 
     with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # part of one fragment, all of another
         writer.table.delete("tile_id BETWEEN 'tile-0000000' AND 'tile-0000099' OR tile_id >= 'tile-0000300'")
     index.store.refresh()
     shrunk = index.catalog()
-    assert read == [50, 200]  # the first fragment's 200 rows left; the new one's 50 kept from memory
+    assert read == [50, 30, 20, 10, 200]  # the first fragment's 200 rows left; the new one's 50 kept from memory
+    assert np.array_equal(grown.vectors, grown_vectors)  # what older catalogs hold is never overwritten
     assert shrunk.tile_ids == first.tile_ids[100:300] + grown.tile_ids[500:]
     monkeypatch.setattr(catalog_module, "_read_rows", real_read)
     assert_same_catalog(shrunk, TileCatalog.read(index.store))

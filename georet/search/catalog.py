@@ -10,6 +10,8 @@ a million-tile index then costs a server its new rows, not a million).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
@@ -29,6 +31,8 @@ EARTH_RADIUS_M = 6_371_008.8
 STATS_SAMPLE = 16_384
 #: Result-row columns the catalog keeps in memory: all but the footprint polygon (~40 bytes a tile).
 MEMORY_COLUMNS = [c for c in ROW_COLUMNS if c != "geometry"]
+#: attribute chunks (one or more a commit) a catalog keeps before combining them
+MAX_CHUNKS = 64
 
 
 class TileGeometry:
@@ -125,6 +129,8 @@ class TileCatalog:
     attributes: pa.Table | None = None
     #: the rows of each Lance fragment, in table order (what a later version's read can reuse)
     fragments: tuple[FragmentRows, ...] = ()
+    #: the buffer ``vectors`` is a view of, when a later version may append to it in place
+    arena: "VectorArena | None" = None
 
     @cached_property
     def geometry(self) -> TileGeometry:
@@ -282,27 +288,94 @@ def _read_rows(dataset, fragments: list | None, missing: list[str]) -> TileCatal
 
 def _assemble(version: int, parts: list[tuple[TileCatalog, int, int]], layout: tuple[FragmentRows, ...],
               dataset) -> TileCatalog:
-    """One catalog from row ranges ``(catalog, start, stop)`` of others; ranges that continue each other are
-    taken as one slice, and a catalog taken whole keeps its arrays (and its spatial index)."""
+    """One catalog from row ranges ``(catalog, start, stop)`` of others.
+
+    Ranges that continue each other are taken as one slice. A catalog taken whole keeps its arrays (and its
+    spatial index); one that is the start of the previous catalog plus new rows (a writer added a raster or
+    removed the last one) keeps the previous vectors in place (:class:`VectorArena`) and derives its id
+    lookup, so a million-tile catalog is not copied at every commit."""
     merged: list[list] = []
     for source, start, stop in parts:
         if merged and merged[-1][0] is source and merged[-1][2] == start:
             merged[-1][2] = stop
         elif stop > start or not merged:
             merged.append([source, start, stop])
-    if len(merged) == 1 and merged[0][1] == 0 and merged[0][2] == len(merged[0][0]):
-        whole = merged[0][0]
-        catalog = TileCatalog(version, whole.tile_ids, whole.vectors, whole.bounds, whole.scenes, dataset,
-                              whole.attributes, layout)
-        if "geometry" in whole.__dict__:  # already built: the same footprints
-            catalog.geometry = whole.geometry
+    first, head_stop = merged[0][0], merged[0][2]
+    if len(merged) == 1 and merged[0][1] == 0 and head_stop == len(first):
+        catalog = TileCatalog(version, first.tile_ids, first.vectors, first.bounds, first.scenes, dataset,
+                              first.attributes, layout, first.arena)
+        for built in ("geometry", "index_of"):  # the same rows: what was derived from them holds
+            if built in first.__dict__:
+                catalog.__dict__[built] = first.__dict__[built]
         return catalog
+    grows = merged[0][1] == 0 and all(source is not first for source, _, _ in merged[1:])
     ids = [t for source, start, stop in merged for t in source.tile_ids[start:stop]]
-    bounds = np.concatenate([source.bounds[start:stop] for source, start, stop in merged])
-    return TileCatalog(version, ids, np.concatenate([source.vectors[start:stop] for source, start, stop in merged]),
-                       bounds, np.concatenate([source.scenes[start:stop] for source, start, stop in merged]), dataset,
-                       _compact(pa.concat_tables([source.attributes.slice(start, stop - start)
-                                                  for source, start, stop in merged])), layout)
+    added = [source.vectors[start:stop] for source, start, stop in merged[1:]]
+    vectors, arena = None, first.arena
+    if grows and not added:  # rows dropped from the end only
+        vectors = arena.view(head_stop) if arena is not None else first.vectors[:head_stop]
+    elif grows and arena is not None:
+        vectors = arena.extended(head_stop, added)
+    if vectors is None:
+        vectors, arena = VectorArena.holding([source.vectors[start:stop] for source, start, stop in merged])
+    attributes = pa.concat_tables([source.attributes.slice(start, stop - start) for source, start, stop in merged])
+    catalog = TileCatalog(version, ids, vectors,
+                          np.concatenate([source.bounds[start:stop] for source, start, stop in merged]),
+                          np.concatenate([source.scenes[start:stop] for source, start, stop in merged]), dataset,
+                          _compact(attributes) if attributes.column(0).num_chunks > MAX_CHUNKS else attributes,
+                          layout, arena)
+    if grows and "index_of" in first.__dict__:  # the previous lookup, less the rows dropped, plus the new ones
+        lookup = dict(first.index_of)
+        for tile_id in first.tile_ids[head_stop:]:
+            lookup.pop(tile_id, None)
+        lookup.update((tile_id, head_stop + i) for i, tile_id in enumerate(ids[head_stop:]))
+        catalog.__dict__["index_of"] = lookup
+    return catalog
+
+
+class VectorArena:
+    """A buffer of tile vectors with room to grow; catalogs hold views of its first rows.
+
+    Rows a live view holds are never changed, so an older catalog stays valid while a newer one extends the
+    buffer in place: past the end of every live view (a raster added; also once the catalog that still held a
+    removed raster's rows is gone). Otherwise the newer catalog copies into an arena of its own."""
+
+    #: room kept for rows not yet written, as a share of the rows held
+    SPARE = 0.25
+
+    def __init__(self, buffer: np.ndarray):
+        self.buffer = buffer
+        self._lock = threading.Lock()
+        self._views: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> a live view
+
+    @classmethod
+    def holding(cls, pieces: list[np.ndarray]) -> "tuple[np.ndarray, VectorArena]":
+        """A view of a new arena holding ``pieces`` in order (the one copy an incompatible change costs)."""
+        n, dim = sum(len(p) for p in pieces), max((p.shape[1] for p in pieces if p.size), default=0)
+        arena = cls(np.empty((n + int(n * cls.SPARE) + 1, dim), dtype=np.float32))
+        if n:
+            np.concatenate(pieces, out=arena.buffer[:n])
+        return arena.view(n), arena
+
+    def view(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows, counted as held while the view lives."""
+        with self._lock:
+            return self._register(self.buffer[:rows])
+
+    def extended(self, keep: int, added: list[np.ndarray]) -> np.ndarray | None:
+        """A view of the first ``keep`` rows followed by ``added``, written in place; None where a live view
+        holds rows past ``keep`` or the room is short."""
+        more = sum(len(a) for a in added)
+        with self._lock:
+            if any(len(view) > keep for view in self._views.values()) or keep + more > len(self.buffer):
+                return None
+            view = self._register(self.buffer[:keep + more])  # the rows past ``keep`` are now this view's
+        np.concatenate(added, out=self.buffer[keep:keep + more])
+        return view
+
+    def _register(self, view: np.ndarray) -> np.ndarray:
+        self._views[id(view)] = view
+        return view
 
 
 def group_positions(codes: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
