@@ -7,7 +7,7 @@ import numpy as np
 import georet.search.catalog as catalog_module
 from georet.index import TileStore
 from georet.search import GeoIndex
-from georet.search.catalog import TileCatalog
+from georet.search.catalog import TileCatalog, TileGeometry
 from georet.testing.tables import synthetic_rows
 
 SCENES = ["airport", "river", "forest"]
@@ -20,8 +20,17 @@ def assert_same_catalog(got: TileCatalog, want: TileCatalog) -> None:
     assert np.array_equal(got.bounds, want.bounds)
     assert list(got.scenes) == list(want.scenes)
     assert got.attributes.to_pylist() == want.attributes.to_pylist()
-    assert np.allclose(got.geometry.x, want.geometry.x) and np.allclose(got.geometry.half_h, want.geometry.half_h)
+    assert np.allclose(got.geometry.y, want.geometry.y) and np.allclose(got.geometry.half_h, want.geometry.half_h)
     assert [(f.start, f.stop) for f in got.fragments] == [(f.start, f.stop) for f in want.fragments]
+
+
+def assert_same_pairs(catalog: TileCatalog) -> None:
+    """The catalog's spatial index (extended version by version) finds the pairs one built afresh finds."""
+    everything = np.arange(len(catalog))
+    fresh = TileGeometry(*catalog.bounds.T)
+    for distance in (0.0, 500.0):
+        assert sorted(zip(*catalog.geometry.pairs_within(everything, distance))) == \
+            sorted(zip(*fresh.pairs_within(everything, distance)))
 
 
 def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, tiny_model, monkeypatch):
@@ -32,6 +41,7 @@ def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, ti
         store.table.add(synthetic_rows(200, tiny_model.dim, SCENES, seed=2, first_id=300, acquired="2021-06-01"))
     index = GeoIndex(TileStore.open(db), model=tiny_model)
     first = index.catalog()
+    first.geometry  # built, as by a relational search: later versions extend it
     assert len(first) == 500 and [(f.start, f.stop) for f in first.fragments] == [(0, 300), (300, 500)]
 
     read: list[int] = []  # rows of each read the catalog made from the table from now on
@@ -47,6 +57,8 @@ def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, ti
     assert grown.tile_ids[:500] == first.tile_ids and grown.tile_ids[500:] == [f"new-{i:07d}" for i in range(500, 550)]
     monkeypatch.setattr(catalog_module, "_read_rows", real_read)
     assert_same_catalog(grown, TileCatalog.read(index.store))
+    assert len(grown.geometry.trees) == 2
+    assert_same_pairs(grown)
     monkeypatch.setattr(catalog_module, "_read_rows", lambda *args: read.append(len(rows := real_read(*args)))
                         or rows)
     grown_vectors = grown.vectors.copy()
@@ -87,6 +99,7 @@ def test_a_new_version_reads_only_the_fragments_it_added_or_changed(tmp_path, ti
     again, _, vectors = add_then_remove(700, 10)  # now no catalog holds the rows past 550: written in place
     assert np.shares_memory(again.vectors, truncated.vectors)
     assert np.array_equal(again.vectors[550:], vectors) and np.array_equal(again.vectors[:550], grown_vectors)
+    assert_same_pairs(again)  # its trees: the first 500 rows, the 50 added, the 10 (20 dropped, 30 dropped)
     assert read == [50, 30, 20, 10]
 
     with TileStore.open_for_writing(db, tiny_model.identity, spec) as writer:  # part of one fragment, all of another

@@ -41,19 +41,46 @@ class TileGeometry:
     Distances are metres in a sinusoidal projection centred on the index: exact
     along parallels and meridians, and within a fraction of a percent for
     neighbouring tiles of one region (not meant for indexes spanning continents).
+    The spatial index is one or more trees, each over a run of rows: a catalog that
+    grows by a raster adds a tree over its tiles instead of rebuilding a million-tile one.
     """
 
-    def __init__(self, minx: np.ndarray, miny: np.ndarray, maxx: np.ndarray, maxy: np.ndarray):
+    #: trees kept before they are rebuilt as one
+    MAX_TREES = 8
+
+    def __init__(self, minx: np.ndarray, miny: np.ndarray, maxx: np.ndarray, maxy: np.ndarray,
+                 lon0: float | None = None):
         lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
-        lon0 = np.degrees(np.angle(np.exp(1j * np.radians(lon)).mean())) if len(lon) else 0.0
+        if lon0 is None:
+            lon0 = float(np.degrees(np.angle(np.exp(1j * np.radians(lon)).mean()))) if len(lon) else 0.0
+        self.lon0 = lon0
         coslat = np.cos(np.radians(lat))
         scale = np.pi / 180 * EARTH_RADIUS_M
         self.x = ((lon - lon0 + 180) % 360 - 180) * coslat * scale
         self.y = lat * scale
         self.half_w = (maxx - minx) / 2 * coslat * scale
         self.half_h = (maxy - miny) / 2 * scale
-        self.tree = shapely.STRtree(shapely.box(self.x - self.half_w, self.y - self.half_h,
-                                                self.x + self.half_w, self.y + self.half_h))
+        #: (first row, rows it answers for, tree over the rectangles of rows first…)
+        self.trees: list[tuple[int, int, shapely.STRtree]] = [(0, len(self.x), self._tree(0, len(self.x)))]
+
+    def _tree(self, start: int, stop: int) -> shapely.STRtree:
+        x, y, w, h = (a[start:stop] for a in (self.x, self.y, self.half_w, self.half_h))
+        return shapely.STRtree(shapely.box(x - w, y - h, x + w, y + h))
+
+    def extended(self, keep: int, bounds: np.ndarray) -> "TileGeometry":
+        """The first ``keep`` tiles' geometry followed by tiles of ``bounds`` (n, 4), in the same projection;
+        their trees are kept (answering for those rows only) and one is added over the new tiles."""
+        added = TileGeometry(*bounds.T, lon0=self.lon0)
+        grown = object.__new__(TileGeometry)
+        grown.lon0 = self.lon0
+        for name in ("x", "y", "half_w", "half_h"):
+            kept = getattr(self, name)[:keep]
+            setattr(grown, name, np.concatenate([kept, getattr(added, name)]) if len(bounds) else kept)
+        kept = [(start, min(rows, keep - start), tree) for start, rows, tree in self.trees if start < keep]
+        grown.trees = kept + ([(keep, len(bounds), added.trees[0][2])] if len(bounds) else [])
+        if len(grown.trees) > self.MAX_TREES:
+            grown.trees = [(0, len(grown.x), grown._tree(0, len(grown.x)))]
+        return grown
 
     @cached_property
     def tile_side_m(self) -> float:
@@ -77,7 +104,13 @@ class TileGeometry:
                             self.y[subjects] - self.half_h[subjects] - distance,
                             self.x[subjects] + self.half_w[subjects] + distance,
                             self.y[subjects] + self.half_h[subjects] + distance)
-        hit_query, other = self.tree.query(grown)
+        queries, others = [], []
+        for start, rows, tree in self.trees:
+            query, other = tree.query(grown)
+            answered = other < rows  # a tree may still hold rows a later version dropped
+            queries.append(query[answered])
+            others.append(other[answered] + start)
+        hit_query, other = np.concatenate(queries), np.concatenate(others)
         subject = subjects[hit_query]
         keep = self.gap(subject, other) <= distance
         return subject[keep], other[keep]
@@ -324,6 +357,8 @@ def _assemble(version: int, parts: list[tuple[TileCatalog, int, int]], layout: t
                           np.concatenate([source.scenes[start:stop] for source, start, stop in merged]), dataset,
                           _compact(attributes) if attributes.column(0).num_chunks > MAX_CHUNKS else attributes,
                           layout, arena)
+    if grows and "geometry" in first.__dict__:
+        catalog.geometry = first.geometry.extended(head_stop, catalog.bounds[head_stop:])
     if grows and "index_of" in first.__dict__:  # the previous lookup, less the rows dropped, plus the new ones
         lookup = dict(first.index_of)
         for tile_id in first.tile_ids[head_stop:]:
