@@ -57,8 +57,9 @@ def test_relational_candidates_from_the_vector_index_rank_as_scoring_every_tile(
     with TileStore.open_for_writing(db, tiny_model.identity, dict(tiny_model.spec.__dict__)) as store:
         store.table.add(synthetic_rows(6000, tiny_model.dim, ["airport", "river"],
                                        vectors=clustered_unit_vectors(6000, tiny_model.dim)))
-        assert store.vector_index() is None  # read before the build: what the build reports must be newer
-        assert store.build_vector_index()["indexed_rows"] == 6000
+        assert store.vector_index() is None and not store.has_vector_index()  # read before the build: what
+        assert store.build_vector_index()["indexed_rows"] == 6000               # the build reports is newer
+        assert store.has_vector_index()
     index = GeoIndex(TileStore.open(db), model=tiny_model)
     queries = ("airport near river", "river north of forest", "bridge not near farmland")
     exact = [index.search(q, k=10, near="2km") for q in queries]

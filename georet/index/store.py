@@ -497,6 +497,11 @@ class TileStore:
         self.table.checkout_latest()
 
     # -- approximate search ----------------------------------------------------
+    def has_vector_index(self) -> bool:
+        """Whether the table has a vector index: what a search asks at every new version, without the index's
+        statistics (:meth:`vector_index`), which take about a second at a million rows."""
+        return any("vector" in index["fields"] for index in self.dataset.list_indices())
+
     def vector_index(self) -> dict[str, Any] | None:
         """``{"type", "indexed_rows", "unindexed_rows"}`` of the table's vector index, or None without one."""
         for index in self.dataset.list_indices():

@@ -44,7 +44,7 @@ class NearestTiles:
         """Whether the table (at its current version) has an approximate vector index; asked once per version."""
         version = self.store.version
         if self._vector_index is None or self._vector_index[0] != version:
-            self._vector_index = (version, self.store.vector_index() is not None)
+            self._vector_index = (version, self.store.has_vector_index())
         return self._vector_index[1]
 
     def hits(self, query: np.ndarray, k: int, where: TileFilter, with_vectors: bool = False,
