@@ -20,6 +20,7 @@ def assert_same_catalog(got: TileCatalog, want: TileCatalog) -> None:
     assert np.array_equal(got.bounds, want.bounds)
     assert list(got.scenes) == list(want.scenes)
     assert got.attributes.to_pylist() == want.attributes.to_pylist()
+    assert got.scene_classes == want.scene_classes and np.array_equal(got.scene_codes, want.scene_codes)
     assert np.allclose(got.geometry.y, want.geometry.y) and np.allclose(got.geometry.half_h, want.geometry.half_h)
     assert [(f.start, f.stop) for f in got.fragments] == [(f.start, f.stop) for f in want.fragments]
 
