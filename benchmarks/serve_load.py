@@ -239,7 +239,7 @@ async def audit(url: str, bbox: str, stop_at: float, seen: list[tuple[float, dic
 def writes_report(events: list[tuple[str, str, float]], seen: list[tuple[float, dict[str, int]]],
                   whole: dict[str, int]) -> dict:
     """Partial answers, errors, and how soon each write showed."""
-    partial = [counts for _, counts in seen if any(
+    partial = [(when, counts) for when, counts in seen if any(
         source in whole and n != whole[source] for source, n in counts.items())]
     delays = {"indexed": [], "removed": []}
     for kind, raster, finished in events:
@@ -247,7 +247,15 @@ def writes_report(events: list[tuple[str, str, float]], seen: list[tuple[float, 
             if when > finished and ((raster in counts) == (kind == "indexed")):
                 delays[kind].append(1000 * (when - finished))
                 break
+    def last_write(when: float) -> dict:
+        """The last write that ended before ``when``, and how long before."""
+        before = [(kind, raster, ended) for kind, raster, ended in events if ended <= when]
+        return {"write": before[-1][0], "raster": Path(before[-1][1]).name,
+                "seconds_after": round(when - before[-1][2], 2)} if before else {}
+
     return {"writes": len(events), "answers_audited": len(seen), "partial_answers": len(partial),
+            "partial": [{"tiles": {Path(source).name: n for source, n in counts.items()}, **last_write(when)}
+                        for when, counts in partial],
             "audit_errors": sum("error" in counts for _, counts in seen), "tiles_per_raster": whole,
             **{f"{kind}_visible_after_ms": {"max": round(max(ms), 1) if ms else None,
                                             "median": round(float(np.median(ms)), 1) if ms else None}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from georet.index import ANN_NPROBES, ANN_REFINE_FACTOR, TileStore
 from georet.search.catalog import TileCatalog
@@ -80,29 +81,52 @@ class NearestTiles:
     def _search_table(self, query: np.ndarray, k: int, where: TileFilter, extra_columns: Sequence[str] = ()
                       ) -> list[dict]:
         """Cold: Lance's nearest neighbours with the filter's SQL as a prefilter, its exact test on the rows,
-        the limit widened until ``k`` hits survive."""
+        the limit widened until ``k`` hits survive.
+
+        Through the vector index, fewer rows than asked do not mean the filter passes no more: the index only
+        looks in the partitions it probes, and an area's tiles lie in many (a box of 753 tiles in a
+        million-tile index gave 29). Such a short answer is asked again as an exact search over the rows the
+        filter passes, which are then few."""
         missing = self.store.missing_columns(ROW_COLUMNS)
         if where.when is not None and missing:  # an index from before dates: no tile has one
             return []
-        limit = k
+        columns = [*(c for c in ROW_COLUMNS if c not in missing), *extra_columns]
+        limit, exact = k, False
+        short_means_all = where.where() is None or not self.has_vector_index()
         while True:
-            hits = self._nearest_rows(query, limit, [*(c for c in ROW_COLUMNS if c not in missing), *extra_columns],
-                                      where.where())
+            hits = self._nearest_rows(query, limit, columns, where.where(), exact)
             kept = [h for h in hits if where.keeps(h)]
-            if len(kept) >= k or len(hits) < limit:
+            if len(kept) >= k or len(hits) < limit and (exact or short_means_all):
                 break
-            limit *= WIDEN_FACTOR
+            if len(hits) < limit:
+                exact = True
+            else:
+                limit *= WIDEN_FACTOR
         return [{**h, "score": 1.0 - h["_distance"]} for h in kept[:k]]
 
-    def _nearest_rows(self, query: np.ndarray, limit: int, columns: list[str], where: str | None) -> list[dict]:
+    def _nearest_rows(self, query: np.ndarray, limit: int, columns: list[str], where: str | None,
+                      exact: bool = False) -> list[dict]:
         """Lance's nearest neighbours (through the vector index, its probes and an exact re-rank, when the table
-        has one; else an exact scan), filtered first by ``where``: rows with ``_distance``. Read with pylance
-        alone, so a cold query never imports LanceDB."""
+        has one and ``exact`` is off; else an exact scan), filtered first by ``where``: rows with
+        ``_distance``. Read with pylance alone, so a cold query never imports LanceDB."""
+        if exact and where is not None:
+            return self._nearest_passing(query, limit, columns, where)
         nearest = {"column": "vector", "q": query, "k": limit, "metric": "cosine"}
         if self.has_vector_index():
             nearest.update(nprobes=ANN_NPROBES, refine_factor=ANN_REFINE_FACTOR)
         return self.store.dataset.to_table(columns=[*columns, "_distance"], nearest=nearest, filter=where,
                                            prefilter=where is not None).to_pylist()
+
+    def _nearest_passing(self, query: np.ndarray, limit: int, columns: list[str], where: str) -> list[dict]:
+        """The exact nearest of the rows ``where`` passes, ranked here: the rows are read by the filter
+        alone (tens of milliseconds for an area at a million tiles), where Lance's exact search with a
+        prefilter compares every vector of the table (two seconds)."""
+        table = self.store.dataset.to_table(columns=list(dict.fromkeys([*columns, "vector"])), filter=where)
+        vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+        distances = 1.0 - vectors @ np.asarray(query, dtype=vectors.dtype) if len(table) else np.zeros(0)
+        order = np.argsort(distances, kind="stable")[:limit]
+        rows = table.select(columns).take(pa.array(order, pa.int64())).to_pylist()
+        return [{**row, "_distance": float(distances[i])} for row, i in zip(rows, order)]
 
 
 def top_rows(catalog: TileCatalog, scores: np.ndarray, rank_key: np.ndarray, eligible: np.ndarray, k: int,
