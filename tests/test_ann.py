@@ -90,3 +90,4 @@ def test_a_search_inside_an_area_finds_every_tile_there_through_the_vector_index
     assert set(hits.tile_id) == inside
     few = index.search("many planes parked at an airport", k=5, bbox=box, relational=False)
     assert list(few.tile_id) == list(hits.tile_id[:5])  # the nearest of them, in order
+    assert index.search("many planes parked at an airport", k=10, bbox=box, when="2020", relational=False).empty

@@ -122,8 +122,10 @@ class NearestTiles:
         alone (tens of milliseconds for an area at a million tiles), where Lance's exact search with a
         prefilter compares every vector of the table (two seconds)."""
         table = self.store.dataset.to_table(columns=list(dict.fromkeys([*columns, "vector"])), filter=where)
+        if not len(table):
+            return []
         vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
-        distances = 1.0 - vectors @ np.asarray(query, dtype=vectors.dtype) if len(table) else np.zeros(0)
+        distances = 1.0 - vectors @ np.asarray(query, dtype=vectors.dtype)
         order = np.argsort(distances, kind="stable")[:limit]
         rows = table.select(columns).take(pa.array(order, pa.int64())).to_pylist()
         return [{**row, "_distance": float(distances[i])} for row, i in zip(rows, order)]
