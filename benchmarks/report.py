@@ -51,7 +51,9 @@ SOURCES = {
     "serve_load": ("A shared server at a million tiles under 16 and 64 clients: throughput, latency per request "
                    "kind, load shed, errors, RSS", "python benchmarks/serve_load.py --clients 16 64 --seconds 300"),
     "serve_writes": ("The same server while rasters are indexed and removed: consistency, visibility, throughput",
-                     "python benchmarks/serve_load.py --writes --clients 16 --seconds 240"),
+                     "python benchmarks/serve_load.py --writes --clients 16 --seconds 180"),
+    "catalog_refresh": ("What a writer's commit costs a warm server at a million tiles: the catalog read by fragment "
+                        "against whole, and the first search at the new version", "python benchmarks/catalog_refresh.py"),
     "fuzz": ("Generated input for every parser and the whole HTTP API: cases tried and how they ended",
              "python benchmarks/fuzz.py"),
     "hostile_rasters": ("Rasters made to break the indexer, each through a whole georet index process",
