@@ -52,6 +52,9 @@ SOURCES = {
                    "kind, load shed, errors, RSS", "python benchmarks/serve_load.py --clients 16 64 --seconds 300"),
     "serve_writes": ("The same server while rasters are indexed and removed: consistency, visibility, throughput",
                      "python benchmarks/serve_load.py --writes --clients 16 --seconds 180"),
+    "serve_writes_writer1": ("The same, with the writer's model on one core (georet index --threads 1)",
+                             "python benchmarks/serve_load.py --writes --clients 16 --seconds 180 --writer-threads 1 "
+                             "--out benchmarks/results/serve_writes_writer1.json"),
     "catalog_refresh": ("What a writer's commit costs a warm server at a million tiles: the catalog read by fragment "
                         "against whole, and the first search at the new version", "python benchmarks/catalog_refresh.py"),
     "fuzz": ("Generated input for every parser and the whole HTTP API: cases tried and how they ended",

@@ -21,7 +21,7 @@ best tile of each place, so that is fewer than its rows); reported: answers audi
 each ``georet index`` or ``georet remove`` exits the first answer shows it.
 
     python benchmarks/serve_load.py [--size 1000000] [--clients 16 64] [--seconds 300] [--out F]
-    python benchmarks/serve_load.py --writes [--clients 16] [--seconds 300]
+    python benchmarks/serve_load.py --writes [--clients 16] [--seconds 300] [--writer-threads 1]
 """
 
 from __future__ import annotations
@@ -204,13 +204,14 @@ async def run_levels(url: str, pid: int, args, requests: list[Requests], audited
     return results
 
 
-def writer(db: Path, stop_at: float, events: list[tuple[str, str, float]]) -> None:
-    """Index each of :data:`WRITTEN_RASTERS`, then remove it, in turn until ``stop_at`` (a monotonic time);
-    ``events`` gets ("indexed" | "removed", raster, time the command exited)."""
+def writer(db: Path, stop_at: float, events: list[tuple[str, str, float]], threads: int | None = None) -> None:
+    """Index each of :data:`WRITTEN_RASTERS` (with ``threads`` cores, None: all), then remove it, in turn until
+    ``stop_at`` (a monotonic time); ``events`` gets ("indexed" | "removed", raster, time the command exited)."""
     run = [sys.executable, "-m", "georet.cli"]
+    cores = ["--threads", str(threads)] if threads else []
     while time.monotonic() < stop_at:
         for raster in WRITTEN_RASTERS:
-            subprocess.run([*run, "index", str(raster), "--db", str(db), "--tile-size", "32", "--quiet"],
+            subprocess.run([*run, "index", str(raster), "--db", str(db), "--tile-size", "32", "--quiet", *cores],
                            check=True, capture_output=True)
             events.append(("indexed", str(raster), time.monotonic()))
             subprocess.run([*run, "remove", "--db", str(db), raster.name], check=True, capture_output=True)
@@ -271,6 +272,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30, help="seconds a client waits for one answer")
     parser.add_argument("--max-pending", type=int, help="the server's --max-pending (default: its own)")
     parser.add_argument("--writes", action="store_true", help="one level while a writer adds and removes rasters")
+    parser.add_argument("--writer-threads", type=int, help="cores the writer's model may use (georet index --threads)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.clients = args.clients[:1] if args.writes else args.clients
@@ -298,7 +300,8 @@ def main() -> None:
         events: list = []
         audited: list | None = [] if args.writes else None
         if args.writes:
-            thread = threading.Thread(target=writer, args=(db, time.monotonic() + args.seconds, events))
+            thread = threading.Thread(target=writer, args=(db, time.monotonic() + args.seconds, events,
+                                                           args.writer_threads))
             thread.start()
         results = asyncio.run(run_levels(url, server.pid, args, requests, audited,
                                          ",".join(map(str, layer["bounds"]))))
@@ -310,6 +313,7 @@ def main() -> None:
     report = {"size": args.size, "tiles": info["tiles"], "mix": MIX, "timeout_s": args.timeout,
               "max_pending": args.max_pending, "levels": results}
     if args.writes:
+        report["writer_threads"] = args.writer_threads
         report["writes"] = writes_report(events, audited, _whole_counts(db, layer["bounds"]))
         print(json.dumps(report["writes"]), file=sys.stderr)
     write_results(out, report)

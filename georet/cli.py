@@ -166,6 +166,8 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
               metavar="auto|openvino|openvino-bf16|onnxruntime|torch",
               help="What runs the model's image side: auto = the fastest installed (OpenVINO in bfloat16 where the "
                    "CPU has it, else float32; ONNX Runtime on a CUDA GPU); openvino = float32, torch's own vectors.")
+@click.option("--threads", type=int, help="Cores the image side may use [default: all]: leave some to a `georet serve` "
+                                          "of the same machine.")
 @click.option("--classes", type=click.Path(path_type=str), help="Scene-class vocabulary for zero-shot land cover.")
 @click.option("--landcover", type=click.Path(path_type=str), help="Land-cover layer: vector polygons or a classified raster.")
 @click.option("--landcover-field", help="Class field of a vector land-cover layer.")
@@ -177,7 +179,7 @@ db_option = click.option("--db", required=True, help="Index: a folder, or an obj
 def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac_datetime, max_items, engine,
           ray_address, tile_size, stride,
           bands, stretch, min_valid, assume_crs, arch, pretrained, checkpoint, device, batch_size, classes, landcover,
-          landcover_field, acquired, reindex, quiet, progress_json, image_runtime) -> None:
+          landcover_field, acquired, reindex, quiet, progress_json, image_runtime, threads) -> None:
     """Tile RASTERS, embed the tiles and store them in --db.
 
     RASTERS are files, directories, VRTs, http(s):// and s3:// URLs of
@@ -197,7 +199,7 @@ def index(rasters, db, bbox, bbox_crs, within, asset, stac_api, collection, stac
         raise click.UsageError("give RASTERS to index, or --stac API_URL --collection ID")
     job = IndexJob(tiling=tiling, area=area, asset=asset, engine=engine, ray_address=ray_address,
                    batch_size=batch_size, classes=classes, landcover=landcover, landcover_field=landcover_field,
-                   reindex=reindex, acquired=acquired, image_runtime=image_runtime,
+                   reindex=reindex, acquired=acquired, image_runtime=image_runtime, threads=threads,
                    progress=False if quiet or progress_json else None)
     report = index_raster(inputs, db, job, model=ModelSpec.from_options(arch, pretrained, checkpoint), device=device,
                           on_progress=_print_progress_json if progress_json else None)

@@ -18,6 +18,9 @@ from georet.errors import InputError
     ({"engine": "dask"}, "engine", "must be one of local, ray; got 'dask'"),
     ({"ray_address": "head:6379"}, "ray_address", "needs engine ray"),
     ({"acquired": "yesterday"}, "acquired", "not a date: 'yesterday'"),
+    ({"threads": 0}, "threads", "must be positive, got 0"),
+    ({"threads": 2, "engine": "ray"}, "threads", "applies to the local engine"),
+    ({"threads": 1, "image_runtime": "torch"}, "threads", "not image_runtime torch"),
 ])
 def test_every_rule_names_the_parameter(settings, param, problem):
     with pytest.raises(InputError) as err:
@@ -43,10 +46,14 @@ def test_a_loaded_model_keeps_its_runtime(tmp_path, rasters, tiny_model):
     """image_runtime picks how index_raster loads a model; for one loaded already it would be silently moot."""
     with pytest.raises(InputError, match="image_runtime: applies to a model loaded by index_raster"):
         index_raster(rasters["utm"], tmp_path / "x.db", model=tiny_model, image_runtime="openvino")
+    with pytest.raises(InputError, match="threads: applies to a model loaded by index_raster"):
+        index_raster(rasters["utm"], tmp_path / "x.db", model=tiny_model, threads=1)
     assert not (tmp_path / "x.db").exists()
 
 
 def test_the_cli_builds_the_same_job_and_names_its_flags(tmp_path, rasters):
     bad = invoke_cli("index", str(rasters["utm"]), "--db", str(tmp_path / "c.db"), "--batch-size", "0")
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == "Error: --batch-size: must be positive, got 0"
+    few = invoke_cli("index", str(rasters["utm"]), "--db", str(tmp_path / "c.db"), "--threads", "0")
+    assert few.returncode != 0 and few.stderr.strip().splitlines()[-1] == "Error: --threads: must be positive, got 0"
     assert not (tmp_path / "c.db").exists()

@@ -199,9 +199,10 @@ def index_raster(
     """
     started = time.perf_counter()
     job = replace(job or IndexJob(), **settings)
-    if job.image_runtime != "auto" and not (model is None or isinstance(model, ModelSpec)):
-        raise InputError("image_runtime", "applies to a model loaded by index_raster; this model is loaded already "
-                         "(load it with the runtime you want)")
+    for setting, value in (("image_runtime", job.image_runtime != "auto"), ("threads", job.threads is not None)):
+        if value and not (model is None or isinstance(model, ModelSpec)):
+            raise InputError(setting, "applies to a model loaded by index_raster; this model is loaded already "
+                             "(load it with the runtime and threads you want)")
     if job.engine == "ray":
         if not all(importlib.util.find_spec(m) for m in ("ray", "lance_ray")):
             raise InputError("engine", "ray needs Ray on this machine: pip install 'georet[ray]'")
@@ -225,7 +226,7 @@ def index_raster(
     if landcover and not Path(landcover).exists():
         raise NotFoundError(f"land-cover file not found: {landcover}")
     if model is None or isinstance(model, ModelSpec):
-        model = load_model(model, device=device, image_runtime=job.image_runtime)
+        model = load_model(model, device=device, image_runtime=job.image_runtime, threads=job.threads)
     if "auto" in job.tiling.tile_sizes and job.tiling.scale is None:
         job = replace(job, tiling=replace(job.tiling, scale=model_scale(model)))
     tiling, reindex = job.tiling, job.reindex

@@ -1,7 +1,7 @@
 """One indexing run's settings as one typed object: :class:`IndexJob`.
 
 ``georet index`` has many knobs (tiling, area, labels, engine, batch sizes,
-dates, the image runtime). They are checked once, when the job is made, and
+dates, the image runtime and its cores). They are checked once, when the job is made, and
 the job travels whole through the pipeline and to the Ray workers, so no step
 takes a dozen positional arguments and none can drop one on the way.
 """
@@ -53,6 +53,8 @@ class IndexJob:
     acquired: str | None = None
     #: what runs the image side of a model loaded for this job (:func:`georet.models.load_model`)
     image_runtime: str = "auto"
+    #: cores that image side's compiled graph may use (None: all): leave some to a server on the same machine
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -68,6 +70,14 @@ class IndexJob:
             raise InputError("engine", f"must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if self.ray_address and self.engine != "ray":
             raise InputError("ray_address", "needs {engine} ray", names=("engine",))
+        if self.threads is not None and self.threads < 1:
+            raise InputError("threads", f"must be positive, got {self.threads}")
+        if self.threads is not None and self.engine == "ray":
+            raise InputError("threads", "applies to the local {engine}: Ray gives each worker its share of cores",
+                             names=("engine",))
+        if self.threads is not None and self.image_runtime == "torch":
+            raise InputError("threads", "applies to the compiled image side (openvino, onnxruntime), not "
+                             "{image_runtime} torch", names=("image_runtime",))
         if self.acquired is not None:
             object.__setattr__(self, "acquired", parse_date(self.acquired))
 
