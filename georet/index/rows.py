@@ -23,6 +23,13 @@ class Labels:
     landcover_field: str | None = None
 
 
+def vector_matrix(rows: pa.Table) -> np.ndarray:
+    """The ``vector`` column of index rows as one (rows, dim) float32 matrix ((0, 0) for no rows)."""
+    if not len(rows):
+        return np.zeros((0, 0), np.float32)
+    return np.asarray(rows["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(rows), -1)
+
+
 def tile_rows(tiles: list[Tile], vectors: np.ndarray, labels, source_crs: str, dim: int,
               acquired: str | None = None) -> pa.Table:
     """Index rows (:func:`tile_schema`) for embedded, labelled tiles of one raster acquired on ``acquired``

@@ -25,6 +25,7 @@ from georet.geo import (
 )
 from georet.geo.scenes import FewShotMethod, TextEncoder
 from georet.index.labels import read_labels
+from georet.index.rows import vector_matrix
 from georet.index.store import TileStore, sql_string
 
 #: tiles of one raster refined together; larger rasters are refined in runs of this many tiles, in table order
@@ -40,7 +41,7 @@ def refine_scenes(store: TileStore, source: str, zero_shot: ZeroShotScenes | Few
     rows = store.dataset.to_table(columns=["tile_id", "vector"], filter=f"source = {sql_string(source)}")
     if len(rows) < 2:
         return
-    vectors = np.asarray(rows["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(len(rows), -1)
+    vectors = vector_matrix(rows)
     labels = []
     for start in range(0, len(rows), REFINE_TILES):
         chunk = vectors[start:start + REFINE_TILES]

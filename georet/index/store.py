@@ -497,19 +497,22 @@ class TileStore:
         self.table.checkout_latest()
 
     # -- approximate search ----------------------------------------------------
+    def _vector_index_name(self) -> str | None:
+        return next((index["name"] for index in self.dataset.list_indices() if "vector" in index["fields"]), None)
+
     def has_vector_index(self) -> bool:
         """Whether the table has a vector index: what a search asks at every new version, without the index's
         statistics (:meth:`vector_index`), which take about a second at a million rows."""
-        return any("vector" in index["fields"] for index in self.dataset.list_indices())
+        return self._vector_index_name() is not None
 
     def vector_index(self) -> dict[str, Any] | None:
         """``{"type", "indexed_rows", "unindexed_rows"}`` of the table's vector index, or None without one."""
-        for index in self.dataset.list_indices():
-            if "vector" in index["fields"]:
-                stats = self.dataset.index_statistics(index["name"])
-                return {"type": str(stats["index_type"]), "indexed_rows": int(stats["num_indexed_rows"]),
-                        "unindexed_rows": int(stats["num_unindexed_rows"])}
-        return None
+        name = self._vector_index_name()
+        if name is None:
+            return None
+        stats = self.dataset.index_statistics(name)
+        return {"type": str(stats["index_type"]), "indexed_rows": int(stats["num_indexed_rows"]),
+                "unindexed_rows": int(stats["num_unindexed_rows"])}
 
     def build_vector_index(self) -> dict[str, Any]:
         """(Re)build the :data:`VECTOR_INDEX_TYPE` index over every row and describe it; caller holds the

@@ -23,6 +23,7 @@ import shapely
 from georet.geo import SceneClass, classes_for_labels
 from georet.geo.dates import DateRange
 from georet.index import ANN_NPROBES, ANN_REFINE_FACTOR, TileStore
+from georet.index.rows import vector_matrix
 from georet.search.results import ROW_COLUMNS
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -325,10 +326,9 @@ def _read_rows(dataset, fragments: list | None, missing: list[str]) -> TileCatal
     for name in missing:
         table = table.append_column(name, pa.nulls(len(table), pa.string()))
     ids = table["tile_id"].to_pylist()
-    vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
     bounds = np.column_stack([table[c].to_numpy() for c in ("minx", "miny", "maxx", "maxy")]).reshape(len(ids), 4)
-    return TileCatalog(-1, ids, vectors.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
-                       bounds, np.asarray(table["scene"].to_pylist(), dtype=object), None, _compact(table.select(MEMORY_COLUMNS)))
+    return TileCatalog(-1, ids, vector_matrix(table), bounds, np.asarray(table["scene"].to_pylist(), dtype=object),
+                       None, _compact(table.select(MEMORY_COLUMNS)))
 
 
 def _assemble(version: int, parts: list[tuple[TileCatalog, int, int]], layout: tuple[FragmentRows, ...],
@@ -440,4 +440,3 @@ def _compact(table: pa.Table) -> pa.Table:
                                                                                "acquired")
                      else column.combine_chunks() for name, column in zip(table.column_names, table.columns)],
                     names=table.column_names)
-

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from georet.index import ANN_NPROBES, ANN_REFINE_FACTOR, TileStore
+from georet.index.rows import vector_matrix
 from georet.search.catalog import TileCatalog
 from georet.search.filters import TileFilter
 from georet.search.results import ROW_COLUMNS
@@ -124,7 +125,7 @@ class NearestTiles:
         table = self.store.dataset.to_table(columns=list(dict.fromkeys([*columns, "vector"])), filter=where)
         if not len(table):
             return []
-        vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
+        vectors = vector_matrix(table)
         distances = 1.0 - vectors @ np.asarray(query, dtype=vectors.dtype)
         order = np.argsort(distances, kind="stable")[:limit]
         rows = table.select(columns).take(pa.array(order, pa.int64())).to_pylist()
